@@ -1,0 +1,1 @@
+//! peftspace-backbones: frozen pretrained transformers on candle, loaded from Hugging Face folders, with hook sites.

@@ -1,0 +1,117 @@
+//! `Backbone`: a frozen pretrained transformer that calls hook sites, plus its registry keyed by HF `model_type`.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use candle_core::{Device, Tensor};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::hooks::LayerHooks;
+use crate::shapes::BackboneInfo;
+use crate::Result;
+
+/// A tokenised, padded batch on the backbone's device.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// `[batch, seq]` u32 token ids.
+    pub input_ids: Tensor,
+    /// `[batch, seq]` u32, 1 for real tokens and 0 for padding.
+    pub attention_mask: Tensor,
+    /// `[batch, seq]` u32 segment ids (BERT); `None` where the model has none.
+    pub token_type_ids: Option<Tensor>,
+    /// `[batch, dec_seq]` u32 decoder ids for encoder-decoders; `None` = derive them (input shifted right).
+    pub decoder_input_ids: Option<Tensor>,
+}
+
+/// Hidden states of one forward pass.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    /// `[batch, seq, hidden]`: the encoder's last hidden state.
+    pub encoder_hidden: Tensor,
+    /// `[batch, dec_seq, hidden]`: the decoder's last hidden state (encoder-decoders only).
+    pub decoder_hidden: Option<Tensor>,
+}
+
+/// Seeded dropout masks, so that a seed fixes training on CPU.
+pub struct Dropout {
+    rng: Mutex<StdRng>,
+}
+
+impl Dropout {
+    pub fn new(seed: u64) -> Self {
+        Dropout {
+            rng: Mutex::new(StdRng::seed_from_u64(seed)),
+        }
+    }
+
+    /// Inverted dropout with drop probability `p` (identity when `p == 0`).
+    pub fn apply(&self, x: &Tensor, p: f64) -> Result<Tensor> {
+        if p <= 0.0 {
+            return Ok(x.clone());
+        }
+        let n = x.elem_count();
+        let keep = 1.0 - p;
+        let scale = (1.0 / keep) as f32;
+        let mask: Vec<f32> = {
+            let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+            (0..n).map(|_| if rng.random::<f64>() < keep { scale } else { 0.0 }).collect()
+        };
+        let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+        Ok((x * mask)?)
+    }
+}
+
+/// Training (dropout on, seeded) or evaluation (dropout off).
+#[derive(Clone, Copy)]
+pub enum Mode<'a> {
+    Eval,
+    Train { dropout: &'a Dropout },
+}
+
+impl Mode<'_> {
+    /// Applies dropout in training mode; identity in evaluation.
+    pub fn dropout(&self, x: &Tensor, p: f64) -> Result<Tensor> {
+        match self {
+            Mode::Eval => Ok(x.clone()),
+            Mode::Train { dropout } => dropout.apply(x, p),
+        }
+    }
+
+    pub fn is_train(&self) -> bool {
+        matches!(self, Mode::Train { .. })
+    }
+}
+
+/// A frozen pretrained model with hook sites. Its weights are plain tensors, never `Var`s.
+pub trait Backbone: Send + Sync {
+    /// Layers, shapes and parameter count.
+    fn info(&self) -> &BackboneInfo;
+
+    fn device(&self) -> &Device;
+
+    /// Last hidden states of the encoder (and decoder).
+    fn encode(&self, batch: &Batch, hooks: &dyn LayerHooks, mode: Mode<'_>) -> Result<Encoded>;
+
+    /// `[batch, features]`: what a task head reads (pooled CLS, or the decoder state at the last EOS).
+    fn features(&self, batch: &Batch, hooks: &dyn LayerHooks, mode: Mode<'_>) -> Result<Tensor>;
+
+    /// Width of [`Backbone::features`].
+    fn feature_dim(&self) -> usize {
+        self.info().hidden
+    }
+}
+
+/// A registry entry for an architecture; `model_types` are the HF `config.json` values it accepts.
+#[derive(Clone, Copy)]
+pub struct ArchitectureEntry {
+    pub name: &'static str,
+    pub model_types: &'static [&'static str],
+    pub summary: &'static str,
+    /// Layers and parameter count from the text of `config.json` alone (no weights needed).
+    pub describe: fn(config_json: &str) -> Result<BackboneInfo>,
+    /// Loads the model from a Hugging Face folder (`config.json`, `model.safetensors`).
+    pub load: fn(dir: &Path, device: &Device) -> Result<Box<dyn Backbone>>,
+}
+
+inventory::collect!(ArchitectureEntry);

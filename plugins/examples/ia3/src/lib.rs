@@ -1,0 +1,1 @@
+//! Example dynamic plugin: the IA3 strategy, loaded at run time.

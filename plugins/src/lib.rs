@@ -1,0 +1,1 @@
+//! peftspace-plugins: built-in strategies, grouping rules, allocation rules and evaluators.

@@ -1,0 +1,10 @@
+//! `peftspace list`.
+
+use crate::{Exit, Global};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {}
+
+pub fn run(_args: Args, _global: &Global) -> Result<(), Exit> {
+    Err(Exit::from(anyhow::anyhow!("`peftspace list` is not implemented yet")))
+}

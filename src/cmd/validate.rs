@@ -1,0 +1,10 @@
+//! `peftspace validate`.
+
+use crate::{Exit, Global};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {}
+
+pub fn run(_args: Args, _global: &Global) -> Result<(), Exit> {
+    Err(Exit::from(anyhow::anyhow!("`peftspace validate` is not implemented yet")))
+}
