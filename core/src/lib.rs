@@ -12,6 +12,7 @@ pub mod hooks;
 pub mod params;
 pub mod registry;
 pub mod shapes;
+pub mod spec;
 pub mod strategy;
 
 pub use error::{Error, Result};

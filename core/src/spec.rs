@@ -1,0 +1,321 @@
+//! Experiment files, pass 1: plain serde structs read from RON with unknown fields refused.
+//!
+//! Pass 2 (resolving names through the registries, range checks, errors with `file:line:col`) builds on these.
+//! Every field documents its default; defaults live in `Default` impls.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// One experiment: a backbone, tasks, a budget, the design space and the refinement stages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentSpec {
+    /// Name used for the results folder. Required.
+    pub name: String,
+    /// The frozen pretrained model. Required.
+    pub backbone: BackboneSpec,
+    /// Folder holding GLUE task folders (`SST-2`, `CoLA`, …). Default: none (then `--data-dir`, `PEFTSPACE_DATA`,
+    /// or a download into the cache).
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
+    /// Dynamic plugin libraries to load before anything is resolved. Default: none.
+    #[serde(default)]
+    pub plugins: Vec<PathBuf>,
+    /// Search tasks. Required, at least one.
+    pub tasks: Vec<TaskSpec>,
+    /// Trainable-parameter budget as a fraction of the backbone's parameters. Default: 0.005 (0.5 %).
+    #[serde(default = "defaults::budget")]
+    pub budget: f64,
+    /// Number of layer groups G. Default: 4.
+    #[serde(default = "defaults::groups")]
+    pub groups: usize,
+    /// How encoder and decoder layers are grouped. Default: `Joint`.
+    #[serde(default)]
+    pub group_stacks: GroupStacks,
+    /// The strategies designs may use, with their options. Default: adapter, prefix, lora, bitfit with defaults.
+    #[serde(default = "defaults::strategies")]
+    pub strategies: Vec<StrategySpec>,
+    /// Training settings of every trial.
+    #[serde(default)]
+    pub training: TrainingSpec,
+    /// Root seed: fixes design sampling (stage → candidate → design seeds derive from it). Default: 1.
+    #[serde(default = "defaults::seed")]
+    pub seed: u64,
+    /// Training seeds: each design runs once per seed and task. Default: `[1]`.
+    #[serde(default = "defaults::seeds")]
+    pub seeds: Vec<u64>,
+    /// Designs sampled per candidate (N). Default: 100.
+    #[serde(default = "defaults::samples")]
+    pub samples: usize,
+    /// Refinement stages in order. Default: none (only S0 is sampled).
+    #[serde(default)]
+    pub stages: Vec<StageSpec>,
+    /// How a stage picks its winner. Default: `HighestMean`.
+    #[serde(default)]
+    pub decision: DecisionRule,
+    /// Runs after the last stage: best designs and baselines with more seeds. Default: none.
+    #[serde(default)]
+    pub final_runs: Option<FinalRunsSpec>,
+}
+
+/// Where the backbone comes from: a local folder, or a hub id downloaded into the cache.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackboneSpec {
+    /// Local folder with `config.json`, `model.safetensors`, `tokenizer.json`. Default: none.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Hugging Face hub id used when no local folder is given (`sentence-transformers/all-MiniLM-L6-v2`). Default: none.
+    #[serde(default)]
+    pub hub_id: Option<String>,
+}
+
+/// Whether groups may span the encoder and decoder of an encoder-decoder backbone.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GroupStacks {
+    /// One sequence of layers, encoder then decoder, cut into G groups.
+    #[default]
+    Joint,
+    /// Encoder and decoder each cut into G/2 groups.
+    Separate,
+}
+
+/// One task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSpec {
+    /// GLUE task id (`cola`, `sst2`, `mrpc`, `qqp`, `stsb`, `mnli`, `qnli`, `rte`, `wnli`) or a custom task's name.
+    pub id: String,
+    /// Seeded subsample of the training set. Default: all.
+    #[serde(default)]
+    pub max_train: Option<usize>,
+    /// Seeded subsample of the evaluation set. Default: all.
+    #[serde(default)]
+    pub max_eval: Option<usize>,
+    /// A non-GLUE task read from TSV/CSV/JSONL files. Default: none (a GLUE task).
+    #[serde(default)]
+    pub custom: Option<CustomTaskSpec>,
+}
+
+/// A task in the user's own files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomTaskSpec {
+    /// Training file (`.tsv`, `.csv` or `.jsonl`). Required.
+    pub train: PathBuf,
+    /// Evaluation file, same format. Required.
+    pub eval: PathBuf,
+    /// Column (or JSON key) of the first text. Required.
+    pub text: String,
+    /// Column of the second text for pair tasks. Default: none.
+    #[serde(default)]
+    pub text_pair: Option<String>,
+    /// Column of the label. Required.
+    pub label: String,
+    /// Label values in class order for classification; empty means regression. Default: empty.
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// Whether TSV/CSV files start with a header row. Default: true.
+    #[serde(default = "defaults::yes")]
+    pub header: bool,
+    /// Evaluator name (`accuracy`, `f1`, `mcc`, `pearson_spearman`, …). Default: `accuracy`, or
+    /// `pearson_spearman` for regression.
+    #[serde(default)]
+    pub metric: Option<String>,
+}
+
+/// One strategy designs may use.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StrategySpec {
+    /// Registry name (`adapter`, `prefix`, `lora`, `bitfit`, or a plugin's). Required.
+    pub name: String,
+    /// The strategy's own options, e.g. `(rank_sites: ["q", "v"], alpha: 16.0)`. Default: the strategy's defaults.
+    #[serde(default = "defaults::unit")]
+    pub options: ron::Value,
+    /// Learning rate for this strategy's parameters. Default: `training.learning_rate`.
+    #[serde(default)]
+    pub learning_rate: Option<f64>,
+}
+
+/// Training settings of one trial.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainingSpec {
+    /// Passes over the (subsampled) training set. Default: 3.
+    pub epochs: usize,
+    /// Examples per step. Default: 32.
+    pub batch_size: usize,
+    /// Peak AdamW learning rate. Default: 5e-4.
+    pub learning_rate: f64,
+    /// Learning rate of the task head. Default: `learning_rate`.
+    pub head_learning_rate: Option<f64>,
+    /// AdamW decoupled weight decay. Default: 0.0.
+    pub weight_decay: f64,
+    /// Fraction of steps with linear warm-up, then linear decay to 0. Default: 0.06.
+    pub warmup: f64,
+    /// Longest tokenised input; longer ones are truncated. Default: 128.
+    pub max_seq_len: usize,
+    /// Global gradient-norm clip. Default: 1.0 (0 disables).
+    pub grad_clip: f64,
+    /// Dropout inside the backbone and head while training. Default: 0.1.
+    pub dropout: f64,
+    /// Which epoch's dev score a trial reports. Default: `Last`.
+    pub select: Select,
+    /// Eval batch size. Default: 64.
+    pub eval_batch_size: usize,
+}
+
+/// Which epoch's score a trial reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Select {
+    #[default]
+    Last,
+    Best,
+}
+
+/// One refinement stage: a dimension and the candidate constraints compared on it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageSpec {
+    /// Stage name (`S1`, …), used in outputs. Required.
+    pub name: String,
+    /// Which dimension this stage constrains. Required.
+    pub dimension: Dimension,
+    /// Candidates: grouping/allocation rule names; tuned-group patterns (`"1111"`, `"0111"`); or strategy sets
+    /// written as names joined by `+` (`"adapter+lora"`). Required, at least two.
+    pub candidates: Vec<String>,
+    /// Designs per candidate for this stage. Default: the experiment's `samples`.
+    #[serde(default)]
+    pub samples: Option<usize>,
+}
+
+/// The design dimension a stage constrains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Dimension {
+    Grouping,
+    Allocation,
+    TunedGroups,
+    /// The strategy set of one group (0-based); the paper decides these group by group.
+    Strategies(usize),
+}
+
+/// How a stage picks its winner.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DecisionRule {
+    /// The candidate whose population has the highest mean score (the paper's rule).
+    #[default]
+    HighestMean,
+    /// The highest median.
+    HighestMedian,
+}
+
+/// Runs after the search: the discovered space's best designs and single-strategy baselines.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FinalRunsSpec {
+    /// How many of the last stage's best designs to rerun. Default: 1.
+    #[serde(default = "defaults::one")]
+    pub top: usize,
+    /// Seeds of the final runs. Default: `[1, 2, 3]`.
+    #[serde(default = "defaults::final_seeds")]
+    pub seeds: Vec<u64>,
+    /// Epochs of the final runs. Default: the training epochs.
+    #[serde(default)]
+    pub epochs: Option<usize>,
+    /// Baselines: strategy names (each in every layer at the same budget) and `full` (all weights). Default: none.
+    #[serde(default)]
+    pub baselines: Vec<String>,
+    /// Tasks of the final runs. Default: the search tasks.
+    #[serde(default)]
+    pub tasks: Option<Vec<TaskSpec>>,
+}
+
+impl Default for TrainingSpec {
+    fn default() -> Self {
+        TrainingSpec {
+            epochs: 3,
+            batch_size: 32,
+            learning_rate: 5e-4,
+            head_learning_rate: None,
+            weight_decay: 0.0,
+            warmup: 0.06,
+            max_seq_len: 128,
+            grad_clip: 1.0,
+            dropout: 0.1,
+            select: Select::Last,
+            eval_batch_size: 64,
+        }
+    }
+}
+
+mod defaults {
+    use super::StrategySpec;
+
+    pub fn budget() -> f64 {
+        0.005
+    }
+    pub fn groups() -> usize {
+        4
+    }
+    pub fn seed() -> u64 {
+        1
+    }
+    pub fn seeds() -> Vec<u64> {
+        vec![1]
+    }
+    pub fn final_seeds() -> Vec<u64> {
+        vec![1, 2, 3]
+    }
+    pub fn samples() -> usize {
+        100
+    }
+    pub fn one() -> usize {
+        1
+    }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn unit() -> ron::Value {
+        ron::Value::Unit
+    }
+    pub fn strategies() -> Vec<StrategySpec> {
+        ["adapter", "prefix", "lora", "bitfit"]
+            .into_iter()
+            .map(|name| StrategySpec {
+                name: name.to_string(),
+                options: ron::Value::Unit,
+                learning_rate: None,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_experiment_parses_with_defaults() {
+        let text = r#"ExperimentSpec(
+            name: "t",
+            backbone: (path: Some("m")),
+            tasks: [(id: "sst2", max_train: Some(100))],
+            stages: [(name: "S1", dimension: Grouping, candidates: ["uniform", "spindle"]),
+                     (name: "S4a", dimension: Strategies(0), candidates: ["adapter+lora", "bitfit"])],
+        )"#;
+        let spec: ExperimentSpec = ron::from_str(text).expect("parses");
+        assert_eq!(spec.budget, 0.005);
+        assert_eq!(spec.groups, 4);
+        assert_eq!(spec.strategies.len(), 4);
+        assert_eq!(spec.training.epochs, 3);
+        assert_eq!(spec.stages[1].dimension, Dimension::Strategies(0));
+    }
+
+    #[test]
+    fn unknown_field_is_refused() {
+        let text = r#"ExperimentSpec(name: "t", backbone: (), tasks: [], budgte: 0.1)"#;
+        assert!(ron::from_str::<ExperimentSpec>(text).is_err());
+    }
+}
