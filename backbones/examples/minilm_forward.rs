@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use candle_core::{DType, Device};
-use peftspace_core::backbone::{Backbone, Batch, Mode};
+use peftspace_core::backbone::{Batch, Mode};
 use peftspace_core::hooks::NoHooks;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

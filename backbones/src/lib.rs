@@ -5,6 +5,7 @@
 
 pub mod bert;
 pub mod checkpoint;
+pub mod head;
 pub mod ops;
 pub mod tokenizer;
 
