@@ -5,7 +5,6 @@
 
 pub mod bert;
 pub mod checkpoint;
-pub mod head;
 pub mod ops;
 pub mod tokenizer;
 
