@@ -48,11 +48,13 @@ pub fn open_weights(dir: &Path, device: &Device) -> Result<VarBuilder<'static>> 
     })
 }
 
-/// Wraps a loading error with the checkpoint path.
+/// Wraps a loading error with the checkpoint path; only the first line is kept (candle appends a backtrace when
+/// `RUST_BACKTRACE` is set, which says nothing to a user about their checkpoint).
 pub fn model_error(dir: &Path, e: impl std::fmt::Display) -> Error {
+    let text = e.to_string();
     Error::Model {
         path: PathBuf::from(dir).join("model.safetensors"),
-        message: e.to_string(),
+        message: text.lines().next().unwrap_or_default().to_string(),
     }
 }
 
@@ -252,4 +254,60 @@ pub fn eos_features(encoded: Encoded, batch: &Batch, eos: u32) -> Result<Tensor>
         .ok_or_else(|| Error::msg("an encoder-decoder must return a decoder hidden state"))?;
     let positions = last_eos_positions(&batch.input_ids, &batch.attention_mask, eos)?;
     gather_rows(&hidden, &positions)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(rows: &[&[u32]]) -> Tensor {
+        let width = rows[0].len();
+        let flat: Vec<u32> = rows.iter().flat_map(|r| r.iter().copied()).collect();
+        Tensor::from_vec(flat, (rows.len(), width), &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn shift_right_puts_the_start_token_first() {
+        let shifted = shift_right(&ids(&[&[5, 6, 1, 0], &[7, 1, 0, 0]]), 0).unwrap();
+        assert_eq!(
+            shifted.to_vec2::<u32>().unwrap(),
+            vec![vec![0, 5, 6, 1], vec![0, 7, 1, 0]]
+        );
+    }
+
+    #[test]
+    fn last_eos_or_last_real_token() {
+        let input = ids(&[&[5, 2, 6, 2, 1], &[5, 6, 7, 1, 1]]);
+        let mask = ids(&[&[1, 1, 1, 1, 0], &[1, 1, 1, 0, 0]]);
+        // Row 0: two EOS (id 2), the last one counts; row 1 was truncated (no EOS): its last real token.
+        assert_eq!(last_eos_positions(&input, &mask, 2).unwrap(), vec![3, 2]);
+    }
+
+    #[test]
+    fn gather_rows_picks_one_position_per_row_and_checks_bounds() {
+        let hidden = Tensor::arange(0f32, 12., &Device::Cpu)
+            .unwrap()
+            .reshape((2, 3, 2))
+            .unwrap();
+        let rows = gather_rows(&hidden, &[2, 0]).unwrap();
+        assert_eq!(rows.to_vec2::<f32>().unwrap(), vec![vec![4., 5.], vec![6., 7.]]);
+        let err = gather_rows(&hidden, &[3, 0]).unwrap_err().to_string();
+        assert!(err.contains("past the decoder length"), "{err}");
+    }
+
+    #[test]
+    fn out_of_vocabulary_ids_are_an_error() {
+        let table = Tensor::zeros((4, 2), DType::F32, &Device::Cpu).unwrap();
+        let err = embed(&table, &ids(&[&[1, 4]])).unwrap_err().to_string();
+        assert!(err.contains("token id 4 is outside the vocabulary of 4"), "{err}");
+    }
+
+    #[test]
+    fn activations_parse_transformers_names() {
+        assert_eq!(Activation::from_hf_name("gelu").unwrap(), Activation::GeluErf);
+        assert_eq!(Activation::from_hf_name("gelu_new").unwrap(), Activation::GeluTanh);
+        assert!(Activation::from_hf_name("mish")
+            .unwrap_err()
+            .contains("unsupported activation `mish`"));
+    }
 }
