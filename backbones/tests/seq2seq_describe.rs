@@ -146,7 +146,7 @@ fn bad_configs_are_clear_errors() {
     let err = bart::Config::from_json(r#"{"normalize_before": true}"#).unwrap_err();
     assert!(err.contains("normalize_before"), "{err}");
     let err = t5::Config::from_json("{\n  \"d_model\": \"wide\"\n}").unwrap_err();
-    assert!(err.starts_with("config.json:2:"), "{err}");
+    assert!(err.contains("line 2"), "{err}");
     // A missing folder names the file.
     let err = t5::T5::load(&fixtures().join("no-such-model"), &Device::Cpu)
         .err()

@@ -116,5 +116,5 @@ fn missing_tensors_name_the_file_and_the_tensor() {
     )
     .unwrap();
     let err = Bart::load(empty.path(), &Device::Cpu).err().unwrap().to_string();
-    assert!(err.contains("model.safetensors") && err.contains("missing"), "{err}");
+    assert!(err.contains("model.safetensors") && err.contains("no such file"), "{err}");
 }

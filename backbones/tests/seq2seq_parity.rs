@@ -124,3 +124,37 @@ fn dropout_changes_training_outputs_only() {
         "dropout 0.1 in training must change the output (diff {diff})"
     );
 }
+
+#[test]
+fn fixture_tokenizers_reproduce_the_reference_batch() {
+    // The texts `tests/fixtures/gen_seq2seq.py` tokenised.
+    let cases: [(&str, [&str; 2]); 2] = [
+        ("t5-tiny-relu", ["w3 w7 w1 w12 w30 w5 w9 w22 w17 w2 w8", "w4 w15 w6"]),
+        ("bart-tiny", ["w3 w7 w1 w12 w30 w5 w9", "w4 w15"]),
+    ];
+    for (name, texts) in cases {
+        let dir = fixture(name);
+        let tokenizer = peftspace_backbones::tokenizer::TextTokenizer::from_dir(&dir, 64).unwrap();
+        let examples: Vec<(&str, Option<&str>)> = texts.iter().map(|t| (*t, None)).collect();
+        let batch = tokenizer.batch(&examples, &Device::Cpu).unwrap();
+        let r = reference(name);
+        assert_eq!(
+            max_abs_diff(
+                &batch.input_ids.to_dtype(DType::F32).unwrap(),
+                &r["input_ids"].to_dtype(DType::F32).unwrap()
+            ),
+            0.0
+        );
+        assert_eq!(
+            max_abs_diff(
+                &batch.attention_mask.to_dtype(DType::F32).unwrap(),
+                &r["attention_mask"].to_dtype(DType::F32).unwrap()
+            ),
+            0.0
+        );
+        // Through the crate-level loader (registry lookup by `model_type`).
+        let model = peftspace_backbones::load(&dir, &Device::Cpu).unwrap();
+        let features = model.features(&batch, &NoHooks, Mode::Eval).unwrap();
+        assert!(max_abs_diff(&features, &r["eos_features"]) <= TOLERANCE, "{name}");
+    }
+}

@@ -5,15 +5,18 @@
 
 pub mod allocation;
 pub mod backbone;
+pub mod data;
 pub mod error;
 pub mod evaluator;
 pub mod grouping;
 pub mod hooks;
 pub mod params;
 pub mod registry;
+pub mod resolve;
 pub mod shapes;
 pub mod spec;
 pub mod strategy;
+pub mod train;
 
 pub use error::{Error, Result};
 

@@ -132,7 +132,7 @@ impl Config {
             ("max_position_embeddings", self.max_position_embeddings),
         ] {
             if value == 0 {
-                return Err(format!("config.json: `{name}` must be positive"));
+                return Err(format!("`{name}` must be positive"));
             }
         }
         for (name, heads) in [
@@ -141,14 +141,14 @@ impl Config {
         ] {
             if heads == 0 || self.d_model % heads != 0 {
                 return Err(format!(
-                    "config.json: `{name}` = {heads} must be positive and divide `d_model` = {}",
+                    "`{name}` = {heads} must be positive and divide `d_model` = {}",
                     self.d_model
                 ));
             }
         }
         if self.normalize_before || self.add_final_layer_norm {
             return Err(
-                "config.json: `normalize_before` / `add_final_layer_norm` (mBART-style pre-norm) are not \
+                "`normalize_before` / `add_final_layer_norm` (mBART-style pre-norm) are not \
                         supported by the `bart` backbone; set them to false or use a BART checkpoint"
                     .to_string(),
             );
@@ -158,7 +158,7 @@ impl Config {
 
     pub fn activation(&self) -> std::result::Result<Activation, String> {
         Activation::from_hf_name(&self.activation_function)
-            .map_err(|e| format!("config.json: `activation_function`: {e}"))
+            .map_err(|e| format!("`activation_function`: {e}"))
     }
 
     pub fn pad_id(&self) -> u32 {

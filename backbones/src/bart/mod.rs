@@ -132,7 +132,7 @@ impl Backbone for Bart {
 fn describe(config_json: &str) -> Result<BackboneInfo> {
     Config::from_json(config_json)
         .and_then(|c| c.describe())
-        .map_err(Error::msg)
+        .map_err(crate::checkpoint::config_error)
 }
 
 fn load(dir: &Path, device: &Device) -> Result<Box<dyn Backbone>> {

@@ -3,7 +3,7 @@
 
 pub mod attention;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
@@ -14,46 +14,31 @@ use peftspace_core::{Error, Result};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
+use crate::checkpoint::{self, Checkpoint};
 use crate::ops::Linear;
 
-/// Reads `config.json` of a model folder and parses it with `parse` (which also checks it).
+/// Reads `config.json` of a model folder and parses it with `parse` (which also checks it); errors name the file.
 pub fn read_config<T>(dir: &Path, parse: fn(&str) -> std::result::Result<T, String>) -> Result<T> {
-    let path = dir.join("config.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let (path, text) = checkpoint::read_config(dir)?;
     parse(&text).map_err(|message| Error::Model { path, message })
 }
 
-/// Parses the text of a `config.json`; the error names the line and column.
+/// Parses the text of a `config.json` (serde's message names the line and column).
 pub fn parse_config<T: DeserializeOwned>(text: &str) -> std::result::Result<T, String> {
-    serde_json::from_str(text).map_err(|e| format!("config.json:{}:{}: {e}", e.line(), e.column()))
+    serde_json::from_str(text).map_err(|e| format!("invalid config: {e}"))
 }
 
-/// Opens the weights of a model folder (`model.safetensors`, memory-mapped), converted to F32 on `device`.
+/// Opens the weights of a model folder (memory-mapped, converted to F32 on `device` as they are asked for).
 pub fn open_weights(dir: &Path, device: &Device) -> Result<VarBuilder<'static>> {
-    let path = dir.join("model.safetensors");
-    if !path.is_file() {
-        return Err(Error::Model {
-            path,
-            message: "missing: the folder must hold the weights as `model.safetensors` (save with \
-                      `save_pretrained(..., safe_serialization=True)`)"
-                .to_string(),
-        });
-    }
-    // SAFETY: the file is memory-mapped read-only; like every safetensors reader we rely on nobody truncating it
-    // while the model is loaded.
-    let vb = unsafe { VarBuilder::from_mmaped_safetensors(std::slice::from_ref(&path), DType::F32, device) };
-    vb.map_err(|e| Error::Model {
-        path,
-        message: e.to_string(),
-    })
+    Ok(Checkpoint::open(dir)?.var_builder(device))
 }
 
-/// Wraps a loading error with the checkpoint path; only the first line is kept (candle appends a backtrace when
+/// Wraps a loading error with the model folder; only the first line is kept (candle appends a backtrace when
 /// `RUST_BACKTRACE` is set, which says nothing to a user about their checkpoint).
 pub fn model_error(dir: &Path, e: impl std::fmt::Display) -> Error {
     let text = e.to_string();
     Error::Model {
-        path: PathBuf::from(dir).join("model.safetensors"),
+        path: dir.to_path_buf(),
         message: text.lines().next().unwrap_or_default().to_string(),
     }
 }

@@ -126,14 +126,14 @@ impl Config {
             ("vocab_size", self.vocab_size),
         ] {
             if value == 0 {
-                return Err(format!("config.json: `{name}` must be positive"));
+                return Err(format!("`{name}` must be positive"));
             }
         }
         if self.num_layers == 0 || self.decoder_layers() == 0 {
-            return Err("config.json: `num_layers` and `num_decoder_layers` must be positive".to_string());
+            return Err("`num_layers` and `num_decoder_layers` must be positive".to_string());
         }
         if self.relative_attention_num_buckets < 4 || self.relative_attention_max_distance < 2 {
-            return Err("config.json: `relative_attention_num_buckets` must be ≥ 4 and \
+            return Err("`relative_attention_num_buckets` must be ≥ 4 and \
                         `relative_attention_max_distance` ≥ 2"
                 .to_string());
         }
@@ -157,7 +157,7 @@ impl Config {
             ["gated", act] => (true, *act),
             _ => {
                 return Err(format!(
-                    "config.json: `feed_forward_proj` = `{}` must be `ACT` or `gated-ACT` (e.g. `relu`, `gated-gelu`)",
+                    "`feed_forward_proj` = `{}` must be `ACT` or `gated-ACT` (e.g. `relu`, `gated-gelu`)",
                     self.feed_forward_proj
                 ))
             }
@@ -165,7 +165,7 @@ impl Config {
         let activation = if self.feed_forward_proj == "gated-gelu" {
             Activation::GeluTanh
         } else {
-            Activation::from_hf_name(act).map_err(|e| format!("config.json: `feed_forward_proj`: {e}"))?
+            Activation::from_hf_name(act).map_err(|e| format!("`feed_forward_proj`: {e}"))?
         };
         Ok(FeedForward { gated, activation })
     }
