@@ -5,6 +5,9 @@
 
 pub mod allocation;
 pub mod backbone;
+pub mod budget;
+pub mod design;
+pub mod experiment;
 pub mod error;
 pub mod evaluator;
 pub mod grouping;
@@ -12,8 +15,12 @@ pub mod hooks;
 pub mod params;
 pub mod registry;
 pub mod shapes;
+pub mod space;
 pub mod spec;
 pub mod strategy;
+
+#[cfg(test)]
+mod test_doubles;
 
 pub use error::{Error, Result};
 
