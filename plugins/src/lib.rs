@@ -1,1 +1,4 @@
 //! peftspace-plugins: built-in strategies, grouping rules, allocation rules and evaluators.
+
+pub mod allocation;
+pub mod grouping;
