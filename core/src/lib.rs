@@ -19,8 +19,8 @@ pub mod space;
 pub mod spec;
 pub mod strategy;
 
-#[cfg(test)]
-mod test_doubles;
+#[doc(hidden)]
+pub mod test_doubles;
 
 pub use error::{Error, Result};
 

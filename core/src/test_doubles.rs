@@ -1,6 +1,7 @@
 //! Stand-ins used by unit tests: BERT-like layer shapes and strategies with simple, known parameter counts.
 //!
-//! They let the budget solver and sampler be tested without the real strategies and backbones.
+//! They let the budget solver and sampler be tested without the real strategies and backbones. Not part of the
+//! public API.
 
 use std::collections::BTreeMap;
 
@@ -209,12 +210,12 @@ pub fn registries() -> Registries {
             },
             _ => |_| Ok(Box::new(Fake { name: "bitfit".into(), counting: Counting::Bitfit })),
         };
-        r.add_strategy(StrategyEntry { name, code, summary: "", create }, "test").unwrap();
+        r.add_strategy(StrategyEntry { name, code, summary: "", create }, "test").expect("distinct fake strategies");
     }
-    r.add_grouping(GroupingEntry { name: "s0", summary: "", create: || Box::new(AnyGrouping) }, "test").unwrap();
+    r.add_grouping(GroupingEntry { name: "s0", summary: "", create: || Box::new(AnyGrouping) }, "test").expect("distinct test rules");
     r.add_grouping(GroupingEntry { name: "first_largest", summary: "", create: || Box::new(FirstLargest) }, "test")
-        .unwrap();
-    r.add_allocation(AllocationEntry { name: "s0", summary: "", create: || Box::new(EqualPerLayer) }, "test").unwrap();
+        .expect("distinct test rules");
+    r.add_allocation(AllocationEntry { name: "s0", summary: "", create: || Box::new(EqualPerLayer) }, "test").expect("distinct test rules");
     r
 }
 
