@@ -6,6 +6,7 @@
 pub mod allocation;
 pub mod backbone;
 pub mod budget;
+pub mod data;
 pub mod design;
 pub mod experiment;
 pub mod error;
@@ -14,10 +15,12 @@ pub mod grouping;
 pub mod hooks;
 pub mod params;
 pub mod registry;
+pub mod resolve;
 pub mod shapes;
 pub mod space;
 pub mod spec;
 pub mod strategy;
+pub mod train;
 
 #[doc(hidden)]
 pub mod test_doubles;
