@@ -82,6 +82,19 @@ impl Plan {
             .flat_map(|l| l.strategies.iter().map(move |s| (l.layer, s.strategy.as_str(), s.size)))
     }
 
+    /// The plan as the trainer builds it ([`crate::train::build_design`]): per layer, `(strategy, size)` pairs.
+    /// Untuned layers are left out.
+    pub fn layer_assignments(&self) -> Vec<crate::train::LayerAssignment> {
+        self.layers
+            .iter()
+            .filter(|l| !l.strategies.is_empty())
+            .map(|l| crate::train::LayerAssignment {
+                layer: l.layer,
+                strategies: l.strategies.iter().map(|s| (s.strategy.clone(), s.size)).collect(),
+            })
+            .collect()
+    }
+
     /// Per-layer sizes as text: layers separated by spaces, strategies by `+` as code and size (`A12+L4+B`,
     /// fixed-size strategies without a size), `-` for an untuned layer. `code` maps a name to its short code.
     pub fn sizes_text(&self, code: impl Fn(&str) -> String) -> String {

@@ -26,6 +26,9 @@ fn lora_everywhere_on_minilm_matches_hand_computation() {
     assert_eq!(plan.group_params, vec![18_432, 38_400, 38_400, 18_432]);
     assert!(plan.relative_error().abs() < 0.001);
     assert_eq!(plan.sizes_text(|n| codes().code(n).unwrap().to_string()), "L12 L12 L13 L12 L13 L12");
+    let assignments = plan.layer_assignments();
+    assert_eq!(assignments.len(), 6);
+    assert_eq!((assignments[2].layer, assignments[2].strategies.clone()), (2, vec![("lora".to_string(), 13)]));
 }
 
 #[test]
