@@ -10,9 +10,13 @@ pub mod evaluator;
 pub mod grouping;
 pub mod hooks;
 pub mod params;
+pub mod refine;
 pub mod registry;
+pub mod report;
 pub mod shapes;
 pub mod spec;
+pub mod stats;
+pub mod store;
 pub mod strategy;
 
 pub use error::{Error, Result};
