@@ -149,6 +149,14 @@ fn population(stage: &str, candidate: &CandidatePlan, store: &ResultStore) -> Ca
 
 /// Decides a stage from its plan and the stored trials.
 pub fn decide_stage(stage: &StagePlan, store: &ResultStore, rule: DecisionRule) -> StageDecision {
+    if let Some(reason) = &stage.skipped {
+        return StageDecision {
+            stage: stage.name.clone(),
+            candidates: Vec::new(),
+            winner: None,
+            summary: format!("{}: skipped: {reason}", stage.name),
+        };
+    }
     let mut candidates: Vec<CandidateStats> =
         stage.candidates.iter().map(|c| population(&stage.name, c, store)).collect();
     let key = |c: &CandidateStats| match rule {

@@ -30,6 +30,9 @@ pub struct StagePlan {
     /// The space this stage started from.
     pub space: String,
     pub candidates: Vec<CandidatePlan>,
+    /// Why the stage was skipped (it does not apply to the space so far), if it was.
+    #[serde(default)]
+    pub skipped: Option<String>,
 }
 
 /// One candidate's population.

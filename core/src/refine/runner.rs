@@ -127,6 +127,21 @@ pub fn run_experiment(
     let mut narrowed: Option<Box<dyn SearchSpace>> = None;
     for stage in &stages {
         let current: &dyn SearchSpace = narrowed.as_deref().unwrap_or(space);
+        if let Some(reason) = stage.dimension.and_then(|d| current.inapplicable(d)) {
+            plan.stages.push(StagePlan {
+                name: stage.name.clone(),
+                dimension: stage.dimension.map_or_else(String::new, |d| format!("{d:?}")),
+                space: current.describe(),
+                candidates: Vec::new(),
+                skipped: Some(reason),
+            });
+            save_plan(store, &plan)?;
+            let stage_plan = plan.stages.last().ok_or_else(|| Error::msg("internal: stage plan missing"))?;
+            let decision = decide_stage(stage_plan, store, spec.decision);
+            progress.stage_decided(&decision);
+            decisions.push(decision);
+            continue;
+        }
         let (stage_plan, trials) = plan_stage(spec, stage, current, &mut factory)?;
         plan.stages.push(stage_plan);
         save_plan(store, &plan)?;
@@ -147,9 +162,9 @@ pub fn run_experiment(
         }
     }
     if let Some(final_spec) = &spec.final_runs {
-        let last_stage = plan.stages.last().ok_or_else(|| Error::msg("internal: no stage planned"))?;
-        let last_decision = decisions.last().ok_or_else(|| Error::msg("internal: no decision"))?;
-        let best = best_designs(last_stage, last_decision, store, final_spec.top);
+        // The best designs come from the winning population of the last stage that was not skipped.
+        let last = plan.stages.iter().zip(&decisions).rev().find(|(_, d)| d.winner.is_some());
+        let best = last.map_or_else(Vec::new, |(stage, decision)| best_designs(stage, decision, store, final_spec.top));
         let tasks = final_spec.tasks.clone().unwrap_or_else(|| spec.tasks.clone());
         let mut training = spec.training.clone();
         if let Some(epochs) = final_spec.epochs {
@@ -236,6 +251,7 @@ fn plan_stage(
         dimension: stage.dimension.map_or_else(|| "None".to_string(), |d| format!("{d:?}")),
         space: space.describe(),
         candidates,
+        skipped: None,
     };
     Ok((plan, trials))
 }

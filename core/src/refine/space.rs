@@ -23,6 +23,12 @@ pub trait SearchSpace: Send + Sync {
 
     /// A one-line description of the constraints so far, for logs and `plan.json`.
     fn describe(&self) -> String;
+
+    /// Why a stage on `dimension` cannot apply to this space (a strategy stage for a group an earlier stage left
+    /// untuned); `None` when it applies. Such a stage is skipped and recorded as skipped.
+    fn inapplicable(&self, _dimension: Dimension) -> Option<String> {
+        None
+    }
 }
 
 /// A sampled design as the runner stores and reports it.

@@ -156,6 +156,15 @@ impl SearchSpace for SyntheticSpace {
         })
     }
 
+    fn inapplicable(&self, dimension: Dimension) -> Option<String> {
+        match (dimension, &self.tuned) {
+            (Dimension::Strategies(group), Some(tuned)) if tuned.as_bytes().get(group) == Some(&b'0') => {
+                Some(format!("group {group} is not tuned (tuned groups {tuned})"))
+            }
+            _ => None,
+        }
+    }
+
     fn describe(&self) -> String {
         format!(
             "synthetic: grouping={} allocation={} tuned={} sets={:?}",

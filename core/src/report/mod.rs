@@ -79,7 +79,7 @@ pub fn write_reports_from(dir: &Path, plan: &Plan, store: &ResultStore) -> Resul
     if plan.final_runs.is_some() {
         put("final.csv".into(), final_csv(plan, store)?)?;
     }
-    for decision in &decisions {
+    for decision in decisions.iter().filter(|d| !d.candidates.is_empty()) {
         let svg = edf_plot::edf_svg(decision)?;
         put(format!("edf_{}.svg", file_safe(&decision.stage)), svg)?;
     }

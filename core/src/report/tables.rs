@@ -122,6 +122,16 @@ pub fn stages_csv(plan: &Plan, decisions: &[StageDecision]) -> Result<String> {
     ];
     write_row(&mut w, &header.map(String::from))?;
     for (stage, decision) in plan.stages.iter().zip(decisions) {
+        if let Some(reason) = &stage.skipped {
+            let mut row = vec![String::new(); header.len()];
+            row[0] = stage.name.clone();
+            row[1] = stage.dimension.clone();
+            row[3] = "false".into();
+            row[4] = "false".into();
+            row[header.len() - 1] = format!("stage skipped: {reason}");
+            write_row(&mut w, &row)?;
+            continue;
+        }
         for c in &decision.candidates {
             let v = c.versus_winner.as_ref();
             let pick = |f: fn(&crate::refine::Comparison) -> f64| v.map_or(String::new(), |v| num(f(v)));
