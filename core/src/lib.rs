@@ -5,6 +5,7 @@
 
 pub mod allocation;
 pub mod backbone;
+pub mod data;
 pub mod error;
 pub mod evaluator;
 pub mod grouping;
@@ -13,11 +14,13 @@ pub mod params;
 pub mod refine;
 pub mod registry;
 pub mod report;
+pub mod resolve;
 pub mod shapes;
 pub mod spec;
 pub mod stats;
 pub mod store;
 pub mod strategy;
+pub mod train;
 
 pub use error::{Error, Result};
 

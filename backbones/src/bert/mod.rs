@@ -1,0 +1,46 @@
+//! BERT and RoBERTa encoders (Devlin et al., 2019, "BERT: Pre-training of Deep Bidirectional Transformers for Language
+//! Understanding"; Liu et al., 2019, "RoBERTa: A Robustly Optimized BERT Pretraining Approach"), following
+//! transformers' `modeling_bert.py` / `modeling_roberta.py`, with PEFT hook sites in every layer.
+//!
+//! One architecture serves both: RoBERTa differs only in counting positions from `padding_idx + 1` and in usually
+//! having no pooler. MiniLM (all-MiniLM-L6-v2) is a BERT checkpoint without the `bert.` prefix.
+
+mod config;
+mod model;
+
+use std::path::Path;
+
+use candle_core::Device;
+
+use peftspace_core::backbone::{ArchitectureEntry, Backbone};
+use peftspace_core::Result;
+
+use crate::checkpoint::{read_config, with_config_path, Checkpoint};
+
+pub use config::{describe, Activation, BertConfig, Flavour};
+pub use model::Bert;
+
+impl Bert {
+    /// Loads a BERT or RoBERTa folder (`config.json` + safetensors weights).
+    pub fn load(dir: &Path, device: &Device) -> Result<Bert> {
+        let (config_path, text) = read_config(dir)?;
+        let config = BertConfig::from_json(&text).map_err(|e| with_config_path(e, &config_path))?;
+        let checkpoint = Checkpoint::open(dir)?;
+        Bert::from_checkpoint(config, &checkpoint, device)
+    }
+}
+
+/// [`ArchitectureEntry::load`] for BERT and RoBERTa.
+pub fn load(dir: &Path, device: &Device) -> Result<Box<dyn Backbone>> {
+    Ok(Box::new(Bert::load(dir, device)?))
+}
+
+peftspace_core::inventory::submit! {
+    ArchitectureEntry {
+        name: "bert",
+        model_types: &["bert", "roberta"],
+        summary: "BERT / RoBERTa / MiniLM encoder (post-LN, learned positions, pooled CLS)",
+        describe,
+        load,
+    }
+}

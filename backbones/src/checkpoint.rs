@@ -1,0 +1,347 @@
+//! Hugging Face model folders: `config.json` and the weights (`model.safetensors`, or shards listed in
+//! `model.safetensors.index.json`), shared by every architecture.
+//!
+//! Weights are memory-mapped and converted to f32 tensor by tensor as a model asks for them through a
+//! [`VarBuilder`]. Every failure names the file and, for a tensor, its name and both shapes.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::safetensors::MmapedSafetensors;
+use candle_core::{DType, Device, Shape, Tensor};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::VarBuilder;
+use serde::de::DeserializeOwned;
+
+use peftspace_core::{Error, Result};
+
+/// File name of the model configuration inside a model folder.
+pub const CONFIG_FILE: &str = "config.json";
+/// File name of single-file weights.
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+/// File name of the index of sharded weights.
+pub const WEIGHTS_INDEX_FILE: &str = "model.safetensors.index.json";
+
+/// An error about `config.json` raised where its full path is not known yet; [`with_config_path`] completes it.
+pub fn config_error(message: impl Into<String>) -> Error {
+    Error::Model {
+        path: PathBuf::from(CONFIG_FILE),
+        message: message.into(),
+    }
+}
+
+/// Deserialises `config.json` text into an architecture's config struct; syntax and type errors carry line:col.
+pub fn parse_config<T: DeserializeOwned>(text: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| Error::Spec {
+        file: CONFIG_FILE.to_string(),
+        line: e.line(),
+        col: e.column(),
+        message: format!("{e} (line {}, column {})", e.line(), e.column()),
+    })
+}
+
+/// Replaces the bare `config.json` of errors from [`config_error`] / [`parse_config`] with the real path.
+pub fn with_config_path(error: Error, path: &Path) -> Error {
+    match error {
+        Error::Model { path: p, message } if p == Path::new(CONFIG_FILE) => Error::Model {
+            path: path.to_path_buf(),
+            message,
+        },
+        Error::Spec {
+            file,
+            line,
+            col,
+            message,
+        } if file == CONFIG_FILE => Error::Spec {
+            file: path.display().to_string(),
+            line,
+            col,
+            message,
+        },
+        other => other,
+    }
+}
+
+/// Reads `config.json` of a model folder: its path and its text.
+pub fn read_config(dir: &Path) -> Result<(PathBuf, String)> {
+    if !dir.is_dir() {
+        return Err(Error::Model {
+            path: dir.to_path_buf(),
+            message: "not a folder; pass a Hugging Face model folder (config.json, model.safetensors, tokenizer.json)"
+                .to_string(),
+        });
+    }
+    let path = dir.join(CONFIG_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::Model {
+        message: format!("cannot read the model configuration: {e}"),
+        path: path.clone(),
+    })?;
+    Ok((path, text))
+}
+
+/// The `model_type` field of `config.json` text.
+pub fn model_type(config_path: &Path, text: &str) -> Result<String> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        model_type: Option<String>,
+    }
+    let head: Head = parse_config(text).map_err(|e| with_config_path(e, config_path))?;
+    head.model_type.ok_or_else(|| Error::Model {
+        path: config_path.to_path_buf(),
+        message: "no `model_type` field; add the Hugging Face model type (e.g. \"bert\")".to_string(),
+    })
+}
+
+/// The memory-mapped weights of a model folder.
+pub struct Checkpoint {
+    files: Vec<PathBuf>,
+    tensors: Arc<Tensors>,
+}
+
+struct Tensors {
+    mmap: MmapedSafetensors,
+    /// Tensor name → index into `files` (for messages).
+    origin: BTreeMap<String, usize>,
+    files: Vec<PathBuf>,
+}
+
+impl Checkpoint {
+    /// Opens `model.safetensors`, or every shard named by `model.safetensors.index.json`, checking that no file is
+    /// truncated.
+    pub fn open(dir: &Path) -> Result<Checkpoint> {
+        let files = weight_files(dir)?;
+        let mut origin = BTreeMap::new();
+        for (index, file) in files.iter().enumerate() {
+            for name in check_safetensors_file(file)? {
+                origin.insert(name, index);
+            }
+        }
+        // SAFETY: the files are mapped read-only; like every safetensors reader we rely on them not being rewritten
+        // while the model is loading. Their headers and sizes were checked just above.
+        let mmap = unsafe { MmapedSafetensors::multi(&files) }.map_err(|e| Error::Model {
+            path: dir.to_path_buf(),
+            message: format!("cannot read the weights: {e}"),
+        })?;
+        Ok(Checkpoint {
+            tensors: Arc::new(Tensors {
+                mmap,
+                origin,
+                files: files.clone(),
+            }),
+            files,
+        })
+    }
+
+    /// The weight files, in the order they were opened.
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
+    }
+
+    /// All tensor names, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.origin.keys().map(String::as_str)
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.origin.contains_key(name)
+    }
+
+    /// Whether some tensor name starts with `prefix.` (e.g. `bert.` in task checkpoints).
+    pub fn has_prefix(&self, prefix: &str) -> bool {
+        let dotted = format!("{prefix}.");
+        self.names().any(|n| n.starts_with(&dotted))
+    }
+
+    /// The shape of a tensor as stored.
+    pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        self.tensors.mmap.get(name).ok().map(|v| v.shape().to_vec())
+    }
+
+    /// Scalars in the floating-point tensors whose names `keep` accepts (integer buffers such as `position_ids`
+    /// are not parameters and are skipped).
+    pub fn float_scalars(&self, keep: impl Fn(&str) -> bool) -> usize {
+        self.tensors
+            .mmap
+            .tensors()
+            .iter()
+            .filter(|(name, view)| keep(name) && is_float(view.dtype()))
+            .map(|(_, view)| view.shape().iter().product::<usize>())
+            .sum()
+    }
+
+    /// A builder that hands out the tensors as f32 on `device`, checking each shape.
+    pub fn var_builder(&self, device: &Device) -> VarBuilder<'static> {
+        let backend: Box<dyn SimpleBackend> = Box::new(F32Backend {
+            tensors: Arc::clone(&self.tensors),
+        });
+        VarBuilder::from_backend(backend, DType::F32, device.clone())
+    }
+}
+
+fn is_float(dtype: safetensors::Dtype) -> bool {
+    use safetensors::Dtype::*;
+    matches!(dtype, F16 | BF16 | F32 | F64)
+}
+
+/// The weight files of a folder: the single file, or the shards of the index sorted by name.
+fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let single = dir.join(WEIGHTS_FILE);
+    if single.is_file() {
+        return Ok(vec![single]);
+    }
+    let index = dir.join(WEIGHTS_INDEX_FILE);
+    if !index.is_file() {
+        return Err(Error::Model {
+            path: single,
+            message: format!(
+                "no such file (nor {WEIGHTS_INDEX_FILE}); the folder needs safetensors weights (convert a \
+                 pytorch_model.bin with transformers' save_pretrained(..., safe_serialization=True))"
+            ),
+        });
+    }
+    #[derive(serde::Deserialize)]
+    struct Index {
+        weight_map: BTreeMap<String, String>,
+    }
+    let text = std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
+    let parsed: Index = serde_json::from_str(&text).map_err(|e| Error::Model {
+        path: index.clone(),
+        message: format!("invalid index: {e}"),
+    })?;
+    let mut files: Vec<PathBuf> = Vec::new();
+    for shard in parsed.weight_map.values() {
+        let path = dir.join(shard);
+        if !files.contains(&path) {
+            files.push(path);
+        }
+    }
+    files.sort();
+    for path in &files {
+        if !path.is_file() {
+            return Err(Error::Model {
+                path: path.clone(),
+                message: format!("no such file (listed in {})", index.display()),
+            });
+        }
+    }
+    if files.is_empty() {
+        return Err(Error::Model {
+            path: index,
+            message: "the weight_map lists no tensors".to_string(),
+        });
+    }
+    Ok(files)
+}
+
+/// Reads a safetensors header and checks that the file holds every byte it announces; returns the tensor names.
+///
+/// The safetensors reader would also reject a short file, but with a message that does not say "truncated"; an
+/// interrupted download is the usual cause, so we say so.
+fn check_safetensors_file(path: &Path) -> Result<Vec<String>> {
+    let bad = |message: String| Error::Model {
+        path: path.to_path_buf(),
+        message,
+    };
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let mut len_bytes = [0u8; 8];
+    file.read_exact(&mut len_bytes)
+        .map_err(|_| bad(format!("truncated safetensors file ({file_len} bytes, not even a header); download it again")))?;
+    let header_len = u64::from_le_bytes(len_bytes);
+    if header_len > file_len.saturating_sub(8) {
+        return Err(bad(format!(
+            "truncated or not a safetensors file: the header announces {header_len} bytes but the file has {file_len}; \
+             download it again"
+        )));
+    }
+    let mut header = vec![0u8; header_len as usize];
+    file.read_exact(&mut header).map_err(|e| Error::io(path, e))?;
+    let header: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(&header).map_err(|e| bad(format!("not a safetensors file (header: {e})")))?;
+    let mut data_end = 0u64;
+    let mut names = Vec::new();
+    for (name, entry) in header {
+        if name == "__metadata__" {
+            continue;
+        }
+        let end = entry
+            .get("data_offsets")
+            .and_then(|o| o.get(1))
+            .and_then(serde_json::Value::as_u64)
+            .ok_or_else(|| bad(format!("tensor `{name}` has no data_offsets in the header")))?;
+        data_end = data_end.max(end);
+        names.push(name);
+    }
+    let needed = 8 + header_len + data_end;
+    if file_len < needed {
+        return Err(bad(format!(
+            "truncated safetensors file: the header announces {needed} bytes but the file has {file_len}; download it \
+             again"
+        )));
+    }
+    Ok(names)
+}
+
+/// Hands out checkpoint tensors converted to the requested dtype, with errors that name tensor, file and shapes.
+struct F32Backend {
+    tensors: Arc<Tensors>,
+}
+
+impl F32Backend {
+    fn file_of(&self, name: &str) -> String {
+        match self.tensors.origin.get(name) {
+            Some(&i) => self.tensors.files[i].display().to_string(),
+            None => self.all_files(),
+        }
+    }
+
+    fn all_files(&self) -> String {
+        let names: Vec<String> = self.tensors.files.iter().map(|p| p.display().to_string()).collect();
+        names.join(", ")
+    }
+}
+
+impl SimpleBackend for F32Backend {
+    fn get(
+        &self,
+        shape: Shape,
+        name: &str,
+        _hints: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        if let Ok(view) = self.tensors.mmap.get(name) {
+            if view.shape() != shape.dims() {
+                return Err(candle_core::Error::Msg(format!(
+                    "{}: tensor `{name}` has shape {:?} but the config implies {:?}; the config.json does not belong to \
+                     these weights",
+                    self.file_of(name),
+                    view.shape(),
+                    shape.dims()
+                )));
+            }
+        }
+        self.get_unchecked(name, dtype, dev)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        if !self.tensors.origin.contains_key(name) {
+            return Err(candle_core::Error::Msg(format!(
+                "{}: tensor `{name}` is missing; the weights do not match config.json's architecture",
+                self.all_files()
+            )));
+        }
+        let tensor = self
+            .tensors
+            .mmap
+            .load(name, dev)
+            .map_err(|e| candle_core::Error::Msg(format!("{}: tensor `{name}`: {e}", self.file_of(name))))?;
+        tensor.to_dtype(dtype)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.tensors.origin.contains_key(name)
+    }
+}

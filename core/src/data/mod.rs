@@ -1,0 +1,120 @@
+//! Tasks: GLUE's TSV files and the user's own TSV/CSV/JSONL files, read into labelled examples.
+//!
+//! A task is read once into [`TaskData`] (strings and labels); tokenisation happens later, in the trainer, through a
+//! [`TextEncoder`] the backbone's tokenizer implements.
+
+mod custom;
+mod encoding;
+mod glue;
+mod table;
+
+use std::path::{Path, PathBuf};
+
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+
+pub use custom::load_custom;
+pub use encoding::{pad_batch, TextEncoder, Tokens};
+pub use glue::{glue_task, load_glue, GlueTask, GLUE_TASKS};
+
+use crate::spec::TaskSpec;
+use crate::{Error, Result};
+
+/// One labelled example: one text, or a pair of texts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Example {
+    pub text: String,
+    pub pair: Option<String>,
+    /// Class index for classification, the target value for regression.
+    pub label: f32,
+}
+
+/// What a task predicts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskKind {
+    /// Classes, in index order (`label` holds the index).
+    Classification { labels: Vec<String> },
+    /// One real value per example.
+    Regression,
+}
+
+impl TaskKind {
+    /// Width of the task head's output: the number of classes, or 1 for regression.
+    pub fn outputs(&self) -> usize {
+        match self {
+            TaskKind::Classification { labels } => labels.len(),
+            TaskKind::Regression => 1,
+        }
+    }
+}
+
+/// A task ready for training: its examples and how it is scored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskData {
+    /// The task id from the experiment (`sst2`, `mrpc`, or a custom name).
+    pub id: String,
+    pub kind: TaskKind,
+    /// Name of the evaluator (in the evaluator registry) that scores this task.
+    pub evaluator: String,
+    pub train: Vec<Example>,
+    /// Examples scored after each epoch (GLUE's dev set).
+    pub eval: Vec<Example>,
+    /// Files the examples came from (train, eval), for messages and trial ids.
+    pub sources: Vec<PathBuf>,
+}
+
+impl TaskData {
+    /// Keeps a seeded random subset of at most `max_train` training and `max_eval` evaluation examples.
+    ///
+    /// The subsets keep the files' order, so a larger `max_*` with the same seed does not reshuffle the data.
+    pub fn subsample(mut self, max_train: Option<usize>, max_eval: Option<usize>, seed: u64) -> Self {
+        if let Some(n) = max_train {
+            self.train = seeded_subset(self.train, n, seed);
+        }
+        if let Some(n) = max_eval {
+            // A different stream from the training subset, so the two choices are independent.
+            self.eval = seeded_subset(self.eval, n, seed ^ 0x9e37_79b9_7f4a_7c15);
+        }
+        self
+    }
+}
+
+/// At most `n` items chosen uniformly with a seeded RNG, in their original order.
+pub fn seeded_subset<T>(items: Vec<T>, n: usize, seed: u64) -> Vec<T> {
+    if items.len() <= n {
+        return items;
+    }
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut indices: Vec<usize> = (0..items.len()).collect();
+    indices.shuffle(&mut rng);
+    let mut keep = vec![false; items.len()];
+    for &i in &indices[..n] {
+        keep[i] = true;
+    }
+    items
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(item, k)| k.then_some(item))
+        .collect()
+}
+
+/// Loads the task an experiment names: a custom task from its files (relative paths from `spec_dir`), or a GLUE task
+/// from `data_dir/<GLUE folder>`; then subsamples with `seed` as the task asks.
+pub fn load_task(task: &TaskSpec, data_dir: Option<&Path>, spec_dir: &Path, seed: u64) -> Result<TaskData> {
+    let data = match &task.custom {
+        Some(custom) => load_custom(&task.id, custom, spec_dir)?,
+        None => {
+            let glue = glue_task(&task.id)?;
+            let dir = data_dir.ok_or_else(|| {
+                Error::msg(format!(
+                    "task `{}` needs the GLUE data: pass --data-dir DIR, set PEFTSPACE_DATA, or add `data_dir` to the \
+                     experiment file (DIR holds the `{}` folder)",
+                    task.id, glue.folder
+                ))
+            })?;
+            load_glue(glue, dir)?
+        }
+    };
+    Ok(data.subsample(task.max_train, task.max_eval, seed))
+}

@@ -1,0 +1,113 @@
+//! The trial runner: one design fine-tuned on one task with one seed, then scored.
+//!
+//! [`run_trial`] tokenises the task, builds the design's strategies into hooks, adds a task head, and trains with
+//! AdamW (per-strategy learning rates), a linear warm-up/decay schedule and global gradient clipping, on
+//! length-bucketed batches; it scores the evaluation set after every epoch. On CPU a seed fixes everything:
+//! initialisation, dropout and data order.
+
+mod batches;
+mod design;
+mod head;
+pub mod optim;
+mod trial;
+
+pub use batches::{eval_batches, training_batches};
+pub use design::{build_design, uniform_plan, BuiltDesign, LayerAssignment};
+pub use head::TaskHead;
+pub use trial::run_trial;
+
+use crate::backbone::Backbone;
+use crate::data::{TaskData, TextEncoder};
+use crate::evaluator::Metrics;
+use crate::spec::{StrategySpec, TrainingSpec};
+
+/// Everything one trial needs.
+pub struct TrialInput<'a> {
+    /// The frozen model (weights shared between trials; a trial only adds hooks).
+    pub backbone: &'a dyn Backbone,
+    /// The backbone's tokenizer.
+    pub encoder: &'a dyn TextEncoder,
+    /// Training and evaluation examples (already subsampled).
+    pub task: &'a TaskData,
+    /// The design: strategies and sizes per layer. Empty = only the task head trains.
+    pub plan: &'a [LayerAssignment],
+    /// Options and learning rates of the strategies the plan names (by name; missing ones get defaults).
+    pub strategies: &'a [StrategySpec],
+    pub training: &'a TrainingSpec,
+    /// Fixes initialisation, dropout and data order.
+    pub seed: u64,
+    /// Draw a progress bar on stderr (it stays hidden anyway when stderr is not a terminal).
+    pub progress: bool,
+    /// Called after each epoch's evaluation (e.g. to print the dev score as it comes).
+    pub on_epoch: Option<&'a (dyn Fn(&EpochReport) + Sync)>,
+}
+
+/// How a trial ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TrialStatus {
+    Completed,
+    /// The loss (or the gradient norm) became NaN or infinite at this 0-based optimiser step.
+    Diverged { step: usize },
+    /// A tensor operation failed during training; the message says which.
+    Failed(String),
+}
+
+impl TrialStatus {
+    /// `completed`, `diverged` or `failed`: the value written to result files.
+    pub fn label(&self) -> &'static str {
+        match self {
+            TrialStatus::Completed => "completed",
+            TrialStatus::Diverged { .. } => "diverged",
+            TrialStatus::Failed(_) => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for TrialStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TrialStatus::Completed => write!(f, "completed"),
+            TrialStatus::Diverged { step } => write!(f, "diverged at step {step}"),
+            TrialStatus::Failed(m) => write!(f, "failed: {m}"),
+        }
+    }
+}
+
+/// One epoch: its mean training loss and the evaluation metrics after it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EpochReport {
+    /// 1-based epoch number.
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub metrics: Metrics,
+    /// Seconds since the trial started.
+    pub seconds: f64,
+}
+
+/// What a trial reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrialOutcome {
+    pub status: TrialStatus,
+    /// The selected epoch's metrics (`TrainingSpec::select`); default (empty) when no epoch finished.
+    pub metrics: Metrics,
+    /// 1-based epoch whose metrics were selected.
+    pub selected_epoch: Option<usize>,
+    pub per_epoch: Vec<EpochReport>,
+    /// Scalars in the design's strategies (the budget counts these).
+    pub trainable_params: usize,
+    /// Scalars in the task head (reported apart from the budget).
+    pub head_params: usize,
+    /// Optimiser steps taken.
+    pub steps: usize,
+    /// Wall time of the whole trial (tokenising, training, evaluating).
+    pub seconds: f64,
+}
+
+/// Mixes a trial seed with a purpose tag so that init, dropout and data order draw independent streams.
+pub fn derive_seed(seed: u64, purpose: u64) -> u64 {
+    // SplitMix64 finaliser over the combined value.
+    let mut z = seed ^ purpose.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}

@@ -1,0 +1,246 @@
+//! The training loop of one trial.
+
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+use super::batches::{eval_batches, training_batches};
+use super::design::build_design;
+use super::head::TaskHead;
+use super::optim::{clip_factor, global_grad_norm, AdamW, LinearSchedule, ParamGroup};
+use super::{derive_seed, EpochReport, TrialInput, TrialOutcome, TrialStatus};
+use crate::backbone::{Dropout, Mode};
+use crate::data::{pad_batch, Example, Tokens};
+use crate::evaluator::{Evaluator, Metrics};
+use crate::hooks::DesignHooks;
+use crate::params::ParamStore;
+use crate::registry::registries;
+use crate::spec::Select;
+use crate::{Error, Result};
+
+const SEED_INIT: u64 = 1;
+const SEED_DROPOUT: u64 = 2;
+const SEED_ORDER: u64 = 3;
+
+/// Fine-tunes the design on the task and scores it after each epoch.
+///
+/// Errors (`Err`) are problems with the inputs, found before training starts: an unknown strategy or evaluator, a
+/// layer the backbone lacks, text the tokenizer refuses, an empty task. Once training runs, the outcome's status
+/// says how it ended: a NaN or infinite loss ends it as [`TrialStatus::Diverged`], never a panic.
+pub fn run_trial(input: &TrialInput<'_>) -> Result<TrialOutcome> {
+    let started = Instant::now();
+    let training = input.training;
+    let task = input.task;
+    if task.train.is_empty() || task.eval.is_empty() {
+        return Err(Error::msg(format!(
+            "task `{}` has {} training and {} evaluation examples; both must be non-empty",
+            task.id,
+            task.train.len(),
+            task.eval.len()
+        )));
+    }
+    if training.batch_size == 0 || training.eval_batch_size == 0 || training.max_seq_len < 2 {
+        return Err(Error::msg(
+            "training: batch_size and eval_batch_size must be at least 1 and max_seq_len at least 2",
+        ));
+    }
+    let evaluator = registries()?.evaluator(&task.evaluator)?;
+    let train_tokens = tokenize(input, &task.train)?;
+    let eval_tokens = tokenize(input, &task.eval)?;
+
+    let backbone = input.backbone;
+    let mut store = ParamStore::new(backbone.device(), derive_seed(input.seed, SEED_INIT));
+    let design = build_design(backbone.info(), input.plan, input.strategies, training, &mut store)?;
+    let head = TaskHead::new(&mut store, backbone.feature_dim(), &task.kind)?;
+    let mut groups = design.groups;
+    groups.push(ParamGroup {
+        name: "head".into(),
+        vars: head.vars(),
+        learning_rate: training.head_learning_rate.unwrap_or(training.learning_rate),
+        weight_decay: training.weight_decay,
+    });
+    let all_vars = store.vars();
+    let mut optimizer = AdamW::new(groups);
+
+    let steps_per_epoch = train_tokens.len().div_ceil(training.batch_size);
+    let total_steps = steps_per_epoch * training.epochs;
+    let schedule = LinearSchedule::new(total_steps, training.warmup);
+    let dropout = Dropout::new(derive_seed(input.seed, SEED_DROPOUT));
+    let mut order_rng = StdRng::seed_from_u64(derive_seed(input.seed, SEED_ORDER));
+    let bar = progress_bar(input.progress, total_steps as u64, &task.id);
+    let train_lengths: Vec<usize> = train_tokens.iter().map(Tokens::len).collect();
+
+    let mut outcome = TrialOutcome {
+        status: TrialStatus::Completed,
+        metrics: Metrics::default(),
+        selected_epoch: None,
+        per_epoch: Vec::new(),
+        trainable_params: design.trainable_params,
+        head_params: head.num_params(),
+        steps: 0,
+        seconds: 0.0,
+    };
+    let context = Context {
+        input,
+        hooks: &design.hooks,
+        head: &head,
+        evaluator: evaluator.as_ref(),
+    };
+    let mut step = 0usize;
+    for epoch in 1..=training.epochs {
+        let batches = training_batches(&train_lengths, training.batch_size, &mut order_rng);
+        let mut loss_sum = 0.0;
+        for batch in &batches {
+            let result = context.train_step(batch, &train_tokens, &dropout).and_then(|(loss, grads)| {
+                if !loss.is_finite() {
+                    return Ok((loss, None));
+                }
+                let norm = global_grad_norm(&grads, &all_vars)?;
+                if !norm.is_finite() {
+                    return Ok((f64::NAN, None));
+                }
+                optimizer.step(&grads, schedule.factor(step), clip_factor(norm, training.grad_clip))?;
+                Ok((loss, Some(norm)))
+            });
+            match result {
+                Ok((_, None)) => {
+                    bar.abandon_with_message(format!("{}: diverged at step {step}", task.id));
+                    outcome.status = TrialStatus::Diverged { step };
+                    return Ok(finish(outcome, step, started, training.select));
+                }
+                Ok((loss, Some(_))) => loss_sum += loss,
+                Err(e) => {
+                    bar.abandon();
+                    outcome.status = TrialStatus::Failed(format!("step {step}: {e}"));
+                    return Ok(finish(outcome, step, started, training.select));
+                }
+            }
+            step += 1;
+            bar.set_message(format!("{} epoch {epoch} loss {:.4}", task.id, loss_sum / (batches.len() as f64)));
+            bar.inc(1);
+        }
+        let metrics = match context.evaluate(&eval_tokens) {
+            Ok(m) => m,
+            Err(e) => {
+                bar.abandon();
+                outcome.status = TrialStatus::Failed(format!("evaluation after epoch {epoch}: {e}"));
+                return Ok(finish(outcome, step, started, training.select));
+            }
+        };
+        let report = EpochReport {
+            epoch,
+            train_loss: loss_sum / batches.len().max(1) as f64,
+            metrics,
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        if let Some(callback) = input.on_epoch {
+            bar.suspend(|| callback(&report));
+        }
+        outcome.per_epoch.push(report);
+    }
+    bar.finish_and_clear();
+    if training.epochs == 0 {
+        // Nothing to train: score the untrained head so the trial still reports something comparable.
+        let metrics = context.evaluate(&eval_tokens)?;
+        outcome.per_epoch.push(EpochReport {
+            epoch: 0,
+            train_loss: f64::NAN,
+            metrics,
+            seconds: started.elapsed().as_secs_f64(),
+        });
+    }
+    Ok(finish(outcome, step, started, training.select))
+}
+
+fn finish(mut outcome: TrialOutcome, steps: usize, started: Instant, select: Select) -> TrialOutcome {
+    outcome.steps = steps;
+    outcome.seconds = started.elapsed().as_secs_f64();
+    let chosen = match select {
+        Select::Last => outcome.per_epoch.last(),
+        Select::Best => outcome
+            .per_epoch
+            .iter()
+            .fold(None, |best: Option<&EpochReport>, r| match best {
+                Some(b) if b.metrics.primary >= r.metrics.primary => Some(b),
+                _ => Some(r),
+            }),
+    };
+    if let Some(report) = chosen {
+        outcome.metrics = report.metrics.clone();
+        outcome.selected_epoch = Some(report.epoch);
+    }
+    outcome
+}
+
+fn tokenize(input: &TrialInput<'_>, examples: &[Example]) -> Result<Vec<Tokens>> {
+    examples
+        .iter()
+        .map(|e| input.encoder.encode(&e.text, e.pair.as_deref(), input.training.max_seq_len))
+        .collect()
+}
+
+fn progress_bar(show: bool, steps: u64, task: &str) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(steps);
+    if let Ok(style) = ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} steps, {elapsed} < {eta}") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(task.to_string());
+    bar
+}
+
+/// What every step of one trial shares.
+struct Context<'a> {
+    input: &'a TrialInput<'a>,
+    hooks: &'a DesignHooks,
+    head: &'a TaskHead,
+    evaluator: &'a dyn Evaluator,
+}
+
+impl Context<'_> {
+    /// Forward and backward on one batch: the loss and the gradients.
+    fn train_step(
+        &self,
+        indices: &[usize],
+        tokens: &[Tokens],
+        dropout: &Dropout,
+    ) -> Result<(f64, candle_core::backprop::GradStore)> {
+        let backbone = self.input.backbone;
+        let rows: Vec<&Tokens> = indices.iter().map(|&i| &tokens[i]).collect();
+        let batch = pad_batch(&rows, self.input.encoder.pad_id(), backbone.device())?;
+        let labels: Vec<f32> = indices.iter().map(|&i| self.input.task.train[i].label).collect();
+        let mode = Mode::Train { dropout };
+        let features = backbone.features(&batch, self.hooks, mode)?;
+        let outputs = self.head.forward(&features, mode, self.input.training.dropout)?;
+        let loss = self.head.loss(&outputs, &labels)?;
+        let value = loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+        if !value.is_finite() {
+            // No backward pass through a NaN graph; the caller ends the trial.
+            return Ok((value, candle_core::backprop::GradStore::default()));
+        }
+        Ok((value, loss.backward()?))
+    }
+
+    /// Scores the evaluation set with dropout off.
+    fn evaluate(&self, tokens: &[Tokens]) -> Result<Metrics> {
+        let backbone = self.input.backbone;
+        let examples = &self.input.task.eval;
+        let lengths: Vec<usize> = tokens.iter().map(Tokens::len).collect();
+        let mut predictions = vec![0f64; examples.len()];
+        for indices in eval_batches(&lengths, self.input.training.eval_batch_size) {
+            let rows: Vec<&Tokens> = indices.iter().map(|&i| &tokens[i]).collect();
+            let batch = pad_batch(&rows, self.input.encoder.pad_id(), backbone.device())?;
+            let features = backbone.features(&batch, self.hooks, Mode::Eval)?;
+            let outputs = self.head.forward(&features.detach(), Mode::Eval, 0.0)?;
+            for (&i, p) in indices.iter().zip(self.head.predictions(&outputs)?) {
+                predictions[i] = p;
+            }
+        }
+        let labels: Vec<f64> = examples.iter().map(|e| f64::from(e.label)).collect();
+        self.evaluator.score(&predictions, &labels)
+    }
+}
