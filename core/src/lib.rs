@@ -14,11 +14,15 @@ pub mod evaluator;
 pub mod grouping;
 pub mod hooks;
 pub mod params;
+pub mod refine;
 pub mod registry;
+pub mod report;
 pub mod resolve;
 pub mod shapes;
 pub mod space;
 pub mod spec;
+pub mod stats;
+pub mod store;
 pub mod strategy;
 pub mod train;
 

@@ -1,10 +1,27 @@
-//! `peftspace report`.
+//! `peftspace report DIR`: re-render trials.csv, stages.csv, final.csv and the EDF plots from a results directory.
+
+use std::path::PathBuf;
 
 use crate::{Exit, Global};
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// A results directory written by `peftspace run`.
+    pub dir: PathBuf,
+}
 
-pub fn run(_args: Args, _global: &Global) -> Result<(), Exit> {
-    Err(Exit::from(anyhow::anyhow!("`peftspace report` is not implemented yet")))
+pub fn run(args: Args, _global: &Global) -> Result<(), Exit> {
+    if !args.dir.is_dir() {
+        return Err(Exit::usage(anyhow::anyhow!("{}: no such results directory", args.dir.display())));
+    }
+    let report = peftspace_core::report::write_reports(&args.dir)?;
+    println!("{}", peftspace_core::report::decisions_table(&report.decisions));
+    for d in &report.decisions {
+        println!("{}", d.summary);
+    }
+    println!("wrote:");
+    for f in &report.files {
+        println!("  {}", f.display());
+    }
+    Ok(())
 }

@@ -1,0 +1,250 @@
+//! A stage's decision: per-candidate population statistics, the winner by the experiment's rule, and
+//! winner-vs-each-candidate tests with Holm's correction across the stage's comparisons.
+//!
+//! A design's score is the mean primary score over all its trials (search tasks × seeds). A design with a
+//! diverged, failed or missing trial has no score: it is left out of the population and counted.
+//! A comparison is *significant* when its Holm-adjusted Mann–Whitney p-value is below [`ALPHA`]; the winner's
+//! row is significant only if every comparison is. KS and Welch p-values are reported alongside.
+
+use serde::Serialize;
+
+use crate::spec::DecisionRule;
+use crate::stats::{self, ConfidenceInterval};
+use crate::store::ResultStore;
+
+use super::plan::{CandidatePlan, StagePlan};
+use super::trial::{derive_seed, TrialStatus};
+
+/// Significance level of the stage decisions.
+pub const ALPHA: f64 = 0.05;
+/// Bootstrap resamples for the confidence intervals.
+pub const BOOTSTRAP_RESAMPLES: usize = 2000;
+/// Level of the confidence intervals.
+pub const CI_LEVEL: f64 = 0.95;
+
+/// Statistics of one candidate's population, and its comparison with the winner.
+#[derive(Debug, Clone, Serialize)]
+pub struct CandidateStats {
+    pub stage: String,
+    pub candidate: String,
+    pub designs_planned: usize,
+    /// Designs with a score (all their trials ok).
+    pub n: usize,
+    pub trials_ok: usize,
+    pub trials_diverged: usize,
+    pub trials_failed: usize,
+    pub trials_missing: usize,
+    pub mean: f64,
+    pub median: f64,
+    pub std: f64,
+    pub ci: Option<ConfidenceInterval>,
+    /// Winner vs this candidate (absent on the winner's own row and for empty populations).
+    pub versus_winner: Option<Comparison>,
+    pub chosen: bool,
+    pub significant: bool,
+    /// The scores of the population, in design order (used for EDFs and recomputation).
+    #[serde(skip)]
+    pub scores: Vec<f64>,
+    /// A note for people: why a population is empty, or that the advantage is not significant.
+    pub note: String,
+}
+
+/// Winner vs one other candidate.
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    pub ks_d: f64,
+    pub ks_p: f64,
+    pub ks_p_holm: f64,
+    /// U of the winner's population (SciPy's statistic with the winner as first sample).
+    pub u: f64,
+    pub u_p: f64,
+    pub u_p_holm: f64,
+    pub welch_t: f64,
+    pub welch_p: f64,
+    pub welch_p_holm: f64,
+    /// Bootstrap CI of mean(winner) − mean(this).
+    pub diff_ci: Option<ConfidenceInterval>,
+}
+
+/// The decision of one stage.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageDecision {
+    pub stage: String,
+    pub candidates: Vec<CandidateStats>,
+    /// Index of the chosen candidate; `None` when no candidate has a single scored design.
+    pub winner: Option<usize>,
+    pub summary: String,
+}
+
+impl StageDecision {
+    pub fn winner_name(&self) -> Option<&str> {
+        self.winner.map(|i| self.candidates[i].candidate.as_str())
+    }
+}
+
+/// Scores of a candidate's designs plus trial counts.
+fn population(stage: &str, candidate: &CandidatePlan, store: &ResultStore) -> CandidateStats {
+    let (mut ok, mut diverged, mut failed, mut missing) = (0, 0, 0, 0);
+    let mut scores = Vec::new();
+    for design in &candidate.designs {
+        let mut sum = 0.0;
+        let mut complete = !design.trials.is_empty();
+        for trial in &design.trials {
+            match store.get(&trial.id).map(|r| (&r.outcome.status, r.outcome.primary)) {
+                Some((TrialStatus::Ok, Some(primary))) => {
+                    ok += 1;
+                    sum += primary;
+                }
+                Some((TrialStatus::Diverged { .. }, _)) => {
+                    diverged += 1;
+                    complete = false;
+                }
+                Some((TrialStatus::Failed { .. } | TrialStatus::Ok, _)) => {
+                    failed += 1;
+                    complete = false;
+                }
+                None => {
+                    missing += 1;
+                    complete = false;
+                }
+            }
+        }
+        if complete {
+            scores.push(sum / design.trials.len() as f64);
+        }
+    }
+    let summary = stats::summary(&scores);
+    let ci_seed = derive_seed(candidate.seed, &["bootstrap"]);
+    let mut note = String::new();
+    if let Some(error) = &candidate.error {
+        note = error.clone();
+    }
+    if scores.is_empty() {
+        let why = format!(
+            "empty population: no design has all its trials ok ({ok} ok, {diverged} diverged, {failed} failed, \
+             {missing} not run)"
+        );
+        note = if note.is_empty() { why } else { format!("{note}; {why}") };
+    }
+    CandidateStats {
+        stage: stage.to_string(),
+        candidate: candidate.name.clone(),
+        designs_planned: candidate.designs.len(),
+        n: summary.n,
+        trials_ok: ok,
+        trials_diverged: diverged,
+        trials_failed: failed,
+        trials_missing: missing,
+        mean: summary.mean,
+        median: summary.median,
+        std: summary.std,
+        ci: stats::bootstrap_mean_ci(&scores, BOOTSTRAP_RESAMPLES, CI_LEVEL, ci_seed),
+        versus_winner: None,
+        chosen: false,
+        significant: false,
+        scores,
+        note,
+    }
+}
+
+/// Decides a stage from its plan and the stored trials.
+pub fn decide_stage(stage: &StagePlan, store: &ResultStore, rule: DecisionRule) -> StageDecision {
+    if let Some(reason) = &stage.skipped {
+        return StageDecision {
+            stage: stage.name.clone(),
+            candidates: Vec::new(),
+            winner: None,
+            summary: format!("{}: skipped: {reason}", stage.name),
+        };
+    }
+    let mut candidates: Vec<CandidateStats> =
+        stage.candidates.iter().map(|c| population(&stage.name, c, store)).collect();
+    let key = |c: &CandidateStats| match rule {
+        DecisionRule::HighestMean => c.mean,
+        DecisionRule::HighestMedian => c.median,
+    };
+    // Highest key among non-empty populations; ties go to the earlier candidate.
+    let mut winner: Option<usize> = None;
+    for (i, c) in candidates.iter().enumerate() {
+        if c.n == 0 {
+            continue;
+        }
+        if winner.is_none_or(|w| key(c) > key(&candidates[w])) {
+            winner = Some(i);
+        }
+    }
+    let Some(w) = winner else {
+        return StageDecision {
+            stage: stage.name.clone(),
+            candidates,
+            winner: None,
+            summary: format!("{}: no candidate has a scored design; the stage cannot decide", stage.name),
+        };
+    };
+    let winner_scores = candidates[w].scores.clone();
+    let winner_seed = stage.candidates[w].seed;
+    let others: Vec<usize> = (0..candidates.len()).filter(|&i| i != w && candidates[i].n > 0).collect();
+    let mut comparisons: Vec<Comparison> = Vec::new();
+    for &i in &others {
+        let other = &candidates[i].scores;
+        let ks = stats::ks_two_sample(&winner_scores, other);
+        let mw = stats::mann_whitney_u(&winner_scores, other);
+        let welch = stats::welch_t_test(&winner_scores, other);
+        comparisons.push(Comparison {
+            ks_d: ks.map_or(f64::NAN, |r| r.d),
+            ks_p: ks.map_or(f64::NAN, |r| r.p_value),
+            ks_p_holm: f64::NAN,
+            u: mw.map_or(f64::NAN, |r| r.u),
+            u_p: mw.map_or(f64::NAN, |r| r.p_value),
+            u_p_holm: f64::NAN,
+            welch_t: welch.map_or(f64::NAN, |r| r.t),
+            welch_p: welch.map_or(f64::NAN, |r| r.p_value),
+            welch_p_holm: f64::NAN,
+            diff_ci: stats::bootstrap_mean_difference_ci(
+                &winner_scores,
+                other,
+                BOOTSTRAP_RESAMPLES,
+                CI_LEVEL,
+                derive_seed(winner_seed, &["versus", &candidates[i].candidate]),
+            ),
+        });
+    }
+    let holm = |pick: fn(&Comparison) -> f64| stats::holm_adjust(&comparisons.iter().map(pick).collect::<Vec<_>>());
+    let (ks_holm, u_holm, welch_holm) = (holm(|c| c.ks_p), holm(|c| c.u_p), holm(|c| c.welch_p));
+    let mut not_significant = Vec::new();
+    for (k, (&i, mut comparison)) in others.iter().zip(comparisons).enumerate() {
+        comparison.ks_p_holm = ks_holm[k];
+        comparison.u_p_holm = u_holm[k];
+        comparison.welch_p_holm = welch_holm[k];
+        let significant = comparison.u_p_holm < ALPHA;
+        if !significant {
+            not_significant.push(candidates[i].candidate.clone());
+        }
+        candidates[i].significant = significant;
+        candidates[i].versus_winner = Some(comparison);
+    }
+    let empty: Vec<String> = candidates.iter().filter(|c| c.n == 0).map(|c| c.candidate.clone()).collect();
+    let winner_row = &mut candidates[w];
+    winner_row.chosen = true;
+    winner_row.significant = !others.is_empty() && not_significant.is_empty();
+    let mut summary = format!(
+        "{}: chose `{}` (n = {}, mean {:.4}, median {:.4})",
+        stage.name, winner_row.candidate, winner_row.n, winner_row.mean, winner_row.median
+    );
+    if others.is_empty() {
+        summary.push_str("; no other candidate had a scored design to compare with");
+        winner_row.note = "chosen without comparison".into();
+    } else if not_significant.is_empty() {
+        summary.push_str(&format!("; better than every other candidate (Holm-adjusted Mann–Whitney p < {ALPHA})"));
+    } else {
+        let list = not_significant.join(", ");
+        summary.push_str(&format!(
+            "; NOT significant against {list} (Holm-adjusted Mann–Whitney p ≥ {ALPHA})"
+        ));
+        winner_row.note = format!("advantage not significant vs {list}");
+    }
+    if !empty.is_empty() {
+        summary.push_str(&format!("; empty populations: {}", empty.join(", ")));
+    }
+    StageDecision { stage: stage.name.clone(), candidates, winner: Some(w), summary }
+}

@@ -1,0 +1,94 @@
+//! Progressive refinement: stages in order, populations of designs per candidate, decisions with statistics,
+//! the winning constraint carried into the next stage, and optional final runs.
+//!
+//! The runner reaches trials only through [`TrialPool`] (which runs many trials, perhaps in other processes) and
+//! [`TrialExecutor`] (which runs one), and designs only through [`SearchSpace`], so it is tested end to end with
+//! the [`SyntheticSpace`] and [`SyntheticExecutor`].
+
+mod decision;
+mod plan;
+mod runner;
+mod space;
+mod synthetic;
+mod trial;
+
+pub use decision::{decide_stage, CandidateStats, Comparison, StageDecision, ALPHA, BOOTSTRAP_RESAMPLES, CI_LEVEL};
+pub use plan::{CandidatePlan, FinalMethod, FinalPlan, PlannedDesign, PlannedTrial, Plan, StagePlan};
+pub use runner::{run_experiment, manifest, RunOutcome};
+pub use space::{SampledDesign, SearchSpace};
+pub use synthetic::{SyntheticExecutor, SyntheticSpace};
+pub use trial::{derive_seed, hex_sha256, TrialOutcome, TrialRecord, TrialSpec, TrialStatus};
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::spec::TaskSpec;
+use crate::{Error, Result};
+
+/// Runs one trial. Trial-specific trouble (divergence, a failed evaluation) is an `Ok` outcome with that status;
+/// an `Err` means the run cannot go on (a missing model, say) and stops it without storing anything.
+pub trait TrialExecutor: Send + Sync {
+    /// Identifies the backbone weights (part of every trial id).
+    fn backbone_identity(&self) -> Result<String>;
+    /// Identifies a task's data after subsampling (part of its trials' ids).
+    fn data_fingerprint(&self, task: &TaskSpec) -> Result<String>;
+    fn run(&self, trial: &TrialSpec) -> Result<TrialOutcome>;
+}
+
+/// Runs a batch of trials and hands each finished one to `done` (always on the calling thread, so only one place
+/// appends to the store). It stops dispatching new trials once `stop` is set.
+pub trait TrialPool {
+    fn run_batch(
+        &mut self,
+        trials: Vec<TrialSpec>,
+        stop: &AtomicBool,
+        done: &mut dyn FnMut(&TrialSpec, TrialOutcome) -> Result<()>,
+    ) -> Result<()>;
+}
+
+/// Runs trials one after another in this process.
+pub struct SerialPool<'a> {
+    pub executor: &'a dyn TrialExecutor,
+}
+
+impl TrialPool for SerialPool<'_> {
+    fn run_batch(
+        &mut self,
+        trials: Vec<TrialSpec>,
+        stop: &AtomicBool,
+        done: &mut dyn FnMut(&TrialSpec, TrialOutcome) -> Result<()>,
+    ) -> Result<()> {
+        for trial in trials {
+            if stop.load(Ordering::SeqCst) {
+                return Err(Error::msg(INTERRUPTED));
+            }
+            let outcome = self.executor.run(&trial)?;
+            done(&trial, outcome)?;
+        }
+        Ok(())
+    }
+}
+
+/// The message of a run stopped on request; rerunning the same command resumes it.
+pub const INTERRUPTED: &str = "interrupted: finished trials are stored; rerun the same command to resume";
+
+/// Hears about the run's progress (the command line draws progress bars from it).
+pub trait Progress {
+    /// A stage (or `final`) starts with `total` trials, `done` of them already in the store.
+    fn stage_started(&mut self, stage: &str, total: usize, done: usize);
+    /// One trial of `candidate` finished.
+    fn trial_finished(&mut self, stage: &str, candidate: &str, record: &TrialRecord);
+    /// A stage's decision, once all its trials are in.
+    fn stage_decided(&mut self, decision: &StageDecision);
+    /// Anything else worth telling.
+    fn note(&mut self, text: &str);
+}
+
+/// Ignores all progress.
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn stage_started(&mut self, _: &str, _: usize, _: usize) {}
+    fn trial_finished(&mut self, _: &str, _: &str, _: &TrialRecord) {}
+    fn stage_decided(&mut self, _: &StageDecision) {}
+    fn note(&mut self, _: &str) {}
+}

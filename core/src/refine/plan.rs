@@ -1,0 +1,107 @@
+//! The plan of a run: which designs each stage sampled and which trials they need. The runner writes it to
+//! `plan.json` after planning each stage; `peftspace report` rebuilds every table from it and the store.
+
+use serde::{Deserialize, Serialize};
+
+use super::space::SampledDesign;
+
+/// Everything planned so far, stage by stage.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Experiment name.
+    pub experiment: String,
+    /// Root seed all design seeds derive from.
+    pub root_seed: u64,
+    /// Search task ids, in order.
+    pub tasks: Vec<String>,
+    /// The winner rule, as written in the experiment (`HighestMean`, `HighestMedian`).
+    pub decision_rule: String,
+    pub stages: Vec<StagePlan>,
+    /// Present once the final runs are planned.
+    pub final_runs: Option<FinalPlan>,
+}
+
+/// One stage: a dimension and its candidates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StagePlan {
+    pub name: String,
+    /// The dimension as written in the experiment (`Grouping`, `Strategies(0)`, …).
+    pub dimension: String,
+    /// The space this stage started from.
+    pub space: String,
+    pub candidates: Vec<CandidatePlan>,
+    /// Why the stage was skipped (it does not apply to the space so far), if it was.
+    #[serde(default)]
+    pub skipped: Option<String>,
+}
+
+/// One candidate's population.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CandidatePlan {
+    pub name: String,
+    /// Seed of this candidate (derived from root → stage → candidate).
+    pub seed: u64,
+    pub designs: Vec<PlannedDesign>,
+    /// Why the population is smaller than asked (an impossible constraint, no feasible design), if it is.
+    pub error: Option<String>,
+}
+
+/// One sampled design and its trials.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedDesign {
+    pub index: usize,
+    /// Seed the design was drawn with (derived from root → stage → candidate → index).
+    pub seed: u64,
+    pub design: SampledDesign,
+    pub trials: Vec<PlannedTrial>,
+}
+
+/// One trial of a design: a task and a training seed, and the trial's id in the store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedTrial {
+    pub id: String,
+    pub task: String,
+    pub seed: u64,
+}
+
+/// The final runs: best designs and baselines with more seeds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FinalPlan {
+    pub tasks: Vec<String>,
+    pub seeds: Vec<u64>,
+    pub epochs: usize,
+    pub methods: Vec<FinalMethod>,
+}
+
+/// One row of `final.csv`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FinalMethod {
+    /// `best1`, `best2`, … or a baseline name (`lora`, `full`, …).
+    pub name: String,
+    pub design: SampledDesign,
+    pub trials: Vec<PlannedTrial>,
+}
+
+impl Plan {
+    /// Every planned trial id with the stage and candidate it belongs to (final runs as stage `final`).
+    pub fn trial_contexts(&self) -> Vec<(&str, &str, &PlannedTrial)> {
+        let mut out = Vec::new();
+        for stage in &self.stages {
+            for candidate in &stage.candidates {
+                for design in &candidate.designs {
+                    for trial in &design.trials {
+                        out.push((stage.name.as_str(), candidate.name.as_str(), trial));
+                    }
+                }
+            }
+        }
+        if let Some(final_runs) = &self.final_runs {
+            for method in &final_runs.methods {
+                for trial in &method.trials {
+                    out.push(("final", method.name.as_str(), trial));
+                }
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,334 @@
+//! The refinement loop: plan a stage, run its missing trials, decide, narrow the space, repeat; then final runs.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::AtomicBool;
+
+use serde_json::Value;
+
+use crate::spec::{Dimension, ExperimentSpec, TaskSpec, TrainingSpec};
+use crate::store::{self, ResultStore};
+use crate::{Error, Result};
+
+use super::decision::{decide_stage, StageDecision};
+use super::plan::{CandidatePlan, FinalMethod, FinalPlan, Plan, PlannedDesign, PlannedTrial, StagePlan};
+use super::space::{SampledDesign, SearchSpace};
+use super::trial::{derive_seed, TrialRecord, TrialSpec, TrialStatus};
+use super::{Progress, TrialExecutor, TrialPool};
+
+/// What a finished run produced.
+#[derive(Debug)]
+pub struct RunOutcome {
+    pub plan: Plan,
+    pub decisions: Vec<StageDecision>,
+    /// Trials executed by this invocation.
+    pub trials_run: usize,
+    /// Planned trials found in the store from an earlier invocation.
+    pub trials_reused: usize,
+}
+
+/// The parts of an experiment that trial ids and the plan depend on, plus the backbone identity and the data
+/// fingerprints. Stored as `manifest.json`; a rerun with a different manifest is refused and explained.
+pub fn manifest(spec: &ExperimentSpec, executor: &dyn TrialExecutor) -> Result<Value> {
+    let mut value = serde_json::to_value(spec).map_err(|e| Error::msg(format!("cannot serialise the experiment: {e}")))?;
+    if let Value::Object(map) = &mut value {
+        // Where files live does not change results; what they contain is covered by the identities below.
+        for key in ["name", "data_dir", "plugins", "backbone"] {
+            map.remove(key);
+        }
+        map.insert("backbone_identity".into(), Value::String(executor.backbone_identity()?));
+        let mut data = serde_json::Map::new();
+        let final_tasks = spec.final_runs.as_ref().and_then(|f| f.tasks.clone()).unwrap_or_default();
+        for task in spec.tasks.iter().chain(final_tasks.iter()) {
+            data.insert(task_key(task), Value::String(executor.data_fingerprint(task)?));
+        }
+        map.insert("data_fingerprints".into(), Value::Object(data));
+    }
+    Ok(value)
+}
+
+fn task_key(task: &TaskSpec) -> String {
+    serde_json::to_string(task).unwrap_or_else(|_| task.id.clone())
+}
+
+/// Builds trial specs with ids, caching the executor's identities.
+struct TrialFactory<'a> {
+    spec: &'a ExperimentSpec,
+    backbone: String,
+    fingerprints: BTreeMap<String, String>,
+    executor: &'a dyn TrialExecutor,
+}
+
+impl TrialFactory<'_> {
+    fn trial(&mut self, design: &str, task: &TaskSpec, seed: u64, training: &TrainingSpec) -> Result<TrialSpec> {
+        let key = task_key(task);
+        if !self.fingerprints.contains_key(&key) {
+            let fingerprint = self.executor.data_fingerprint(task)?;
+            self.fingerprints.insert(key.clone(), fingerprint);
+        }
+        let data = &self.fingerprints[&key];
+        TrialSpec::new(design, task, seed, training, self.spec.budget, &self.spec.strategies, &self.backbone, data)
+    }
+}
+
+/// A stage to run: its name, the dimension it constrains (none for the plain S0 population) and candidates.
+struct StageToRun {
+    name: String,
+    dimension: Option<Dimension>,
+    candidates: Vec<String>,
+    samples: usize,
+}
+
+/// Runs the whole experiment, resuming from whatever the store already holds.
+pub fn run_experiment(
+    spec: &ExperimentSpec,
+    space: &dyn SearchSpace,
+    executor: &dyn TrialExecutor,
+    pool: &mut dyn TrialPool,
+    store: &mut ResultStore,
+    progress: &mut dyn Progress,
+    stop: &AtomicBool,
+) -> Result<RunOutcome> {
+    if spec.tasks.is_empty() {
+        return Err(Error::msg("the experiment has no tasks; add at least one to `tasks`"));
+    }
+    if spec.seeds.is_empty() {
+        return Err(Error::msg("the experiment has no training seeds; set `seeds: [1]` or more"));
+    }
+    let mut factory = TrialFactory {
+        spec,
+        backbone: executor.backbone_identity()?,
+        fingerprints: BTreeMap::new(),
+        executor,
+    };
+    let mut plan = Plan {
+        experiment: spec.name.clone(),
+        root_seed: spec.seed,
+        tasks: spec.tasks.iter().map(|t| t.id.clone()).collect(),
+        decision_rule: format!("{:?}", spec.decision),
+        stages: Vec::new(),
+        final_runs: None,
+    };
+    let stages: Vec<StageToRun> = if spec.stages.is_empty() {
+        vec![StageToRun { name: "S0".into(), dimension: None, candidates: vec!["any".into()], samples: spec.samples }]
+    } else {
+        spec.stages
+            .iter()
+            .map(|s| StageToRun {
+                name: s.name.clone(),
+                dimension: Some(s.dimension),
+                candidates: s.candidates.clone(),
+                samples: s.samples.unwrap_or(spec.samples),
+            })
+            .collect()
+    };
+    let mut counts = (0usize, 0usize);
+    let mut decisions = Vec::new();
+    // The space so far: S0 until the first winner narrows it.
+    let mut narrowed: Option<Box<dyn SearchSpace>> = None;
+    for stage in &stages {
+        let current: &dyn SearchSpace = narrowed.as_deref().unwrap_or(space);
+        if let Some(reason) = stage.dimension.and_then(|d| current.inapplicable(d)) {
+            plan.stages.push(StagePlan {
+                name: stage.name.clone(),
+                dimension: stage.dimension.map_or_else(String::new, |d| format!("{d:?}")),
+                space: current.describe(),
+                candidates: Vec::new(),
+                skipped: Some(reason),
+            });
+            save_plan(store, &plan)?;
+            let stage_plan = plan.stages.last().ok_or_else(|| Error::msg("internal: stage plan missing"))?;
+            let decision = decide_stage(stage_plan, store, spec.decision);
+            progress.stage_decided(&decision);
+            decisions.push(decision);
+            continue;
+        }
+        let (stage_plan, trials) = plan_stage(spec, stage, current, &mut factory)?;
+        plan.stages.push(stage_plan);
+        save_plan(store, &plan)?;
+        let stage_plan = plan.stages.last().ok_or_else(|| Error::msg("internal: stage plan missing"))?;
+        run_trials(&stage.name, trials, pool, store, progress, stop, &mut counts)?;
+        let decision = decide_stage(stage_plan, store, spec.decision);
+        progress.stage_decided(&decision);
+        let winner = decision.winner_name().map(str::to_string);
+        decisions.push(decision);
+        let Some(winner) = winner else {
+            return Err(Error::msg(format!(
+                "stage {} cannot decide: no candidate has a design whose trials all succeeded (see stages.csv)",
+                stage.name
+            )));
+        };
+        if let Some(dimension) = stage.dimension {
+            narrowed = Some(current.constrain(dimension, &winner)?);
+        }
+    }
+    if let Some(final_spec) = &spec.final_runs {
+        // The best designs come from the winning population of the last stage that was not skipped.
+        let last = plan.stages.iter().zip(&decisions).rev().find(|(_, d)| d.winner.is_some());
+        let best = last.map_or_else(Vec::new, |(stage, decision)| best_designs(stage, decision, store, final_spec.top));
+        let tasks = final_spec.tasks.clone().unwrap_or_else(|| spec.tasks.clone());
+        let mut training = spec.training.clone();
+        if let Some(epochs) = final_spec.epochs {
+            training.epochs = epochs;
+        }
+        let mut methods: Vec<(String, SampledDesign)> =
+            best.into_iter().enumerate().map(|(i, d)| (format!("best{}", i + 1), d)).collect();
+        for name in &final_spec.baselines {
+            methods.push((name.clone(), narrowed.as_deref().unwrap_or(space).baseline(name)?));
+        }
+        let mut trials = Vec::new();
+        let mut final_plan = FinalPlan {
+            tasks: tasks.iter().map(|t| t.id.clone()).collect(),
+            seeds: final_spec.seeds.clone(),
+            epochs: training.epochs,
+            methods: Vec::new(),
+        };
+        for (name, design) in methods {
+            let mut planned = Vec::new();
+            for task in &tasks {
+                for &seed in &final_spec.seeds {
+                    let trial = factory.trial(&design.text, task, seed, &training)?;
+                    planned.push(PlannedTrial { id: trial.id.clone(), task: task.id.clone(), seed });
+                    trials.push((name.clone(), trial));
+                }
+            }
+            final_plan.methods.push(FinalMethod { name, design, trials: planned });
+        }
+        plan.final_runs = Some(final_plan);
+        save_plan(store, &plan)?;
+        run_trials("final", trials, pool, store, progress, stop, &mut counts)?;
+    }
+    Ok(RunOutcome { plan, decisions, trials_run: counts.0, trials_reused: counts.1 })
+}
+
+/// Samples every candidate's population and builds its trials (candidate-major order).
+fn plan_stage(
+    spec: &ExperimentSpec,
+    stage: &StageToRun,
+    space: &dyn SearchSpace,
+    factory: &mut TrialFactory<'_>,
+) -> Result<(StagePlan, Vec<(String, TrialSpec)>)> {
+    let mut candidates = Vec::new();
+    let mut trials = Vec::new();
+    for name in &stage.candidates {
+        let seed = derive_seed(spec.seed, &[&stage.name, name]);
+        let mut candidate = CandidatePlan { name: name.clone(), seed, designs: Vec::new(), error: None };
+        let narrowed = match stage.dimension {
+            Some(dimension) => space.constrain(dimension, name).map(Some),
+            None => Ok(None),
+        };
+        match narrowed {
+            Err(e) => candidate.error = Some(format!("candidate cannot be applied: {e}")),
+            Ok(narrowed) => {
+                let view: &dyn SearchSpace = match &narrowed {
+                    Some(b) => b.as_ref(),
+                    None => space,
+                };
+                for index in 0..stage.samples {
+                    let design_seed = derive_seed(seed, &[&index.to_string()]);
+                    let design = match view.sample(design_seed) {
+                        Ok(d) => d,
+                        Err(e) => {
+                            candidate.error = Some(format!("sampling stopped at design {index}: {e}"));
+                            break;
+                        }
+                    };
+                    let mut planned = Vec::new();
+                    for task in &spec.tasks {
+                        for &train_seed in &spec.seeds {
+                            let trial = factory.trial(&design.text, task, train_seed, &spec.training)?;
+                            planned.push(PlannedTrial { id: trial.id.clone(), task: task.id.clone(), seed: train_seed });
+                            trials.push((name.clone(), trial));
+                        }
+                    }
+                    candidate.designs.push(PlannedDesign { index, seed: design_seed, design, trials: planned });
+                }
+            }
+        }
+        candidates.push(candidate);
+    }
+    let plan = StagePlan {
+        name: stage.name.clone(),
+        dimension: stage.dimension.map_or_else(|| "None".to_string(), |d| format!("{d:?}")),
+        space: space.describe(),
+        candidates,
+        skipped: None,
+    };
+    Ok((plan, trials))
+}
+
+/// Runs the trials not yet stored (each distinct id once) and appends their records.
+#[allow(clippy::too_many_arguments)]
+fn run_trials(
+    stage: &str,
+    trials: Vec<(String, TrialSpec)>,
+    pool: &mut dyn TrialPool,
+    store: &mut ResultStore,
+    progress: &mut dyn Progress,
+    stop: &AtomicBool,
+    counts: &mut (usize, usize),
+) -> Result<()> {
+    let mut seen = HashSet::new();
+    let mut candidate_of = BTreeMap::new();
+    let mut missing = Vec::new();
+    let mut done_before = 0;
+    for (candidate, trial) in trials {
+        if !seen.insert(trial.id.clone()) {
+            continue;
+        }
+        if store.contains(&trial.id) {
+            done_before += 1;
+        } else {
+            candidate_of.insert(trial.id.clone(), candidate);
+            missing.push(trial);
+        }
+    }
+    counts.1 += done_before;
+    progress.stage_started(stage, seen.len(), done_before);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let mut on_done = |trial: &TrialSpec, outcome: super::TrialOutcome| -> Result<()> {
+        let record = TrialRecord::new(trial, outcome);
+        if let TrialStatus::Failed { message } = &record.outcome.status {
+            tracing::warn!("trial {} failed: {message}", record.id);
+        }
+        store.append(record.clone())?;
+        counts.0 += 1;
+        let candidate = candidate_of.get(&trial.id).map(String::as_str).unwrap_or("");
+        progress.trial_finished(stage, candidate, &record);
+        Ok(())
+    };
+    pool.run_batch(missing, stop, &mut on_done)
+}
+
+/// The `top` best distinct designs of the winning candidate's population, by design score.
+fn best_designs(stage: &StagePlan, decision: &StageDecision, store: &ResultStore, top: usize) -> Vec<SampledDesign> {
+    let Some(w) = decision.winner else { return Vec::new() };
+    let mut scored: Vec<(f64, &SampledDesign)> = Vec::new();
+    for design in &stage.candidates[w].designs {
+        let primaries: Option<Vec<f64>> = design
+            .trials
+            .iter()
+            .map(|t| store.get(&t.id).filter(|r| r.outcome.status.is_ok()).and_then(|r| r.outcome.primary))
+            .collect();
+        if let Some(p) = primaries.filter(|p| !p.is_empty()) {
+            scored.push((p.iter().sum::<f64>() / p.len() as f64, &design.design));
+        }
+    }
+    // Highest score first; equal scores keep sampling order.
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let mut out: Vec<SampledDesign> = Vec::new();
+    for (_, design) in scored {
+        if out.len() == top {
+            break;
+        }
+        if !out.iter().any(|d| d.text == design.text) {
+            out.push(design.clone());
+        }
+    }
+    out
+}
+
+fn save_plan(store: &ResultStore, plan: &Plan) -> Result<()> {
+    store::write_atomically(&store.dir().join(store::PLAN_FILE), &store::pretty(plan)?)
+}

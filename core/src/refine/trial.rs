@@ -1,0 +1,203 @@
+//! What one trial is (design × task × seed under fixed settings), its content-addressed id, and what it produced.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::spec::{StrategySpec, TaskSpec, TrainingSpec};
+use crate::Result;
+
+/// Everything a trial executor needs to run one trial.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrialSpec {
+    /// Hex SHA-256 of the identity fields (see [`TrialIdentity`]).
+    pub id: String,
+    /// The design in its compact text form.
+    pub design: String,
+    pub task: TaskSpec,
+    /// Training seed (initialisation, dropout, data order).
+    pub seed: u64,
+    /// Training settings, with any final-run override of the epochs already applied.
+    pub training: TrainingSpec,
+    /// Budget fraction and strategy options: they fix the absolute sizes a design text stands for.
+    pub budget: f64,
+    pub strategies: Vec<StrategySpec>,
+}
+
+/// The fields a trial id is the hash of. Anything that can change a trial's result belongs here.
+#[derive(Serialize)]
+struct TrialIdentity<'a> {
+    design: &'a str,
+    task: &'a TaskSpec,
+    seed: u64,
+    training: &'a TrainingSpec,
+    budget: f64,
+    strategies: &'a [StrategySpec],
+    backbone: &'a str,
+    data: &'a str,
+}
+
+impl TrialSpec {
+    /// Builds a trial and its id from the identity fields plus the backbone identity and the task's data
+    /// fingerprint (both supplied by the executor, see [`super::TrialExecutor`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        design: &str,
+        task: &TaskSpec,
+        seed: u64,
+        training: &TrainingSpec,
+        budget: f64,
+        strategies: &[StrategySpec],
+        backbone_identity: &str,
+        data_fingerprint: &str,
+    ) -> Result<Self> {
+        let identity = TrialIdentity {
+            design,
+            task,
+            seed,
+            training,
+            budget,
+            strategies,
+            backbone: backbone_identity,
+            data: data_fingerprint,
+        };
+        let canonical = serde_json::to_string(&identity)
+            .map_err(|e| crate::Error::msg(format!("cannot serialise a trial identity: {e}")))?;
+        Ok(TrialSpec {
+            id: hex_sha256(canonical.as_bytes()),
+            design: design.to_string(),
+            task: task.clone(),
+            seed,
+            training: training.clone(),
+            budget,
+            strategies: strategies.to_vec(),
+        })
+    }
+}
+
+/// How a trial ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrialStatus {
+    /// Trained and evaluated; the metrics count.
+    Ok,
+    /// The loss became NaN or infinite at this optimiser step.
+    Diverged { step: u64 },
+    /// The trial could not be completed (the message says why); other trials go on.
+    Failed { message: String },
+}
+
+impl TrialStatus {
+    pub fn is_ok(&self) -> bool {
+        matches!(self, TrialStatus::Ok)
+    }
+
+    /// `ok`, `diverged` or `failed`, as written in the CSV.
+    pub fn label(&self) -> &'static str {
+        match self {
+            TrialStatus::Ok => "ok",
+            TrialStatus::Diverged { .. } => "diverged",
+            TrialStatus::Failed { .. } => "failed",
+        }
+    }
+}
+
+/// What an executor reports for one trial.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrialOutcome {
+    pub status: TrialStatus,
+    /// Metric name → value on the evaluation set (e.g. `accuracy`, `f1`, `mcc`).
+    pub metrics: BTreeMap<String, f64>,
+    /// The task's GLUE primary score; `None` unless the status is `Ok`.
+    pub primary: Option<f64>,
+    /// Trainable parameters the design really created (task head excluded).
+    pub trainable_params: u64,
+    /// Parameters of the task head, reported apart from the budget.
+    pub head_params: u64,
+    /// Wall-clock seconds of the trial.
+    pub seconds: f64,
+}
+
+/// One stored line of the result store: the trial and what it produced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrialRecord {
+    pub id: String,
+    pub design: String,
+    pub task: String,
+    pub seed: u64,
+    pub outcome: TrialOutcome,
+}
+
+impl TrialRecord {
+    pub fn new(trial: &TrialSpec, outcome: TrialOutcome) -> Self {
+        TrialRecord {
+            id: trial.id.clone(),
+            design: trial.design.clone(),
+            task: trial.task.id.clone(),
+            seed: trial.seed,
+            outcome,
+        }
+    }
+}
+
+/// Lower-case hex SHA-256.
+pub fn hex_sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A child seed: the first 8 bytes of SHA-256 over the parent seed and a path of names (root → stage → candidate →
+/// design), so every design's seed is fixed by the root seed and its place, whatever else the experiment contains.
+pub fn derive_seed(root: u64, path: &[&str]) -> u64 {
+    let mut hasher = Sha256::new();
+    hasher.update(root.to_le_bytes());
+    for part in path {
+        hasher.update((part.len() as u64).to_le_bytes());
+        hasher.update(part.as_bytes());
+    }
+    let digest = hasher.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_le_bytes(first)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(id: &str) -> TaskSpec {
+        TaskSpec { id: id.into(), max_train: Some(100), max_eval: None, custom: None }
+    }
+
+    #[test]
+    fn id_changes_with_every_identity_field() {
+        let training = TrainingSpec::default();
+        let base = TrialSpec::new("d", &task("sst2"), 1, &training, 0.005, &[], "bb", "data").expect("id");
+        let again = TrialSpec::new("d", &task("sst2"), 1, &training, 0.005, &[], "bb", "data").expect("id");
+        assert_eq!(base.id, again.id);
+        let mut longer = training.clone();
+        longer.epochs += 1;
+        let variants = [
+            TrialSpec::new("e", &task("sst2"), 1, &training, 0.005, &[], "bb", "data"),
+            TrialSpec::new("d", &task("mrpc"), 1, &training, 0.005, &[], "bb", "data"),
+            TrialSpec::new("d", &task("sst2"), 2, &training, 0.005, &[], "bb", "data"),
+            TrialSpec::new("d", &task("sst2"), 1, &longer, 0.005, &[], "bb", "data"),
+            TrialSpec::new("d", &task("sst2"), 1, &training, 0.01, &[], "bb", "data"),
+            TrialSpec::new("d", &task("sst2"), 1, &training, 0.005, &[], "other", "data"),
+            TrialSpec::new("d", &task("sst2"), 1, &training, 0.005, &[], "bb", "changed"),
+        ];
+        for v in variants {
+            assert_ne!(v.expect("id").id, base.id);
+        }
+    }
+
+    #[test]
+    fn derived_seeds_depend_on_the_whole_path() {
+        let a = derive_seed(1, &["S1", "spindle", "0"]);
+        assert_eq!(a, derive_seed(1, &["S1", "spindle", "0"]));
+        assert_ne!(a, derive_seed(2, &["S1", "spindle", "0"]));
+        assert_ne!(a, derive_seed(1, &["S1", "spindle", "1"]));
+        // Length prefixes keep ("ab", "c") and ("a", "bc") apart.
+        assert_ne!(derive_seed(1, &["ab", "c"]), derive_seed(1, &["a", "bc"]));
+    }
+}

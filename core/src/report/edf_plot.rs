@@ -1,0 +1,69 @@
+//! `edf_<stage>.svg`: one empirical distribution curve per candidate, legend with n and mean (plotters).
+
+use plotters::prelude::*;
+
+use crate::refine::StageDecision;
+use crate::stats::Edf;
+use crate::{Error, Result};
+
+/// Renders the stage's EDFs as an SVG document.
+pub fn edf_svg(decision: &StageDecision) -> Result<String> {
+    let mut svg = String::new();
+    draw(decision, &mut svg).map_err(|e| Error::msg(format!("cannot draw the EDF of stage {}: {e}", decision.stage)))?;
+    Ok(svg)
+}
+
+fn draw<'a>(decision: &StageDecision, out: &'a mut String) -> std::result::Result<(), Box<dyn std::error::Error + 'a>> {
+    let all: Vec<f64> = decision.candidates.iter().flat_map(|c| c.scores.iter().copied()).collect();
+    let (mut lo, mut hi) = all.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &v| (l.min(v), h.max(v)));
+    if !lo.is_finite() || !hi.is_finite() {
+        (lo, hi) = (0.0, 1.0);
+    }
+    if hi - lo < 1e-9 {
+        (lo, hi) = (lo - 0.01, hi + 0.01);
+    }
+    let pad = 0.02 * (hi - lo);
+    let root = SVGBackend::with_string(out, (800, 520)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(format!("Stage {}: EDF of design scores", decision.stage), ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d((lo - pad)..(hi + pad), 0.0..1.0)?;
+    chart
+        .configure_mesh()
+        .x_desc("design score (mean primary score over tasks)")
+        .y_desc("fraction of designs ≤ score")
+        .draw()?;
+    for (i, c) in decision.candidates.iter().enumerate() {
+        let edf = Edf::new(&c.scores);
+        if edf.is_empty() {
+            continue;
+        }
+        let color = Palette99::pick(i).to_rgba();
+        let mut points = vec![(lo - pad, 0.0)];
+        let mut previous = 0.0;
+        for (x, y) in edf.steps() {
+            points.push((x, previous));
+            points.push((x, y));
+            previous = y;
+        }
+        points.push((hi + pad, 1.0));
+        let marker = if c.chosen { " (chosen)" } else { "" };
+        let label = format!("{}{}: n={}, mean={:.4}", c.candidate, marker, c.n, c.mean);
+        let width = if c.chosen { 3 } else { 2 };
+        chart
+            .draw_series(LineSeries::new(points, color.stroke_width(width)))?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(width)));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}

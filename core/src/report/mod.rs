@@ -1,0 +1,137 @@
+//! Outputs of a results directory, rebuilt from `plan.json` and the trial store alone:
+//! `trials.csv`, `stages.csv`, `final.csv` and one `edf_<stage>.svg` per stage.
+//!
+//! Every file is written through a temporary file and a rename, so a kill never leaves a torn CSV row.
+
+mod edf_plot;
+mod tables;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::refine::{decide_stage, Plan, StageDecision};
+use crate::spec::DecisionRule;
+use crate::store::{self, ResultStore};
+use crate::{Error, Result};
+
+pub use tables::{final_csv, stages_csv, trials_csv};
+
+/// What `write_reports` produced.
+#[derive(Debug)]
+pub struct Report {
+    pub decisions: Vec<StageDecision>,
+    pub files: Vec<PathBuf>,
+}
+
+/// Reads `plan.json` of a results directory.
+pub fn read_plan(dir: &Path) -> Result<Plan> {
+    let path = dir.join(store::PLAN_FILE);
+    let text = fs::read_to_string(&path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::msg(format!(
+                "{} has no {}: not a peftspace results directory, or its run has not planned a stage yet",
+                dir.display(),
+                store::PLAN_FILE
+            ))
+        } else {
+            Error::io(&path, e)
+        }
+    })?;
+    serde_json::from_str(&text).map_err(|e| Error::Data {
+        path,
+        line: e.line(),
+        message: format!("unreadable plan ({e}); rerun `peftspace run` to rewrite it"),
+    })
+}
+
+fn decision_rule(plan: &Plan) -> DecisionRule {
+    match plan.decision_rule.as_str() {
+        "HighestMedian" => DecisionRule::HighestMedian,
+        _ => DecisionRule::HighestMean,
+    }
+}
+
+/// Decides every planned stage from the stored trials.
+pub fn decisions(plan: &Plan, store: &ResultStore) -> Vec<StageDecision> {
+    let rule = decision_rule(plan);
+    plan.stages.iter().map(|s| decide_stage(s, store, rule)).collect()
+}
+
+/// Writes all outputs into `dir` (reading the store in `dir` without modifying it).
+pub fn write_reports(dir: &Path) -> Result<Report> {
+    let plan = read_plan(dir)?;
+    let store = ResultStore::read(dir)?;
+    write_reports_from(dir, &plan, &store)
+}
+
+/// Writes all outputs for a plan and store already in memory.
+pub fn write_reports_from(dir: &Path, plan: &Plan, store: &ResultStore) -> Result<Report> {
+    let decisions = decisions(plan, store);
+    let mut files = Vec::new();
+    let mut put = |name: String, text: String| -> Result<()> {
+        let path = dir.join(name);
+        store::write_atomically(&path, &text)?;
+        files.push(path);
+        Ok(())
+    };
+    put("trials.csv".into(), trials_csv(plan, store)?)?;
+    put("stages.csv".into(), stages_csv(plan, &decisions)?)?;
+    if plan.final_runs.is_some() {
+        put("final.csv".into(), final_csv(plan, store)?)?;
+    }
+    for decision in decisions.iter().filter(|d| !d.candidates.is_empty()) {
+        let svg = edf_plot::edf_svg(decision)?;
+        put(format!("edf_{}.svg", file_safe(&decision.stage)), svg)?;
+    }
+    Ok(Report { decisions, files })
+}
+
+/// Keeps letters, digits, `-` and `_`; anything else becomes `_`.
+fn file_safe(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+}
+
+/// A plain-text table of the decisions, for the terminal.
+pub fn decisions_table(decisions: &[StageDecision]) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "{:<6} {:<22} {:>4} {:>8} {:>8} {:>8} {:>19} {:>8} {:>8}  {}\n",
+        "stage", "candidate", "n", "mean", "median", "std", "95% CI", "MW p", "Holm p", "chosen"
+    ));
+    for decision in decisions {
+        for c in &decision.candidates {
+            let ci = c.ci.map_or("-".to_string(), |ci| format!("[{:.4}, {:.4}]", ci.low, ci.high));
+            let (p, holm) = c
+                .versus_winner
+                .as_ref()
+                .map_or(("-".to_string(), "-".to_string()), |v| (format!("{:.3}", v.u_p), format!("{:.3}", v.u_p_holm)));
+            let chosen = if c.chosen {
+                if c.significant { "*" } else { "* (not significant)" }
+            } else {
+                ""
+            };
+            out.push_str(&format!(
+                "{:<6} {:<22} {:>4} {:>8} {:>8} {:>8} {:>19} {:>8} {:>8}  {}\n",
+                c.stage,
+                c.candidate,
+                c.n,
+                fmt4(c.mean),
+                fmt4(c.median),
+                fmt4(c.std),
+                ci,
+                p,
+                holm,
+                chosen
+            ));
+        }
+    }
+    out
+}
+
+fn fmt4(x: f64) -> String {
+    if x.is_nan() {
+        "-".into()
+    } else {
+        format!("{x:.4}")
+    }
+}

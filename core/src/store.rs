@@ -1,0 +1,328 @@
+//! The result store: one directory per experiment, trials appended one JSON line each.
+//!
+//! Layout of a results directory:
+//! * `trials.jsonl` — one [`TrialRecord`] per line, appended with a single `write` and `fsync`ed as soon as the
+//!   trial ends. A process killed mid-write can leave at most one torn last line; opening the store detects it
+//!   (no final newline, or not valid JSON) and cuts it off, so the trial is simply run again.
+//! * `manifest.json` — the parts of the experiment that trial ids and the plan depend on. Reopening with a
+//!   different manifest is refused with the list of fields that differ (see [`check_manifest`]).
+//! * `experiment.ron` and `version.txt` — a copy of the experiment file and the code version that produced the
+//!   results.
+//! * `plan.json` — the trials each stage planned (written by the refinement runner), so `peftspace report` can
+//!   rebuild every table from the directory alone.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::refine::TrialRecord;
+use crate::{Error, Result};
+
+pub const TRIALS_FILE: &str = "trials.jsonl";
+pub const MANIFEST_FILE: &str = "manifest.json";
+pub const EXPERIMENT_COPY: &str = "experiment.ron";
+pub const VERSION_FILE: &str = "version.txt";
+pub const PLAN_FILE: &str = "plan.json";
+
+/// Completed trials of one experiment, keyed by trial id, with an append handle.
+pub struct ResultStore {
+    dir: PathBuf,
+    file: Option<File>,
+    records: Vec<TrialRecord>,
+    by_id: HashMap<String, usize>,
+    /// Bytes of a torn last line that were cut off when the store was opened.
+    pub repaired_bytes: u64,
+}
+
+impl ResultStore {
+    /// Opens (creating if needed) the store in `dir` for appending; cuts off a torn last line.
+    pub fn open(dir: &Path) -> Result<Self> {
+        fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let path = dir.join(TRIALS_FILE);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(|e| Error::io(&path, e))?;
+        let (records, good_len) = parse_lines(&path, &bytes)?;
+        let repaired_bytes = (bytes.len() - good_len) as u64;
+        if repaired_bytes > 0 {
+            file.set_len(good_len as u64).map_err(|e| Error::io(&path, e))?;
+            file.sync_all().map_err(|e| Error::io(&path, e))?;
+        }
+        let mut store = ResultStore { dir: dir.to_path_buf(), file: Some(file), records: Vec::new(), by_id: HashMap::new(), repaired_bytes };
+        for record in records {
+            store.remember(record);
+        }
+        Ok(store)
+    }
+
+    /// Reads the store in `dir` without modifying it (a torn last line is ignored, not cut).
+    pub fn read(dir: &Path) -> Result<Self> {
+        let path = dir.join(TRIALS_FILE);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        let (records, good_len) = parse_lines(&path, &bytes)?;
+        let mut store = ResultStore {
+            dir: dir.to_path_buf(),
+            file: None,
+            records: Vec::new(),
+            by_id: HashMap::new(),
+            repaired_bytes: (bytes.len() - good_len) as u64,
+        };
+        for record in records {
+            store.remember(record);
+        }
+        Ok(store)
+    }
+
+    fn remember(&mut self, record: TrialRecord) {
+        // A trial stored twice (two runs racing on one directory) keeps its first result.
+        if !self.by_id.contains_key(&record.id) {
+            self.by_id.insert(record.id.clone(), self.records.len());
+            self.records.push(record);
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.by_id.contains_key(id)
+    }
+
+    pub fn get(&self, id: &str) -> Option<&TrialRecord> {
+        self.by_id.get(id).map(|&i| &self.records[i])
+    }
+
+    pub fn records(&self) -> &[TrialRecord] {
+        &self.records
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Appends one finished trial: one `write` of the whole line, then `fsync`.
+    pub fn append(&mut self, record: TrialRecord) -> Result<()> {
+        if self.contains(&record.id) {
+            return Ok(());
+        }
+        let path = self.dir.join(TRIALS_FILE);
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| Error::msg(format!("{}: the store was opened read-only", path.display())))?;
+        let mut line = serde_json::to_vec(&record)
+            .map_err(|e| Error::msg(format!("cannot serialise trial {}: {e}", record.id)))?;
+        line.push(b'\n');
+        file.write_all(&line).map_err(|e| Error::io(&path, e))?;
+        file.sync_data().map_err(|e| Error::io(&path, e))?;
+        self.remember(record);
+        Ok(())
+    }
+}
+
+/// Parses complete lines; returns the records and the byte length of the valid prefix. Only the last line may be
+/// torn; a bad line followed by good ones means the file was edited or corrupted, which is an error.
+fn parse_lines(path: &Path, bytes: &[u8]) -> Result<(Vec<TrialRecord>, usize)> {
+    let mut records = Vec::new();
+    let mut start = 0;
+    let mut line_no = 0;
+    while start < bytes.len() {
+        line_no += 1;
+        let end = match bytes[start..].iter().position(|&b| b == b'\n') {
+            Some(offset) => start + offset,
+            // No newline: the write of this line never finished.
+            None => return Ok((records, start)),
+        };
+        let line = &bytes[start..end];
+        if line.iter().all(u8::is_ascii_whitespace) {
+            start = end + 1;
+            continue;
+        }
+        match serde_json::from_slice::<TrialRecord>(line) {
+            Ok(record) => records.push(record),
+            Err(e) if end + 1 >= bytes.len() => {
+                tracing::warn!("{}:{line_no}: dropping an unreadable last line ({e})", path.display());
+                return Ok((records, start));
+            }
+            Err(e) => {
+                return Err(Error::Data {
+                    path: path.to_path_buf(),
+                    line: line_no,
+                    message: format!(
+                        "not a trial record ({e}); the file was edited or damaged: fix or delete this line \
+                         (the trial is then run again)"
+                    ),
+                })
+            }
+        }
+        start = end + 1;
+    }
+    Ok((records, bytes.len()))
+}
+
+/// Writes `manifest` to `dir/manifest.json` if there is none; otherwise compares and explains any difference.
+pub fn check_manifest(dir: &Path, manifest: &Value) -> Result<()> {
+    let path = dir.join(MANIFEST_FILE);
+    match fs::read_to_string(&path) {
+        Ok(text) => {
+            let stored: Value = serde_json::from_str(&text).map_err(|e| Error::Data {
+                path: path.clone(),
+                line: e.line(),
+                message: format!("unreadable manifest ({e}); delete the directory or choose another --out"),
+            })?;
+            let mut differences = Vec::new();
+            diff_values("", &stored, manifest, &mut differences);
+            if differences.is_empty() {
+                Ok(())
+            } else {
+                Err(Error::msg(format!(
+                    "{} holds results of a different experiment; these settings changed since:\n  {}\n\
+                     They change trial ids or the plan, so the stored trials would not be reused. \
+                     Choose a new --out directory, or delete {} to start afresh.",
+                    dir.display(),
+                    differences.join("\n  "),
+                    dir.display()
+                )))
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => write_atomically(&path, &pretty(manifest)?),
+        Err(e) => Err(Error::io(&path, e)),
+    }
+}
+
+/// Lists `path: stored → now` for every leaf that differs (arrays compared element by element).
+fn diff_values(path: &str, stored: &Value, now: &Value, out: &mut Vec<String>) {
+    match (stored, now) {
+        (Value::Object(a), Value::Object(b)) => {
+            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for key in keys {
+                let child = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+                diff_values(&child, a.get(key).unwrap_or(&Value::Null), b.get(key).unwrap_or(&Value::Null), out);
+            }
+        }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                diff_values(&format!("{path}[{i}]"), x, y, out);
+            }
+        }
+        _ if stored != now => out.push(format!("{path}: {stored} → {now}")),
+        _ => {}
+    }
+}
+
+/// Saves the experiment file's text and the code version next to the results (overwriting older copies).
+pub fn save_provenance(dir: &Path, experiment_text: &str, version: &str) -> Result<()> {
+    write_atomically(&dir.join(EXPERIMENT_COPY), experiment_text)?;
+    write_atomically(&dir.join(VERSION_FILE), &format!("{version}\n"))
+}
+
+/// Writes a file through a temporary sibling and a rename, so readers never see half of it.
+pub fn write_atomically(path: &Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        file.write_all(text.as_bytes()).map_err(|e| Error::io(&tmp, e))?;
+        file.sync_all().map_err(|e| Error::io(&tmp, e))?;
+    }
+    fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+pub(crate) fn pretty(value: &impl serde::Serialize) -> Result<String> {
+    serde_json::to_string_pretty(value).map_err(|e| Error::msg(format!("cannot serialise: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::refine::{TrialOutcome, TrialStatus};
+
+    fn record(id: &str, primary: f64) -> TrialRecord {
+        TrialRecord {
+            id: id.into(),
+            design: "d".into(),
+            task: "sst2".into(),
+            seed: 1,
+            outcome: TrialOutcome {
+                status: TrialStatus::Ok,
+                metrics: [("accuracy".to_string(), primary)].into_iter().collect(),
+                primary: Some(primary),
+                trainable_params: 10,
+                head_params: 2,
+                seconds: 1.5,
+            },
+        }
+    }
+
+    #[test]
+    fn appended_records_survive_reopening() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = ResultStore::open(dir.path()).expect("open");
+        store.append(record("a", 0.5)).expect("append");
+        store.append(record("b", 0.6)).expect("append");
+        store.append(record("a", 0.9)).expect("duplicate ignored");
+        drop(store);
+        let store = ResultStore::open(dir.path()).expect("reopen");
+        assert_eq!(store.len(), 2);
+        assert_eq!(store.get("a").and_then(|r| r.outcome.primary), Some(0.5));
+    }
+
+    #[test]
+    fn torn_last_line_is_cut_off_and_appending_continues() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = ResultStore::open(dir.path()).expect("open");
+        store.append(record("a", 0.5)).expect("append");
+        drop(store);
+        let path = dir.path().join(TRIALS_FILE);
+        let full = fs::read(&path).expect("read");
+        let mut torn = full.clone();
+        torn.extend_from_slice(&serde_json::to_vec(&record("b", 0.6)).expect("json")[..20]);
+        fs::write(&path, &torn).expect("write");
+        let mut store = ResultStore::open(dir.path()).expect("reopen");
+        assert_eq!(store.len(), 1);
+        assert_eq!(store.repaired_bytes, 20);
+        assert_eq!(fs::read(&path).expect("read"), full);
+        store.append(record("c", 0.7)).expect("append");
+        drop(store);
+        assert_eq!(ResultStore::read(dir.path()).expect("read").len(), 2);
+    }
+
+    #[test]
+    fn corrupted_middle_line_is_an_error_naming_the_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join(TRIALS_FILE);
+        let good = serde_json::to_string(&record("a", 0.5)).expect("json");
+        fs::write(&path, format!("{good}\nnot json\n{good}\n")).expect("write");
+        let err = ResultStore::open(dir.path()).err().expect("error").to_string();
+        assert!(err.contains(":2:"), "{err}");
+    }
+
+    #[test]
+    fn changed_manifest_is_explained() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = serde_json::json!({"training": {"epochs": 3}, "samples": 10, "tasks": ["sst2"]});
+        check_manifest(dir.path(), &first).expect("first write");
+        check_manifest(dir.path(), &first).expect("same manifest");
+        let changed = serde_json::json!({"training": {"epochs": 1}, "samples": 10, "tasks": ["sst2", "mrpc"]});
+        let err = check_manifest(dir.path(), &changed).err().expect("differs").to_string();
+        assert!(err.contains("training.epochs: 3 → 1"), "{err}");
+        assert!(err.contains("tasks:"), "{err}");
+        assert!(err.contains("--out"), "{err}");
+    }
+}

@@ -1,0 +1,173 @@
+//! `peftspace run EXP.ron [--out DIR] [--jobs N]`: the whole experiment, resumable, with progress bars.
+//!
+//! With `--jobs 1` trials run in this process; with more, the command starts N copies of itself in a hidden
+//! worker mode (`peftspace run EXP.ron --worker`), each with its own thread count, sends them one trial at a time
+//! as a JSON line and reads the outcome back. Only this process appends to the store, so it stays consistent.
+//!
+//! Ctrl-C once: no new trials start, in-flight ones finish and are stored (workers ignore the signal).
+//! Ctrl-C twice: in-flight trials are abandoned. Either way rerunning the same command resumes.
+//!
+//! Development mode: with `PEFTSPACE_EXECUTOR=synthetic` the run uses the synthetic design space and executor
+//! (fake scores from the design text, no model); `PEFTSPACE_SYNTHETIC_SLEEP_MS` makes each trial take that long
+//! and `PEFTSPACE_SYNTHETIC_DIVERGE=TEXT` makes every design whose text contains TEXT diverge. The integration
+//! tests use it.
+
+mod pool;
+mod progress;
+mod signals;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+
+use anyhow::Context;
+use peftspace_core::refine::{
+    self, SearchSpace, SerialPool, SyntheticExecutor, SyntheticSpace, TrialExecutor, TrialPool,
+};
+use peftspace_core::spec::ExperimentSpec;
+use peftspace_core::store::{self, ResultStore};
+
+use crate::{Exit, Global};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The experiment file (RON).
+    pub experiment: PathBuf,
+    /// Results directory. Default: `results/<experiment name>`.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Worker processes running trials in parallel. Default: 1 (trials run in this process).
+    #[arg(long, default_value_t = 1)]
+    pub jobs: usize,
+    /// Compute threads per worker. Default: the available cores divided by --jobs (at least 1).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Internal: run trials sent as JSON lines on stdin and answer on stdout.
+    #[arg(long, hide = true)]
+    pub worker: bool,
+}
+
+pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
+    let (spec, text) = read_experiment(&args.experiment)?;
+    let executor = make_executor(&spec, global)?;
+    if args.worker {
+        return pool::serve_trials(executor.as_ref()).map_err(Exit::from);
+    }
+    if args.jobs == 0 {
+        return Err(Exit::usage(anyhow::anyhow!("--jobs must be at least 1")));
+    }
+    let space = make_space(&spec, global)?;
+    let out = args.out.clone().unwrap_or_else(|| PathBuf::from("results").join(&spec.name));
+    let manifest = refine::manifest(&spec, executor.as_ref())?;
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    store::check_manifest(&out, &manifest)?;
+    store::save_provenance(&out, &text, &code_version())?;
+    let mut results = ResultStore::open(&out)?;
+    if results.repaired_bytes > 0 {
+        eprintln!(
+            "note: cut off a torn last line ({} bytes) of {}; that trial runs again",
+            results.repaired_bytes,
+            out.join(store::TRIALS_FILE).display()
+        );
+    }
+    if !results.is_empty() {
+        eprintln!("resuming: {} trials already stored in {}", results.len(), out.display());
+    }
+    let stop = signals::install_interrupt_handler();
+    let threads = args.threads.unwrap_or_else(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (cores / args.jobs).max(1)
+    });
+    let mut pool: Box<dyn TrialPool + '_> = if args.jobs == 1 {
+        Box::new(SerialPool { executor: executor.as_ref() })
+    } else {
+        Box::new(pool::ProcessPool::start(&args.experiment, global, args.jobs, threads)?)
+    };
+    let mut progress = progress::Bars::new();
+    let outcome = refine::run_experiment(
+        &spec,
+        space.as_ref(),
+        executor.as_ref(),
+        pool.as_mut(),
+        &mut results,
+        &mut progress,
+        stop,
+    );
+    drop(pool);
+    progress.clear();
+    // Whatever happened, render what the store holds.
+    if out.join(store::PLAN_FILE).exists() {
+        let report = peftspace_core::report::write_reports(&out)?;
+        println!("{}", peftspace_core::report::decisions_table(&report.decisions));
+        for d in &report.decisions {
+            println!("{}", d.summary);
+        }
+        println!("wrote:");
+        for f in &report.files {
+            println!("  {}", f.display());
+        }
+    }
+    match outcome {
+        Ok(o) => {
+            println!("{} trials run now, {} reused from earlier runs", o.trials_run, o.trials_reused);
+            Ok(())
+        }
+        Err(e) if stop.load(Ordering::SeqCst) => Err(Exit { code: 130, error: e.into() }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Reads and parses the experiment file; syntax errors name `file:line:col`.
+fn read_experiment(path: &Path) -> Result<(ExperimentSpec, String), Exit> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Exit::usage(anyhow::anyhow!("{}: {e}", path.display())))?;
+    let spec: ExperimentSpec = ron::from_str(&text).map_err(|e| {
+        Exit::usage(anyhow::anyhow!(
+            "{}:{}:{}: {}",
+            path.display(),
+            e.span.start.line,
+            e.span.start.col,
+            e.code
+        ))
+    })?;
+    Ok((spec, text))
+}
+
+fn synthetic_mode() -> bool {
+    std::env::var("PEFTSPACE_EXECUTOR").is_ok_and(|v| v == "synthetic")
+}
+
+/// The trial executor: the synthetic one in development mode, else the trainer.
+pub fn make_executor(spec: &ExperimentSpec, _global: &Global) -> Result<Box<dyn TrialExecutor>, Exit> {
+    if synthetic_mode() {
+        return Ok(Box::new(SyntheticExecutor::from_env()));
+    }
+    let _ = spec;
+    Err(Exit::from(anyhow::anyhow!(
+        "`peftspace run` cannot train yet: the trainer is not connected to the refinement runner in this build \
+         (set PEFTSPACE_EXECUTOR=synthetic to exercise the pipeline with synthetic scores)"
+    )))
+}
+
+/// The design space: the synthetic one in development mode, else the experiment's design space.
+fn make_space(spec: &ExperimentSpec, _global: &Global) -> Result<Box<dyn SearchSpace>, Exit> {
+    if synthetic_mode() {
+        let names = spec.strategies.iter().map(|s| s.name.clone()).collect();
+        return Ok(Box::new(SyntheticSpace::new(spec.groups, names, spec.budget)));
+    }
+    Err(Exit::from(anyhow::anyhow!("the design space is not connected to the refinement runner in this build")))
+}
+
+/// Crate version, plus `git describe` of the working directory when it is a git checkout.
+fn code_version() -> String {
+    let mut version = format!("peftspace {}", env!("CARGO_PKG_VERSION"));
+    let described = std::process::Command::new("git")
+        .args(["describe", "--always", "--dirty", "--tags"])
+        .stderr(std::process::Stdio::null())
+        .output();
+    if let Ok(o) = described {
+        if o.status.success() {
+            version.push_str(&format!(" (git {})", String::from_utf8_lossy(&o.stdout).trim()));
+        }
+    }
+    version
+}

@@ -1,0 +1,195 @@
+//! Parallel trials in worker processes: the parent sends one trial per line, a worker answers one line.
+
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+
+use anyhow::Context;
+use peftspace_core::refine::{TrialExecutor, TrialOutcome, TrialPool, TrialSpec, INTERRUPTED};
+use serde::{Deserialize, Serialize};
+
+use crate::Global;
+
+/// A worker's answer to one trial.
+#[derive(Serialize, Deserialize)]
+struct Answer {
+    id: String,
+    outcome: Option<TrialOutcome>,
+    /// Set when the executor could not run the trial at all; the run stops.
+    error: Option<String>,
+}
+
+/// Worker side: reads trials from stdin until it closes, answers each on stdout.
+pub fn serve_trials(executor: &dyn TrialExecutor) -> anyhow::Result<()> {
+    super::signals::ignore_interrupts();
+    let stdin = std::io::stdin();
+    let mut stdout = std::io::stdout().lock();
+    for line in stdin.lock().lines() {
+        let line = line.context("reading a trial from the parent")?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let trial: TrialSpec = serde_json::from_str(&line).context("parsing a trial sent by the parent")?;
+        let answer = match executor.run(&trial) {
+            Ok(outcome) => Answer { id: trial.id, outcome: Some(outcome), error: None },
+            Err(e) => Answer { id: trial.id, outcome: None, error: Some(e.to_string()) },
+        };
+        serde_json::to_writer(&mut stdout, &answer)?;
+        stdout.write_all(b"\n")?;
+        stdout.flush()?;
+    }
+    Ok(())
+}
+
+struct Worker {
+    child: Child,
+    input: Option<BufWriter<ChildStdin>>,
+    busy: Option<TrialSpec>,
+}
+
+/// Parent side: N worker processes, each fed one trial at a time.
+pub struct ProcessPool {
+    workers: Vec<Worker>,
+    answers: mpsc::Receiver<(usize, Option<String>)>,
+}
+
+impl ProcessPool {
+    /// Starts `jobs` copies of this program in worker mode with `threads` compute threads each.
+    pub fn start(experiment: &Path, global: &Global, jobs: usize, threads: usize) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe().context("finding the peftspace executable to start workers")?;
+        let (sender, answers) = mpsc::channel();
+        let mut workers = Vec::with_capacity(jobs);
+        for index in 0..jobs {
+            let mut command = Command::new(&exe);
+            if let Some(model) = &global.model {
+                command.arg("--model").arg(model);
+            }
+            if let Some(data) = &global.data_dir {
+                command.arg("--data-dir").arg(data);
+            }
+            for plugin in &global.plugins {
+                command.arg("--plugin").arg(plugin);
+            }
+            if global.offline {
+                command.arg("--offline");
+            }
+            command
+                .arg("run")
+                .arg(experiment)
+                .arg("--worker")
+                .env("RAYON_NUM_THREADS", threads.to_string())
+                .env("OMP_NUM_THREADS", threads.to_string())
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit());
+            let mut child = command.spawn().with_context(|| format!("starting worker {index} ({})", exe.display()))?;
+            let stdout = child.stdout.take().context("worker stdout")?;
+            let input = child.stdin.take().map(BufWriter::new);
+            let sender = sender.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines() {
+                    match line {
+                        Ok(l) => {
+                            if sender.send((index, Some(l))).is_err() {
+                                return;
+                            }
+                        }
+                        Err(_) => break,
+                    }
+                }
+                // End of output: the worker exited.
+                let _ = sender.send((index, None));
+            });
+            workers.push(Worker { child, input, busy: None });
+        }
+        Ok(ProcessPool { workers, answers })
+    }
+
+    fn send(&mut self, index: usize, trial: TrialSpec) -> peftspace_core::Result<()> {
+        let worker = &mut self.workers[index];
+        let fail = |e: std::io::Error| peftspace_core::Error::msg(format!("sending a trial to worker {index}: {e}"));
+        let input = worker.input.as_mut().ok_or_else(|| peftspace_core::Error::msg("worker input closed"))?;
+        let line = serde_json::to_string(&trial)
+            .map_err(|e| peftspace_core::Error::msg(format!("serialising trial {}: {e}", trial.id)))?;
+        input.write_all(line.as_bytes()).map_err(fail)?;
+        input.write_all(b"\n").map_err(fail)?;
+        input.flush().map_err(fail)?;
+        worker.busy = Some(trial);
+        Ok(())
+    }
+}
+
+impl TrialPool for ProcessPool {
+    fn run_batch(
+        &mut self,
+        trials: Vec<TrialSpec>,
+        stop: &AtomicBool,
+        done: &mut dyn FnMut(&TrialSpec, TrialOutcome) -> peftspace_core::Result<()>,
+    ) -> peftspace_core::Result<()> {
+        let mut queue = trials.into_iter();
+        for index in 0..self.workers.len() {
+            if let Some(trial) = queue.next() {
+                self.send(index, trial)?;
+            }
+        }
+        let mut stopped = false;
+        while self.workers.iter().any(|w| w.busy.is_some()) {
+            let (index, line) = self
+                .answers
+                .recv()
+                .map_err(|_| peftspace_core::Error::msg("all workers are gone"))?;
+            let Some(line) = line else {
+                let trial = self.workers[index].busy.take();
+                return Err(peftspace_core::Error::msg(format!(
+                    "worker {index} exited unexpectedly{}",
+                    trial.map_or(String::new(), |t| format!(" while running trial {} ({})", t.id, t.design))
+                )));
+            };
+            let answer: Answer = serde_json::from_str(&line)
+                .map_err(|e| peftspace_core::Error::msg(format!("worker {index} sent an unreadable answer: {e}")))?;
+            let trial = self.workers[index]
+                .busy
+                .take()
+                .filter(|t| t.id == answer.id)
+                .ok_or_else(|| peftspace_core::Error::msg(format!("worker {index} answered an unexpected trial")))?;
+            match (answer.outcome, answer.error) {
+                (Some(outcome), _) => done(&trial, outcome)?,
+                (None, error) => {
+                    return Err(peftspace_core::Error::msg(format!(
+                        "trial {} could not run: {}",
+                        trial.id,
+                        error.unwrap_or_else(|| "no reason given".into())
+                    )))
+                }
+            }
+            if stop.load(Ordering::SeqCst) {
+                stopped = true;
+                continue;
+            }
+            if let Some(next) = queue.next() {
+                self.send(index, next)?;
+            }
+        }
+        if stopped {
+            return Err(peftspace_core::Error::msg(INTERRUPTED));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ProcessPool {
+    fn drop(&mut self) {
+        for worker in &mut self.workers {
+            // Closing its input ends a worker after its current trial.
+            worker.input.take();
+        }
+        for worker in &mut self.workers {
+            if worker.busy.is_some() {
+                let _ = worker.child.kill();
+            }
+            let _ = worker.child.wait();
+        }
+    }
+}

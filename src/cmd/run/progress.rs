@@ -1,0 +1,71 @@
+//! Progress bars: one per stage with the candidate of the latest trial, trials done/total and ETA.
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use peftspace_core::refine::{Progress, StageDecision, TrialRecord};
+
+pub struct Bars {
+    bar: Option<ProgressBar>,
+    not_ok: usize,
+}
+
+impl Bars {
+    pub fn new() -> Self {
+        Bars { bar: None, not_ok: 0 }
+    }
+
+    pub fn clear(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+
+    fn print(&self, line: &str) {
+        match &self.bar {
+            Some(bar) => bar.suspend(|| eprintln!("{line}")),
+            None => eprintln!("{line}"),
+        }
+    }
+}
+
+impl Progress for Bars {
+    fn stage_started(&mut self, stage: &str, total: usize, done: usize) {
+        self.clear();
+        self.not_ok = 0;
+        let bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
+        let style = ProgressStyle::with_template(
+            "{prefix:>6} [{elapsed_precise}] {bar:30} {pos}/{len} trials  ETA {eta}  {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+        bar.set_style(style);
+        bar.set_prefix(stage.to_string());
+        bar.set_position(done as u64);
+        // The ETA should come from trials run now, not from ones found in the store.
+        bar.reset_eta();
+        if done > 0 {
+            bar.set_message(format!("({done} already stored)"));
+        }
+        self.bar = Some(bar);
+    }
+
+    fn trial_finished(&mut self, _stage: &str, candidate: &str, record: &TrialRecord) {
+        if !record.outcome.status.is_ok() {
+            self.not_ok += 1;
+        }
+        if let Some(bar) = &self.bar {
+            bar.inc(1);
+            let extra = if self.not_ok > 0 { format!(", {} not ok", self.not_ok) } else { String::new() };
+            bar.set_message(format!("candidate {candidate}{extra}"));
+        }
+    }
+
+    fn stage_decided(&mut self, decision: &StageDecision) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        self.print(&decision.summary);
+    }
+
+    fn note(&mut self, text: &str) {
+        self.print(text);
+    }
+}

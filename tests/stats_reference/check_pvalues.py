@@ -1,0 +1,99 @@
+"""Recompute the p-values in a results directory's stages.csv with SciPy from its trials.csv.
+
+    python tests/stats_reference/check_pvalues.py results/<experiment>
+
+For every stage: a design's score is the mean `primary` over its trials (designs with any trial not `ok` are left
+out, as peftspace does); the chosen candidate's population is compared with every other candidate's with
+    scipy.stats.ks_2samp(w, x, alternative='two-sided', method='auto')
+    scipy.stats.mannwhitneyu(w, x, use_continuity=True, alternative='two-sided', method='auto')
+    scipy.stats.ttest_ind(w, x, equal_var=False)
+and Holm's correction over the stage's comparisons. Exits 1 if any number differs by more than 1e-9 (relative).
+"""
+import csv
+import math
+import sys
+from collections import defaultdict
+
+from scipy import stats
+
+REL = 1e-9
+
+
+def holm(ps):
+    order = sorted(range(len(ps)), key=lambda i: ps[i])
+    out, running = [0.0] * len(ps), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(ps) - rank) * ps[i]))
+        out[i] = running
+    return out
+
+
+def close(a, b):
+    if math.isnan(a) and math.isnan(b):
+        return True
+    return abs(a - b) <= REL * max(abs(b), 1e-300)
+
+
+def num(cell):
+    return float(cell) if cell != "" else float("nan")
+
+
+def main(directory):
+    designs = defaultdict(lambda: defaultdict(list))
+    broken = defaultdict(set)
+    with open(f"{directory}/trials.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            if row["stage"] == "final":
+                continue
+            key = (row["stage"], row["candidate"])
+            if row["status"] == "ok":
+                designs[key][row["design_index"]].append(float(row["primary"]))
+            else:
+                broken[key].add(row["design_index"])
+
+    def population(stage, candidate):
+        key = (stage, candidate)
+        return [sum(v) / len(v) for d, v in designs[key].items() if d not in broken[key]]
+
+    with open(f"{directory}/stages.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    bad = checked = 0
+    for stage in dict.fromkeys(r["stage"] for r in rows):
+        stage_rows = [r for r in rows if r["stage"] == stage]
+        chosen = [r for r in stage_rows if r["chosen"] == "true"]
+        if not chosen:
+            print(f"{stage}: no chosen candidate")
+            continue
+        w = population(stage, chosen[0]["candidate"])
+        comparisons = []
+        for r in stage_rows:
+            x = population(stage, r["candidate"])
+            if r is chosen[0] or not x:
+                continue
+            ks = stats.ks_2samp(w, x, alternative="two-sided", method="auto")
+            mw = stats.mannwhitneyu(w, x, use_continuity=True, alternative="two-sided", method="auto")
+            tt = stats.ttest_ind(w, x, equal_var=False)
+            comparisons.append((r, float(ks.pvalue), float(mw.pvalue), float(tt.pvalue)))
+            for name, ours, theirs in [("ks_d", num(r["ks_d"]), float(ks.statistic)),
+                                       ("ks_p", num(r["ks_p"]), float(ks.pvalue)),
+                                       ("u", num(r["u"]), float(mw.statistic)),
+                                       ("u_p", num(r["u_p"]), float(mw.pvalue)),
+                                       ("welch_p", num(r["welch_p"]), float(tt.pvalue))]:
+                checked += 1
+                if not close(ours, theirs):
+                    bad += 1
+                    print(f"{stage}/{r['candidate']} {name}: stages.csv {ours!r}, scipy {theirs!r}")
+        for col, idx in [("ks_p_holm", 1), ("u_p_holm", 2), ("welch_p_holm", 3)]:
+            for (r, *_), adj in zip(comparisons, holm([c[idx] for c in comparisons])):
+                checked += 1
+                if not close(num(r[col]), adj):
+                    bad += 1
+                    print(f"{stage}/{r['candidate']} {col}: stages.csv {r[col]}, scipy+Holm {adj!r}")
+    print(f"{checked} numbers checked, {bad} differ")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    sys.exit(main(sys.argv[1]))
