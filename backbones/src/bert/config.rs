@@ -149,6 +149,8 @@ impl BertConfig {
         Ok(cfg)
     }
 
+    // `usize::is_multiple_of` needs Rust 1.87; the workspace supports 1.85.
+    #[allow(clippy::manual_is_multiple_of)]
     fn validate(&self) -> Result<()> {
         if self.flavour().is_none() {
             return Err(config_error(format!(
