@@ -3,6 +3,9 @@
 
 mod common;
 
+// Links the built-in strategies and evaluators into this test binary.
+use peftspace_plugins as _;
+
 use candle_core::Tensor;
 use common::{ensure_accuracy_evaluator, synthetic_task, ToyBackbone, ToyTokenizer};
 use peftspace_core::hooks::{add_bias, LayerModule};
@@ -212,4 +215,29 @@ fn strategy_learning_rate_zero_freezes_it_while_head_trains() {
     // Zero-initialised biases that never move leave the backbone's output unchanged, so both runs see the same
     // features; the head's init differs only if the strategy consumed RNG draws (zeros draws none).
     assert_eq!(frozen.per_epoch[1].train_loss, head_only.per_epoch[1].train_loss);
+}
+
+#[test]
+fn each_builtin_strategy_and_all_four_together_learn() {
+    let backbone = ToyBackbone::new(2, 11).expect("toy backbone");
+    let info = peftspace_core::backbone::Backbone::info(&backbone);
+    let all: Vec<(String, usize)> =
+        [("adapter", 4), ("prefix", 4), ("lora", 4), ("bitfit", 1)].map(|(n, s)| (n.to_string(), s)).to_vec();
+    let mut designs: Vec<Vec<(String, usize)>> = all.iter().map(|s| vec![s.clone()]).collect();
+    designs.push(all.clone());
+    for strategies in designs {
+        let plan: Vec<LayerAssignment> = (0..info.num_layers())
+            .map(|layer| LayerAssignment {
+                layer,
+                strategies: strategies.clone(),
+            })
+            .collect();
+        let out = trial(&plan, &training(4), 1, 5);
+        let names: Vec<&str> = strategies.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(out.status, TrialStatus::Completed, "{names:?}");
+        assert!(out.trainable_params > 0, "{names:?}");
+        let (first, last) = (out.per_epoch[0].train_loss, out.per_epoch[3].train_loss);
+        assert!(last < 0.7 * first, "{names:?}: loss should fall: {first} → {last}");
+        assert!(out.metrics.primary > 0.85, "{names:?}: accuracy {}", out.metrics.primary);
+    }
 }

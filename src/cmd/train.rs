@@ -9,6 +9,9 @@ use peftspace_core::backbone::Backbone;
 use peftspace_core::data::{glue_task, load_task, GlueTask, HfTokenizer};
 use peftspace_core::registry::registries;
 use peftspace_core::resolve::Resolver;
+use peftspace_core::budget;
+use peftspace_core::design::{Design, StrategyCodes};
+use peftspace_core::experiment::Experiment;
 use peftspace_core::spec::{ExperimentSpec, TaskSpec};
 use peftspace_core::train::{run_trial, EpochReport, LayerAssignment, TrialInput, TrialOutcome};
 
@@ -22,7 +25,7 @@ pub struct Args {
     #[arg(long, conflicts_with = "baseline", required_unless_present = "baseline")]
     pub design: Option<String>,
     /// One strategy in every layer at the experiment's budget (`adapter`, `prefix`, `lora`, `bitfit`, or any
-    /// registered strategy); `full` is not available yet.
+    /// registered strategy); `full` (all weights trainable) is not available yet.
     #[arg(long)]
     pub baseline: Option<String>,
     /// Train only this task (an id from the experiment's `tasks`).
@@ -49,13 +52,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
-    let spec_path = &args.experiment;
-    let text = std::fs::read_to_string(spec_path)
-        .with_context(|| format!("reading the experiment file {}", spec_path.display()))
-        .map_err(Exit::usage)?;
-    let mut spec: ExperimentSpec = ron::from_str(&text)
-        .map_err(|e| Exit::usage(anyhow!("{}:{}:{}: {}", spec_path.display(), e.span.start.line, e.span.start.col, e.code)))?;
-    let spec_dir = spec_path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let exp = super::validate::load_experiment(&args.experiment, global)?;
+    let spec_dir = exp.base_dir();
+    let mut spec = exp.spec.clone();
     if let Some(epochs) = args.epochs {
         spec.training.epochs = epochs;
     }
@@ -78,7 +77,10 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
 
     let device = Device::cuda_if_available(0)?;
     let (backbone, tokenizer) = load_backbone(&model.path, &device)?;
-    let plan = build_plan(&args, &spec, backbone.as_ref()).map_err(Exit::usage)?;
+    let plan = build_plan(&args, &exp, backbone.as_ref()).map_err(Exit::usage)?;
+    if plan.is_empty() {
+        eprintln!("note: the design tunes no layer; only the task head trains");
+    }
 
     let mut rows = Vec::new();
     for task_spec in &tasks {
@@ -185,53 +187,53 @@ pub fn load_backbone(dir: &Path, device: &Device) -> anyhow::Result<(Box<dyn Bac
     Ok((backbone, tokenizer))
 }
 
-/// The plan the flags ask for: a baseline solved at the experiment's budget, or a design.
-fn build_plan(args: &Args, spec: &ExperimentSpec, backbone: &dyn Backbone) -> anyhow::Result<Vec<LayerAssignment>> {
+/// The plan the flags ask for: a design solved at the experiment's budget, or a one-strategy baseline.
+fn build_plan(args: &Args, exp: &Experiment, backbone: &dyn Backbone) -> anyhow::Result<Vec<LayerAssignment>> {
     let info = backbone.info();
-    let target = (spec.budget * info.num_params as f64).round() as usize;
-    if let Some(name) = &args.baseline {
+    let registries = registries()?;
+    let strategies = exp.strategies(&registries)?;
+    let plan = if let Some(text) = &args.design {
+        let design = Design::parse(text, &StrategyCodes::from_registries(&registries))?;
+        budget::solve(info, &design, &strategies, exp.spec.budget)?
+    } else {
+        let name = args.baseline.as_deref().unwrap_or_default();
         if name == "full" {
             return Err(anyhow!(
                 "--baseline full (all backbone weights trainable) is not available yet; use a strategy baseline"
             ));
         }
-        let options = spec
-            .strategies
-            .iter()
-            .find(|s| &s.name == name)
-            .map(|s| s.options.clone())
-            .unwrap_or(ron::Value::Unit);
-        let strategy = registries()?.strategy(name, &options)?;
-        let size = baseline_size(info, strategy.as_ref(), target)?;
-        return Ok(peftspace_core::train::uniform_plan(info, name, size));
+        let mut strategies = strategies;
+        if !strategies.contains_key(name) {
+            strategies.insert(name.to_string(), registries.strategy(name, &ron::Value::Unit)?);
+        }
+        // One group over all layers with the one strategy; no tolerance check, because a fixed-size strategy
+        // (BitFit) cannot be resized to the budget: the achieved count is printed instead.
+        let design = Design {
+            group_sizes: vec![info.num_layers()],
+            shares: vec![1.0],
+            tuned: vec![true],
+            strategies: vec![BTreeSet::from([name.to_string()])],
+        };
+        budget::allocate(info, &design, &strategies, exp.spec.budget)?
+    };
+    eprintln!(
+        "plan: {} ({} parameters for a target of {}, {:+.2} %)",
+        plan.sizes_text(|n| registries.strategy_entry(n).map(|e| e.code.to_string()).unwrap_or_else(|_| n.to_string())),
+        plan.achieved,
+        plan.target,
+        100.0 * plan.relative_error()
+    );
+    let mut assignments: Vec<LayerAssignment> = Vec::new();
+    for (layer, name, size) in plan.assignments() {
+        match assignments.last_mut() {
+            Some(last) if last.layer == layer => last.strategies.push((name.to_string(), size)),
+            _ => assignments.push(LayerAssignment {
+                layer,
+                strategies: vec![(name.to_string(), size)],
+            }),
+        }
     }
-    Err(anyhow!(
-        "--design is not available in this build yet; use --baseline NAME"
-    ))
-}
-
-/// The size that brings one strategy in every layer closest to `target` parameters (fixed-size strategies: 1).
-fn baseline_size(
-    info: &peftspace_core::shapes::BackboneInfo,
-    strategy: &dyn peftspace_core::strategy::TuningStrategy,
-    target: usize,
-) -> anyhow::Result<usize> {
-    if strategy.fixed_size() {
-        return Ok(1);
-    }
-    let total = |size: usize| -> usize { info.layers.iter().map(|l| strategy.params(l, size)).sum() };
-    if total(1) == 0 {
-        return Err(anyhow!("strategy `{}` has no parameters in this backbone", strategy.name()));
-    }
-    let mut size = 1;
-    while total(size + 1) <= target && size < 1 << 20 {
-        size += 1;
-    }
-    // The next size may land closer to the target than the largest one under it.
-    if total(size + 1).abs_diff(target) < total(size).abs_diff(target) {
-        size += 1;
-    }
-    Ok(size)
+    Ok(assignments)
 }
 
 /// `task, <metric columns…>, primary, trainable_params, seconds, status`; metric columns are the union over tasks.

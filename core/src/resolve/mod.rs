@@ -2,6 +2,8 @@
 //! file (paths relative to its folder), then a download into the cache — unless offline, where a missing piece is
 //! an error that lists what is missing and how to provide it.
 
+mod unzip;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -274,10 +276,7 @@ fn download_glue(task: &GlueTask, glue_dir: &Path) -> Result<()> {
     let archive = glue_archive(task.folder)
         .ok_or_else(|| Error::msg(format!("no download known for GLUE folder `{}`", task.folder)))?;
     let bytes = fetch(&format!("{GLUE_BASE}/{archive}"))?;
-    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes))
-        .map_err(|e| Error::msg(format!("{archive}: not a readable zip archive: {e}")))?;
-    zip.extract(glue_dir)
-        .map_err(|e| Error::msg(format!("{archive}: extracting into {} failed: {e}", glue_dir.display())))
+    unzip::extract(&bytes, glue_dir).map_err(|e| Error::msg(format!("{archive}: {e}")))
 }
 
 /// GLUE's MRPC split: the Microsoft corpus's training file divided into `train.tsv` and `dev.tsv` by the pairs
