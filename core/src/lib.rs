@@ -10,6 +10,8 @@ pub mod evaluator;
 pub mod grouping;
 pub mod hooks;
 pub mod params;
+pub mod plugin_abi;
+pub mod plugin_loader;
 pub mod registry;
 pub mod shapes;
 pub mod spec;
