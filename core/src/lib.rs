@@ -15,6 +15,8 @@ pub mod grouping;
 pub mod hooks;
 pub mod params;
 pub mod refine;
+pub mod plugin_abi;
+pub mod plugin_loader;
 pub mod registry;
 pub mod report;
 pub mod resolve;

@@ -52,7 +52,8 @@ impl ParamStore {
         if self.vars.iter().any(|(n, _)| *n == full) {
             return Err(Error::msg(format!("trainable parameter `{full}` created twice")));
         }
-        let var = Var::from_tensor(&init.to_dtype(DType::F32)?.to_device(&self.device)?)?;
+        // Made by the host's copy of candle even when called from a dynamic plugin (see `plugin_abi`).
+        let var = crate::plugin_abi::ops().var_from_tensor(&init.to_dtype(DType::F32)?.to_device(&self.device)?)?;
         self.vars.push((full, var.clone()));
         Ok(var)
     }

@@ -12,7 +12,7 @@ use crate::{Exit, Global};
 
 /// Loads the `--plugin` libraries before any command looks at the registries.
 pub fn load_plugins(global: &Global) -> Result<(), Exit> {
-    // Filled in by the dynamic plugin loader.
-    let _ = &global.plugins;
+    // A plugin the user named that cannot be loaded is a usage error: the message names the file and the reason.
+    peftspace_core::plugin_loader::load_plugins(&global.plugins).map_err(Exit::usage)?;
     Ok(())
 }

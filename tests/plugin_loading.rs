@@ -1,0 +1,223 @@
+//! Dynamic plugins end to end: build the IA3 example (and two broken variants), load them through the CLI and
+//! in-process, and train the loaded strategy one step.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use candle_core::{Device, Tensor};
+use peftspace_core::hooks::{DesignHooks, LayerHooks};
+use peftspace_core::params::ParamStore;
+use peftspace_core::plugin_loader::load_plugin;
+use peftspace_core::registry::registries;
+use peftspace_core::shapes::{AttentionKind, AttentionShape, LayerShape, LinearSite, SiteKind, Stack};
+
+/// The built plugin libraries.
+struct Libraries {
+    ia3: PathBuf,
+    abi_mismatch: PathBuf,
+    no_header: PathBuf,
+}
+
+/// Builds the example plugin and its broken variants once per test run (a no-op when the workspace build already
+/// made them) and returns their paths, taken from cargo's own artifact messages.
+fn libraries() -> &'static Libraries {
+    static LIBS: OnceLock<Libraries> = OnceLock::new();
+    LIBS.get_or_init(|| {
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+        let mut cargo = Command::new(env!("CARGO"));
+        // Cargo describes this test to it through CARGO_* variables; some dependencies' build scripts track them
+        // (ring: CARGO_MANIFEST_DIR), so passing them on would rebuild half the workspace. Build as a shell would.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy().into_owned();
+            let described = key.starts_with("CARGO_PKG_")
+                || key.starts_with("CARGO_BIN_")
+                || key.starts_with("CARGO_MANIFEST_")
+                || ["CARGO_CRATE_NAME", "CARGO_TARGET_TMPDIR", "CARGO_PRIMARY_PACKAGE", "CARGO_RUSTC_CURRENT_DIR"]
+                    .contains(&key.as_str());
+            if described {
+                cargo.env_remove(&key);
+            }
+        }
+        // Same profile as the test run, so the workspace's own crates are reused rather than rebuilt.
+        let out = cargo
+            .args(["build", "--profile", "test", "-p", "peftspace-ia3", "--lib", "--examples", "--message-format=json", "--manifest-path"])
+            .arg(&manifest)
+            .output()
+            .expect("run cargo");
+        assert!(out.status.success(), "building the plugin failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        let mut found = std::collections::BTreeMap::new();
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+            if msg["reason"] != "compiler-artifact" {
+                continue;
+            }
+            let name = msg["target"]["name"].as_str().unwrap_or_default().replace('-', "_");
+            for file in msg["filenames"].as_array().into_iter().flatten() {
+                let file = file.as_str().unwrap_or_default();
+                if [".so", ".dylib", ".dll"].iter().any(|ext| file.ends_with(ext)) {
+                    found.insert(name.clone(), PathBuf::from(file));
+                }
+            }
+        }
+        let take = |name: &str| found.get(name).cloned().unwrap_or_else(|| panic!("no library for {name}: {found:?}"));
+        Libraries {
+            ia3: take("peftspace_ia3"),
+            abi_mismatch: take("ia3_abi_mismatch"),
+            no_header: take("ia3_no_header"),
+        }
+    })
+}
+
+fn peftspace(plugin: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_peftspace"))
+        .arg("--plugin")
+        .arg(plugin)
+        .arg("list")
+        .output()
+        .expect("run peftspace")
+}
+
+fn bert_base_layer(index: usize) -> LayerShape {
+    let lin = |kind, d_in, d_out| LinearSite {
+        kind,
+        d_in,
+        d_out,
+        has_bias: true,
+    };
+    LayerShape {
+        index,
+        stack: Stack::Encoder,
+        hidden: 768,
+        linear: vec![
+            lin(SiteKind::Query, 768, 768),
+            lin(SiteKind::Key, 768, 768),
+            lin(SiteKind::Value, 768, 768),
+            lin(SiteKind::AttnOut, 768, 768),
+            lin(SiteKind::FfnIn, 768, 3072),
+            lin(SiteKind::FfnOut, 3072, 768),
+        ],
+        attention: vec![AttentionShape {
+            kind: AttentionKind::SelfAttention,
+            heads: 12,
+            head_dim: 64,
+        }],
+        norms: vec![],
+        residual: vec![],
+    }
+}
+
+fn small_layer(index: usize) -> LayerShape {
+    let mut l = bert_base_layer(index);
+    l.hidden = 8;
+    for s in &mut l.linear {
+        s.d_in = if s.kind == SiteKind::FfnOut { 20 } else { 8 };
+        s.d_out = if s.kind == SiteKind::FfnIn { 20 } else { 8 };
+    }
+    l
+}
+
+fn data(shape: &[usize], salt: f32) -> Tensor {
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n).map(|i| (i as f32 * 0.61 + salt).cos()).collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+#[test]
+fn the_example_plugin_loads_registers_ia3_and_trains() {
+    let libs = libraries();
+    let loaded = load_plugin(&libs.ia3).unwrap().expect("first load");
+    assert_eq!(loaded.strategies, ["ia3"]);
+    assert!(load_plugin(&libs.ia3).unwrap().is_none(), "loading the same library again is a no-op");
+
+    let r = registries().unwrap();
+    assert_eq!(r.strategies["ia3"].source, libs.ia3.display().to_string());
+    assert_eq!(r.strategy_entry("ia3").unwrap().code, "I");
+    let ia3 = r.strategy("ia3", &ron::Value::Unit).unwrap();
+    assert!(ia3.fixed_size());
+    // BERT-base layer: keys 768 + values 768 + FFN 3072.
+    assert_eq!(ia3.params(&bert_base_layer(0), 0), 4_608);
+    let bad: ron::Value = ron::from_str("(scale: 2.0)").unwrap();
+    assert!(r.strategy("ia3", &bad).is_err(), "unknown options are refused");
+
+    // Many host tensors first, so a tensor numbered by the plugin's own candle would collide with one of ours.
+    let _host_tensors: Vec<Tensor> = (0..500).map(|i| data(&[2], i as f32)).collect();
+    let mut store = ParamStore::new(&Device::Cpu, 3);
+    let mut hooks = DesignHooks::new(2);
+    for i in 0..2 {
+        let layer = small_layer(i);
+        hooks.push(i, ia3.build(&layer, 0, &mut store).unwrap()).unwrap();
+    }
+    assert_eq!(store.num_scalars(), 2 * ia3.params(&small_layer(0), 0));
+    let names: Vec<&str> = store.named_vars().iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names[..3], ["layer.0.ia3.k.scale", "layer.0.ia3.v.scale", "layer.0.ia3.ffn_in.scale"]);
+
+    // Scales start at one: the model is unchanged. Then one synthetic step: loss = Σ w·out, so
+    // d loss / d scale = Σ_{batch, seq} w·y exactly; every scale must get exactly that gradient.
+    let mut loss = Tensor::zeros((), candle_core::DType::F32, &Device::Cpu).unwrap();
+    let mut expected = Vec::new();
+    for i in 0..2 {
+        for site in small_layer(i).linear {
+            let x = data(&[3, 4, site.d_in], 0.3);
+            let y = data(&[3, 4, site.d_out], 1.7 + i as f32);
+            let out = hooks.linear(i, site.kind, &x, y.clone()).unwrap();
+            let diff = (&out - &y).unwrap().abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+            assert_eq!(diff, 0.0, "IA3 starts at the identity");
+            let w = data(&[3, 4, site.d_out], 0.9 + site.d_out as f32);
+            loss = (loss + (out * &w).unwrap().sum_all().unwrap()).unwrap();
+            if matches!(site.kind, SiteKind::Key | SiteKind::Value | SiteKind::FfnIn) {
+                expected.push((y * w).unwrap().sum((0, 1)).unwrap());
+            }
+        }
+    }
+    let grads = loss.backward().unwrap();
+    assert_eq!(expected.len(), store.named_vars().len());
+    for ((name, var), want) in store.named_vars().iter().zip(&expected) {
+        let got = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("no gradient for {name}"));
+        let err = (got - want).unwrap().abs().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+        let mass = got.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(mass > 0.0 && err < 1e-4, "{name}: gradient off by {err}");
+    }
+}
+
+#[test]
+fn broken_plugins_are_refused_in_process_with_clear_errors() {
+    let libs = libraries();
+    let e = load_plugin(&libs.abi_mismatch).unwrap_err().to_string();
+    assert!(e.contains("ABI mismatch") && e.contains("expected: peftspace-core") && e.contains("found:    peftspace-core 0.0.0"), "{e}");
+    assert!(e.contains("ia3_abi_mismatch"), "the error names the file: {e}");
+    let e = load_plugin(&libs.no_header).unwrap_err().to_string();
+    assert!(e.contains("not a peftspace plugin: no PEFTSPACE_PLUGIN symbol"), "{e}");
+    assert!(registries().unwrap().strategies.values().all(|s| !s.source.contains("ia3_")));
+}
+
+#[test]
+fn the_cli_loads_the_plugin_and_refuses_broken_ones() {
+    let libs = libraries();
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("libnot_a_plugin.so");
+    std::fs::write(&text, "plain text, not a library").unwrap();
+    let cases = [
+        (libs.abi_mismatch.clone(), "ABI mismatch"),
+        (libs.no_header.clone(), "no PEFTSPACE_PLUGIN symbol"),
+        (text.clone(), "not a loadable shared library"),
+        (dir.path().join("missing.so"), "cannot read the plugin library"),
+    ];
+    for (path, message) in cases {
+        let out = peftspace(&path);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{} was accepted", path.display());
+        assert!(stderr.contains(message) && stderr.contains(&*path.display().to_string()), "{stderr}");
+    }
+
+    let out = peftspace(&libs.ia3);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("plugin"), "loading the example failed: {stderr}");
+    if out.status.success() {
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("ia3"), "`peftspace list` does not show the loaded strategy:\n{stdout}");
+    } else {
+        // `peftspace list` itself is not implemented on this branch: loading succeeded, the command did not run.
+        assert!(stderr.contains("not implemented"), "{stderr}");
+    }
+}
