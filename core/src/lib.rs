@@ -5,7 +5,10 @@
 
 pub mod allocation;
 pub mod backbone;
+pub mod budget;
 pub mod data;
+pub mod design;
+pub mod experiment;
 pub mod error;
 pub mod evaluator;
 pub mod grouping;
@@ -14,9 +17,13 @@ pub mod params;
 pub mod registry;
 pub mod resolve;
 pub mod shapes;
+pub mod space;
 pub mod spec;
 pub mod strategy;
 pub mod train;
+
+#[doc(hidden)]
+pub mod test_doubles;
 
 pub use error::{Error, Result};
 
