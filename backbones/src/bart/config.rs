@@ -139,7 +139,7 @@ impl Config {
             ("encoder_attention_heads", self.encoder_attention_heads),
             ("decoder_attention_heads", self.decoder_attention_heads),
         ] {
-            if heads == 0 || self.d_model % heads != 0 {
+            if self.d_model.checked_rem(heads) != Some(0) {
                 return Err(format!(
                     "`{name}` = {heads} must be positive and divide `d_model` = {}",
                     self.d_model

@@ -168,6 +168,6 @@ impl Stack {
             let out = hooks.residual(layer, ResidualSite::Ffn, mode.dropout(&out, p)?)?;
             h = (h + out)?;
         }
-        Ok(mode.dropout(&rms_norm(&h, &self.final_norm, self.eps)?, p)?)
+        mode.dropout(&rms_norm(&h, &self.final_norm, self.eps)?, p)
     }
 }
