@@ -15,6 +15,7 @@
 mod pool;
 mod progress;
 mod signals;
+mod trainer;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -48,7 +49,7 @@ pub struct Args {
 
 pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
     let (spec, text) = read_experiment(&args.experiment)?;
-    let executor = make_executor(&spec, global)?;
+    let executor = make_executor(&spec, &args.experiment, global)?;
     if args.worker {
         return pool::serve_trials(executor.as_ref()).map_err(Exit::from);
     }
@@ -137,15 +138,14 @@ fn synthetic_mode() -> bool {
 }
 
 /// The trial executor: the synthetic one in development mode, else the trainer.
-pub fn make_executor(spec: &ExperimentSpec, _global: &Global) -> Result<Box<dyn TrialExecutor>, Exit> {
+fn make_executor(spec: &ExperimentSpec, experiment: &Path, global: &Global) -> Result<Box<dyn TrialExecutor>, Exit> {
     if synthetic_mode() {
         return Ok(Box::new(SyntheticExecutor::from_env()));
     }
-    let _ = spec;
-    Err(Exit::from(anyhow::anyhow!(
-        "`peftspace run` cannot train yet: the trainer is not connected to the refinement runner in this build \
-         (set PEFTSPACE_EXECUTOR=synthetic to exercise the pipeline with synthetic scores)"
-    )))
+    // TODO(design space): connect the space's design → layer plan with `TrainerExecutor::with_planner`.
+    let executor = trainer::TrainerExecutor::new(spec, experiment, global.model.as_deref(), global.data_dir.as_deref())
+        .map_err(Exit::usage)?;
+    Ok(Box::new(executor))
 }
 
 /// The design space: the synthetic one in development mode, else the experiment's design space.
@@ -154,7 +154,12 @@ fn make_space(spec: &ExperimentSpec, _global: &Global) -> Result<Box<dyn SearchS
         let names = spec.strategies.iter().map(|s| s.name.clone()).collect();
         return Ok(Box::new(SyntheticSpace::new(spec.groups, names, spec.budget)));
     }
-    Err(Exit::from(anyhow::anyhow!("the design space is not connected to the refinement runner in this build")))
+    // TODO(design space): wrap the experiment's design space (S0 from the spec, narrowed by stage candidates) in
+    // `peftspace_core::refine::SearchSpace`.
+    Err(Exit::from(anyhow::anyhow!(
+        "`peftspace run` cannot sample real designs yet: the design space is not connected to the refinement \
+         runner in this build (PEFTSPACE_EXECUTOR=synthetic runs the whole pipeline with synthetic scores)"
+    )))
 }
 
 /// Crate version, plus `git describe` of the working directory when it is a git checkout.
