@@ -49,7 +49,8 @@ fn columns_and_labels_are_read_from_the_right_places() {
     assert_eq!(cola.train[1].text, "They drank the pub.");
     assert_eq!(cola.train[1].label, 0.0);
     assert_eq!(cola.eval[1].text, "Rope the over stretched.", "last line without newline");
-    assert_eq!(cola.evaluator, "mcc");
+    assert_eq!(cola.evaluator, "cola");
+    assert_eq!(glue("mnli_mm").evaluator, "mnli");
 
     let sst = glue("sst2");
     assert_eq!(sst.eval[0].text, "it 's a charming and often affecting journey . ");

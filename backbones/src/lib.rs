@@ -3,9 +3,12 @@
 //! Architectures register themselves (keyed by `config.json`'s `model_type`); [`load`] and [`describe`] pick the
 //! right one for a folder.
 
+pub mod bart;
 pub mod bert;
 pub mod checkpoint;
 pub mod ops;
+pub mod seq2seq;
+pub mod t5;
 pub mod tokenizer;
 
 use std::path::Path;

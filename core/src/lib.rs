@@ -5,7 +5,10 @@
 
 pub mod allocation;
 pub mod backbone;
+pub mod budget;
 pub mod data;
+pub mod design;
+pub mod experiment;
 pub mod error;
 pub mod evaluator;
 pub mod grouping;
@@ -16,11 +19,15 @@ pub mod registry;
 pub mod report;
 pub mod resolve;
 pub mod shapes;
+pub mod space;
 pub mod spec;
 pub mod stats;
 pub mod store;
 pub mod strategy;
 pub mod train;
+
+#[doc(hidden)]
+pub mod test_doubles;
 
 pub use error::{Error, Result};
 

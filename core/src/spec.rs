@@ -1,6 +1,7 @@
 //! Experiment files, pass 1: plain serde structs read from RON with unknown fields refused.
 //!
-//! Pass 2 (resolving names through the registries, range checks, errors with `file:line:col`) builds on these.
+//! Pass 2 (resolving names through the registries, range checks, errors with `file:line:col`) is in
+//! [`crate::experiment`], which also reads files (with `Some(…)` optional around optional values).
 //! Every field documents its default; defaults live in `Default` impls.
 
 use std::path::PathBuf;
@@ -184,7 +185,8 @@ pub struct StageSpec {
     /// Which dimension this stage constrains. Required.
     pub dimension: Dimension,
     /// Candidates: grouping/allocation rule names; tuned-group patterns (`"1111"`, `"0111"`); or strategy sets
-    /// written as names joined by `+` (`"adapter+lora"`). Required, at least two.
+    /// written as names joined by `+` (`"adapter+lora"`). Required, at least one (a single candidate simply fixes
+    /// the dimension); no duplicates.
     pub candidates: Vec<String>,
     /// Designs per candidate for this stage. Default: the experiment's `samples`.
     #[serde(default)]

@@ -1,1 +1,6 @@
 //! peftspace-plugins: built-in strategies, grouping rules, allocation rules and evaluators.
+
+pub mod allocation;
+pub mod evaluators;
+pub mod grouping;
+pub mod strategies;

@@ -1,10 +1,68 @@
-//! `peftspace encode`.
+//! `peftspace encode`: runs the frozen backbone once on one example (no PEFT, no padding) and writes its hidden
+//! states to a safetensors file, for parity checks against transformers.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use anyhow::{anyhow, Context};
+use candle_core::{Device, Tensor};
+use peftspace_backbones::tokenizer::{pad_batch, TextTokenizer, Tokens};
+use peftspace_core::backbone::{Batch, Mode};
+use peftspace_core::hooks::NoHooks;
 
 use crate::{Exit, Global};
 
+/// Encode one example with the model given by `--model DIR`.
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+#[command(group(clap::ArgGroup::new("input").required(true).args(["text", "ids"])))]
+pub struct Args {
+    /// Text to tokenise with the model folder's tokenizer.json (special tokens added, no truncation).
+    #[arg(long)]
+    pub text: Option<String>,
+    /// Second text of a pair (with --text).
+    #[arg(long, requires = "text")]
+    pub pair: Option<String>,
+    /// Token ids, comma-separated, used as given (special tokens included); segment ids are 0.
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    pub ids: Option<Vec<u32>>,
+    /// Decoder input ids for encoder-decoders, comma-separated (default: derived by the model).
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    pub decoder_ids: Option<Vec<u32>>,
+    /// Output file: `encoder_hidden` [seq, hidden] (and `decoder_hidden` [dec_seq, hidden]) as F32.
+    #[arg(long)]
+    pub out: PathBuf,
+}
 
-pub fn run(_args: Args, _global: &Global) -> Result<(), Exit> {
-    Err(Exit::from(anyhow::anyhow!("`peftspace encode` is not implemented yet")))
+pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
+    let model_dir = global
+        .model
+        .clone()
+        .ok_or_else(|| Exit::usage(anyhow!("`encode` needs --model DIR (a Hugging Face model folder)")))?;
+    let device = Device::Cpu;
+    let backbone = peftspace_backbones::load(&model_dir, &device)?;
+    let tokens = match (&args.text, &args.ids) {
+        (Some(text), _) => {
+            // One example, no truncation: a too-long text is reported by the model, not silently cut.
+            let tokenizer = TextTokenizer::from_dir(&model_dir, usize::MAX)?;
+            tokenizer.encode(text, args.pair.as_deref())?
+        }
+        (None, Some(ids)) if !ids.is_empty() => Tokens {
+            ids: ids.clone(),
+            type_ids: vec![0; ids.len()],
+        },
+        _ => return Err(Exit::usage(anyhow!("give --text TEXT [--pair TEXT] or --ids 1,2,3 (not empty)"))),
+    };
+    let mut batch: Batch = pad_batch(&[tokens], 0, &device)?;
+    if let Some(dec) = &args.decoder_ids {
+        batch.decoder_input_ids = Some(Tensor::from_vec(dec.clone(), (1, dec.len()), &device)?);
+    }
+    let encoded = backbone.encode(&batch, &NoHooks, Mode::Eval)?;
+    let mut out: HashMap<String, Tensor> = HashMap::new();
+    out.insert("encoder_hidden".into(), encoded.encoder_hidden.squeeze(0)?.contiguous()?);
+    if let Some(dec) = encoded.decoder_hidden {
+        out.insert("decoder_hidden".into(), dec.squeeze(0)?.contiguous()?);
+    }
+    candle_core::safetensors::save(&out, &args.out)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    Ok(())
 }

@@ -1,10 +1,257 @@
-//! `peftspace train`.
+//! `peftspace train`: fine-tune one design or a single-strategy baseline on the experiment's tasks.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context};
+use candle_core::Device;
+use peftspace_core::backbone::Backbone;
+use peftspace_core::data::{glue_task, load_task, GlueTask, HfTokenizer};
+use peftspace_core::registry::registries;
+use peftspace_core::resolve::Resolver;
+use peftspace_core::spec::{ExperimentSpec, TaskSpec};
+use peftspace_core::train::{run_trial, EpochReport, LayerAssignment, TrialInput, TrialOutcome};
 
 use crate::{Exit, Global};
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// The experiment file (RON): backbone, tasks, budget, strategies and training settings.
+    pub experiment: PathBuf,
+    /// A design in the text form `peftspace sample` prints.
+    #[arg(long, conflicts_with = "baseline", required_unless_present = "baseline")]
+    pub design: Option<String>,
+    /// One strategy in every layer at the experiment's budget (`adapter`, `prefix`, `lora`, `bitfit`, or any
+    /// registered strategy); `full` is not available yet.
+    #[arg(long)]
+    pub baseline: Option<String>,
+    /// Train only this task (an id from the experiment's `tasks`).
+    #[arg(long)]
+    pub task: Option<String>,
+    /// Training seed. Default: the experiment's first seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Epochs. Default: the experiment's `training.epochs`.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Training examples per task (seeded subsample). Default: the task's `max_train`.
+    #[arg(long)]
+    pub max_train: Option<usize>,
+    /// Evaluation examples per task (seeded subsample). Default: the task's `max_eval`.
+    #[arg(long)]
+    pub max_eval: Option<usize>,
+    /// Write one CSV row per task here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
 
-pub fn run(_args: Args, _global: &Global) -> Result<(), Exit> {
-    Err(Exit::from(anyhow::anyhow!("`peftspace train` is not implemented yet")))
+pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
+    let spec_path = &args.experiment;
+    let text = std::fs::read_to_string(spec_path)
+        .with_context(|| format!("reading the experiment file {}", spec_path.display()))
+        .map_err(Exit::usage)?;
+    let mut spec: ExperimentSpec = ron::from_str(&text)
+        .map_err(|e| Exit::usage(anyhow!("{}:{}:{}: {}", spec_path.display(), e.span.start.line, e.span.start.col, e.code)))?;
+    let spec_dir = spec_path.parent().map(Path::to_path_buf).unwrap_or_default();
+    if let Some(epochs) = args.epochs {
+        spec.training.epochs = epochs;
+    }
+    let seed = args.seed.or_else(|| spec.seeds.first().copied()).unwrap_or(1);
+    let tasks = selected_tasks(&spec, &args).map_err(Exit::usage)?;
+
+    let resolver = Resolver::from_env(global.offline);
+    let model = resolver.model(global.model.as_deref(), &spec.backbone, &spec_dir)?;
+    let glue: Vec<&GlueTask> = tasks
+        .iter()
+        .filter(|t| t.custom.is_none())
+        .map(|t| glue_task(&t.id))
+        .collect::<Result<_, _>>()
+        .map_err(Exit::usage)?;
+    let data_dir = if glue.is_empty() {
+        None
+    } else {
+        Some(resolver.data(global.data_dir.as_deref(), spec.data_dir.as_deref(), &spec_dir, &glue)?.path)
+    };
+
+    let device = Device::cuda_if_available(0)?;
+    let (backbone, tokenizer) = load_backbone(&model.path, &device)?;
+    let plan = build_plan(&args, &spec, backbone.as_ref()).map_err(Exit::usage)?;
+
+    let mut rows = Vec::new();
+    for task_spec in &tasks {
+        let task = load_task(task_spec, data_dir.as_deref(), &spec_dir, seed)?;
+        eprintln!(
+            "{}: {} training / {} evaluation examples, seed {seed}",
+            task.id,
+            task.train.len(),
+            task.eval.len()
+        );
+        let print_epoch = |r: &EpochReport| {
+            let metrics: Vec<String> = r.metrics.values.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
+            eprintln!(
+                "  epoch {}: train loss {:.4}, dev {} (primary {:.4}), {:.0} s",
+                r.epoch,
+                r.train_loss,
+                metrics.join(", "),
+                r.metrics.primary,
+                r.seconds
+            );
+        };
+        let outcome = run_trial(&TrialInput {
+            backbone: backbone.as_ref(),
+            encoder: &tokenizer,
+            task: &task,
+            plan: &plan,
+            strategies: &spec.strategies,
+            training: &spec.training,
+            seed,
+            progress: !args.quiet,
+            on_epoch: Some(&print_epoch),
+        })?;
+        if rows.is_empty() {
+            eprintln!(
+                "trainable parameters: {} (budget {:.3} % of {}) + task head {}",
+                outcome.trainable_params,
+                100.0 * outcome.trainable_params as f64 / backbone.info().num_params as f64,
+                backbone.info().num_params,
+                outcome.head_params
+            );
+        }
+        println!(
+            "{}: {} = {:.4} ({}, {:.0} s)",
+            task.id, task.evaluator, outcome.metrics.primary, outcome.status, outcome.seconds
+        );
+        rows.push((task.id.clone(), outcome));
+    }
+    if let Some(out) = &args.out {
+        write_csv(out, &rows)?;
+        eprintln!("wrote {}", out.display());
+    }
+    Ok(())
+}
+
+fn selected_tasks(spec: &ExperimentSpec, args: &Args) -> anyhow::Result<Vec<TaskSpec>> {
+    let mut tasks: Vec<TaskSpec> = match &args.task {
+        Some(id) => {
+            let found = spec.tasks.iter().find(|t| &t.id == id).cloned();
+            match found {
+                Some(t) => vec![t],
+                // A GLUE task not listed in the experiment is still fine to train.
+                None if glue_task(id).is_ok() => vec![TaskSpec {
+                    id: id.clone(),
+                    max_train: None,
+                    max_eval: None,
+                    custom: None,
+                }],
+                None => {
+                    let known: Vec<&str> = spec.tasks.iter().map(|t| t.id.as_str()).collect();
+                    return Err(anyhow!("--task {id}: not a GLUE task nor one of the experiment's tasks ({})", known.join(", ")));
+                }
+            }
+        }
+        None => spec.tasks.clone(),
+    };
+    if tasks.is_empty() {
+        return Err(anyhow!("the experiment lists no tasks; add `tasks: [(id: \"sst2\")]` or pass --task"));
+    }
+    for t in &mut tasks {
+        if args.max_train.is_some() {
+            t.max_train = args.max_train;
+        }
+        if args.max_eval.is_some() {
+            t.max_eval = args.max_eval;
+        }
+    }
+    Ok(tasks)
+}
+
+/// The backbone from its folder (architecture chosen by `config.json`'s `model_type`) and its tokenizer.
+pub fn load_backbone(dir: &Path, device: &Device) -> anyhow::Result<(Box<dyn Backbone>, HfTokenizer)> {
+    let config_path = dir.join("config.json");
+    let config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&config_path).with_context(|| format!("reading {}", config_path.display()))?,
+    )
+    .with_context(|| format!("{} is not JSON", config_path.display()))?;
+    let model_type = config
+        .get("model_type")
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| anyhow!("{}: no `model_type`", config_path.display()))?;
+    let pad_id = config.get("pad_token_id").and_then(|v| v.as_u64()).map(|v| v as u32);
+    let backbone = (registries()?.architecture_for(model_type)?.load)(dir, device)?;
+    let tokenizer = HfTokenizer::from_file(&dir.join("tokenizer.json"), pad_id)?;
+    Ok((backbone, tokenizer))
+}
+
+/// The plan the flags ask for: a baseline solved at the experiment's budget, or a design.
+fn build_plan(args: &Args, spec: &ExperimentSpec, backbone: &dyn Backbone) -> anyhow::Result<Vec<LayerAssignment>> {
+    let info = backbone.info();
+    let target = (spec.budget * info.num_params as f64).round() as usize;
+    if let Some(name) = &args.baseline {
+        if name == "full" {
+            return Err(anyhow!(
+                "--baseline full (all backbone weights trainable) is not available yet; use a strategy baseline"
+            ));
+        }
+        let options = spec
+            .strategies
+            .iter()
+            .find(|s| &s.name == name)
+            .map(|s| s.options.clone())
+            .unwrap_or(ron::Value::Unit);
+        let strategy = registries()?.strategy(name, &options)?;
+        let size = baseline_size(info, strategy.as_ref(), target)?;
+        return Ok(peftspace_core::train::uniform_plan(info, name, size));
+    }
+    Err(anyhow!(
+        "--design is not available in this build yet; use --baseline NAME"
+    ))
+}
+
+/// The size that brings one strategy in every layer closest to `target` parameters (fixed-size strategies: 1).
+fn baseline_size(
+    info: &peftspace_core::shapes::BackboneInfo,
+    strategy: &dyn peftspace_core::strategy::TuningStrategy,
+    target: usize,
+) -> anyhow::Result<usize> {
+    if strategy.fixed_size() {
+        return Ok(1);
+    }
+    let total = |size: usize| -> usize { info.layers.iter().map(|l| strategy.params(l, size)).sum() };
+    if total(1) == 0 {
+        return Err(anyhow!("strategy `{}` has no parameters in this backbone", strategy.name()));
+    }
+    let mut size = 1;
+    while total(size + 1) <= target && size < 1 << 20 {
+        size += 1;
+    }
+    // The next size may land closer to the target than the largest one under it.
+    if total(size + 1).abs_diff(target) < total(size).abs_diff(target) {
+        size += 1;
+    }
+    Ok(size)
+}
+
+/// `task, <metric columns…>, primary, trainable_params, seconds, status`; metric columns are the union over tasks.
+fn write_csv(path: &Path, rows: &[(String, TrialOutcome)]) -> anyhow::Result<()> {
+    let metrics: BTreeSet<&String> = rows.iter().flat_map(|(_, o)| o.metrics.values.keys()).collect();
+    let mut w = csv::Writer::from_path(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut header = vec!["task".to_string()];
+    header.extend(metrics.iter().map(|m| m.to_string()));
+    header.extend(["primary", "trainable_params", "head_params", "seconds", "status"].map(String::from));
+    w.write_record(&header)?;
+    for (task, o) in rows {
+        let mut record = vec![task.clone()];
+        record.extend(metrics.iter().map(|m| o.metrics.values.get(*m).map(|v| format!("{v:.6}")).unwrap_or_default()));
+        record.push(format!("{:.6}", o.metrics.primary));
+        record.push(o.trainable_params.to_string());
+        record.push(o.head_params.to_string());
+        record.push(format!("{:.1}", o.seconds));
+        record.push(o.status.label().to_string());
+        w.write_record(&record)?;
+    }
+    w.flush()?;
+    Ok(())
 }

@@ -32,7 +32,7 @@ pub struct GlueTask {
     pub label: Column,
     /// Label strings in class order; empty for regression (STS-B).
     pub labels: &'static [&'static str],
-    /// Evaluator that gives GLUE's primary score for the task.
+    /// Evaluator (registered by the task's name) that gives GLUE's primary score for the task.
     pub evaluator: &'static str,
 }
 
@@ -51,7 +51,7 @@ pub const GLUE_TASKS: &[GlueTask] = &[
         pair: None,
         label: Column::Index(1),
         labels: BINARY,
-        evaluator: "mcc",
+        evaluator: "cola",
     },
     GlueTask {
         id: "sst2",
@@ -63,7 +63,7 @@ pub const GLUE_TASKS: &[GlueTask] = &[
         pair: None,
         label: Column::Name("label"),
         labels: BINARY,
-        evaluator: "accuracy",
+        evaluator: "sst2",
     },
     GlueTask {
         id: "mrpc",
@@ -75,7 +75,7 @@ pub const GLUE_TASKS: &[GlueTask] = &[
         pair: Some(Column::Name("#2 String")),
         label: Column::Name("Quality"),
         labels: BINARY,
-        evaluator: "f1_accuracy",
+        evaluator: "mrpc",
     },
     GlueTask {
         id: "qqp",
@@ -87,7 +87,7 @@ pub const GLUE_TASKS: &[GlueTask] = &[
         pair: Some(Column::Name("question2")),
         label: Column::Name("is_duplicate"),
         labels: BINARY,
-        evaluator: "f1_accuracy",
+        evaluator: "qqp",
     },
     GlueTask {
         id: "stsb",
@@ -99,7 +99,7 @@ pub const GLUE_TASKS: &[GlueTask] = &[
         pair: Some(Column::Name("sentence2")),
         label: Column::Name("score"),
         labels: &[],
-        evaluator: "pearson_spearman",
+        evaluator: "stsb",
     },
     GlueTask {
         id: "mnli",
@@ -111,7 +111,7 @@ pub const GLUE_TASKS: &[GlueTask] = &[
         pair: Some(Column::Name("sentence2")),
         label: Column::Name("gold_label"),
         labels: &["contradiction", "entailment", "neutral"],
-        evaluator: "accuracy",
+        evaluator: "mnli",
     },
     GlueTask {
         id: "mnli_mm",
@@ -123,7 +123,7 @@ pub const GLUE_TASKS: &[GlueTask] = &[
         pair: Some(Column::Name("sentence2")),
         label: Column::Name("gold_label"),
         labels: &["contradiction", "entailment", "neutral"],
-        evaluator: "accuracy",
+        evaluator: "mnli",
     },
     GlueTask {
         id: "qnli",
@@ -135,7 +135,7 @@ pub const GLUE_TASKS: &[GlueTask] = &[
         pair: Some(Column::Name("sentence")),
         label: Column::Name("label"),
         labels: ENTAILMENT,
-        evaluator: "accuracy",
+        evaluator: "qnli",
     },
     GlueTask {
         id: "rte",
@@ -147,7 +147,7 @@ pub const GLUE_TASKS: &[GlueTask] = &[
         pair: Some(Column::Name("sentence2")),
         label: Column::Name("label"),
         labels: ENTAILMENT,
-        evaluator: "accuracy",
+        evaluator: "rte",
     },
     GlueTask {
         id: "wnli",
@@ -159,7 +159,7 @@ pub const GLUE_TASKS: &[GlueTask] = &[
         pair: Some(Column::Name("sentence2")),
         label: Column::Name("label"),
         labels: BINARY,
-        evaluator: "accuracy",
+        evaluator: "wnli",
     },
 ];
 

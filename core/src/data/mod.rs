@@ -7,6 +7,7 @@ mod custom;
 mod encoding;
 mod glue;
 mod table;
+mod tokenizer;
 
 use std::path::{Path, PathBuf};
 
@@ -17,6 +18,7 @@ use rand::SeedableRng;
 pub use custom::load_custom;
 pub use encoding::{pad_batch, TextEncoder, Tokens};
 pub use glue::{glue_task, load_glue, GlueTask, GLUE_TASKS};
+pub use tokenizer::HfTokenizer;
 
 use crate::spec::TaskSpec;
 use crate::{Error, Result};

@@ -1,0 +1,173 @@
+//! T5 blocks and stacks (pre-norm with T5's RMS norm, no biases), following transformers' `modeling_t5.py`.
+
+use candle_core::{Device, Tensor};
+use candle_nn::VarBuilder;
+use peftspace_core::backbone::Mode;
+use peftspace_core::hooks::LayerHooks;
+use peftspace_core::shapes::{AttentionKind, NormSite, ResidualSite, SiteKind};
+use peftspace_core::Result;
+
+use super::attention::{load_position_table, position_bias, Attention};
+use super::config::{Config, FeedForward};
+use crate::ops::{rms_norm, Linear};
+use crate::seq2seq::{embed, project};
+
+/// `DenseReluDense`: `wi` (or gated `wi_0`·`wi_1`), activation, `wo`.
+#[derive(Debug, Clone)]
+struct FeedForwardBlock {
+    wi: Linear,
+    gate: Option<Linear>,
+    wo: Linear,
+    kind: FeedForward,
+}
+
+impl FeedForwardBlock {
+    fn load(vb: VarBuilder, cfg: &Config, kind: FeedForward) -> candle_core::Result<Self> {
+        let (d, dff) = (cfg.d_model, cfg.d_ff);
+        let (wi, gate) = if kind.gated {
+            (
+                Linear::load(vb.pp("wi_0"), d, dff, false)?,
+                Some(Linear::load(vb.pp("wi_1"), d, dff, false)?),
+            )
+        } else {
+            (Linear::load(vb.pp("wi"), d, dff, false)?, None)
+        };
+        Ok(FeedForwardBlock {
+            wi,
+            gate,
+            wo: Linear::load(vb.pp("wo"), dff, d, false)?,
+            kind,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, layer: usize, hooks: &dyn LayerHooks, mode: Mode<'_>, p: f64) -> Result<Tensor> {
+        let mut h = self
+            .kind
+            .activation
+            .apply(&project(hooks, layer, SiteKind::FfnIn, &self.wi, x)?)?;
+        if let Some(gate) = &self.gate {
+            h = (h * project(hooks, layer, SiteKind::FfnGate, gate, x)?)?;
+        }
+        let h = mode.dropout(&h, p)?;
+        project(hooks, layer, SiteKind::FfnOut, &self.wo, &h)
+    }
+}
+
+/// One `T5Block`: self-attention, cross-attention (decoder), FFN; each as `h + dropout(sub(norm(h)))`.
+#[derive(Debug, Clone)]
+struct Block {
+    self_norm: Tensor,
+    self_attention: Attention,
+    cross: Option<(Tensor, Attention)>,
+    ffn_norm: Tensor,
+    ffn: FeedForwardBlock,
+}
+
+impl Block {
+    fn load(vb: VarBuilder, cfg: &Config, decoder: bool, ff: FeedForward) -> candle_core::Result<Self> {
+        let d = cfg.d_model;
+        let self_vb = vb.pp("layer.0");
+        let self_norm = self_vb.get(d, "layer_norm.weight")?;
+        let self_attention = Attention::load(self_vb.pp("SelfAttention"), cfg, AttentionKind::SelfAttention)?;
+        let (cross, ffn_index) = if decoder {
+            let cvb = vb.pp("layer.1");
+            let norm = cvb.get(d, "layer_norm.weight")?;
+            let attn = Attention::load(cvb.pp("EncDecAttention"), cfg, AttentionKind::CrossAttention)?;
+            (Some((norm, attn)), 2)
+        } else {
+            (None, 1)
+        };
+        let ffn_vb = vb.pp(format!("layer.{ffn_index}"));
+        Ok(Block {
+            self_norm,
+            self_attention,
+            cross,
+            ffn_norm: ffn_vb.get(d, "layer_norm.weight")?,
+            ffn: FeedForwardBlock::load(ffn_vb.pp("DenseReluDense"), cfg, ff)?,
+        })
+    }
+}
+
+/// What a stack needs besides its input.
+pub struct StackInput<'a> {
+    pub ids: &'a Tensor,
+    /// Self-attention bias over real keys: padding (encoder) or causal (decoder), without positions.
+    pub mask_bias: Tensor,
+    /// Encoder output and the bias that hides its padding (decoder only).
+    pub memory: Option<(&'a Tensor, Tensor)>,
+}
+
+/// An encoder or decoder `T5Stack`.
+#[derive(Debug, Clone)]
+pub struct Stack {
+    embed_tokens: Tensor,
+    position_table: Tensor,
+    blocks: Vec<Block>,
+    final_norm: Tensor,
+    /// Global index of the first layer (0 for the encoder, `num_layers` for the decoder).
+    first_layer: usize,
+    decoder: bool,
+    eps: f64,
+    dropout: f64,
+    cfg: Config,
+}
+
+impl Stack {
+    pub fn load(
+        vb: VarBuilder,
+        cfg: &Config,
+        embed_tokens: Tensor,
+        decoder: bool,
+        first_layer: usize,
+    ) -> candle_core::Result<Self> {
+        let ff = cfg.feed_forward().map_err(candle_core::Error::Msg)?;
+        let n = if decoder { cfg.decoder_layers() } else { cfg.num_layers };
+        let blocks = (0..n)
+            .map(|i| Block::load(vb.pp(format!("block.{i}")), cfg, decoder, ff))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(Stack {
+            embed_tokens,
+            position_table: load_position_table(vb.pp("block.0.layer.0.SelfAttention"), cfg)?,
+            blocks,
+            final_norm: vb.get(cfg.d_model, "final_layer_norm.weight")?,
+            first_layer,
+            decoder,
+            eps: cfg.layer_norm_epsilon,
+            dropout: cfg.dropout_rate,
+            cfg: cfg.clone(),
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        self.embed_tokens.device()
+    }
+
+    pub fn forward(&self, input: StackInput<'_>, hooks: &dyn LayerHooks, mode: Mode<'_>) -> Result<Tensor> {
+        let p = self.dropout;
+        let mut h = mode.dropout(&embed(&self.embed_tokens, input.ids)?, p)?;
+        let len = h.dim(1)?;
+        // Computed once by the first layer and shared by all layers of the stack, as in T5.
+        let positions = position_bias(&self.position_table, len, len, !self.decoder, &self.cfg)?;
+        let self_bias = positions.broadcast_add(&input.mask_bias)?;
+        for (i, block) in self.blocks.iter().enumerate() {
+            let layer = self.first_layer + i;
+            let normed = hooks.norm(layer, NormSite::Attention, rms_norm(&h, &block.self_norm, self.eps)?)?;
+            let out = block
+                .self_attention
+                .forward(&normed, None, &self_bias, layer, hooks, mode, p)?;
+            let out = hooks.residual(layer, ResidualSite::Attention, mode.dropout(&out, p)?)?;
+            h = (h + out)?;
+            if let (Some((norm, attention)), Some((memory, memory_bias))) = (&block.cross, &input.memory) {
+                let normed = hooks.norm(layer, NormSite::CrossAttention, rms_norm(&h, norm, self.eps)?)?;
+                let out = attention.forward(&normed, Some(*memory), memory_bias, layer, hooks, mode, p)?;
+                let out = hooks.residual(layer, ResidualSite::CrossAttention, mode.dropout(&out, p)?)?;
+                h = (h + out)?;
+            }
+            let normed = hooks.norm(layer, NormSite::Ffn, rms_norm(&h, &block.ffn_norm, self.eps)?)?;
+            let out = block.ffn.forward(&normed, layer, hooks, mode, p)?;
+            let out = hooks.residual(layer, ResidualSite::Ffn, mode.dropout(&out, p)?)?;
+            h = (h + out)?;
+        }
+        Ok(mode.dropout(&rms_norm(&h, &self.final_norm, self.eps)?, p)?)
+    }
+}

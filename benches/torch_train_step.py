@@ -1,0 +1,133 @@
+#!/usr/bin/env python3
+"""PyTorch + Hugging Face PEFT reference for peftspace's training step.
+
+Two modes, both on CPU with a fixed number of threads:
+
+  step   examples/s of one LoRA training step (forward, backward, AdamW) at a fixed sequence length and batch size,
+         and the process's peak RSS; the same measurement `peftspace`'s `bench_train_step` test prints.
+  sst2   LoRA fine-tuning on a seeded SST-2 subsample, dev accuracy (calibrates the real-data tests).
+
+Usage:
+  python benches/torch_train_step.py step --model ../shared/models/all-MiniLM-L6-v2 [--threads 2] [--seq 128]
+         [--batch 16] [--steps 20]
+  python benches/torch_train_step.py sst2 --model DIR --data ../shared/data/glue [--train 4000] [--lr 1e-3]
+"""
+import argparse
+import csv
+import random
+import resource
+import time
+
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
+
+
+def lora_model(model_dir, rank, labels=2):
+    # lora_alpha 8 is PEFT's default and peftspace's, so the scale is 8 / rank in both.
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=labels)
+    config = LoraConfig(r=rank, lora_alpha=8, target_modules=["query", "value"], lora_dropout=0.0,
+                        modules_to_save=["classifier"])
+    return get_peft_model(model, config)
+
+
+def step_benchmark(args):
+    torch.manual_seed(0)
+    model = lora_model(args.model, args.rank)
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    ids = torch.randint(1000, 20000, (args.batch, args.seq))
+    mask = torch.ones_like(ids)
+    labels = torch.randint(0, 2, (args.batch,))
+    def one_step():
+        out = model(input_ids=ids, attention_mask=mask, labels=labels)
+        out.loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    for _ in range(args.warmup):
+        one_step()
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        one_step()
+    seconds = time.perf_counter() - start
+    rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    print(f"torch {torch.__version__} threads {torch.get_num_threads()} seq {args.seq} batch {args.batch} "
+          f"rank {args.rank} trainable {trainable}: {args.steps * args.batch / seconds:.1f} examples/s "
+          f"({seconds / args.steps * 1000:.0f} ms/step), peak RSS {rss_mib:.0f} MiB")
+
+
+def read_sst2(path):
+    with open(path, encoding="utf-8") as f:
+        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    return [(r[0], int(r[1])) for r in rows[1:]]
+
+
+def sst2(args):
+    random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    train = read_sst2(f"{args.data}/SST-2/train.tsv")
+    dev = read_sst2(f"{args.data}/SST-2/dev.tsv")
+    train = random.sample(train, args.train) if args.train < len(train) else train
+    tok = AutoTokenizer.from_pretrained(args.model)
+    model = lora_model(args.model, args.rank)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
+    steps = args.epochs * ((len(train) + args.batch - 1) // args.batch)
+    schedule = get_linear_schedule_with_warmup(optimizer, int(0.06 * steps + 0.999), steps)
+    start = time.perf_counter()
+    for _ in range(args.epochs):
+        model.train()
+        random.shuffle(train)
+        for i in range(0, len(train), args.batch):
+            chunk = train[i:i + args.batch]
+            enc = tok([t for t, _ in chunk], padding=True, truncation=True, max_length=args.max_len,
+                      return_tensors="pt")
+            out = model(**enc, labels=torch.tensor([l for _, l in chunk]))
+            out.loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad()
+    seconds = time.perf_counter() - start
+    model.eval()
+    right = 0
+    with torch.no_grad():
+        for i in range(0, len(dev), 64):
+            chunk = dev[i:i + 64]
+            enc = tok([t for t, _ in chunk], padding=True, truncation=True, max_length=args.max_len,
+                      return_tensors="pt")
+            pred = model(**enc).logits.argmax(-1)
+            right += sum(int(p) == l for p, (_, l) in zip(pred, chunk))
+    print(f"sst2 train {len(train)} epochs {args.epochs} lr {args.lr} rank {args.rank} seed {args.seed}: "
+          f"dev accuracy {right / len(dev):.4f}, {seconds:.0f} s training")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("mode", choices=["step", "sst2"])
+    p.add_argument("--model", required=True)
+    p.add_argument("--data")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seq", type=int, default=128)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--rank", type=int, default=12)
+    p.add_argument("--train", type=int, default=4000)
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--max-len", type=int, default=128)
+    p.add_argument("--seed", type=int, default=1)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.mode == "step":
+        step_benchmark(args)
+    else:
+        if args.mode == "sst2" and args.batch == 16 and "--batch" not in __import__("sys").argv:
+            args.batch = 32
+        sst2(args)
+
+
+if __name__ == "__main__":
+    main()

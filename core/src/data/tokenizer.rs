@@ -1,0 +1,83 @@
+//! [`TextEncoder`] for any Hugging Face `tokenizer.json` (WordPiece, BPE, SentencePiece models alike).
+//!
+//! The file's own padding and truncation settings are switched off (MiniLM's file pads everything to 128): the
+//! trainer pads per batch, and truncation to the experiment's `max_seq_len` happens here, longest text first, before
+//! the model's special tokens are added by the file's post-processor.
+
+use std::path::Path;
+
+use tokenizers::{Encoding, PostProcessor, Tokenizer, TruncationDirection};
+
+use super::{TextEncoder, Tokens};
+use crate::{Error, Result};
+
+/// A loaded `tokenizer.json`.
+pub struct HfTokenizer {
+    inner: Tokenizer,
+    pad_id: u32,
+}
+
+impl HfTokenizer {
+    /// Loads `tokenizer.json`; `pad_id` is the model's padding id (from `config.json`, usually 0 for BERT, 1 for
+    /// RoBERTa/BART, 0 for T5). When `None`, the tokenizer's own padding token is used, else 0.
+    pub fn from_file(path: &Path, pad_id: Option<u32>) -> Result<Self> {
+        let mut inner = Tokenizer::from_file(path).map_err(|e| Error::Model {
+            path: path.to_path_buf(),
+            message: format!("cannot read the tokenizer: {e}"),
+        })?;
+        let own_pad = inner.get_padding().map(|p| p.pad_id);
+        inner.with_padding(None);
+        inner.with_truncation(None).map_err(|e| Error::Model {
+            path: path.to_path_buf(),
+            message: format!("cannot switch off truncation: {e}"),
+        })?;
+        Ok(HfTokenizer {
+            inner,
+            pad_id: pad_id.or(own_pad).unwrap_or(0),
+        })
+    }
+
+    fn piece(&self, text: &str) -> Result<Encoding> {
+        self.inner
+            .encode(text, false)
+            .map_err(|e| Error::msg(format!("tokenizing {text:?} failed: {e}")))
+    }
+}
+
+impl TextEncoder for HfTokenizer {
+    fn encode(&self, text: &str, pair: Option<&str>, max_len: usize) -> Result<Tokens> {
+        let mut first = self.piece(text)?;
+        let mut second = pair.map(|p| self.piece(p)).transpose()?;
+        let added = self
+            .inner
+            .get_post_processor()
+            .map(|p| p.added_tokens(second.is_some()))
+            .unwrap_or(0);
+        let room = max_len.saturating_sub(added);
+        let (mut a, mut b) = (first.len(), second.as_ref().map_or(0, Encoding::len));
+        // Longest first: take one token at a time from whichever text is longer.
+        while a + b > room {
+            if a >= b {
+                a -= 1;
+            } else {
+                b -= 1;
+            }
+        }
+        first.truncate(a, 0, TruncationDirection::Right);
+        if let Some(s) = second.as_mut() {
+            s.truncate(b, 0, TruncationDirection::Right);
+        }
+        let full = self
+            .inner
+            .post_process(first, second, true)
+            .map_err(|e| Error::msg(format!("adding special tokens failed: {e}")))?;
+        Ok(Tokens {
+            ids: full.get_ids().to_vec(),
+            type_ids: full.get_type_ids().to_vec(),
+        })
+    }
+
+    fn pad_id(&self) -> u32 {
+        self.pad_id
+    }
+}

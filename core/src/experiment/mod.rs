@@ -1,0 +1,239 @@
+//! Experiment files, pass 2: a parsed [`ExperimentSpec`] checked against the registries, with every error placed
+//! at `file:line:col` and named by its path in the spec (`stages[2].candidates[1]`).
+//!
+//! Paths written in an experiment file (backbone, data, plugins, custom task files) are relative to the folder of
+//! that file.
+
+mod checks;
+pub mod locate;
+
+use std::path::{Path, PathBuf};
+
+use crate::budget::Strategies;
+use crate::registry::Registries;
+use crate::shapes::BackboneInfo;
+use crate::space::{DesignSpace, SampleContext};
+use crate::spec::{ExperimentSpec, GroupStacks, StageSpec};
+use crate::{Error, Result};
+
+/// A parsed experiment file (pass 1 done: syntax, field names and types are right).
+#[derive(Debug, Clone)]
+pub struct Parsed {
+    pub spec: ExperimentSpec,
+    /// The file as the user named it (used in messages).
+    pub file: PathBuf,
+    /// Its text, to place pass-2 errors.
+    pub source: String,
+}
+
+/// A checked experiment: every name resolves and every value is in range.
+#[derive(Debug, Clone)]
+pub struct Experiment {
+    pub spec: ExperimentSpec,
+    pub file: PathBuf,
+    pub source: String,
+}
+
+/// The RON options experiment files are read with: `Some(…)` may be left out around optional values.
+fn ron_options() -> ron::Options {
+    ron::Options::default().with_default_extension(ron::extensions::Extensions::IMPLICIT_SOME)
+}
+
+/// Pass 1 on text: syntax errors, unknown fields and wrong types come back as `file:line:col: message`.
+pub fn parse_str(text: &str, file: impl Into<PathBuf>) -> Result<Parsed> {
+    let file = file.into();
+    match ron_options().from_str::<ExperimentSpec>(text) {
+        Ok(spec) => Ok(Parsed {
+            spec,
+            file,
+            source: text.to_string(),
+        }),
+        Err(e) => Err(Error::Spec {
+            file: file.display().to_string(),
+            line: e.span.start.line,
+            col: e.span.start.col,
+            message: e.code.to_string(),
+        }),
+    }
+}
+
+/// Pass 1 on a file.
+pub fn parse(path: impl AsRef<Path>) -> Result<Parsed> {
+    let path = path.as_ref();
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    parse_str(&text, path)
+}
+
+/// Pass 1 and pass 2 with the registries as they are now (load the file's plugins first: [`Parsed::plugin_paths`]).
+pub fn load(path: impl AsRef<Path>) -> Result<Experiment> {
+    let parsed = parse(path)?;
+    let registries = crate::registry::registries()?;
+    parsed.validate(&registries)
+}
+
+/// The folder paths in the file are relative to.
+fn base_dir(file: &Path) -> PathBuf {
+    match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+impl Parsed {
+    /// The dynamic plugins the file lists, resolved against its folder.
+    pub fn plugin_paths(&self) -> Vec<PathBuf> {
+        self.spec.plugins.iter().map(|p| base_dir(&self.file).join(p)).collect()
+    }
+
+    /// Pass 2: names through `registries`, ranges, consistency. The first problem found is returned.
+    pub fn validate(self, registries: &Registries) -> Result<Experiment> {
+        checks::check(&self, registries)?;
+        Ok(Experiment {
+            spec: self.spec,
+            file: self.file,
+            source: self.source,
+        })
+    }
+
+    /// An error placed at `path` (`stages[1].candidates[0]`) of this file.
+    pub fn error_at(&self, path: &str, message: impl std::fmt::Display) -> Error {
+        error_at(&self.file, &self.source, path, message)
+    }
+}
+
+/// An error placed at a spec path of a file's text (the file's start when the path is not written there).
+pub fn error_at(file: &Path, source: &str, path: &str, message: impl std::fmt::Display) -> Error {
+    let pos = locate::locate(source, path).unwrap_or(locate::Position { line: 1, col: 1 });
+    let message = if path.is_empty() { message.to_string() } else { format!("{path}: {message}") };
+    Error::Spec {
+        file: file.display().to_string(),
+        line: pos.line,
+        col: pos.col,
+        message,
+    }
+}
+
+impl Experiment {
+    /// The folder the file's relative paths start from.
+    pub fn base_dir(&self) -> PathBuf {
+        base_dir(&self.file)
+    }
+
+    /// A path written in the file, resolved against its folder (absolute paths stay as they are).
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        self.base_dir().join(path)
+    }
+
+    /// The backbone folder: `override_dir` (`--model`) if given, else the file's `backbone.path`.
+    pub fn backbone_dir(&self, override_dir: Option<&Path>) -> Option<PathBuf> {
+        override_dir
+            .map(Path::to_path_buf)
+            .or_else(|| self.spec.backbone.path.as_deref().map(|p| self.resolve(p)))
+    }
+
+    /// The GLUE data folder: `override_dir` (`--data-dir`) if given, else the file's `data_dir`.
+    pub fn data_dir(&self, override_dir: Option<&Path>) -> Option<PathBuf> {
+        override_dir
+            .map(Path::to_path_buf)
+            .or_else(|| self.spec.data_dir.as_deref().map(|p| self.resolve(p)))
+    }
+
+    /// The dynamic plugins the file lists, resolved against its folder.
+    pub fn plugin_paths(&self) -> Vec<PathBuf> {
+        self.spec.plugins.iter().map(|p| self.resolve(p)).collect()
+    }
+
+    /// The experiment's strategy names, in file order.
+    pub fn strategy_names(&self) -> Vec<String> {
+        self.spec.strategies.iter().map(|s| s.name.clone()).collect()
+    }
+
+    /// The experiment's strategies, built with their options.
+    pub fn strategies(&self, registries: &Registries) -> Result<Strategies> {
+        let mut out = Strategies::new();
+        for (i, s) in self.spec.strategies.iter().enumerate() {
+            let built = registries
+                .strategy(&s.name, &s.options)
+                .map_err(|e| self.error_at(&format!("strategies[{i}]"), e))?;
+            out.insert(s.name.clone(), built);
+        }
+        Ok(out)
+    }
+
+    /// An error placed at `path` of this file.
+    pub fn error_at(&self, path: &str, message: impl std::fmt::Display) -> Error {
+        error_at(&self.file, &self.source, path, message)
+    }
+
+    /// The stage called `name`, with its index.
+    pub fn stage(&self, name: &str) -> Result<(usize, &StageSpec)> {
+        self.spec.stages.iter().enumerate().find(|(_, s)| s.name == name).ok_or_else(|| Error::UnknownName {
+            kind: "stage",
+            name: name.to_string(),
+            known: self.spec.stages.iter().map(|s| s.name.clone()).collect(),
+        })
+    }
+
+    /// S0 for a backbone: its layers in `groups` groups (for `group_stacks: Separate` on an encoder-decoder, half
+    /// of the groups cover the encoder and half the decoder).
+    pub fn space(&self, info: &BackboneInfo) -> Result<DesignSpace> {
+        let mut space = DesignSpace::new(info.num_layers(), self.spec.groups, self.strategy_names())
+            .map_err(|e| self.error_at("groups", format!("{e} ({} has {} layers)", info.model_type, info.num_layers())))?;
+        if self.spec.group_stacks == GroupStacks::Separate && info.decoder_layers > 0 {
+            space = space
+                .split_stacks(info.encoder_layers)
+                .map_err(|e| self.error_at("group_stacks", e))?;
+        }
+        Ok(space)
+    }
+
+    /// The space sampled for stage `index` before its search: S0 narrowed by the *first* candidate of every stage
+    /// up to and including `index` (what `peftspace sample --stage` shows; a search narrows by winners instead).
+    pub fn stage_space(&self, info: &BackboneInfo, index: usize) -> Result<DesignSpace> {
+        let mut space = self.space(info)?;
+        for (i, stage) in self.spec.stages.iter().enumerate().take(index + 1) {
+            let first = stage.candidates.first().ok_or_else(|| self.error_at(&format!("stages[{i}]"), "no candidates"))?;
+            space = space
+                .constrain(stage.dimension, first)
+                .map_err(|e| self.error_at(&format!("stages[{i}].candidates[0]"), e))?;
+        }
+        Ok(space)
+    }
+
+    /// What the sampler needs for this experiment and backbone.
+    pub fn sample_context(&self, info: BackboneInfo, registries: &Registries) -> Result<SampleContext> {
+        Ok(SampleContext {
+            strategies: self.strategies(registries)?,
+            info,
+            fraction: self.spec.budget,
+            registries: registries.clone(),
+        })
+    }
+}
+
+/// Reads a backbone's `config.json` and describes it through the architecture registered for its `model_type`
+/// (no weights needed).
+pub fn describe_backbone(dir: &Path, registries: &Registries) -> Result<BackboneInfo> {
+    let config = dir.join("config.json");
+    let text = std::fs::read_to_string(&config).map_err(|e| Error::io(&config, e))?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Model {
+        path: config.clone(),
+        message: format!("not valid JSON: {e}"),
+    })?;
+    let model_type = value.get("model_type").and_then(|v| v.as_str()).ok_or_else(|| Error::Model {
+        path: config.clone(),
+        message: "has no string field `model_type`".to_string(),
+    })?;
+    let arch = registries.architecture_for(model_type).map_err(|e| Error::Model {
+        path: config.clone(),
+        message: e.to_string(),
+    })?;
+    (arch.describe)(&text).map_err(|e| Error::Model {
+        path: config,
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;
