@@ -1,9 +1,8 @@
 //! The real trial executor: the frozen backbone loaded once per process, task data loaded once per task, and
 //! `peftspace_core::train::run_trial` for each trial.
 //!
-//! Baseline designs (`baseline=<strategy>`: one strategy in every layer at the experiment's budget) are planned
-//! here. Designs sampled from the design space reach the trainer through [`TrainerExecutor::with_planner`]; until
-//! the design space is connected to `peftspace run`, such a trial stops the run with a message saying so.
+//! A design's text is parsed and solved by the budget solver into per-layer strategy sizes, exactly as the sampler
+//! solved it when it drew the design.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -12,17 +11,16 @@ use std::sync::{Arc, Mutex};
 
 use candle_core::Device;
 use peftspace_core::backbone::Backbone;
-use peftspace_core::data::{self, TaskData, TextEncoder, Tokens};
+use peftspace_core::budget::{self, Strategies};
+use peftspace_core::data::{self, HfTokenizer, TaskData};
+use peftspace_core::design::{Design, StrategyCodes};
+use peftspace_core::experiment::Experiment;
 use peftspace_core::refine::{hex_sha256, TrialExecutor, TrialOutcome, TrialSpec, TrialStatus};
 use peftspace_core::registry::registries;
-use peftspace_core::shapes::BackboneInfo;
-use peftspace_core::spec::{ExperimentSpec, StrategySpec, TaskSpec};
+use peftspace_core::spec::TaskSpec;
 use peftspace_core::train::{self, LayerAssignment, TrialInput};
 use peftspace_core::{Error, Result};
 use sha2::{Digest, Sha256};
-
-/// Turns a design's text into per-layer strategy sizes for a backbone.
-pub type Planner = Box<dyn Fn(&str, &BackboneInfo, &TrialSpec) -> Result<Vec<LayerAssignment>> + Send + Sync>;
 
 pub struct TrainerExecutor {
     model_dir: PathBuf,
@@ -30,61 +28,41 @@ pub struct TrainerExecutor {
     spec_dir: PathBuf,
     /// Seed of the data subsamples (the experiment's root seed), so every trial of a task sees the same examples.
     data_seed: u64,
-    max_seq_len: usize,
-    backbone: Mutex<Option<Arc<dyn Backbone>>>,
-    encoder: Mutex<Option<Arc<TokenizerEncoder>>>,
+    /// The backbone and its tokenizer, loaded on first use.
+    loaded: Mutex<Option<(Arc<dyn Backbone>, Arc<HfTokenizer>)>>,
     tasks: Mutex<HashMap<String, Arc<TaskData>>>,
-    planner: Option<Planner>,
+    strategies: Strategies,
+    codes: StrategyCodes,
 }
 
 impl TrainerExecutor {
-    pub fn new(spec: &ExperimentSpec, experiment: &Path, model: Option<&Path>, data_dir: Option<&Path>) -> Result<Self> {
-        let model_dir = model
-            .map(Path::to_path_buf)
-            .or_else(|| spec.backbone.path.clone())
-            .ok_or_else(|| {
-                Error::msg("no backbone folder: pass --model DIR, set PEFTSPACE_MODEL, or set `backbone.path`")
-            })?;
-        let spec_dir = experiment.parent().map(Path::to_path_buf).unwrap_or_default();
+    pub fn new(experiment: &Experiment, model: Option<&Path>, data_dir: Option<&Path>) -> Result<Self> {
+        let model_dir = experiment.backbone_dir(model).ok_or_else(|| {
+            Error::msg("no local backbone folder: pass --model DIR, set PEFTSPACE_MODEL, or set `backbone.path`")
+        })?;
+        let reg = registries()?;
         Ok(TrainerExecutor {
             model_dir,
-            data_dir: data_dir.map(Path::to_path_buf).or_else(|| spec.data_dir.clone()),
-            spec_dir,
-            data_seed: spec.seed,
-            max_seq_len: spec.training.max_seq_len,
-            backbone: Mutex::new(None),
-            encoder: Mutex::new(None),
+            data_dir: experiment.data_dir(data_dir),
+            spec_dir: experiment.base_dir(),
+            data_seed: experiment.spec.seed,
+            loaded: Mutex::new(None),
             tasks: Mutex::new(HashMap::new()),
-            planner: None,
+            strategies: experiment.strategies(&reg)?,
+            codes: StrategyCodes::from_registries(&reg),
         })
     }
 
-    /// Connects the design space's design → layer-plan function.
-    #[allow(dead_code)] // Used once the design space is connected to `peftspace run`.
-    pub fn with_planner(mut self, planner: Planner) -> Self {
-        self.planner = Some(planner);
-        self
-    }
-
-    fn backbone(&self) -> Result<Arc<dyn Backbone>> {
-        let mut slot = self.backbone.lock().map_err(|_| Error::msg("backbone lock poisoned"))?;
-        if let Some(b) = slot.as_ref() {
-            return Ok(b.clone());
+    fn loaded(&self) -> Result<(Arc<dyn Backbone>, Arc<HfTokenizer>)> {
+        let mut slot = self.loaded.lock().map_err(|_| Error::msg("backbone lock poisoned"))?;
+        if let Some((b, t)) = slot.as_ref() {
+            return Ok((b.clone(), t.clone()));
         }
-        let loaded: Arc<dyn Backbone> = Arc::from(peftspace_backbones::load(&self.model_dir, &Device::Cpu)?);
-        *slot = Some(loaded.clone());
-        Ok(loaded)
-    }
-
-    fn encoder(&self) -> Result<Arc<TokenizerEncoder>> {
-        let mut slot = self.encoder.lock().map_err(|_| Error::msg("tokenizer lock poisoned"))?;
-        if let Some(e) = slot.as_ref() {
-            return Ok(e.clone());
-        }
-        let tokenizer = peftspace_backbones::tokenizer::TextTokenizer::from_dir(&self.model_dir, self.max_seq_len)?;
-        let encoder = Arc::new(TokenizerEncoder(tokenizer));
-        *slot = Some(encoder.clone());
-        Ok(encoder)
+        let (backbone, tokenizer) = crate::cmd::train::load_backbone(&self.model_dir, &Device::Cpu)
+            .map_err(|e| Error::msg(format!("{e:#}")))?;
+        let pair: (Arc<dyn Backbone>, Arc<HfTokenizer>) = (Arc::from(backbone), Arc::new(tokenizer));
+        *slot = Some(pair.clone());
+        Ok(pair)
     }
 
     fn task(&self, task: &TaskSpec) -> Result<Arc<TaskData>> {
@@ -98,17 +76,11 @@ impl TrainerExecutor {
         Ok(loaded)
     }
 
-    fn plan(&self, trial: &TrialSpec, info: &BackboneInfo) -> Result<Vec<LayerAssignment>> {
-        if let Some(name) = trial.design.strip_prefix("baseline=") {
-            return baseline_plan(name, info, trial.budget, &trial.strategies);
-        }
-        match &self.planner {
-            Some(planner) => planner(&trial.design, info, trial),
-            None => Err(Error::msg(format!(
-                "cannot train design `{}`: the design space is not connected to the trainer in this build",
-                trial.design
-            ))),
-        }
+    /// The design's per-layer strategy sizes, from its text and the budget solver.
+    fn plan(&self, trial: &TrialSpec, backbone: &dyn Backbone) -> Result<Vec<LayerAssignment>> {
+        let design = Design::parse(&trial.design, &self.codes)?;
+        let plan = budget::solve(backbone.info(), &design, &self.strategies, trial.budget)?;
+        Ok(plan.layer_assignments())
     }
 }
 
@@ -148,10 +120,9 @@ impl TrialExecutor for TrainerExecutor {
     }
 
     fn run(&self, trial: &TrialSpec) -> Result<TrialOutcome> {
-        let backbone = self.backbone()?;
-        let encoder = self.encoder()?;
+        let (backbone, encoder) = self.loaded()?;
         let task = self.task(&trial.task)?;
-        let plan = self.plan(trial, backbone.info())?;
+        let plan = self.plan(trial, backbone.as_ref())?;
         let input = TrialInput {
             backbone: backbone.as_ref(),
             encoder: encoder.as_ref(),
@@ -178,39 +149,5 @@ impl TrialExecutor for TrainerExecutor {
             head_params: outcome.head_params as u64,
             seconds: outcome.seconds,
         })
-    }
-}
-
-/// One strategy in every layer with the largest size whose total stays within the budget (fixed-size strategies
-/// take their one size). `full` is not a strategy plan and is refused here.
-fn baseline_plan(name: &str, info: &BackboneInfo, budget: f64, strategies: &[StrategySpec]) -> Result<Vec<LayerAssignment>> {
-    let options = strategies.iter().find(|s| s.name == name).map_or(ron::Value::Unit, |s| s.options.clone());
-    let strategy = registries()?.strategy(name, &options)?;
-    let target = (budget * info.num_params as f64).round() as usize;
-    let total = |size: usize| info.layers.iter().map(|l| strategy.params(l, size)).sum::<usize>();
-    let size = if strategy.fixed_size() {
-        1
-    } else {
-        let mut size = 1;
-        while total(size + 1) <= target && size < 1 << 16 {
-            size += 1;
-        }
-        size
-    };
-    Ok((0..info.num_layers()).map(|layer| LayerAssignment { layer, strategies: vec![(name.to_string(), size)] }).collect())
-}
-
-/// The backbone's tokenizer as the trainer's text encoder.
-struct TokenizerEncoder(peftspace_backbones::tokenizer::TextTokenizer);
-
-impl TextEncoder for TokenizerEncoder {
-    fn encode(&self, text: &str, pair: Option<&str>, _max_len: usize) -> Result<Tokens> {
-        // The tokenizer truncates to the experiment's max_seq_len, which is what the trainer asks for.
-        let t = self.0.encode(text, pair)?;
-        Ok(Tokens { ids: t.ids, type_ids: t.type_ids })
-    }
-
-    fn pad_id(&self) -> u32 {
-        self.0.pad_id()
     }
 }
