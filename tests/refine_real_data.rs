@@ -24,9 +24,10 @@ fn reduced_quickstart_on_minilm_runs_s1_to_s4_and_stage_statistics_match_trials(
     let exp = work.path().join("reduced_quickstart.ron");
     std::fs::write(
         &exp,
-        r#"ExperimentSpec(
+        format!(
+            r#"ExperimentSpec(
     name: "reduced_quickstart",
-    backbone: (path: None),
+    backbone: (path: Some({model:?})),
     tasks: [(id: "sst2", max_train: Some(64), max_eval: Some(64))],
     training: (epochs: 1, batch_size: 16, max_seq_len: 64, eval_batch_size: 64),
     groups: 4,
@@ -41,7 +42,8 @@ fn reduced_quickstart_on_minilm_runs_s1_to_s4_and_stage_statistics_match_trials(
     ],
     final_runs: Some((top: 1, seeds: [1, 2], baselines: ["lora"])),
 )
-"#,
+"#
+        ),
     )
     .expect("write experiment");
     let out = work.path().join("results");
