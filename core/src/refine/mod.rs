@@ -6,6 +6,7 @@
 //! the [`SyntheticSpace`] and [`SyntheticExecutor`].
 
 mod decision;
+mod design_space;
 mod plan;
 mod runner;
 mod space;
@@ -13,6 +14,7 @@ mod synthetic;
 mod trial;
 
 pub use decision::{decide_stage, CandidateStats, Comparison, StageDecision, ALPHA, BOOTSTRAP_RESAMPLES, CI_LEVEL};
+pub use design_space::ExperimentSpace;
 pub use plan::{CandidatePlan, FinalMethod, FinalPlan, PlannedDesign, PlannedTrial, Plan, StagePlan};
 pub use runner::{run_experiment, manifest, RunOutcome};
 pub use space::{SampledDesign, SearchSpace};

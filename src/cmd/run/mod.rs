@@ -15,15 +15,17 @@
 mod pool;
 mod progress;
 mod signals;
+mod trainer;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
 use anyhow::Context;
+use peftspace_core::experiment::{describe_backbone, Experiment};
 use peftspace_core::refine::{
-    self, SearchSpace, SerialPool, SyntheticExecutor, SyntheticSpace, TrialExecutor, TrialPool,
+    self, ExperimentSpace, SearchSpace, SerialPool, SyntheticExecutor, SyntheticSpace, TrialExecutor, TrialPool,
 };
-use peftspace_core::spec::ExperimentSpec;
+use peftspace_core::registry::registries;
 use peftspace_core::store::{self, ResultStore};
 
 use crate::{Exit, Global};
@@ -47,20 +49,21 @@ pub struct Args {
 }
 
 pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
-    let (spec, text) = read_experiment(&args.experiment)?;
-    let executor = make_executor(&spec, global)?;
+    let experiment = super::validate::load_experiment(&args.experiment, global)?;
+    let spec = experiment.spec.clone();
+    let executor = make_executor(&experiment, global)?;
     if args.worker {
         return pool::serve_trials(executor.as_ref()).map_err(Exit::from);
     }
     if args.jobs == 0 {
         return Err(Exit::usage(anyhow::anyhow!("--jobs must be at least 1")));
     }
-    let space = make_space(&spec, global)?;
+    let space = make_space(&experiment, global)?;
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from("results").join(&spec.name));
     let manifest = refine::manifest(&spec, executor.as_ref())?;
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     store::check_manifest(&out, &manifest)?;
-    store::save_provenance(&out, &text, &code_version())?;
+    store::save_provenance(&out, &experiment.source, &code_version())?;
     let mut results = ResultStore::open(&out)?;
     if results.repaired_bytes > 0 {
         eprintln!(
@@ -116,45 +119,45 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
     }
 }
 
-/// Reads and parses the experiment file; syntax errors name `file:line:col`.
-fn read_experiment(path: &Path) -> Result<(ExperimentSpec, String), Exit> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Exit::usage(anyhow::anyhow!("{}: {e}", path.display())))?;
-    let spec: ExperimentSpec = ron::from_str(&text).map_err(|e| {
-        Exit::usage(anyhow::anyhow!(
-            "{}:{}:{}: {}",
-            path.display(),
-            e.span.start.line,
-            e.span.start.col,
-            e.code
-        ))
-    })?;
-    Ok((spec, text))
-}
-
 fn synthetic_mode() -> bool {
     std::env::var("PEFTSPACE_EXECUTOR").is_ok_and(|v| v == "synthetic")
 }
 
 /// The trial executor: the synthetic one in development mode, else the trainer.
-pub fn make_executor(spec: &ExperimentSpec, _global: &Global) -> Result<Box<dyn TrialExecutor>, Exit> {
+fn make_executor(experiment: &Experiment, global: &Global) -> Result<Box<dyn TrialExecutor>, Exit> {
     if synthetic_mode() {
         return Ok(Box::new(SyntheticExecutor::from_env()));
     }
-    let _ = spec;
-    Err(Exit::from(anyhow::anyhow!(
-        "`peftspace run` cannot train yet: the trainer is not connected to the refinement runner in this build \
-         (set PEFTSPACE_EXECUTOR=synthetic to exercise the pipeline with synthetic scores)"
-    )))
+    if let Some(final_runs) = &experiment.spec.final_runs {
+        if final_runs.baselines.iter().any(|b| b == "full") {
+            return Err(Exit::usage(experiment.error_at(
+                "final_runs.baselines",
+                "baseline `full` (all backbone weights trainable) is not supported by `peftspace run` yet; remove it",
+            )));
+        }
+    }
+    let executor = trainer::TrainerExecutor::new(experiment, global.model.as_deref(), global.data_dir.as_deref())
+        .map_err(Exit::usage)?;
+    Ok(Box::new(executor))
 }
 
-/// The design space: the synthetic one in development mode, else the experiment's design space.
-fn make_space(spec: &ExperimentSpec, _global: &Global) -> Result<Box<dyn SearchSpace>, Exit> {
+/// The design space: the synthetic one in development mode, else the experiment's (S0 for its backbone).
+fn make_space(experiment: &Experiment, global: &Global) -> Result<Box<dyn SearchSpace>, Exit> {
+    let spec = &experiment.spec;
     if synthetic_mode() {
         let names = spec.strategies.iter().map(|s| s.name.clone()).collect();
         return Ok(Box::new(SyntheticSpace::new(spec.groups, names, spec.budget)));
     }
-    Err(Exit::from(anyhow::anyhow!("the design space is not connected to the refinement runner in this build")))
+    let reg = registries()?;
+    let dir = experiment.backbone_dir(global.model.as_deref()).ok_or_else(|| {
+        Exit::usage(anyhow::anyhow!(
+            "the experiment names no local backbone folder; pass --model DIR or set PEFTSPACE_MODEL"
+        ))
+    })?;
+    let info = describe_backbone(&dir, &reg)?;
+    let space = experiment.space(&info).map_err(Exit::usage)?;
+    let context = experiment.sample_context(info, &reg).map_err(Exit::usage)?;
+    Ok(Box::new(ExperimentSpace::new(space, context)))
 }
 
 /// Crate version, plus `git describe` of the working directory when it is a git checkout.

@@ -1,0 +1,104 @@
+//! The experiment's design space ([`crate::space::DesignSpace`] with its budget solver) as a [`SearchSpace`].
+
+use std::sync::Arc;
+
+use crate::design::{Design, StrategyCodes};
+use crate::space::{seeded_rng, DesignSpace, SampleContext, SampleStats};
+use crate::spec::Dimension;
+use crate::{Error, Result};
+
+use super::space::{SampledDesign, SearchSpace};
+
+/// A design space plus what sampling needs (backbone shapes, strategies, budget, rules).
+pub struct ExperimentSpace {
+    space: DesignSpace,
+    context: Arc<SampleContext>,
+    codes: Arc<StrategyCodes>,
+}
+
+impl ExperimentSpace {
+    pub fn new(space: DesignSpace, context: SampleContext) -> Self {
+        let codes = StrategyCodes::from_registries(&context.registries);
+        ExperimentSpace { space, context: Arc::new(context), codes: Arc::new(codes) }
+    }
+
+    /// Solves a design's budget and describes it for the plan and the CSVs.
+    fn describe_design(&self, design: Design) -> Result<SampledDesign> {
+        let ctx = &self.context;
+        let plan = crate::budget::solve(&ctx.info, &design, &ctx.strategies, ctx.fraction)?;
+        self.summarise(&design, plan.target, plan.achieved)
+    }
+
+    fn summarise(&self, design: &Design, target: usize, achieved: usize) -> Result<SampledDesign> {
+        let join = |v: Vec<String>, sep: &str| v.join(sep);
+        let sets = design.strategies.iter().map(|s| self.codes.set_to_text(s)).collect::<Result<Vec<_>>>()?;
+        Ok(SampledDesign {
+            text: design.to_text(&self.codes)?,
+            group_sizes: join(design.group_sizes.iter().map(|s| s.to_string()).collect(), ","),
+            allocation: join(design.per_layer_shares().iter().map(|s| format!("{s:.4}")).collect(), ","),
+            tuned_groups: design.tuned.iter().map(|&t| if t { '1' } else { '0' }).collect(),
+            strategy_sets: sets.join("|"),
+            target_params: target as u64,
+            planned_params: achieved as u64,
+            backbone_params: self.context.info.num_params as u64,
+        })
+    }
+}
+
+impl SearchSpace for ExperimentSpace {
+    fn constrain(&self, dimension: Dimension, candidate: &str) -> Result<Box<dyn SearchSpace>> {
+        Ok(Box::new(ExperimentSpace {
+            space: self.space.constrain(dimension, candidate)?,
+            context: self.context.clone(),
+            codes: self.codes.clone(),
+        }))
+    }
+
+    fn sample(&self, seed: u64) -> Result<SampledDesign> {
+        let mut rng = seeded_rng(seed);
+        let mut stats = SampleStats::default();
+        let sampled = self.space.sample(&self.context, &mut rng, &mut stats)?;
+        self.summarise(&sampled.design, sampled.plan.target, sampled.plan.achieved)
+    }
+
+    /// One strategy in every layer: groups as equal as the layers allow, per-layer budget equal, all tuned.
+    fn baseline(&self, name: &str) -> Result<SampledDesign> {
+        if name == "full" {
+            return Err(Error::msg(
+                "baseline `full` (all backbone weights trainable) is not supported by the refinement runner yet; \
+                 remove it from final_runs.baselines",
+            ));
+        }
+        if !self.space.available.iter().any(|s| s == name) {
+            return Err(Error::msg(format!(
+                "baseline `{name}` is not one of the experiment's strategies ({})",
+                self.space.available.join(", ")
+            )));
+        }
+        let (layers, groups) = (self.space.layers, self.space.groups);
+        let group_sizes: Vec<usize> = (0..groups).map(|g| layers / groups + usize::from(g < layers % groups)).collect();
+        let design = Design {
+            shares: group_sizes.iter().map(|&n| n as f64 / layers as f64).collect(),
+            group_sizes,
+            tuned: vec![true; groups],
+            strategies: vec![[name.to_string()].into_iter().collect(); groups],
+        };
+        design.check()?;
+        self.describe_design(design)
+    }
+
+    fn describe(&self) -> String {
+        self.space.describe()
+    }
+
+    fn inapplicable(&self, dimension: Dimension) -> Option<String> {
+        match (dimension, &self.space.tuned) {
+            (Dimension::Strategies(g), Some(tuned)) if tuned.get(g) == Some(&false) => Some(format!(
+                "group {} is not tuned in the space so far ({})",
+                crate::design::group_name(g),
+                self.space.describe()
+            )),
+            _ => None,
+        }
+    }
+}

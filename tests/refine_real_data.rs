@@ -1,0 +1,73 @@
+//! Real-data suite: a reduced quickstart (N = 3, tiny SST-2 subsets, 1 epoch) runs S1→S4 on MiniLM end to end,
+//! writes all four outputs, and every statistic in stages.csv equals a recomputation from trials.csv
+//! (`tests/stats_reference/check_pvalues.py` does the same with SciPy).
+
+mod refine_support;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn shared() -> PathBuf {
+    std::env::var_os("PEFTSPACE_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("shared"))
+}
+
+#[test]
+#[ignore = "real-data: needs ../shared (PEFTSPACE_SHARED)"]
+fn reduced_quickstart_on_minilm_runs_s1_to_s4_and_stage_statistics_match_trials() {
+    let shared = shared();
+    let model = shared.join("models/all-MiniLM-L6-v2");
+    let data = shared.join("data/glue");
+    assert!(model.is_dir(), "{} missing", model.display());
+    let work = tempfile::tempdir().expect("tempdir");
+    let exp = work.path().join("reduced_quickstart.ron");
+    std::fs::write(
+        &exp,
+        format!(
+            r#"ExperimentSpec(
+    name: "reduced_quickstart",
+    backbone: (path: Some({model:?})),
+    tasks: [(id: "sst2", max_train: Some(64), max_eval: Some(64))],
+    training: (epochs: 1, batch_size: 16, max_seq_len: 64, eval_batch_size: 64),
+    groups: 4,
+    samples: 3,
+    seed: 1,
+    seeds: [1],
+    stages: [
+        (name: "S1", dimension: Grouping, candidates: ["uniform", "spindle"]),
+        (name: "S2", dimension: Allocation, candidates: ["uniform", "increasing"]),
+        (name: "S3", dimension: TunedGroups, candidates: ["1111", "1110"]),
+        (name: "S4", dimension: Strategies(0), candidates: ["lora", "adapter+bitfit"]),
+    ],
+    final_runs: Some((top: 1, seeds: [1, 2], baselines: ["lora"])),
+)
+"#
+        ),
+    )
+    .expect("write experiment");
+    let out = work.path().join("results");
+    let run = Command::new(env!("CARGO_BIN_EXE_peftspace"))
+        .env_remove("PEFTSPACE_EXECUTOR")
+        .arg("--model")
+        .arg(&model)
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("run")
+        .arg(&exp)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run peftspace");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
+    for f in ["trials.csv", "stages.csv", "final.csv", "edf_S1.svg", "edf_S2.svg", "edf_S3.svg", "edf_S4.svg"] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let trials = refine_support::read_csv(&out.join("trials.csv"));
+    assert!(trials.iter().all(|r| r["status"] != "pending"));
+    assert!(trials.iter().filter(|r| r["status"] == "ok").count() >= 20, "most trials train");
+    let stages = refine_support::read_csv(&out.join("stages.csv"));
+    assert_eq!(stages.iter().filter(|r| r["chosen"] == "true").count(), 4);
+    assert!(refine_support::check_stages_against_trials(&out) >= 4);
+}
