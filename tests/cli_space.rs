@@ -196,3 +196,33 @@ fn real_minilm_200_designs() {
         assert!((achieved - target).abs() <= 0.01 * target, "{row:?}");
     }
 }
+
+#[test]
+fn sample_spans_the_24_layers_of_t5_base_within_one_percent() {
+    let out = peftspace(&[
+        "sample",
+        "experiments/paper_t5_base.ron",
+        "--model",
+        "tests/fixtures/configs/t5-base",
+        "-n",
+        "30",
+        "--seed",
+        "2",
+        "--format",
+        "csv",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rows = csv_rows(&out);
+    assert_eq!(rows.len(), 30);
+    for row in &rows {
+        let target: f64 = row["target_params"].parse().unwrap();
+        let achieved: f64 = row["achieved_params"].parse().unwrap();
+        assert!((achieved - target).abs() <= 0.01 * target, "{row:?}");
+        let sizes: Vec<usize> = row["group_sizes"].split(',').map(|x| x.parse().unwrap()).collect();
+        assert_eq!(sizes.len(), 4);
+        assert_eq!(sizes.iter().sum::<usize>(), 24, "encoder and decoder layers together: {row:?}");
+        assert_eq!(row["per_layer_sizes"].split(' ').count(), 24, "{row:?}");
+    }
+    // 0.5 % of t5-base's 222,903,552 parameters.
+    assert_eq!(rows[0]["target_params"], "1114518");
+}

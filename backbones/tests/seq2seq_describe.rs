@@ -43,18 +43,18 @@ fn parameter_counts_match_transformers() {
         transformers_count("bart-tiny")
     );
     assert_eq!(
-        t5_info(fixtures().join("configs/t5-base.json")).num_params,
+        t5_info(fixtures().join("configs/t5-base/config.json")).num_params,
         transformers_count("t5-base")
     );
     assert_eq!(
-        bart_info(fixtures().join("configs/bart-base.json")).num_params,
+        bart_info(fixtures().join("configs/bart-base/config.json")).num_params,
         transformers_count("bart-base")
     );
 }
 
 #[test]
 fn t5_base_has_24_layers_encoder_then_decoder() {
-    let info = t5_info(fixtures().join("configs/t5-base.json"));
+    let info = t5_info(fixtures().join("configs/t5-base/config.json"));
     assert_eq!(
         (info.encoder_layers, info.decoder_layers, info.num_layers()),
         (12, 12, 24)
@@ -105,7 +105,7 @@ fn t5_inner_width_is_heads_times_d_kv() {
 
 #[test]
 fn bart_base_sites_have_biases() {
-    let info = bart_info(fixtures().join("configs/bart-base.json"));
+    let info = bart_info(fixtures().join("configs/bart-base/config.json"));
     assert_eq!((info.encoder_layers, info.decoder_layers), (6, 6));
     let dec = &info.layers[6];
     assert_eq!(dec.stack, Stack::Decoder);
@@ -127,10 +127,10 @@ fn loaded_models_report_what_describe_says() {
 fn registry_describes_from_config_text() {
     let registries = peftspace_core::registry::registries().unwrap();
     let info =
-        (registries.architecture_for("t5").unwrap().describe)(&read(fixtures().join("configs/t5-base.json"))).unwrap();
+        (registries.architecture_for("t5").unwrap().describe)(&read(fixtures().join("configs/t5-base/config.json"))).unwrap();
     assert_eq!(info.num_layers(), 24);
     let info =
-        (registries.architecture_for("bart").unwrap().describe)(&read(fixtures().join("configs/bart-base.json")))
+        (registries.architecture_for("bart").unwrap().describe)(&read(fixtures().join("configs/bart-base/config.json")))
             .unwrap();
     assert_eq!(info.num_layers(), 12);
 }

@@ -283,7 +283,7 @@ impl HostOps {
 /// Declares a dynamic plugin: exports the checked header and a register function that runs `$register`
 /// (`fn(&mut Registrar) -> peftspace_core::Result<()>`) with panics caught, so no panic crosses the C boundary.
 ///
-/// ```ignore
+/// ```text
 /// fn register(r: &mut peftspace_core::plugin_abi::Registrar) -> peftspace_core::Result<()> {
 ///     r.add_strategy(StrategyEntry { name: "ia3", code: "I", summary: "…", create });
 ///     Ok(())
