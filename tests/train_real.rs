@@ -4,8 +4,11 @@
 //! Wall time so far: only measured on a 2-core machine shared with concurrent builds (about 0.4 of a core for this
 //! process), in the test profile: the MRPC part of `mrpc_and_cola_report_their_glue_metrics` (800 training
 //! examples, 1 epoch, LoRA r = 12) took 575 s and scored accuracy 0.670, F1 0.802; the CoLA part (800 examples) took 296 s, accuracy 0.650,
-//! MCC 0.000 (one epoch of 25 steps still predicts a single class). The SST-2 thresholds (3,000
-//! examples, lr 1e-3) have not been checked against a finished run yet.
+//! MCC 0.000 (one epoch of 25 steps still predicts a single class).
+//!
+//! SST-2 with LoRA (the calibration protocol: 8,000 seeded examples, one epoch, batch 32, lr 5e-4, 6 % warm-up) on an
+//! otherwise idle 2-core machine: dev accuracy 0.7913 in 276 s. With 3,000 examples and lr 1e-3 it reached only
+//! 0.7603. The all-four-strategies threshold has not been checked against a finished run yet.
 
 use std::path::{Path, PathBuf};
 
@@ -98,7 +101,7 @@ fn sst2_training(lr: f64) -> TrainingSpec {
     }
 }
 
-const SST2_TRAIN: usize = 3000;
+const SST2_TRAIN: usize = 8000;
 
 #[test]
 #[ignore = "real-data: needs ../shared (PEFTSPACE_SHARED)"]
@@ -112,8 +115,8 @@ fn sst2_lora_at_half_a_percent_reaches_78() {
         &tokenizer,
         &task("sst2", SST2_TRAIN, None),
         &plan,
-        &[strategy("lora", 1e-3)],
-        &sst2_training(1e-3),
+        &[strategy("lora", 5e-4)],
+        &sst2_training(5e-4),
     );
     assert_eq!(out.trainable_params, 110_592);
     let budget = 0.005 * info.num_params as f64;
