@@ -21,6 +21,10 @@ fn main() {
         .into_iter()
         .filter(|f| std::env::var_os(format!("CARGO_FEATURE_{}", f.to_uppercase())).is_some())
         .collect();
-    let features = if features.is_empty() { "none".to_string() } else { features.join(",") };
+    let features = if features.is_empty() {
+        "none".to_string()
+    } else {
+        features.join(",")
+    };
     println!("cargo:rustc-env=PEFTSPACE_FEATURES={features}");
 }

@@ -66,14 +66,20 @@ pub struct Exit {
 
 impl<E: Into<anyhow::Error>> From<E> for Exit {
     fn from(e: E) -> Self {
-        Exit { code: 1, error: e.into() }
+        Exit {
+            code: 1,
+            error: e.into(),
+        }
     }
 }
 
 impl Exit {
     /// Invalid user input (experiment file, flags): exit code 2.
     pub fn usage(error: impl Into<anyhow::Error>) -> Self {
-        Exit { code: 2, error: error.into() }
+        Exit {
+            code: 2,
+            error: error.into(),
+        }
     }
 }
 

@@ -47,7 +47,10 @@ fn run(args: &[&str], out: &Path) -> (Tensor, Tensor) {
     let o = encode(&all);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let written = candle_core::safetensors::load(out, &Device::Cpu).unwrap();
-    (written["encoder_hidden"].clone(), written["decoder_hidden"].clone())
+    (
+        written["encoder_hidden"].clone(),
+        written["decoder_hidden"].clone(),
+    )
 }
 
 #[test]
@@ -61,7 +64,11 @@ fn encode_writes_encoder_and_decoder_hidden_states() {
     for (name, text) in cases {
         let model = fixture(name);
         let model = model.to_str().unwrap();
-        let r = candle_core::safetensors::load(fixture(name).join("reference.safetensors"), &Device::Cpu).unwrap();
+        let r = candle_core::safetensors::load(
+            fixture(name).join("reference.safetensors"),
+            &Device::Cpu,
+        )
+        .unwrap();
         let ids = comma_list(&r["input_ids"].i(0).unwrap());
         let encoder = r["encoder_hidden"].i(0).unwrap();
         let decoder = r["decoder_hidden"].i(0).unwrap();
@@ -70,7 +77,10 @@ fn encode_writes_encoder_and_decoder_hidden_states() {
             &["--model", model, "--ids", &ids],
             &tmp.path().join(format!("{name}-ids.st")),
         );
-        assert!(max_abs_diff(&enc, &encoder) <= 1e-4, "{name}: encoder_hidden");
+        assert!(
+            max_abs_diff(&enc, &encoder) <= 1e-4,
+            "{name}: encoder_hidden"
+        );
         assert!(
             max_abs_diff(&dec, &decoder) <= 1e-4,
             "{name}: decoder_hidden (derived decoder input)"
@@ -80,14 +90,33 @@ fn encode_writes_encoder_and_decoder_hidden_states() {
             &["--model", model, "--text", text],
             &tmp.path().join(format!("{name}-text.st")),
         );
-        assert!(max_abs_diff(&enc, &encoder) <= 1e-4, "{name}: --text encoder_hidden");
-        assert!(max_abs_diff(&dec, &decoder) <= 1e-4, "{name}: --text decoder_hidden");
+        assert!(
+            max_abs_diff(&enc, &encoder) <= 1e-4,
+            "{name}: --text encoder_hidden"
+        );
+        assert!(
+            max_abs_diff(&dec, &decoder) <= 1e-4,
+            "{name}: --text decoder_hidden"
+        );
 
         let decoder_ids = comma_list(&r["explicit_decoder_input_ids"].i(0).unwrap());
         let out = tmp.path().join(format!("{name}-dec.st"));
-        let (_, dec) = run(&["--model", model, "--ids", &ids, "--decoder-ids", &decoder_ids], &out);
+        let (_, dec) = run(
+            &[
+                "--model",
+                model,
+                "--ids",
+                &ids,
+                "--decoder-ids",
+                &decoder_ids,
+            ],
+            &out,
+        );
         let expected = r["explicit_decoder_hidden"].i(0).unwrap();
-        assert!(max_abs_diff(&dec, &expected) <= 1e-4, "{name}: --decoder-ids");
+        assert!(
+            max_abs_diff(&dec, &expected) <= 1e-4,
+            "{name}: --decoder-ids"
+        );
     }
 }
 
@@ -108,5 +137,8 @@ fn out_of_vocabulary_decoder_ids_are_one_clear_error() {
     ]);
     assert!(!o.status.success());
     let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(stderr.contains("token id 999 is outside the vocabulary"), "{stderr}");
+    assert!(
+        stderr.contains("token id 999 is outside the vocabulary"),
+        "{stderr}"
+    );
 }

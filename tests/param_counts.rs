@@ -12,16 +12,27 @@ use peftspace_backbones as _;
 use peftspace_plugins as _;
 
 fn bert_base() -> BackboneInfo {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/configs/bert-base-uncased");
+    let dir =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/configs/bert-base-uncased");
     describe_backbone(&dir, &registries().expect("registries")).expect("describe bert-base")
 }
 
 fn count(strategy: &str, options: &str, size: usize) -> usize {
-    let options: ron::Value = if options.is_empty() { ron::Value::Unit } else { ron::from_str(options).expect("options") };
-    let s = registries().unwrap().strategy(strategy, &options).expect("registered strategy");
+    let options: ron::Value = if options.is_empty() {
+        ron::Value::Unit
+    } else {
+        ron::from_str(options).expect("options")
+    };
+    let s = registries()
+        .unwrap()
+        .strategy(strategy, &options)
+        .expect("registered strategy");
     let info = bert_base();
     let counts: Vec<usize> = info.layers.iter().map(|l| s.params(l, size)).collect();
-    assert!(counts.iter().all(|&c| c == counts[0]), "every BERT-base layer has the same shape: {counts:?}");
+    assert!(
+        counts.iter().all(|&c| c == counts[0]),
+        "every BERT-base layer has the same shape: {counts:?}"
+    );
     counts[0]
 }
 

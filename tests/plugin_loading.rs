@@ -10,7 +10,9 @@ use peftspace_core::hooks::{DesignHooks, LayerHooks};
 use peftspace_core::params::ParamStore;
 use peftspace_core::plugin_loader::load_plugin;
 use peftspace_core::registry::registries;
-use peftspace_core::shapes::{AttentionKind, AttentionShape, LayerShape, LinearSite, SiteKind, Stack};
+use peftspace_core::shapes::{
+    AttentionKind, AttentionShape, LayerShape, LinearSite, SiteKind, Stack,
+};
 
 /// The built plugin libraries.
 struct Libraries {
@@ -33,34 +35,66 @@ fn libraries() -> &'static Libraries {
             let described = key.starts_with("CARGO_PKG_")
                 || key.starts_with("CARGO_BIN_")
                 || key.starts_with("CARGO_MANIFEST_")
-                || ["CARGO_CRATE_NAME", "CARGO_TARGET_TMPDIR", "CARGO_PRIMARY_PACKAGE", "CARGO_RUSTC_CURRENT_DIR"]
-                    .contains(&key.as_str());
+                || [
+                    "CARGO_CRATE_NAME",
+                    "CARGO_TARGET_TMPDIR",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_RUSTC_CURRENT_DIR",
+                ]
+                .contains(&key.as_str());
             if described {
                 cargo.env_remove(&key);
             }
         }
         // Same profile as the test run, so the workspace's own crates are reused rather than rebuilt.
         let out = cargo
-            .args(["build", "--profile", "test", "-p", "peftspace-ia3", "--lib", "--examples", "--message-format=json", "--manifest-path"])
+            .args([
+                "build",
+                "--profile",
+                "test",
+                "-p",
+                "peftspace-ia3",
+                "--lib",
+                "--examples",
+                "--message-format=json",
+                "--manifest-path",
+            ])
             .arg(&manifest)
             .output()
             .expect("run cargo");
-        assert!(out.status.success(), "building the plugin failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "building the plugin failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let mut found = std::collections::BTreeMap::new();
         for line in String::from_utf8_lossy(&out.stdout).lines() {
-            let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+            let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
             if msg["reason"] != "compiler-artifact" {
                 continue;
             }
-            let name = msg["target"]["name"].as_str().unwrap_or_default().replace('-', "_");
+            let name = msg["target"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .replace('-', "_");
             for file in msg["filenames"].as_array().into_iter().flatten() {
                 let file = file.as_str().unwrap_or_default();
-                if [".so", ".dylib", ".dll"].iter().any(|ext| file.ends_with(ext)) {
+                if [".so", ".dylib", ".dll"]
+                    .iter()
+                    .any(|ext| file.ends_with(ext))
+                {
                     found.insert(name.clone(), PathBuf::from(file));
                 }
             }
         }
-        let take = |name: &str| found.get(name).cloned().unwrap_or_else(|| panic!("no library for {name}: {found:?}"));
+        let take = |name: &str| {
+            found
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| panic!("no library for {name}: {found:?}"))
+        };
         Libraries {
             ia3: take("peftspace_ia3"),
             abi_mismatch: take("ia3_abi_mismatch"),
@@ -128,7 +162,10 @@ fn the_example_plugin_loads_registers_ia3_and_trains() {
     let libs = libraries();
     let loaded = load_plugin(&libs.ia3).unwrap().expect("first load");
     assert_eq!(loaded.strategies, ["ia3"]);
-    assert!(load_plugin(&libs.ia3).unwrap().is_none(), "loading the same library again is a no-op");
+    assert!(
+        load_plugin(&libs.ia3).unwrap().is_none(),
+        "loading the same library again is a no-op"
+    );
 
     let r = registries().unwrap();
     assert_eq!(r.strategies["ia3"].source, libs.ia3.display().to_string());
@@ -138,7 +175,10 @@ fn the_example_plugin_loads_registers_ia3_and_trains() {
     // BERT-base layer: keys 768 + values 768 + FFN 3072.
     assert_eq!(ia3.params(&bert_base_layer(0), 0), 4_608);
     let bad: ron::Value = ron::from_str("(scale: 2.0)").unwrap();
-    assert!(r.strategy("ia3", &bad).is_err(), "unknown options are refused");
+    assert!(
+        r.strategy("ia3", &bad).is_err(),
+        "unknown options are refused"
+    );
 
     // Many host tensors first, so a tensor numbered by the plugin's own candle would collide with one of ours.
     let _host_tensors: Vec<Tensor> = (0..500).map(|i| data(&[2], i as f32)).collect();
@@ -146,11 +186,20 @@ fn the_example_plugin_loads_registers_ia3_and_trains() {
     let mut hooks = DesignHooks::new(2);
     for i in 0..2 {
         let layer = small_layer(i);
-        hooks.push(i, ia3.build(&layer, 0, &mut store).unwrap()).unwrap();
+        hooks
+            .push(i, ia3.build(&layer, 0, &mut store).unwrap())
+            .unwrap();
     }
     assert_eq!(store.num_scalars(), 2 * ia3.params(&small_layer(0), 0));
     let names: Vec<&str> = store.named_vars().iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names[..3], ["layer.0.ia3.k.scale", "layer.0.ia3.v.scale", "layer.0.ia3.ffn_in.scale"]);
+    assert_eq!(
+        names[..3],
+        [
+            "layer.0.ia3.k.scale",
+            "layer.0.ia3.v.scale",
+            "layer.0.ia3.ffn_in.scale"
+        ]
+    );
 
     // Scales start at one: the model is unchanged. Then one synthetic step: loss = Σ w·out, so
     // d loss / d scale = Σ_{batch, seq} w·y exactly; every scale must get exactly that gradient.
@@ -161,7 +210,14 @@ fn the_example_plugin_loads_registers_ia3_and_trains() {
             let x = data(&[3, 4, site.d_in], 0.3);
             let y = data(&[3, 4, site.d_out], 1.7 + i as f32);
             let out = hooks.linear(i, site.kind, &x, y.clone()).unwrap();
-            let diff = (&out - &y).unwrap().abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+            let diff = (&out - &y)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
             assert_eq!(diff, 0.0, "IA3 starts at the identity");
             let w = data(&[3, 4, site.d_out], 0.9 + site.d_out as f32);
             loss = (loss + (out * &w).unwrap().sum_all().unwrap()).unwrap();
@@ -173,9 +229,24 @@ fn the_example_plugin_loads_registers_ia3_and_trains() {
     let grads = loss.backward().unwrap();
     assert_eq!(expected.len(), store.named_vars().len());
     for ((name, var), want) in store.named_vars().iter().zip(&expected) {
-        let got = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("no gradient for {name}"));
-        let err = (got - want).unwrap().abs().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
-        let mass = got.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+        let got = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("no gradient for {name}"));
+        let err = (got - want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let mass = got
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!(mass > 0.0 && err < 1e-4, "{name}: gradient off by {err}");
     }
 }
@@ -184,11 +255,26 @@ fn the_example_plugin_loads_registers_ia3_and_trains() {
 fn broken_plugins_are_refused_in_process_with_clear_errors() {
     let libs = libraries();
     let e = load_plugin(&libs.abi_mismatch).unwrap_err().to_string();
-    assert!(e.contains("ABI mismatch") && e.contains("expected: peftspace-core") && e.contains("found:    peftspace-core 0.0.0"), "{e}");
-    assert!(e.contains("ia3_abi_mismatch"), "the error names the file: {e}");
+    assert!(
+        e.contains("ABI mismatch")
+            && e.contains("expected: peftspace-core")
+            && e.contains("found:    peftspace-core 0.0.0"),
+        "{e}"
+    );
+    assert!(
+        e.contains("ia3_abi_mismatch"),
+        "the error names the file: {e}"
+    );
     let e = load_plugin(&libs.no_header).unwrap_err().to_string();
-    assert!(e.contains("not a peftspace plugin: no PEFTSPACE_PLUGIN symbol"), "{e}");
-    assert!(registries().unwrap().strategies.values().all(|s| !s.source.contains("ia3_")));
+    assert!(
+        e.contains("not a peftspace plugin: no PEFTSPACE_PLUGIN symbol"),
+        "{e}"
+    );
+    assert!(registries()
+        .unwrap()
+        .strategies
+        .values()
+        .all(|s| !s.source.contains("ia3_")));
 }
 
 #[test]
@@ -201,20 +287,34 @@ fn the_cli_loads_the_plugin_and_refuses_broken_ones() {
         (libs.abi_mismatch.clone(), "ABI mismatch"),
         (libs.no_header.clone(), "no PEFTSPACE_PLUGIN symbol"),
         (text.clone(), "not a loadable shared library"),
-        (dir.path().join("missing.so"), "cannot read the plugin library"),
+        (
+            dir.path().join("missing.so"),
+            "cannot read the plugin library",
+        ),
     ];
     for (path, message) in cases {
         let out = peftspace(&path);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{} was accepted", path.display());
-        assert!(stderr.contains(message) && stderr.contains(&*path.display().to_string()), "{stderr}");
+        assert!(
+            stderr.contains(message) && stderr.contains(&*path.display().to_string()),
+            "{stderr}"
+        );
     }
 
     let out = peftspace(&libs.ia3);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!stderr.contains("plugin"), "loading the example failed: {stderr}");
-    assert!(out.status.success(), "`peftspace --plugin … list` failed: {stderr}");
+    assert!(
+        !stderr.contains("plugin"),
+        "loading the example failed: {stderr}"
+    );
+    assert!(
+        out.status.success(),
+        "`peftspace --plugin … list` failed: {stderr}"
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("ia3"), "`peftspace list` does not show the loaded strategy:\n{stdout}");
+    assert!(
+        stdout.contains("ia3"),
+        "`peftspace list` does not show the loaded strategy:\n{stdout}"
+    );
 }
-

@@ -20,7 +20,12 @@ fn peftspace() -> Command {
 fn csv_outputs(dir: &Path) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = ["trials.csv", "stages.csv", "final.csv"]
         .iter()
-        .map(|n| (n.to_string(), std::fs::read_to_string(dir.join(n)).unwrap_or_else(|e| panic!("{n}: {e}"))))
+        .map(|n| {
+            (
+                n.to_string(),
+                std::fs::read_to_string(dir.join(n)).unwrap_or_else(|e| panic!("{n}: {e}")),
+            )
+        })
         .collect();
     let mut svgs: Vec<String> = std::fs::read_dir(dir)
         .expect("dir")
@@ -37,7 +42,9 @@ fn csv_outputs(dir: &Path) -> Vec<(String, String)> {
 }
 
 fn lines(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path).map(|t| t.lines().map(String::from).collect()).unwrap_or_default()
+    std::fs::read_to_string(path)
+        .map(|t| t.lines().map(String::from).collect())
+        .unwrap_or_default()
 }
 
 #[test]
@@ -46,19 +53,44 @@ fn run_then_report_regenerates_identical_outputs() {
     let exp = work.path().join("exp.ron");
     std::fs::write(&exp, refine_support::experiment_ron(4)).expect("write");
     let out = work.path().join("results");
-    let run = peftspace().arg("run").arg(&exp).arg("--out").arg(&out).output().expect("run");
+    let run = peftspace()
+        .arg("run")
+        .arg(&exp)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run");
     let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(run.status.success(), "{}\n{}", stdout, String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{}\n{}",
+        stdout,
+        String::from_utf8_lossy(&run.stderr)
+    );
     assert!(stdout.contains("S1: chose"), "{stdout}");
-    for f in ["experiment.ron", "version.txt", "manifest.json", "plan.json", "trials.jsonl"] {
+    for f in [
+        "experiment.ron",
+        "version.txt",
+        "manifest.json",
+        "plan.json",
+        "trials.jsonl",
+    ] {
         assert!(out.join(f).exists(), "{f}");
     }
     let before = csv_outputs(&out);
     for (name, _) in &before {
         std::fs::remove_file(out.join(name)).expect("remove");
     }
-    let report = peftspace().arg("report").arg(&out).output().expect("report");
-    assert!(report.status.success(), "{}", String::from_utf8_lossy(&report.stderr));
+    let report = peftspace()
+        .arg("report")
+        .arg(&out)
+        .output()
+        .expect("report");
+    assert!(
+        report.status.success(),
+        "{}",
+        String::from_utf8_lossy(&report.stderr)
+    );
     assert_eq!(csv_outputs(&out), before);
     refine_support::check_stages_against_trials(&out);
 }
@@ -82,8 +114,18 @@ fn sigkill_mid_stage_then_rerun_loses_nothing_and_matches_an_uninterrupted_run()
 
     // Reference: uninterrupted, serial.
     let reference = work.path().join("reference");
-    let run = peftspace().arg("run").arg(&exp).arg("--out").arg(&reference).output().expect("run");
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let run = peftspace()
+        .arg("run")
+        .arg(&exp)
+        .arg("--out")
+        .arg(&reference)
+        .output()
+        .expect("run");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
 
     // Interrupted: two workers, each trial takes 15 ms; killed once stage S2 is under way.
     let out = work.path().join("killed");
@@ -108,8 +150,14 @@ fn sigkill_mid_stage_then_rerun_loses_nothing_and_matches_an_uninterrupted_run()
         if stored >= s1_trials + 7 {
             break;
         }
-        assert!(Instant::now() < deadline, "run made no progress ({stored} trials stored)");
-        assert!(child.try_wait().expect("wait").is_none(), "run finished before it could be killed");
+        assert!(
+            Instant::now() < deadline,
+            "run made no progress ({stored} trials stored)"
+        );
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "run finished before it could be killed"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     child.kill().expect("SIGKILL");
@@ -134,10 +182,17 @@ fn sigkill_mid_stage_then_rerun_loses_nothing_and_matches_an_uninterrupted_run()
         .env("PEFTSPACE_SYNTHETIC_LOG", &second_log)
         .output()
         .expect("rerun");
-    assert!(rerun.status.success(), "{}", String::from_utf8_lossy(&rerun.stderr));
+    assert!(
+        rerun.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rerun.stderr)
+    );
     assert!(String::from_utf8_lossy(&rerun.stderr).contains("resuming"));
     for id in lines(&second_log) {
-        assert!(!stored_at_kill.contains(&id), "completed trial {id} ran again after the kill");
+        assert!(
+            !stored_at_kill.contains(&id),
+            "completed trial {id} ran again after the kill"
+        );
     }
     // Every stored line is complete and unique.
     let all = lines(&out.join("trials.jsonl"));

@@ -10,7 +10,11 @@ use std::process::Command;
 fn shared() -> PathBuf {
     std::env::var_os("PEFTSPACE_SHARED")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("shared"))
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join("shared")
+        })
 }
 
 #[test]
@@ -60,13 +64,28 @@ fn reduced_quickstart_on_minilm_runs_s1_to_s4_and_stage_statistics_match_trials(
         .output()
         .expect("run peftspace");
     let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(run.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
-    for f in ["trials.csv", "stages.csv", "final.csv", "edf_S1.svg", "edf_S2.svg", "edf_S3.svg", "edf_S4.svg"] {
+    assert!(
+        run.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    for f in [
+        "trials.csv",
+        "stages.csv",
+        "final.csv",
+        "edf_S1.svg",
+        "edf_S2.svg",
+        "edf_S3.svg",
+        "edf_S4.svg",
+    ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
     let trials = refine_support::read_csv(&out.join("trials.csv"));
     assert!(trials.iter().all(|r| r["status"] != "pending"));
-    assert!(trials.iter().filter(|r| r["status"] == "ok").count() >= 20, "most trials train");
+    assert!(
+        trials.iter().filter(|r| r["status"] == "ok").count() >= 20,
+        "most trials train"
+    );
     let stages = refine_support::read_csv(&out.join("stages.csv"));
     assert_eq!(stages.iter().filter(|r| r["chosen"] == "true").count(), 4);
     assert!(refine_support::check_stages_against_trials(&out) >= 4);

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use peftspace_core::refine::{
-    self, NoProgress, SerialPool, SyntheticExecutor, SyntheticSpace, TrialExecutor, TrialOutcome, TrialSpec,
+    self, NoProgress, SerialPool, SyntheticExecutor, SyntheticSpace, TrialExecutor, TrialOutcome,
+    TrialSpec,
 };
 use peftspace_core::spec::{ExperimentSpec, TaskSpec};
 use peftspace_core::store::{self, ResultStore};
@@ -18,7 +19,11 @@ fn spec(samples: usize) -> ExperimentSpec {
 }
 
 fn space(spec: &ExperimentSpec) -> SyntheticSpace {
-    SyntheticSpace::new(spec.groups, spec.strategies.iter().map(|s| s.name.clone()).collect(), spec.budget)
+    SyntheticSpace::new(
+        spec.groups,
+        spec.strategies.iter().map(|s| s.name.clone()).collect(),
+        spec.budget,
+    )
 }
 
 /// Counts executions per trial id and can stop after a number of trials.
@@ -31,7 +36,12 @@ struct Counting {
 
 impl Counting {
     fn new(inner: SyntheticExecutor, fail_after: Option<usize>) -> Self {
-        Counting { inner, ran: Mutex::new(Vec::new()), fail_after, calls: AtomicUsize::new(0) }
+        Counting {
+            inner,
+            ran: Mutex::new(Vec::new()),
+            fail_after,
+            calls: AtomicUsize::new(0),
+        }
     }
 }
 
@@ -43,7 +53,10 @@ impl TrialExecutor for Counting {
         self.inner.data_fingerprint(task)
     }
     fn run(&self, trial: &TrialSpec) -> Result<TrialOutcome> {
-        if self.fail_after.is_some_and(|n| self.calls.fetch_add(1, Ordering::SeqCst) >= n) {
+        if self
+            .fail_after
+            .is_some_and(|n| self.calls.fetch_add(1, Ordering::SeqCst) >= n)
+        {
             return Err(peftspace_core::Error::msg("simulated crash"));
         }
         self.ran.lock().expect("lock").push(trial.id.clone());
@@ -51,13 +64,25 @@ impl TrialExecutor for Counting {
     }
 }
 
-fn run(dir: &std::path::Path, spec: &ExperimentSpec, executor: &dyn TrialExecutor) -> Result<refine::RunOutcome> {
+fn run(
+    dir: &std::path::Path,
+    spec: &ExperimentSpec,
+    executor: &dyn TrialExecutor,
+) -> Result<refine::RunOutcome> {
     let space = space(spec);
     store::check_manifest(dir, &refine::manifest(spec, executor)?)?;
     let mut results = ResultStore::open(dir)?;
     let mut pool = SerialPool { executor };
     let stop = AtomicBool::new(false);
-    refine::run_experiment(spec, &space, executor, &mut pool, &mut results, &mut NoProgress, &stop)
+    refine::run_experiment(
+        spec,
+        &space,
+        executor,
+        &mut pool,
+        &mut results,
+        &mut NoProgress,
+        &stop,
+    )
 }
 
 fn outputs(dir: &std::path::Path) -> Vec<(String, String)> {
@@ -67,7 +92,15 @@ fn outputs(dir: &std::path::Path) -> Vec<(String, String)> {
         .filter(|n| n.ends_with(".csv") || n.ends_with(".svg"))
         .collect();
     names.sort();
-    names.into_iter().map(|n| (n.clone(), std::fs::read_to_string(dir.join(&n)).expect("read"))).collect()
+    names
+        .into_iter()
+        .map(|n| {
+            (
+                n.clone(),
+                std::fs::read_to_string(dir.join(&n)).expect("read"),
+            )
+        })
+        .collect()
 }
 
 #[test]
@@ -82,8 +115,20 @@ fn s0_to_s4_writes_all_outputs_and_stage_statistics_match_trials() {
     }
     let report = report::write_reports(dir.path()).expect("report");
     let names: Vec<String> = outputs(dir.path()).into_iter().map(|(n, _)| n).collect();
-    for want in ["trials.csv", "stages.csv", "final.csv", "edf_S1.svg", "edf_S2.svg", "edf_S3.svg", "edf_S4a.svg", "edf_S4b.svg"] {
-        assert!(names.contains(&want.to_string()), "{want} missing from {names:?}");
+    for want in [
+        "trials.csv",
+        "stages.csv",
+        "final.csv",
+        "edf_S1.svg",
+        "edf_S2.svg",
+        "edf_S3.svg",
+        "edf_S4a.svg",
+        "edf_S4b.svg",
+    ] {
+        assert!(
+            names.contains(&want.to_string()),
+            "{want} missing from {names:?}"
+        );
     }
     assert_eq!(report.decisions.len(), 5);
     // Every candidate of every stage is a row; one chosen per stage.
@@ -91,9 +136,15 @@ fn s0_to_s4_writes_all_outputs_and_stage_statistics_match_trials() {
     assert_eq!(stages.len(), 5 + 3 + 3 + 3 + 2);
     assert_eq!(stages.iter().filter(|r| r["chosen"] == "true").count(), 5);
     // The winning grouping constrains every later design.
-    let s1_winner = &stages.iter().find(|r| r["stage"] == "S1" && r["chosen"] == "true").expect("winner")["candidate"];
+    let s1_winner = &stages
+        .iter()
+        .find(|r| r["stage"] == "S1" && r["chosen"] == "true")
+        .expect("winner")["candidate"];
     let trials = refine_support::read_csv(&dir.path().join("trials.csv"));
-    for row in trials.iter().filter(|r| r["stage"] == "S2" || r["stage"] == "S4b") {
+    for row in trials
+        .iter()
+        .filter(|r| r["stage"] == "S2" || r["stage"] == "S4b")
+    {
         assert_eq!(&row["group_sizes"], s1_winner);
     }
     // 8 designs × 2 tasks × 1 seed per candidate, plus final runs: (1 best + 2 baselines) × 2 tasks × 3 seeds.
@@ -105,7 +156,10 @@ fn s0_to_s4_writes_all_outputs_and_stage_statistics_match_trials() {
     assert!(final_rows[0]["sst2"].contains(" ± "), "{:?}", final_rows[0]);
     assert_eq!(final_rows[2]["trainable_pct"], "100.0000");
     let svg = std::fs::read_to_string(dir.path().join("edf_S1.svg")).expect("svg");
-    assert!(svg.contains("<svg") && svg.contains("spindle") && svg.contains("n=8"), "legend with n");
+    assert!(
+        svg.contains("<svg") && svg.contains("spindle") && svg.contains("n=8"),
+        "legend with n"
+    );
     // Reporting again from the directory alone gives the same files.
     let before = outputs(dir.path());
     report::write_reports(dir.path()).expect("report again");
@@ -116,18 +170,36 @@ fn s0_to_s4_writes_all_outputs_and_stage_statistics_match_trials() {
 fn empty_population_gives_a_clear_decision_record() {
     let dir = tempfile::tempdir().expect("tempdir");
     let spec = spec(4);
-    let executor = SyntheticExecutor { diverge_when_contains: Some("grouping=spindle".into()), ..Default::default() };
+    let executor = SyntheticExecutor {
+        diverge_when_contains: Some("grouping=spindle".into()),
+        ..Default::default()
+    };
     let outcome = run(dir.path(), &spec, &executor).expect("run goes on");
     let s1 = &outcome.decisions[0];
-    let spindle = s1.candidates.iter().find(|c| c.candidate == "spindle").expect("row");
+    let spindle = s1
+        .candidates
+        .iter()
+        .find(|c| c.candidate == "spindle")
+        .expect("row");
     assert_eq!(spindle.n, 0);
     assert!(!spindle.chosen);
-    assert!(spindle.note.contains("empty population"), "{}", spindle.note);
+    assert!(
+        spindle.note.contains("empty population"),
+        "{}",
+        spindle.note
+    );
     assert!(spindle.note.contains("8 diverged"), "{}", spindle.note);
-    assert!(s1.summary.contains("empty populations: spindle"), "{}", s1.summary);
+    assert!(
+        s1.summary.contains("empty populations: spindle"),
+        "{}",
+        s1.summary
+    );
     report::write_reports(dir.path()).expect("report");
     let stages = refine_support::read_csv(&dir.path().join("stages.csv"));
-    let row = stages.iter().find(|r| r["stage"] == "S1" && r["candidate"] == "spindle").expect("row");
+    let row = stages
+        .iter()
+        .find(|r| r["stage"] == "S1" && r["candidate"] == "spindle")
+        .expect("row");
     assert_eq!(row["n"], "0");
     assert_eq!(row["mean"], "");
     assert_eq!(row["trials_diverged"], "8");
@@ -137,8 +209,14 @@ fn empty_population_gives_a_clear_decision_record() {
 fn a_stage_where_everything_diverged_stops_with_a_reason_and_still_reports() {
     let dir = tempfile::tempdir().expect("tempdir");
     let spec = spec(3);
-    let executor = SyntheticExecutor { diverge_when_contains: Some("grouping=".into()), ..Default::default() };
-    let err = run(dir.path(), &spec, &executor).err().expect("cannot decide").to_string();
+    let executor = SyntheticExecutor {
+        diverge_when_contains: Some("grouping=".into()),
+        ..Default::default()
+    };
+    let err = run(dir.path(), &spec, &executor)
+        .err()
+        .expect("cannot decide")
+        .to_string();
     assert!(err.contains("stage S1 cannot decide"), "{err}");
     let report = report::write_reports(dir.path()).expect("report");
     assert!(report.decisions[0].winner.is_none());
@@ -166,7 +244,10 @@ fn resume_runs_only_missing_trials_and_matches_an_uninterrupted_run() {
     for id in &ran_second {
         assert!(!ran_first.contains(id), "trial {id} ran twice");
     }
-    assert_eq!(ran_first.len() + ran_second.len(), uninterrupted.ran.lock().expect("lock").len());
+    assert_eq!(
+        ran_first.len() + ran_second.len(),
+        uninterrupted.ran.lock().expect("lock").len()
+    );
     report::write_reports(parts.path()).expect("report");
     assert_eq!(outputs(parts.path()), outputs(whole.path()));
     // A third run has nothing left to do.
@@ -184,7 +265,10 @@ fn changing_what_ids_depend_on_is_detected_and_explained() {
     let mut spec_b = spec_a.clone();
     spec_b.training.epochs = 1;
     spec_b.samples = 3;
-    let err = run(dir.path(), &spec_b, &executor).err().expect("refused").to_string();
+    let err = run(dir.path(), &spec_b, &executor)
+        .err()
+        .expect("refused")
+        .to_string();
     assert!(err.contains("training.epochs: 3 → 1"), "{err}");
     assert!(err.contains("samples: 2 → 3"), "{err}");
     assert!(err.contains("--out"), "{err}");
@@ -197,15 +281,24 @@ fn changing_what_ids_depend_on_is_detected_and_explained() {
 #[test]
 fn paper_experiment_files_parse_and_follow_the_protocol() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments");
-    for name in ["paper_t5_base.ron", "paper_roberta_base.ron", "paper_bart_base.ron"] {
+    for name in [
+        "paper_t5_base.ron",
+        "paper_roberta_base.ron",
+        "paper_bart_base.ron",
+    ] {
         let path = root.join(name);
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let spec: ExperimentSpec = ron::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(spec.samples, 100, "{name}");
         assert_eq!(spec.training.epochs, 3, "{name}");
         assert_eq!(spec.groups, 4, "{name}");
         assert_eq!(spec.budget, 0.005, "{name}");
-        assert_eq!(spec.stages.len(), 7, "{name}: S1, S2, S3 and four strategy stages");
+        assert_eq!(
+            spec.stages.len(),
+            7,
+            "{name}: S1, S2, S3 and four strategy stages"
+        );
         assert!(spec.final_runs.is_some(), "{name}");
     }
 }
@@ -217,18 +310,40 @@ fn a_strategy_stage_for_an_untuned_group_is_skipped_and_recorded() {
     spec.stages.retain(|s| s.name != "S3");
     spec.stages.insert(
         2,
-        ron::from_str(r#"(name: "S3", dimension: TunedGroups, candidates: ["0111", "0011"])"#).expect("stage"),
+        ron::from_str(r#"(name: "S3", dimension: TunedGroups, candidates: ["0111", "0011"])"#)
+            .expect("stage"),
     );
     let outcome = run(dir.path(), &spec, &SyntheticExecutor::default()).expect("run");
-    let s4a = outcome.decisions.iter().find(|d| d.stage == "S4a").expect("S4a decision");
+    let s4a = outcome
+        .decisions
+        .iter()
+        .find(|d| d.stage == "S4a")
+        .expect("S4a decision");
     assert!(s4a.winner.is_none());
-    assert!(s4a.summary.contains("skipped: group 0 is not tuned"), "{}", s4a.summary);
+    assert!(
+        s4a.summary.contains("skipped: group 0 is not tuned"),
+        "{}",
+        s4a.summary
+    );
     // Later stages and the final runs still happen.
-    assert!(outcome.decisions.iter().find(|d| d.stage == "S4b").expect("S4b").winner.is_some());
-    assert!(outcome.plan.final_runs.as_ref().is_some_and(|f| f.methods.len() == 3));
+    assert!(outcome
+        .decisions
+        .iter()
+        .find(|d| d.stage == "S4b")
+        .expect("S4b")
+        .winner
+        .is_some());
+    assert!(outcome
+        .plan
+        .final_runs
+        .as_ref()
+        .is_some_and(|f| f.methods.len() == 3));
     report::write_reports(dir.path()).expect("report");
     let stages = refine_support::read_csv(&dir.path().join("stages.csv"));
-    let row = stages.iter().find(|r| r["stage"] == "S4a").expect("row for the skipped stage");
+    let row = stages
+        .iter()
+        .find(|r| r["stage"] == "S4a")
+        .expect("row for the skipped stage");
     assert!(row["note"].starts_with("stage skipped"), "{row:?}");
     assert!(!dir.path().join("edf_S4a.svg").exists());
 }

@@ -16,7 +16,9 @@ use peftspace_backbones as _;
 use peftspace_plugins as _;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 /// Sizes small enough for the tiny models; BitFit ignores its size.
@@ -30,12 +32,20 @@ fn check(model: &str, strategies: &[(&str, usize)]) {
     let plan: Vec<LayerAssignment> = (0..info.num_layers())
         .map(|layer| LayerAssignment {
             layer,
-            strategies: strategies.iter().map(|(n, s)| (n.to_string(), *s)).collect(),
+            strategies: strategies
+                .iter()
+                .map(|(n, s)| (n.to_string(), *s))
+                .collect(),
         })
         .collect();
     let mut store = ParamStore::new(&device, 11);
-    let built = build_design(&info, &plan, &[], &TrainingSpec::default(), &mut store).expect("design builds");
-    assert_eq!(built.trainable_params, store.num_scalars(), "{model} {strategies:?}");
+    let built = build_design(&info, &plan, &[], &TrainingSpec::default(), &mut store)
+        .expect("design builds");
+    assert_eq!(
+        built.trainable_params,
+        store.num_scalars(),
+        "{model} {strategies:?}"
+    );
     // LoRA's A only gets a gradient once B is non-zero (true of LoRA itself); move every variable off its
     // initial value so each one's gradient is informative.
     for (_, var) in store.named_vars() {
@@ -43,15 +53,34 @@ fn check(model: &str, strategies: &[(&str, usize)]) {
         var.set(&moved).expect("set");
     }
     let tokenizer = TextTokenizer::from_dir(&dir, 16).expect("tokenizer");
-    let batch = tokenizer.batch(&[("hello world", None), ("the cat sat", None)], &device).expect("batch");
-    let features = backbone.features(&batch, &built.hooks, Mode::Eval).expect("forward");
+    let batch = tokenizer
+        .batch(&[("hello world", None), ("the cat sat", None)], &device)
+        .expect("batch");
+    let features = backbone
+        .features(&batch, &built.hooks, Mode::Eval)
+        .expect("forward");
     let weights = Tensor::arange(0f32, features.dim(1).unwrap() as f32, &device).unwrap();
-    let loss = features.broadcast_mul(&(weights / 7.0).unwrap().sin().unwrap()).unwrap().sum_all().unwrap();
+    let loss = features
+        .broadcast_mul(&(weights / 7.0).unwrap().sin().unwrap())
+        .unwrap()
+        .sum_all()
+        .unwrap();
     let grads = loss.backward().expect("backward");
     for (name, var) in store.named_vars() {
-        let g = grads.get(var).unwrap_or_else(|| panic!("{model} {strategies:?}: no gradient for {name}"));
-        let size = g.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
-        assert!(size > 0.0, "{model} {strategies:?}: zero gradient for {name}");
+        let g = grads
+            .get(var)
+            .unwrap_or_else(|| panic!("{model} {strategies:?}: no gradient for {name}"));
+        let size = g
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(
+            size > 0.0,
+            "{model} {strategies:?}: zero gradient for {name}"
+        );
     }
 }
 

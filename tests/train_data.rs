@@ -2,7 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use peftspace_core::data::{glue_task, load_custom, load_glue, load_task, TaskData, TaskKind, GLUE_TASKS};
+use peftspace_core::data::{
+    glue_task, load_custom, load_glue, load_task, TaskData, TaskKind, GLUE_TASKS,
+};
 use peftspace_core::spec::{CustomTaskSpec, TaskSpec};
 
 fn fixtures() -> PathBuf {
@@ -14,7 +16,10 @@ fn glue(id: &str) -> TaskData {
 }
 
 fn error_of(id: &str) -> String {
-    match load_glue(glue_task(id).expect("known task"), &fixtures().join("glue_bad")) {
+    match load_glue(
+        glue_task(id).expect("known task"),
+        &fixtures().join("glue_bad"),
+    ) {
         Ok(_) => panic!("{id}: bad file accepted"),
         Err(e) => e.to_string(),
     }
@@ -39,7 +44,10 @@ fn every_glue_task_loads_with_its_labels() {
         let t = glue(id);
         assert_eq!((t.train.len(), t.eval.len()), (train, eval), "{id}");
         let pair = !matches!(id, "cola" | "sst2");
-        assert!(t.train.iter().all(|e| e.pair.is_some() == pair), "{id}: pair texts");
+        assert!(
+            t.train.iter().all(|e| e.pair.is_some() == pair),
+            "{id}: pair texts"
+        );
     }
 }
 
@@ -48,21 +56,36 @@ fn columns_and_labels_are_read_from_the_right_places() {
     let cola = glue("cola");
     assert_eq!(cola.train[1].text, "They drank the pub.");
     assert_eq!(cola.train[1].label, 0.0);
-    assert_eq!(cola.eval[1].text, "Rope the over stretched.", "last line without newline");
+    assert_eq!(
+        cola.eval[1].text, "Rope the over stretched.",
+        "last line without newline"
+    );
     assert_eq!(cola.evaluator, "cola");
     assert_eq!(glue("mnli_mm").evaluator, "mnli");
 
     let sst = glue("sst2");
-    assert_eq!(sst.eval[0].text, "it 's a charming and often affecting journey . ");
+    assert_eq!(
+        sst.eval[0].text,
+        "it 's a charming and often affecting journey . "
+    );
     assert_eq!(sst.eval[0].label, 1.0, "CRLF line endings are stripped");
 
     let mrpc = glue("mrpc");
-    assert_eq!(mrpc.train[0].text, "Amrozi accused his brother, \"the witness\".");
-    assert_eq!(mrpc.train[0].pair.as_deref(), Some("Amrozi accused his brother of distorting evidence."));
+    assert_eq!(
+        mrpc.train[0].text,
+        "Amrozi accused his brother, \"the witness\"."
+    );
+    assert_eq!(
+        mrpc.train[0].pair.as_deref(),
+        Some("Amrozi accused his brother of distorting evidence.")
+    );
     assert_eq!(mrpc.train[1].label, 0.0);
 
     let qqp = glue("qqp");
-    assert_eq!(qqp.train[0].pair.as_deref(), Some("What is the best way to learn Rust?"));
+    assert_eq!(
+        qqp.train[0].pair.as_deref(),
+        Some("What is the best way to learn Rust?")
+    );
 
     let stsb = glue("stsb");
     assert_eq!(stsb.kind, TaskKind::Regression);
@@ -71,13 +94,21 @@ fn columns_and_labels_are_read_from_the_right_places() {
 
     let mnli = glue("mnli");
     let classes = |t: &TaskData| t.train.iter().map(|e| e.label).collect::<Vec<_>>();
-    assert_eq!(classes(&mnli), vec![2.0, 1.0, 0.0], "contradiction, entailment, neutral");
+    assert_eq!(
+        classes(&mnli),
+        vec![2.0, 1.0, 0.0],
+        "contradiction, entailment, neutral"
+    );
     assert_eq!(mnli.eval[0].label, 2.0);
     let mm = glue("mnli_mm");
     assert_eq!(mm.eval.len(), 2);
     assert_eq!(mm.eval[1].pair.as_deref(), Some("The answer is no."));
 
-    assert_eq!(glue("qnli").train[0].label, 1.0, "not_entailment is class 1");
+    assert_eq!(
+        glue("qnli").train[0].label,
+        1.0,
+        "not_entailment is class 1"
+    );
     assert_eq!(glue("rte").train[1].label, 0.0);
     assert_eq!(glue("wnli").train[1].label, 0.0);
 }
@@ -109,12 +140,20 @@ fn wrong_column_count_names_file_and_line() {
 
 #[test]
 fn missing_folder_says_how_to_point_at_the_data() {
-    let e = load_glue(glue_task("qqp").expect("qqp"), Path::new("/nonexistent")).expect_err("missing");
+    let e =
+        load_glue(glue_task("qqp").expect("qqp"), Path::new("/nonexistent")).expect_err("missing");
     let e = e.to_string();
     assert!(e.contains("QQP") && e.contains("PEFTSPACE_DATA"), "{e}");
 }
 
-fn custom(train: &str, eval: &str, text: &str, pair: Option<&str>, label: &str, labels: &[&str]) -> CustomTaskSpec {
+fn custom(
+    train: &str,
+    eval: &str,
+    text: &str,
+    pair: Option<&str>,
+    label: &str,
+    labels: &[&str],
+) -> CustomTaskSpec {
     CustomTaskSpec {
         train: train.into(),
         eval: eval.into(),
@@ -129,7 +168,14 @@ fn custom(train: &str, eval: &str, text: &str, pair: Option<&str>, label: &str, 
 
 #[test]
 fn custom_csv_with_quotes_and_label_set() {
-    let spec = custom("train.csv", "eval.csv", "review", None, "stars", &["bad", "good"]);
+    let spec = custom(
+        "train.csv",
+        "eval.csv",
+        "review",
+        None,
+        "stars",
+        &["bad", "good"],
+    );
     let t = load_custom("reviews", &spec, &fixtures().join("custom")).expect("loads");
     assert_eq!(t.train.len(), 3);
     assert_eq!(t.train[0].text, "Great, really great");
@@ -148,15 +194,36 @@ fn custom_jsonl_regression_with_pairs() {
     assert_eq!(t.train[1].label, 2.0);
     assert_eq!(t.eval[0].pair.as_deref(), Some("so"));
 
-    let bad = custom("missing_key.jsonl", "eval.jsonl", "q", Some("a"), "score", &[]);
-    let e = load_custom("qa", &bad, &fixtures().join("custom")).expect_err("missing key").to_string();
-    assert!(e.contains("missing_key.jsonl:1:") && e.contains("`score`"), "{e}");
+    let bad = custom(
+        "missing_key.jsonl",
+        "eval.jsonl",
+        "q",
+        Some("a"),
+        "score",
+        &[],
+    );
+    let e = load_custom("qa", &bad, &fixtures().join("custom"))
+        .expect_err("missing key")
+        .to_string();
+    assert!(
+        e.contains("missing_key.jsonl:1:") && e.contains("`score`"),
+        "{e}"
+    );
 }
 
 #[test]
 fn custom_tsv_unknown_column_lists_the_columns() {
-    let spec = custom("train.tsv", "eval.tsv", "sentence", None, "label", &["neg", "pos"]);
-    let e = load_custom("x", &spec, &fixtures().join("custom")).expect_err("no such column").to_string();
+    let spec = custom(
+        "train.tsv",
+        "eval.tsv",
+        "sentence",
+        None,
+        "label",
+        &["neg", "pos"],
+    );
+    let e = load_custom("x", &spec, &fixtures().join("custom"))
+        .expect_err("no such column")
+        .to_string();
     assert!(e.contains("`sentence`") && e.contains("text, label"), "{e}");
 }
 
@@ -174,9 +241,17 @@ fn subsampling_is_seeded_and_bounded() {
     assert_eq!((a.train.len(), a.eval.len()), (2, 1));
     assert_eq!(a, b);
     let picks: std::collections::BTreeSet<String> = (0..20u64)
-        .map(|s| load_task(&task, Some(&dir), Path::new("."), s).expect("loads").train[0].text.clone())
+        .map(|s| {
+            load_task(&task, Some(&dir), Path::new("."), s)
+                .expect("loads")
+                .train[0]
+                .text
+                .clone()
+        })
         .collect();
     assert!(picks.len() > 1, "different seeds choose different subsets");
-    let e = load_task(&task, None, Path::new("."), 1).expect_err("no data dir").to_string();
+    let e = load_task(&task, None, Path::new("."), 1)
+        .expect_err("no data dir")
+        .to_string();
     assert!(e.contains("--data-dir"), "{e}");
 }

@@ -18,7 +18,9 @@ use peftspace_core::data::{glue_task, load_glue, load_task, HfTokenizer, TaskDat
 use peftspace_core::registry::registries;
 use peftspace_core::resolve::split_mrpc;
 use peftspace_core::spec::{StrategySpec, TaskSpec, TrainingSpec};
-use peftspace_core::train::{run_trial, uniform_plan, LayerAssignment, TrialInput, TrialOutcome, TrialStatus};
+use peftspace_core::train::{
+    run_trial, uniform_plan, LayerAssignment, TrialInput, TrialOutcome, TrialStatus,
+};
 
 // Link the built-in strategies, evaluators and architectures into this test binary.
 use peftspace_backbones as _;
@@ -32,12 +34,14 @@ fn shared() -> PathBuf {
 
 fn minilm() -> (Box<dyn Backbone>, HfTokenizer) {
     let dir = shared().join("models/all-MiniLM-L6-v2");
-    let backbone = (registries().expect("registries").architecture_for("bert").expect("bert registered").load)(
-        &dir,
-        &Device::Cpu,
-    )
+    let backbone = (registries()
+        .expect("registries")
+        .architecture_for("bert")
+        .expect("bert registered")
+        .load)(&dir, &Device::Cpu)
     .expect("MiniLM loads");
-    let tokenizer = HfTokenizer::from_file(&dir.join("tokenizer.json"), Some(0)).expect("tokenizer loads");
+    let tokenizer =
+        HfTokenizer::from_file(&dir.join("tokenizer.json"), Some(0)).expect("tokenizer loads");
     (backbone, tokenizer)
 }
 
@@ -60,7 +64,10 @@ fn train(
     training: &TrainingSpec,
 ) -> TrialOutcome {
     let print = |r: &peftspace_core::train::EpochReport| {
-        eprintln!("{} epoch {}: loss {:.4} {:?} ({:.0} s)", task.id, r.epoch, r.train_loss, r.metrics.values, r.seconds)
+        eprintln!(
+            "{} epoch {}: loss {:.4} {:?} ({:.0} s)",
+            task.id, r.epoch, r.train_loss, r.metrics.values, r.seconds
+        )
     };
     let out = run_trial(&TrialInput {
         backbone,
@@ -76,7 +83,13 @@ fn train(
     .expect("trial runs");
     eprintln!(
         "{}: {:?} primary {:.4}, {} trainable + {} head, {} steps, {:.0} s",
-        task.id, out.status, out.metrics.primary, out.trainable_params, out.head_params, out.steps, out.seconds
+        task.id,
+        out.status,
+        out.metrics.primary,
+        out.trainable_params,
+        out.head_params,
+        out.steps,
+        out.seconds
     );
     assert_eq!(out.status, TrialStatus::Completed);
     out
@@ -121,7 +134,11 @@ fn sst2_lora_at_half_a_percent_reaches_78() {
     assert_eq!(out.trainable_params, 110_592);
     let budget = 0.005 * info.num_params as f64;
     assert!((out.trainable_params as f64 - budget).abs() / budget < 0.03);
-    assert!(out.metrics.primary >= 0.78, "SST-2 dev accuracy {}", out.metrics.primary);
+    assert!(
+        out.metrics.primary >= 0.78,
+        "SST-2 dev accuracy {}",
+        out.metrics.primary
+    );
 }
 
 #[test]
@@ -155,7 +172,11 @@ fn sst2_all_four_strategies_in_every_layer_reach_75() {
         &strategies,
         &sst2_training(1e-3),
     );
-    assert!(out.metrics.primary >= 0.75, "SST-2 dev accuracy {}", out.metrics.primary);
+    assert!(
+        out.metrics.primary >= 0.75,
+        "SST-2 dev accuracy {}",
+        out.metrics.primary
+    );
 }
 
 #[test]
@@ -170,11 +191,25 @@ fn mrpc_and_cola_report_their_glue_metrics() {
         learning_rate: 1e-3,
         ..TrainingSpec::default()
     };
-    let mrpc = train(backbone.as_ref(), &tokenizer, &task("mrpc", 800, Some(200)), &plan, &strategies, &training);
+    let mrpc = train(
+        backbone.as_ref(),
+        &tokenizer,
+        &task("mrpc", 800, Some(200)),
+        &plan,
+        &strategies,
+        &training,
+    );
     let (f1, acc) = (mrpc.metrics.values["f1"], mrpc.metrics.values["accuracy"]);
     assert!((mrpc.metrics.primary - (f1 + acc) / 2.0).abs() < 1e-9);
     assert!(acc > 0.5 && f1 > 0.5, "MRPC accuracy {acc}, F1 {f1}");
-    let cola = train(backbone.as_ref(), &tokenizer, &task("cola", 800, Some(300)), &plan, &strategies, &training);
+    let cola = train(
+        backbone.as_ref(),
+        &tokenizer,
+        &task("cola", 800, Some(300)),
+        &plan,
+        &strategies,
+        &training,
+    );
     assert_eq!(cola.metrics.primary, cola.metrics.values["mcc"]);
     assert!((-1.0..=1.0).contains(&cola.metrics.primary));
     assert!(cola.metrics.values["accuracy"] > 0.5);
@@ -184,14 +219,21 @@ fn mrpc_and_cola_report_their_glue_metrics() {
 #[ignore = "real-data: needs ../shared (PEFTSPACE_SHARED)"]
 fn real_glue_files_load_with_their_known_sizes() {
     let dir = shared().join("data/glue");
-    for (id, train, dev) in [("sst2", 67_349, 872), ("cola", 8_551, 1_043), ("mrpc", 3_668, 408), ("rte", 2_490, 277), ("wnli", 635, 71)] {
+    for (id, train, dev) in [
+        ("sst2", 67_349, 872),
+        ("cola", 8_551, 1_043),
+        ("mrpc", 3_668, 408),
+        ("rte", 2_490, 277),
+        ("wnli", 635, 71),
+    ] {
         let t = load_glue(glue_task(id).expect("glue"), &dir).expect("loads");
         assert_eq!((t.train.len(), t.eval.len()), (train, dev), "{id}");
     }
     // GLUE's MRPC split, rebuilt from the Microsoft corpus and the dev ids, reads back as the shipped files do.
     let mrpc = dir.join("MRPC");
     let read = |name: &str| std::fs::read_to_string(mrpc.join(name)).expect("reads");
-    let (train, dev) = split_mrpc(&read("msr_paraphrase_train.txt"), &read("dev_ids.tsv")).expect("splits");
+    let (train, dev) =
+        split_mrpc(&read("msr_paraphrase_train.txt"), &read("dev_ids.tsv")).expect("splits");
     let tmp = tempfile::tempdir().expect("tmp");
     std::fs::create_dir_all(tmp.path().join("MRPC")).expect("mkdir");
     std::fs::write(tmp.path().join("MRPC/train.tsv"), train).expect("write");
@@ -207,13 +249,21 @@ fn real_glue_files_load_with_their_known_sizes() {
 fn minilm_tokenizer_matches_bert_layout() {
     use peftspace_core::data::TextEncoder;
     let (_, tokenizer) = minilm();
-    let t = tokenizer.encode("hello world", Some("good bye"), 128).expect("encodes");
+    let t = tokenizer
+        .encode("hello world", Some("good bye"), 128)
+        .expect("encodes");
     // [CLS] hello world [SEP] good bye [SEP]; no padding to 128 although the file asks for it.
     assert_eq!(t.ids.len(), 7);
     assert_eq!((t.ids[0], t.ids[3], t.ids[6]), (101, 102, 102));
     assert_eq!(t.type_ids, vec![0, 0, 0, 0, 1, 1, 1]);
     let long = "word ".repeat(300);
-    let t = tokenizer.encode(&long, Some("short pair"), 32).expect("encodes");
+    let t = tokenizer
+        .encode(&long, Some("short pair"), 32)
+        .expect("encodes");
     assert_eq!(t.ids.len(), 32);
-    assert_eq!(t.type_ids.iter().filter(|&&x| x == 1).count(), 3, "the longer text is cut first");
+    assert_eq!(
+        t.type_ids.iter().filter(|&&x| x == 1).count(),
+        3,
+        "the longer text is cut first"
+    );
 }

@@ -14,7 +14,9 @@ use peftspace_core::registry::with_registries_mut;
 use peftspace_core::shapes::{LayerShape, SiteKind};
 use peftspace_core::spec::{Select, StrategySpec, TrainingSpec};
 use peftspace_core::strategy::{StrategyEntry, TuningStrategy};
-use peftspace_core::train::{run_trial, uniform_plan, LayerAssignment, TrialInput, TrialOutcome, TrialStatus};
+use peftspace_core::train::{
+    run_trial, uniform_plan, LayerAssignment, TrialInput, TrialOutcome, TrialStatus,
+};
 use peftspace_core::Result;
 
 /// A minimal strategy local to this test: a trainable bias after the FFN output projection.
@@ -44,8 +46,15 @@ impl TuningStrategy for FfnBias {
     fn params(&self, layer: &LayerShape, _size: usize) -> usize {
         layer.hidden
     }
-    fn build(&self, layer: &LayerShape, _size: usize, store: &mut ParamStore) -> Result<Box<dyn LayerModule>> {
-        let bias = store.scoped(format!("layer.{}.test_ffn_bias", layer.index), |s| s.zeros("bias", &[layer.hidden]))?;
+    fn build(
+        &self,
+        layer: &LayerShape,
+        _size: usize,
+        store: &mut ParamStore,
+    ) -> Result<Box<dyn LayerModule>> {
+        let bias = store.scoped(format!("layer.{}.test_ffn_bias", layer.index), |s| {
+            s.zeros("bias", &[layer.hidden])
+        })?;
         Ok(Box::new(FfnBiasModule {
             bias: bias.as_tensor().clone(),
         }))
@@ -80,7 +89,12 @@ fn training(epochs: usize) -> TrainingSpec {
     }
 }
 
-fn trial(plan: &[LayerAssignment], training: &TrainingSpec, seed: u64, task_seed: u64) -> TrialOutcome {
+fn trial(
+    plan: &[LayerAssignment],
+    training: &TrainingSpec,
+    seed: u64,
+    task_seed: u64,
+) -> TrialOutcome {
     ensure_accuracy_evaluator();
     register_test_strategy();
     let backbone = ToyBackbone::new(2, 11).expect("toy backbone");
@@ -103,7 +117,11 @@ fn trial(plan: &[LayerAssignment], training: &TrainingSpec, seed: u64, task_seed
 #[test]
 fn a_design_learns_a_separable_task() {
     let backbone = ToyBackbone::new(2, 11).expect("toy backbone");
-    let plan = uniform_plan(peftspace_core::backbone::Backbone::info(&backbone), "test_ffn_bias", 0);
+    let plan = uniform_plan(
+        peftspace_core::backbone::Backbone::info(&backbone),
+        "test_ffn_bias",
+        0,
+    );
     let out = trial(&plan, &training(4), 1, 5);
     assert_eq!(out.status, TrialStatus::Completed);
     assert_eq!(out.trainable_params, 2 * common::HIDDEN);
@@ -112,7 +130,11 @@ fn a_design_learns_a_separable_task() {
     let first = out.per_epoch[0].train_loss;
     let last = out.per_epoch[3].train_loss;
     assert!(last < 0.7 * first, "loss should fall: {first} → {last}");
-    assert!(out.metrics.primary > 0.85, "accuracy {} should be far above chance", out.metrics.primary);
+    assert!(
+        out.metrics.primary > 0.85,
+        "accuracy {} should be far above chance",
+        out.metrics.primary
+    );
     assert_eq!(out.steps, 4 * 20);
 }
 
@@ -160,10 +182,16 @@ fn huge_learning_rate_diverges_later_without_panicking() {
     spec.learning_rate = 1e30;
     spec.grad_clip = 0.0;
     let backbone = ToyBackbone::new(1, 11).expect("toy backbone");
-    let plan = uniform_plan(peftspace_core::backbone::Backbone::info(&backbone), "test_ffn_bias", 0);
+    let plan = uniform_plan(
+        peftspace_core::backbone::Backbone::info(&backbone),
+        "test_ffn_bias",
+        0,
+    );
     let out = trial(&plan, &spec, 1, 5);
     match out.status {
-        TrialStatus::Diverged { step } => assert!(step > 0, "first step is taken before weights blow up"),
+        TrialStatus::Diverged { step } => {
+            assert!(step > 0, "first step is taken before weights blow up")
+        }
         other => panic!("expected divergence, got {other}"),
     }
 }
@@ -173,7 +201,11 @@ fn best_selection_reports_the_best_epoch() {
     let mut spec = training(3);
     spec.select = Select::Best;
     let out = trial(&[], &spec, 2, 5);
-    let best = out.per_epoch.iter().map(|r| r.metrics.primary).fold(f64::MIN, f64::max);
+    let best = out
+        .per_epoch
+        .iter()
+        .map(|r| r.metrics.primary)
+        .fold(f64::MIN, f64::max);
     assert_eq!(out.metrics.primary, best);
     let chosen = out.selected_epoch.expect("an epoch is selected");
     assert_eq!(out.per_epoch[chosen - 1].metrics.primary, best);
@@ -187,7 +219,11 @@ fn strategy_learning_rate_zero_freezes_it_while_head_trains() {
     register_test_strategy();
     let backbone = ToyBackbone::new(2, 11).expect("toy backbone");
     let task = synthetic_task(160, 64, 5);
-    let plan = uniform_plan(peftspace_core::backbone::Backbone::info(&backbone), "test_ffn_bias", 0);
+    let plan = uniform_plan(
+        peftspace_core::backbone::Backbone::info(&backbone),
+        "test_ffn_bias",
+        0,
+    );
     let strategies = vec![StrategySpec {
         name: "test_ffn_bias".into(),
         options: ron::Value::Unit,
@@ -214,15 +250,19 @@ fn strategy_learning_rate_zero_freezes_it_while_head_trains() {
     let head_only = run(&[], &[]);
     // Zero-initialised biases that never move leave the backbone's output unchanged, so both runs see the same
     // features; the head's init differs only if the strategy consumed RNG draws (zeros draws none).
-    assert_eq!(frozen.per_epoch[1].train_loss, head_only.per_epoch[1].train_loss);
+    assert_eq!(
+        frozen.per_epoch[1].train_loss,
+        head_only.per_epoch[1].train_loss
+    );
 }
 
 #[test]
 fn each_builtin_strategy_and_all_four_together_learn() {
     let backbone = ToyBackbone::new(2, 11).expect("toy backbone");
     let info = peftspace_core::backbone::Backbone::info(&backbone);
-    let all: Vec<(String, usize)> =
-        [("adapter", 4), ("prefix", 4), ("lora", 4), ("bitfit", 1)].map(|(n, s)| (n.to_string(), s)).to_vec();
+    let all: Vec<(String, usize)> = [("adapter", 4), ("prefix", 4), ("lora", 4), ("bitfit", 1)]
+        .map(|(n, s)| (n.to_string(), s))
+        .to_vec();
     let mut designs: Vec<Vec<(String, usize)>> = all.iter().map(|s| vec![s.clone()]).collect();
     designs.push(all.clone());
     for strategies in designs {
@@ -237,7 +277,14 @@ fn each_builtin_strategy_and_all_four_together_learn() {
         assert_eq!(out.status, TrialStatus::Completed, "{names:?}");
         assert!(out.trainable_params > 0, "{names:?}");
         let (first, last) = (out.per_epoch[0].train_loss, out.per_epoch[3].train_loss);
-        assert!(last < 0.7 * first, "{names:?}: loss should fall: {first} → {last}");
-        assert!(out.metrics.primary > 0.85, "{names:?}: accuracy {}", out.metrics.primary);
+        assert!(
+            last < 0.7 * first,
+            "{names:?}: loss should fall: {first} → {last}"
+        );
+        assert!(
+            out.metrics.primary > 0.85,
+            "{names:?}: accuracy {}",
+            out.metrics.primary
+        );
     }
 }

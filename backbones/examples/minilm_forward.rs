@@ -22,7 +22,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let model = peftspace_backbones::load(&model_dir, &device)?;
     let tensors = candle_core::safetensors::load(&batch_file, &device)?;
     let get = |name: &str| -> Result<candle_core::Tensor, Box<dyn std::error::Error>> {
-        Ok(tensors.get(name).ok_or(format!("{}: no `{name}`", batch_file.display()))?.to_dtype(DType::U32)?)
+        Ok(tensors
+            .get(name)
+            .ok_or(format!("{}: no `{name}`", batch_file.display()))?
+            .to_dtype(DType::U32)?)
     };
     let batch = Batch {
         input_ids: get("input_ids")?,
@@ -47,7 +50,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mean = times.iter().sum::<f64>() / times.len() as f64;
     let check = match tensors.get("last_hidden_state") {
         Some(reference) => {
-            let diff = (hidden - reference)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+            let diff = (hidden - reference)?
+                .abs()?
+                .flatten_all()?
+                .max(0)?
+                .to_scalar::<f32>()?;
             format!(", max |Δ| vs PyTorch {diff:.2e}")
         }
         None => String::new(),

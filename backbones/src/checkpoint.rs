@@ -90,7 +90,8 @@ pub fn model_type(config_path: &Path, text: &str) -> Result<String> {
     let head: Head = parse_config(text).map_err(|e| with_config_path(e, config_path))?;
     head.model_type.ok_or_else(|| Error::Model {
         path: config_path.to_path_buf(),
-        message: "no `model_type` field; add the Hugging Face model type (e.g. \"bert\")".to_string(),
+        message: "no `model_type` field; add the Hugging Face model type (e.g. \"bert\")"
+            .to_string(),
     })
 }
 
@@ -247,8 +248,11 @@ fn check_safetensors_file(path: &Path) -> Result<Vec<String>> {
     let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
     let mut len_bytes = [0u8; 8];
-    file.read_exact(&mut len_bytes)
-        .map_err(|_| bad(format!("truncated safetensors file ({file_len} bytes, not even a header); download it again")))?;
+    file.read_exact(&mut len_bytes).map_err(|_| {
+        bad(format!(
+            "truncated safetensors file ({file_len} bytes, not even a header); download it again"
+        ))
+    })?;
     let header_len = u64::from_le_bytes(len_bytes);
     if header_len > file_len.saturating_sub(8) {
         return Err(bad(format!(
@@ -257,9 +261,10 @@ fn check_safetensors_file(path: &Path) -> Result<Vec<String>> {
         )));
     }
     let mut header = vec![0u8; header_len as usize];
-    file.read_exact(&mut header).map_err(|e| Error::io(path, e))?;
-    let header: BTreeMap<String, serde_json::Value> =
-        serde_json::from_slice(&header).map_err(|e| bad(format!("not a safetensors file (header: {e})")))?;
+    file.read_exact(&mut header)
+        .map_err(|e| Error::io(path, e))?;
+    let header: BTreeMap<String, serde_json::Value> = serde_json::from_slice(&header)
+        .map_err(|e| bad(format!("not a safetensors file (header: {e})")))?;
     let mut data_end = 0u64;
     let mut names = Vec::new();
     for (name, entry) in header {
@@ -298,7 +303,12 @@ impl F32Backend {
     }
 
     fn all_files(&self) -> String {
-        let names: Vec<String> = self.tensors.files.iter().map(|p| p.display().to_string()).collect();
+        let names: Vec<String> = self
+            .tensors
+            .files
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
         names.join(", ")
     }
 }
@@ -333,11 +343,9 @@ impl SimpleBackend for F32Backend {
                 self.all_files()
             )));
         }
-        let tensor = self
-            .tensors
-            .mmap
-            .load(name, dev)
-            .map_err(|e| candle_core::Error::Msg(format!("{}: tensor `{name}`: {e}", self.file_of(name))))?;
+        let tensor = self.tensors.mmap.load(name, dev).map_err(|e| {
+            candle_core::Error::Msg(format!("{}: tensor `{name}`: {e}", self.file_of(name)))
+        })?;
         tensor.to_dtype(dtype)
     }
 

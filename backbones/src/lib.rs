@@ -27,13 +27,18 @@ pub fn architecture(dir: &Path) -> Result<(ArchitectureEntry, std::path::PathBuf
     let (path, text) = read_config(dir)?;
     let model_type = model_type(&path, &text)?;
     let registries = registries()?;
-    let entry = registries.architecture_for(&model_type).map_err(|e| match e {
-        Error::UnknownName { name, known, .. } => Error::Model {
-            path: path.clone(),
-            message: format!("model_type `{name}` is not supported; known: {}", known.join(", ")),
-        },
-        other => other,
-    })?;
+    let entry = registries
+        .architecture_for(&model_type)
+        .map_err(|e| match e {
+            Error::UnknownName { name, known, .. } => Error::Model {
+                path: path.clone(),
+                message: format!(
+                    "model_type `{name}` is not supported; known: {}",
+                    known.join(", ")
+                ),
+            },
+            other => other,
+        })?;
     Ok((*entry, path, text))
 }
 

@@ -1,11 +1,13 @@
 //! Differentiable building blocks shared by all backbones.
 //!
-//! candle's fused `layer_norm`, `rms_norm` and `softmax_last_dim` have no backward pass: on a path that trainable
-//! parameters feed (prefixes, adapters, LoRA), they would silently cut the graph. Everything here is written with
-//! elementary tensor ops, which all have gradients.
+//! candle's fused `layer_norm`, `rms_norm` and `softmax_last_dim` have no backward pass, and its matmul backward
+//! computes the weight's gradient even when the weight is frozen. Here each block runs candle's fast kernel forward,
+//! on a detached input, and [`with_input_gradient`] attaches a hand-written gradient for the input alone: gradients
+//! reach the hooks below (prefixes, adapters, LoRA) and nothing is spent on frozen weights.
 
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
+use peftspace_core::autograd::with_input_gradient;
 
 /// `y = x Wᵀ + b` for frozen `W: [d_out, d_in]`, any number of leading axes in `x`.
 #[derive(Debug, Clone)]
@@ -18,18 +20,36 @@ impl Linear {
     /// Loads `weight` (and `bias` when `bias` is true) under `vb`, checking shapes.
     pub fn load(vb: VarBuilder, d_in: usize, d_out: usize, bias: bool) -> Result<Self> {
         let weight = vb.get((d_out, d_in), "weight")?;
-        let bias = if bias { Some(vb.get(d_out, "bias")?) } else { None };
+        let bias = if bias {
+            Some(vb.get(d_out, "bias")?)
+        } else {
+            None
+        };
         Ok(Linear { weight, bias })
     }
 }
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.broadcast_matmul(&self.weight.t()?)?;
-        match &self.bias {
-            Some(b) => y.broadcast_add(b),
-            None => Ok(y),
+        let (d_out, d_in) = self.weight.dims2()?;
+        let mut dims = x.dims().to_vec();
+        if dims.last() != Some(&d_in) {
+            candle_core::bail!("linear layer expects inputs of width {d_in}, got shape {dims:?}");
         }
+        let rows = dims.iter().rev().skip(1).product::<usize>();
+        let flat = x.reshape((rows, d_in))?;
+        let mut y = flat.detach().matmul(&self.weight.t()?)?;
+        if let Some(b) = &self.bias {
+            y = y.broadcast_add(b)?;
+        }
+        let weight = self.weight.clone();
+        let y = with_input_gradient("frozen-linear", &flat, y, move |_, _, grad| {
+            grad.matmul(&weight)
+        })?;
+        if let Some(last) = dims.last_mut() {
+            *last = d_out;
+        }
+        y.reshape(dims)
     }
 }
 
@@ -59,30 +79,57 @@ impl Module for LayerNorm {
     }
 }
 
-/// `(x - mean) / sqrt(var + eps) * weight + bias` over the last axis, differentiable.
+/// `(x - mean) / sqrt(var + eps) * weight + bias` over the last axis, differentiable in `x` (`weight` and `bias`
+/// are frozen).
 pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, eps: f64) -> Result<Tensor> {
-    let mean = x.mean_keepdim(D::Minus1)?;
-    let centered = x.broadcast_sub(&mean)?;
-    let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
-    let normed = centered.broadcast_div(&(var + eps)?.sqrt()?)?;
-    let scaled = normed.broadcast_mul(weight)?;
-    match bias {
-        Some(b) => scaled.broadcast_add(b),
-        None => Ok(scaled),
-    }
+    let zeros;
+    let bias = match bias {
+        Some(b) => b,
+        None => {
+            zeros = weight.zeros_like()?;
+            &zeros
+        }
+    };
+    let y = candle_nn::ops::layer_norm(&x.detach().contiguous()?, weight, bias, eps as f32)?;
+    let weight = weight.clone();
+    with_input_gradient("layer-norm", x, y, move |x, _, grad| {
+        // dx = r · (g − mean(g) − x̂ · mean(g · x̂)), with g = dy · weight, x̂ = (x − mean) · r, r = 1/sqrt(var + eps).
+        let centered = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
+        let rstd = (centered.sqr()?.mean_keepdim(D::Minus1)? + eps)?
+            .sqrt()?
+            .recip()?;
+        let normed = centered.broadcast_mul(&rstd)?;
+        let g = grad.broadcast_mul(&weight)?;
+        let g_mean = g.mean_keepdim(D::Minus1)?;
+        let gx_mean = (&g * &normed)?.mean_keepdim(D::Minus1)?;
+        g.broadcast_sub(&g_mean)?
+            .sub(&normed.broadcast_mul(&gx_mean)?)?
+            .broadcast_mul(&rstd)
+    })
 }
 
-/// T5's norm: `x / sqrt(mean(x²) + eps) * weight`, no mean subtraction and no bias, differentiable.
+/// T5's norm: `x / sqrt(mean(x²) + eps) * weight`, no mean subtraction and no bias, differentiable in `x`.
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
-    let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
-    x.broadcast_div(&(ms + eps)?.sqrt()?)?.broadcast_mul(weight)
+    let y = candle_nn::ops::rms_norm(&x.detach().contiguous()?, weight, eps as f32)?;
+    let weight = weight.clone();
+    with_input_gradient("rms-norm", x, y, move |x, _, grad| {
+        // dx = r · (g − x · r² · mean(g · x)), with g = dy · weight, r = 1/sqrt(mean(x²) + eps).
+        let rstd = (x.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?.recip()?;
+        let g = grad.broadcast_mul(&weight)?;
+        let gx_mean = (&g * x)?.mean_keepdim(D::Minus1)?;
+        let correction = x.broadcast_mul(&(gx_mean * rstd.sqr()?)?)?;
+        (g - correction)?.broadcast_mul(&rstd)
+    })
 }
 
-/// Softmax over the last axis, differentiable (the max is subtracted as a constant for stability).
+/// Softmax over the last axis, differentiable.
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
-    let max = x.max_keepdim(D::Minus1)?.detach();
-    let e = x.broadcast_sub(&max)?.exp()?;
-    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+    let y = candle_nn::ops::softmax_last_dim(&x.detach().contiguous()?)?;
+    with_input_gradient("softmax", x, y, |_, y, grad| {
+        // dx = y · (g − Σ g·y)
+        let dot = (grad * y)?.sum_keepdim(D::Minus1)?;
+        grad.broadcast_sub(&dot)?.mul(y)
+    })
 }
 
 /// Additive attention bias `[batch, 1, 1, keys]` from a `[batch, keys]` 0/1 mask: 0 where attended, a large negative
@@ -99,46 +146,144 @@ mod tests {
     use super::*;
     use candle_core::{Device, Var};
 
-    fn close(a: &Tensor, b: &Tensor, tol: f32) -> bool {
-        let d = (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap();
-        d.to_scalar::<f32>().unwrap() <= tol
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        let d = (a - b)
+            .and_then(|d| d.abs())
+            .and_then(|d| d.flatten_all())
+            .and_then(|d| d.max(0));
+        d.and_then(|d| d.to_scalar::<f32>())
+            .unwrap_or(f32::INFINITY)
+    }
+
+    // References built from elementary ops only, so candle's autograd differentiates them: the gradients the fused
+    // blocks attach by hand must equal these.
+    fn layer_norm_reference(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {
+        let centered = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
+        let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
+        centered
+            .broadcast_div(&(var + eps)?.sqrt()?)?
+            .broadcast_mul(w)?
+            .broadcast_add(b)
+    }
+
+    fn rms_norm_reference(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+        let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
+        x.broadcast_div(&(ms + eps)?.sqrt()?)?.broadcast_mul(w)
+    }
+
+    fn softmax_reference(x: &Tensor) -> Result<Tensor> {
+        let e = x
+            .broadcast_sub(&x.max_keepdim(D::Minus1)?.detach())?
+            .exp()?;
+        e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+    }
+
+    /// Output and input gradient of `f` for the upstream gradient `upstream`.
+    fn value_and_gradient(
+        x: &Tensor,
+        upstream: &Tensor,
+        f: impl Fn(&Tensor) -> Result<Tensor>,
+    ) -> Result<(Tensor, Tensor)> {
+        let var = Var::from_tensor(x)?;
+        let y = f(var.as_tensor())?;
+        let grads = (&y * upstream)?.sum_all()?.backward()?;
+        let g = grads
+            .get(&var)
+            .cloned()
+            .ok_or_else(|| candle_core::Error::Msg("no gradient".into()))?;
+        Ok((y.detach(), g))
+    }
+
+    /// Largest value difference and largest gradient difference (relative to the reference's largest gradient) for
+    /// one random upstream gradient.
+    fn compare(
+        x: &Tensor,
+        fast: impl Fn(&Tensor) -> Result<Tensor>,
+        reference: impl Fn(&Tensor) -> Result<Tensor>,
+    ) -> Result<(f32, f32)> {
+        let shape = reference(x)?.dims().to_vec();
+        let upstream = Tensor::randn(0f32, 1., shape, x.device())?;
+        let (y_fast, g_fast) = value_and_gradient(x, &upstream, fast)?;
+        let (y_ref, g_ref) = value_and_gradient(x, &upstream, reference)?;
+        let scale = g_ref.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+        assert!(scale > 0.0, "reference gradient is zero");
+        Ok((
+            max_abs_diff(&y_fast, &y_ref),
+            max_abs_diff(&g_fast, &g_ref) / scale,
+        ))
     }
 
     #[test]
-    fn layer_norm_matches_candle_forward() -> Result<()> {
+    fn layer_norm_value_and_gradient_match_the_composed_reference() -> Result<()> {
         let dev = Device::Cpu;
-        let x = Tensor::randn(0f32, 1., (3, 5, 8), &dev)?;
+        let x = (Tensor::randn(0f32, 1., (3, 5, 8), &dev)? * 3.0)?;
         let w = Tensor::randn(0f32, 1., 8, &dev)?;
         let b = Tensor::randn(0f32, 1., 8, &dev)?;
-        let ours = layer_norm(&x, &w, Some(&b), 1e-12)?;
-        let theirs = candle_nn::ops::layer_norm(&x, &w, &b, 1e-12)?;
-        assert!(close(&ours, &theirs, 1e-4));
+        let (dy, dg) = compare(
+            &x,
+            |x| layer_norm(x, &w, Some(&b), 1e-12),
+            |x| layer_norm_reference(x, &w, &b, 1e-12),
+        )?;
+        assert!(dy < 1e-5 && dg < 1e-5, "value {dy}, relative gradient {dg}");
         Ok(())
     }
 
     #[test]
-    fn softmax_matches_candle_and_has_gradient() -> Result<()> {
+    fn rms_norm_value_and_gradient_match_the_composed_reference() -> Result<()> {
         let dev = Device::Cpu;
-        let x = Var::from_tensor(&Tensor::randn(0f32, 1., (2, 7), &dev)?)?;
-        let ours = softmax_last_dim(x.as_tensor())?;
-        assert!(close(&ours, &candle_nn::ops::softmax_last_dim(x.as_tensor())?, 1e-6));
-        let w = Tensor::randn(0f32, 1., (2, 7), &dev)?;
-        let grads = (ours * w)?.sum_all()?.backward()?;
-        let g = grads.get(&x).expect("softmax input must receive a gradient");
-        assert!(g.abs()?.sum_all()?.to_scalar::<f32>()? > 0.0);
+        let x = Tensor::randn(0f32, 1., (4, 6), &dev)?;
+        let w = Tensor::randn(0f32, 1., 6, &dev)?;
+        let (dy, dg) = compare(
+            &x,
+            |x| rms_norm(x, &w, 1e-6),
+            |x| rms_norm_reference(x, &w, 1e-6),
+        )?;
+        assert!(dy < 1e-5 && dg < 1e-5, "value {dy}, relative gradient {dg}");
         Ok(())
     }
 
     #[test]
-    fn norms_pass_gradients() -> Result<()> {
+    fn softmax_value_and_gradient_match_the_composed_reference() -> Result<()> {
         let dev = Device::Cpu;
-        let x = Var::from_tensor(&Tensor::randn(0f32, 1., (4, 6), &dev)?)?;
+        let x = (Tensor::randn(0f32, 1., (2, 3, 7), &dev)? * 2.0)?;
+        let (dy, dg) = compare(&x, softmax_last_dim, softmax_reference)?;
+        assert!(dy < 1e-6 && dg < 1e-5, "value {dy}, relative gradient {dg}");
+        Ok(())
+    }
+
+    #[test]
+    fn frozen_linear_matches_matmul_and_sends_gradient_only_to_its_input() -> Result<()> {
+        let dev = Device::Cpu;
+        let linear = Linear {
+            weight: Tensor::randn(0f32, 1., (5, 4), &dev)?,
+            bias: Some(Tensor::randn(0f32, 1., 5, &dev)?),
+        };
+        let x = Tensor::randn(0f32, 1., (2, 3, 4), &dev)?;
+        let reference = |x: &Tensor| {
+            let bias = linear
+                .bias
+                .as_ref()
+                .ok_or_else(|| candle_core::Error::Msg("bias".into()))?;
+            x.broadcast_matmul(&linear.weight.t()?)?.broadcast_add(bias)
+        };
+        let (dy, dg) = compare(&x, |x| linear.forward(x), reference)?;
+        assert!(dy < 1e-5 && dg < 1e-5, "value {dy}, relative gradient {dg}");
+        // Untracked input: the plain product, no custom op.
+        assert!(!linear.forward(&x)?.track_op());
+        Ok(())
+    }
+
+    #[test]
+    fn blocks_on_untracked_inputs_record_no_graph() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1., (2, 6), &dev)?;
         let w = Tensor::ones(6, DType::F32, &dev)?;
-        let r = Tensor::randn(0f32, 1., (4, 6), &dev)?;
-        for y in [layer_norm(x.as_tensor(), &w, None, 1e-6)?, rms_norm(x.as_tensor(), &w, 1e-6)?] {
-            let grads = (y * &r)?.sum_all()?.backward()?;
-            let g = grads.get(&x).expect("norm input must receive a gradient");
-            assert!(g.abs()?.sum_all()?.to_scalar::<f32>()? > 0.0);
+        for y in [
+            layer_norm(&x, &w, None, 1e-6)?,
+            rms_norm(&x, &w, 1e-6)?,
+            softmax_last_dim(&x)?,
+        ] {
+            assert!(!y.track_op());
         }
         Ok(())
     }

@@ -45,11 +45,14 @@ impl TextTokenizer {
             message,
         };
         if !path.is_file() {
-            return Err(bad("no such file; the model folder needs a tokenizer.json (transformers' fast \
+            return Err(bad(
+                "no such file; the model folder needs a tokenizer.json (transformers' fast \
                             tokenizer file)"
-                .to_string()));
+                    .to_string(),
+            ));
         }
-        let mut inner = Tokenizer::from_file(path).map_err(|e| bad(format!("cannot load the tokenizer: {e}")))?;
+        let mut inner = Tokenizer::from_file(path)
+            .map_err(|e| bad(format!("cannot load the tokenizer: {e}")))?;
         let pad_id = inner
             .get_padding()
             .map(|p| p.pad_id)
@@ -139,8 +142,18 @@ pub fn pad_batch(rows: &[Tokens], pad_id: u32, device: &Device) -> Result<Batch>
             )));
         }
         let pad = seq - row.ids.len();
-        ids.extend(row.ids.iter().copied().chain(std::iter::repeat_n(pad_id, pad)));
-        types.extend(row.type_ids.iter().copied().chain(std::iter::repeat_n(0, pad)));
+        ids.extend(
+            row.ids
+                .iter()
+                .copied()
+                .chain(std::iter::repeat_n(pad_id, pad)),
+        );
+        types.extend(
+            row.type_ids
+                .iter()
+                .copied()
+                .chain(std::iter::repeat_n(0, pad)),
+        );
         mask.extend(std::iter::repeat_n(1u32, row.ids.len()).chain(std::iter::repeat_n(0, pad)));
     }
     let shape = (rows.len(), seq);
@@ -169,9 +182,19 @@ mod tests {
             },
         ];
         let b = pad_batch(&rows, 1, &Device::Cpu)?;
-        assert_eq!(b.input_ids.to_vec2::<u32>()?, vec![vec![5, 6, 7], vec![9, 1, 1]]);
-        assert_eq!(b.attention_mask.to_vec2::<u32>()?, vec![vec![1, 1, 1], vec![1, 0, 0]]);
-        let types = b.token_type_ids.as_ref().map(|t| t.to_vec2::<u32>()).transpose()?;
+        assert_eq!(
+            b.input_ids.to_vec2::<u32>()?,
+            vec![vec![5, 6, 7], vec![9, 1, 1]]
+        );
+        assert_eq!(
+            b.attention_mask.to_vec2::<u32>()?,
+            vec![vec![1, 1, 1], vec![1, 0, 0]]
+        );
+        let types = b
+            .token_type_ids
+            .as_ref()
+            .map(|t| t.to_vec2::<u32>())
+            .transpose()?;
         assert_eq!(types, Some(vec![vec![0, 0, 1], vec![0, 0, 0]]));
         assert!(pad_batch(&[], 0, &Device::Cpu).is_err());
         Ok(())

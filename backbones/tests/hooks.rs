@@ -37,7 +37,11 @@ impl Recorder {
 
 impl LayerHooks for Recorder {
     fn linear(&self, layer: usize, site: SiteKind, x: &Tensor, y: Tensor) -> Result<Tensor> {
-        assert_eq!(x.dims()[..2], y.dims()[..2], "x and y share batch and sequence axes");
+        assert_eq!(
+            x.dims()[..2],
+            y.dims()[..2],
+            "x and y share batch and sequence axes"
+        );
         self.note(layer, site.short_name().to_string());
         Ok(y)
     }
@@ -59,17 +63,40 @@ impl LayerHooks for Recorder {
 fn every_site_is_called_once_per_layer() {
     let (model, batch) = tiny("tiny-bert");
     let recorder = Recorder::default();
-    let with = model.encode(&batch, &recorder, Mode::Eval).expect("forward").encoder_hidden;
-    let without = model.encode(&batch, &NoHooks, Mode::Eval).expect("forward").encoder_hidden;
-    assert_eq!(max_abs_diff(&with, &without), 0.0, "identity hooks change nothing");
+    let with = model
+        .encode(&batch, &recorder, Mode::Eval)
+        .expect("forward")
+        .encoder_hidden;
+    let without = model
+        .encode(&batch, &NoHooks, Mode::Eval)
+        .expect("forward")
+        .encoder_hidden;
+    assert_eq!(
+        max_abs_diff(&with, &without),
+        0.0,
+        "identity hooks change nothing"
+    );
     let calls = recorder.calls.lock().expect("lock");
     let sites = [
-        "q", "k", "v", "o", "ffn_in", "ffn_out", "SelfAttention", "residual Attention", "residual Ffn",
-        "norm Attention", "norm Ffn",
+        "q",
+        "k",
+        "v",
+        "o",
+        "ffn_in",
+        "ffn_out",
+        "SelfAttention",
+        "residual Attention",
+        "residual Ffn",
+        "norm Attention",
+        "norm Ffn",
     ];
     for layer in 0..model.info().num_layers() {
         for site in sites {
-            assert_eq!(calls.get(&(layer, site.to_string())), Some(&1), "layer {layer} site {site}");
+            assert_eq!(
+                calls.get(&(layer, site.to_string())),
+                Some(&1),
+                "layer {layer} site {site}"
+            );
         }
     }
     assert_eq!(calls.len(), sites.len() * model.info().num_layers());
@@ -105,7 +132,9 @@ impl TrainableHooks {
 impl LayerHooks for TrainableHooks {
     fn linear(&self, layer: usize, site: SiteKind, x: &Tensor, y: Tensor) -> Result<Tensor> {
         if layer == 0 && site == SiteKind::Value {
-            let update = x.broadcast_matmul(self.lora_a.as_tensor())?.broadcast_matmul(self.lora_b.as_tensor())?;
+            let update = x
+                .broadcast_matmul(self.lora_a.as_tensor())?
+                .broadcast_matmul(self.lora_b.as_tensor())?;
             return Ok((y + (update * 0.1)?)?);
         }
         Ok(y)
@@ -121,18 +150,41 @@ impl LayerHooks for TrainableHooks {
 fn check_gradients(name: &str) {
     let (model, batch) = tiny(name);
     let hooks = TrainableHooks::new(model.info().hidden, 3, 2);
-    let plain = model.features(&batch, &NoHooks, Mode::Eval).expect("forward");
+    let plain = model
+        .features(&batch, &NoHooks, Mode::Eval)
+        .expect("forward");
     let dropout = Dropout::new(7);
-    let pooled = model.features(&batch, &hooks, Mode::Train { dropout: &dropout }).expect("forward");
-    assert!(max_abs_diff(&plain, &pooled) > 1e-3, "{name}: the hooks must change the output");
+    let pooled = model
+        .features(&batch, &hooks, Mode::Train { dropout: &dropout })
+        .expect("forward");
+    assert!(
+        max_abs_diff(&plain, &pooled) > 1e-3,
+        "{name}: the hooks must change the output"
+    );
     let target = Tensor::ones(pooled.dims(), DType::F32, &Device::Cpu).expect("ones");
-    let loss = (pooled - target).and_then(|d| d.sqr()).and_then(|d| d.sum_all()).expect("loss");
+    let loss = (pooled - target)
+        .and_then(|d| d.sqr())
+        .and_then(|d| d.sum_all())
+        .expect("loss");
     let grads = loss.backward().expect("backward");
-    for (what, var) in [("prefix key", &hooks.key), ("prefix value", &hooks.value), ("lora A", &hooks.lora_a), ("lora B", &hooks.lora_b)]
-    {
-        let g = grads.get(var).unwrap_or_else(|| panic!("{name}: {what} has no gradient"));
-        let norm = g.abs().and_then(|g| g.sum_all()).and_then(|g| g.to_scalar::<f32>()).expect("norm");
-        assert!(norm > 0.0 && norm.is_finite(), "{name}: {what} gradient is {norm}");
+    for (what, var) in [
+        ("prefix key", &hooks.key),
+        ("prefix value", &hooks.value),
+        ("lora A", &hooks.lora_a),
+        ("lora B", &hooks.lora_b),
+    ] {
+        let g = grads
+            .get(var)
+            .unwrap_or_else(|| panic!("{name}: {what} has no gradient"));
+        let norm = g
+            .abs()
+            .and_then(|g| g.sum_all())
+            .and_then(|g| g.to_scalar::<f32>())
+            .expect("norm");
+        assert!(
+            norm > 0.0 && norm.is_finite(),
+            "{name}: {what} gradient is {norm}"
+        );
     }
 }
 
@@ -152,17 +204,38 @@ fn prefix_is_attended_by_padded_rows_too() {
     // does not).
     let (model, batch) = tiny("tiny-bert");
     let hooks = TrainableHooks::new(model.info().hidden, 2, 1);
-    let full = model.encode(&batch, &hooks, Mode::Eval).expect("forward").encoder_hidden;
+    let full = model
+        .encode(&batch, &hooks, Mode::Eval)
+        .expect("forward")
+        .encoder_hidden;
     let mask = batch.attention_mask.to_vec2::<u32>().expect("mask");
     let n = mask[0].iter().filter(|&&m| m == 1).count();
     let alone = peftspace_core::backbone::Batch {
-        input_ids: batch.input_ids.narrow(0, 0, 1).and_then(|t| t.narrow(1, 0, n)).expect("ids"),
-        attention_mask: batch.attention_mask.narrow(0, 0, 1).and_then(|t| t.narrow(1, 0, n)).expect("mask"),
-        token_type_ids: batch.token_type_ids.as_ref().map(|t| t.narrow(0, 0, 1).and_then(|t| t.narrow(1, 0, n)).expect("types")),
+        input_ids: batch
+            .input_ids
+            .narrow(0, 0, 1)
+            .and_then(|t| t.narrow(1, 0, n))
+            .expect("ids"),
+        attention_mask: batch
+            .attention_mask
+            .narrow(0, 0, 1)
+            .and_then(|t| t.narrow(1, 0, n))
+            .expect("mask"),
+        token_type_ids: batch.token_type_ids.as_ref().map(|t| {
+            t.narrow(0, 0, 1)
+                .and_then(|t| t.narrow(1, 0, n))
+                .expect("types")
+        }),
         decoder_input_ids: None,
     };
-    let single = model.encode(&alone, &hooks, Mode::Eval).expect("forward").encoder_hidden;
-    let row = full.narrow(0, 0, 1).and_then(|t| t.narrow(1, 0, n)).expect("row");
+    let single = model
+        .encode(&alone, &hooks, Mode::Eval)
+        .expect("forward")
+        .encoder_hidden;
+    let row = full
+        .narrow(0, 0, 1)
+        .and_then(|t| t.narrow(1, 0, n))
+        .expect("row");
     assert!(max_abs_diff(&single, &row) <= 1e-4);
 }
 
@@ -171,10 +244,22 @@ fn dropout_is_seeded_and_off_in_eval() {
     let (model, batch) = tiny("tiny-bert");
     let run = |seed| {
         let dropout = Dropout::new(seed);
-        model.encode(&batch, &NoHooks, Mode::Train { dropout: &dropout }).expect("forward").encoder_hidden
+        model
+            .encode(&batch, &NoHooks, Mode::Train { dropout: &dropout })
+            .expect("forward")
+            .encoder_hidden
     };
-    let eval = model.encode(&batch, &NoHooks, Mode::Eval).expect("forward").encoder_hidden;
+    let eval = model
+        .encode(&batch, &NoHooks, Mode::Eval)
+        .expect("forward")
+        .encoder_hidden;
     assert_eq!(max_abs_diff(&run(1), &run(1)), 0.0, "same seed, same masks");
-    assert!(max_abs_diff(&run(1), &run(2)) > 0.0, "different seeds differ");
-    assert!(max_abs_diff(&run(1), &eval) > 0.0, "training applies dropout");
+    assert!(
+        max_abs_diff(&run(1), &run(2)) > 0.0,
+        "different seeds differ"
+    );
+    assert!(
+        max_abs_diff(&run(1), &eval) > 0.0,
+        "training applies dropout"
+    );
 }

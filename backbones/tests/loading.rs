@@ -32,7 +32,10 @@ fn save(tensors: &HashMap<String, Tensor>, path: &Path) {
 fn reference_output(dir: &Path) -> (Tensor, Tensor) {
     let reference = load_tensors(&dir.join("reference.safetensors"));
     let model = peftspace_backbones::load(dir, &Device::Cpu).expect("loads");
-    let hidden = model.encode(&reference_batch(&reference), &NoHooks, Mode::Eval).expect("forward").encoder_hidden;
+    let hidden = model
+        .encode(&reference_batch(&reference), &NoHooks, Mode::Eval)
+        .expect("forward")
+        .encoder_hidden;
     (hidden, reference["last_hidden_state"].clone())
 }
 
@@ -41,7 +44,10 @@ fn missing_config_names_the_file() {
     let dir = scratch_copy("tiny-bert");
     std::fs::remove_file(dir.path().join("config.json")).expect("rm");
     let e = load_error(dir.path());
-    assert!(e.contains(&dir.path().join("config.json").display().to_string()), "{e}");
+    assert!(
+        e.contains(&dir.path().join("config.json").display().to_string()),
+        "{e}"
+    );
 }
 
 #[test]
@@ -49,7 +55,10 @@ fn missing_weights_name_the_file() {
     let dir = scratch_copy("tiny-bert");
     std::fs::remove_file(dir.path().join(WEIGHTS_FILE)).expect("rm");
     let e = load_error(dir.path());
-    assert!(e.contains(&dir.path().join(WEIGHTS_FILE).display().to_string()), "{e}");
+    assert!(
+        e.contains(&dir.path().join(WEIGHTS_FILE).display().to_string()),
+        "{e}"
+    );
     assert!(e.contains(WEIGHTS_INDEX_FILE), "{e}");
 }
 
@@ -57,12 +66,19 @@ fn missing_weights_name_the_file() {
 fn unknown_model_type_lists_the_known_ones() {
     let dir = scratch_copy("tiny-bert");
     let path = dir.path().join("config.json");
-    let text = std::fs::read_to_string(&path).expect("read").replace("\"bert\"", "\"gpt9\"");
+    let text = std::fs::read_to_string(&path)
+        .expect("read")
+        .replace("\"bert\"", "\"gpt9\"");
     std::fs::write(&path, text).expect("write");
     let e = load_error(dir.path());
-    assert!(e.contains("gpt9") && e.contains("bert") && e.contains("roberta"), "{e}");
+    assert!(
+        e.contains("gpt9") && e.contains("bert") && e.contains("roberta"),
+        "{e}"
+    );
     assert!(e.contains(&path.display().to_string()), "{e}");
-    let e = peftspace_backbones::describe(dir.path()).expect_err("describe refuses too").to_string();
+    let e = peftspace_backbones::describe(dir.path())
+        .expect_err("describe refuses too")
+        .to_string();
     assert!(e.contains("gpt9"), "{e}");
 }
 
@@ -70,20 +86,30 @@ fn unknown_model_type_lists_the_known_ones() {
 fn missing_tensor_is_named() {
     let dir = scratch_copy("tiny-bert");
     let mut tensors = weights(dir.path());
-    tensors.remove("encoder.layer.1.output.dense.weight").expect("present in the fixture");
+    tensors
+        .remove("encoder.layer.1.output.dense.weight")
+        .expect("present in the fixture");
     save(&tensors, &dir.path().join(WEIGHTS_FILE));
     let e = load_error(dir.path());
-    assert!(e.contains("encoder.layer.1.output.dense.weight") && e.contains("missing"), "{e}");
+    assert!(
+        e.contains("encoder.layer.1.output.dense.weight") && e.contains("missing"),
+        "{e}"
+    );
 }
 
 #[test]
 fn wrong_shape_names_the_tensor_and_both_shapes() {
     let dir = scratch_copy("tiny-bert");
     let path = dir.path().join("config.json");
-    let text = std::fs::read_to_string(&path).expect("read").replace("\"intermediate_size\": 48", "\"intermediate_size\": 64");
+    let text = std::fs::read_to_string(&path)
+        .expect("read")
+        .replace("\"intermediate_size\": 48", "\"intermediate_size\": 64");
     std::fs::write(&path, text).expect("write");
     let e = load_error(dir.path());
-    assert!(e.contains("encoder.layer.0.intermediate.dense.weight"), "{e}");
+    assert!(
+        e.contains("encoder.layer.0.intermediate.dense.weight"),
+        "{e}"
+    );
     assert!(e.contains("[48, 32]") && e.contains("[64, 32]"), "{e}");
 }
 
@@ -95,17 +121,28 @@ fn truncated_weights_are_reported_as_truncated() {
     for keep in [bytes.len() - 100, 1000, 5] {
         std::fs::write(&path, &bytes[..keep]).expect("write");
         let e = load_error(dir.path());
-        assert!(e.contains("truncated") && e.contains(&path.display().to_string()), "{keep} bytes: {e}");
+        assert!(
+            e.contains("truncated") && e.contains(&path.display().to_string()),
+            "{keep} bytes: {e}"
+        );
     }
 }
 
 #[test]
 fn prefixed_task_checkpoint_loads_the_same_encoder() {
-    for (name, prefix, head) in [("tiny-bert", "bert", "cls.predictions.bias"), ("tiny-roberta", "roberta", "lm_head.bias")] {
+    for (name, prefix, head) in [
+        ("tiny-bert", "bert", "cls.predictions.bias"),
+        ("tiny-roberta", "roberta", "lm_head.bias"),
+    ] {
         let dir = scratch_copy(name);
-        let mut renamed: HashMap<String, Tensor> =
-            weights(dir.path()).into_iter().map(|(k, v)| (format!("{prefix}.{k}"), v)).collect();
-        renamed.insert(head.to_string(), Tensor::zeros(7, DType::F32, &Device::Cpu).expect("zeros"));
+        let mut renamed: HashMap<String, Tensor> = weights(dir.path())
+            .into_iter()
+            .map(|(k, v)| (format!("{prefix}.{k}"), v))
+            .collect();
+        renamed.insert(
+            head.to_string(),
+            Tensor::zeros(7, DType::F32, &Device::Cpu).expect("zeros"),
+        );
         save(&renamed, &dir.path().join(WEIGHTS_FILE));
         let (ours, theirs) = reference_output(dir.path());
         assert!(max_abs_diff(&ours, &theirs) <= 1e-4, "{name}");
@@ -126,7 +163,11 @@ fn sharded_checkpoint_with_index_loads() {
         shards[shard].insert(name, t);
     }
     for (i, shard) in shards.iter().enumerate() {
-        save(shard, &dir.path().join(format!("model-0000{}-of-00002.safetensors", i + 1)));
+        save(
+            shard,
+            &dir.path()
+                .join(format!("model-0000{}-of-00002.safetensors", i + 1)),
+        );
     }
     let index = serde_json::json!({ "metadata": {}, "weight_map": map });
     std::fs::write(dir.path().join(WEIGHTS_INDEX_FILE), index.to_string()).expect("index");
@@ -136,7 +177,10 @@ fn sharded_checkpoint_with_index_loads() {
     // A shard the index names but the folder lacks is named in the error.
     std::fs::remove_file(dir.path().join("model-00002-of-00002.safetensors")).expect("rm");
     let e = load_error(dir.path());
-    assert!(e.contains("model-00002-of-00002.safetensors") && e.contains(WEIGHTS_INDEX_FILE), "{e}");
+    assert!(
+        e.contains("model-00002-of-00002.safetensors") && e.contains(WEIGHTS_INDEX_FILE),
+        "{e}"
+    );
 }
 
 #[test]
@@ -167,6 +211,9 @@ fn too_long_input_is_an_error_not_a_panic() {
         token_type_ids: None,
         decoder_input_ids: None,
     };
-    let e = model.encode(&batch, &NoHooks, Mode::Eval).expect_err("40 positions only").to_string();
+    let e = model
+        .encode(&batch, &NoHooks, Mode::Eval)
+        .expect_err("40 positions only")
+        .to_string();
     assert!(e.contains("41 tokens"), "{e}");
 }

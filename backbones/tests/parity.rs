@@ -14,24 +14,41 @@ use common::{fixture, load_tensors, max_abs_diff, reference_batch};
 const TOLERANCE: f32 = 1e-4;
 
 /// The examples `gen_fixtures.py` encodes.
-const EXAMPLES: [(&str, Option<&str>); 2] = [("the cat sat on the mat", None), ("a dog runs", Some("the dog is fast !"))];
+const EXAMPLES: [(&str, Option<&str>); 2] = [
+    ("the cat sat on the mat", None),
+    ("a dog runs", Some("the dog is fast !")),
+];
 
 fn check_parity(name: &str) {
     let dir = fixture(name);
     let reference = load_tensors(&dir.join("reference.safetensors"));
     let model = Bert::load(&dir, &Device::Cpu).expect("fixture loads");
     let batch = reference_batch(&reference);
-    let hidden = model.encode(&batch, &NoHooks, Mode::Eval).expect("forward").encoder_hidden;
+    let hidden = model
+        .encode(&batch, &NoHooks, Mode::Eval)
+        .expect("forward")
+        .encoder_hidden;
     let diff = max_abs_diff(&hidden, &reference["last_hidden_state"]);
     eprintln!("{name}: max |Δ| last hidden state {diff:.2e}");
-    assert!(diff <= TOLERANCE, "{name}: last hidden state differs from transformers by {diff}");
-    let pooled = model.features(&batch, &NoHooks, Mode::Eval).expect("features");
+    assert!(
+        diff <= TOLERANCE,
+        "{name}: last hidden state differs from transformers by {diff}"
+    );
+    let pooled = model
+        .features(&batch, &NoHooks, Mode::Eval)
+        .expect("features");
     assert!(model.has_pooler());
     let diff = max_abs_diff(&pooled, &reference["pooler_output"]);
-    assert!(diff <= TOLERANCE, "{name}: pooler output differs from transformers by {diff}");
+    assert!(
+        diff <= TOLERANCE,
+        "{name}: pooler output differs from transformers by {diff}"
+    );
     // The padded row is really padded, so the mask was exercised.
     let mask = batch.attention_mask.to_vec2::<u32>().expect("mask");
-    assert!(mask[0].contains(&0), "{name}: the reference batch should pad its first row");
+    assert!(
+        mask[0].contains(&0),
+        "{name}: the reference batch should pad its first row"
+    );
 }
 
 #[test]
@@ -50,17 +67,34 @@ fn check_tokenizer(name: &str) {
     let expected = reference_batch(&reference);
     let model = Bert::load(&dir, &Device::Cpu).expect("fixture loads");
     // The fixture's tokenizer.json pads to 24 and truncates (tiny-bert): both must be overridden.
-    let tokenizer = TextTokenizer::from_dir(&dir, 64).expect("tokenizer").with_pad_id(model.config().pad_id());
+    let tokenizer = TextTokenizer::from_dir(&dir, 64)
+        .expect("tokenizer")
+        .with_pad_id(model.config().pad_id());
     let batch = tokenizer.batch(&EXAMPLES, &Device::Cpu).expect("batch");
-    let ids = |t: &candle_core::Tensor| t.to_dtype(DType::U32).and_then(|t| t.to_vec2::<u32>()).expect("ids");
-    assert_eq!(ids(&batch.input_ids), ids(&expected.input_ids), "{name}: token ids");
-    assert_eq!(ids(&batch.attention_mask), ids(&expected.attention_mask), "{name}: attention mask");
+    let ids = |t: &candle_core::Tensor| {
+        t.to_dtype(DType::U32)
+            .and_then(|t| t.to_vec2::<u32>())
+            .expect("ids")
+    };
+    assert_eq!(
+        ids(&batch.input_ids),
+        ids(&expected.input_ids),
+        "{name}: token ids"
+    );
+    assert_eq!(
+        ids(&batch.attention_mask),
+        ids(&expected.attention_mask),
+        "{name}: attention mask"
+    );
     if let Some(types) = &expected.token_type_ids {
         let ours = batch.token_type_ids.as_ref().expect("token type ids");
         assert_eq!(ids(ours), ids(types), "{name}: token type ids");
     }
     // Our batch through the model gives transformers' output too.
-    let hidden = model.encode(&batch, &NoHooks, Mode::Eval).expect("forward").encoder_hidden;
+    let hidden = model
+        .encode(&batch, &NoHooks, Mode::Eval)
+        .expect("forward")
+        .encoder_hidden;
     let diff = max_abs_diff(&hidden, &reference["last_hidden_state"]);
     assert!(diff <= TOLERANCE, "{name}: {diff}");
 }
@@ -78,12 +112,16 @@ fn tiny_roberta_tokenizer_matches_transformers() {
 #[test]
 fn truncation_keeps_the_special_tokens() {
     let tokenizer = TextTokenizer::from_dir(&fixture("tiny-bert"), 5).expect("tokenizer");
-    let tokens = tokenizer.encode("the cat sat on the mat", None).expect("encode");
+    let tokens = tokenizer
+        .encode("the cat sat on the mat", None)
+        .expect("encode");
     assert_eq!(tokens.ids.len(), 5);
     let cls = tokenizer.inner().token_to_id("[CLS]").expect("[CLS]");
     let sep = tokenizer.inner().token_to_id("[SEP]").expect("[SEP]");
     assert_eq!((tokens.ids[0], tokens.ids[4]), (cls, sep));
-    let pair = tokenizer.encode("the cat sat on the mat", Some("a dog runs")).expect("encode pair");
+    let pair = tokenizer
+        .encode("the cat sat on the mat", Some("a dog runs"))
+        .expect("encode pair");
     assert_eq!(pair.ids.len(), 5);
 }
 
@@ -91,14 +129,30 @@ fn truncation_keeps_the_special_tokens() {
 fn padding_does_not_change_real_tokens() {
     let dir = fixture("tiny-roberta");
     let model = Bert::load(&dir, &Device::Cpu).expect("fixture loads");
-    let tokenizer = TextTokenizer::from_dir(&dir, 64).expect("tokenizer").with_pad_id(model.config().pad_id());
-    let alone = tokenizer.batch(&EXAMPLES[..1], &Device::Cpu).expect("batch");
+    let tokenizer = TextTokenizer::from_dir(&dir, 64)
+        .expect("tokenizer")
+        .with_pad_id(model.config().pad_id());
+    let alone = tokenizer
+        .batch(&EXAMPLES[..1], &Device::Cpu)
+        .expect("batch");
     let padded = tokenizer.batch(&EXAMPLES, &Device::Cpu).expect("batch");
     let n = alone.input_ids.dim(1).expect("seq");
-    assert!(padded.input_ids.dim(1).expect("seq") > n, "the first example must be padded in the pair batch");
-    let a = model.encode(&alone, &NoHooks, Mode::Eval).expect("forward").encoder_hidden;
-    let p = model.encode(&padded, &NoHooks, Mode::Eval).expect("forward").encoder_hidden;
-    let p = p.narrow(0, 0, 1).and_then(|t| t.narrow(1, 0, n)).expect("slice");
+    assert!(
+        padded.input_ids.dim(1).expect("seq") > n,
+        "the first example must be padded in the pair batch"
+    );
+    let a = model
+        .encode(&alone, &NoHooks, Mode::Eval)
+        .expect("forward")
+        .encoder_hidden;
+    let p = model
+        .encode(&padded, &NoHooks, Mode::Eval)
+        .expect("forward")
+        .encoder_hidden;
+    let p = p
+        .narrow(0, 0, 1)
+        .and_then(|t| t.narrow(1, 0, n))
+        .expect("slice");
     assert!(max_abs_diff(&a, &p) <= TOLERANCE);
 }
 
@@ -110,6 +164,10 @@ fn describe_agrees_with_the_loaded_weights() {
         let model = peftspace_backbones::load(&dir, &Device::Cpu).expect("load");
         assert_eq!(&described, model.info(), "{name}");
         let checkpoint = peftspace_backbones::checkpoint::Checkpoint::open(&dir).expect("open");
-        assert_eq!(checkpoint.float_scalars(|_| true), described.num_params, "{name}");
+        assert_eq!(
+            checkpoint.float_scalars(|_| true),
+            described.num_params,
+            "{name}"
+        );
     }
 }

@@ -22,7 +22,12 @@ fn read_json(path: &std::path::Path) -> serde_json::Value {
 }
 
 fn ids_of(value: &serde_json::Value) -> Vec<u32> {
-    value.as_array().expect("id list").iter().map(|v| v.as_u64().expect("id") as u32).collect()
+    value
+        .as_array()
+        .expect("id list")
+        .iter()
+        .map(|v| v.as_u64().expect("id") as u32)
+        .collect()
 }
 
 #[test]
@@ -32,11 +37,16 @@ fn minilm_hidden_states_match_transformers() {
     let reference = load_tensors(&fixture("minilm").join("reference.safetensors"));
     let model = peftspace_backbones::load(&dir, &Device::Cpu).expect("MiniLM loads");
     let batch = reference_batch(&reference);
-    let hidden = model.encode(&batch, &NoHooks, Mode::Eval).expect("forward").encoder_hidden;
+    let hidden = model
+        .encode(&batch, &NoHooks, Mode::Eval)
+        .expect("forward")
+        .encoder_hidden;
     let diff = max_abs_diff(&hidden, &reference["last_hidden_state"]);
     eprintln!("MiniLM: max |Δ| last hidden state {diff:.2e}");
     assert!(diff <= 1e-4, "last hidden state differs by {diff}");
-    let pooled = model.features(&batch, &NoHooks, Mode::Eval).expect("features");
+    let pooled = model
+        .features(&batch, &NoHooks, Mode::Eval)
+        .expect("features");
     let diff = max_abs_diff(&pooled, &reference["pooler_output"]);
     assert!(diff <= 1e-4, "pooler output differs by {diff}");
 
@@ -46,14 +56,32 @@ fn minilm_hidden_states_match_transformers() {
         .as_array()
         .expect("list")
         .iter()
-        .map(|e| (e["text"].as_str().expect("text").to_string(), e["pair"].as_str().map(str::to_string)))
+        .map(|e| {
+            (
+                e["text"].as_str().expect("text").to_string(),
+                e["pair"].as_str().map(str::to_string),
+            )
+        })
         .collect();
-    let refs: Vec<(&str, Option<&str>)> = examples.iter().map(|(a, b)| (a.as_str(), b.as_deref())).collect();
+    let refs: Vec<(&str, Option<&str>)> = examples
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_deref()))
+        .collect();
     let tokenizer = TextTokenizer::from_dir(&dir, 512).expect("tokenizer");
     let ours = tokenizer.batch(&refs, &Device::Cpu).expect("batch");
-    assert_eq!(ours.input_ids.to_vec2::<u32>().expect("ids"), batch.input_ids.to_vec2::<u32>().expect("ids"));
-    assert_eq!(ours.attention_mask.to_vec2::<u32>().expect("m"), batch.attention_mask.to_vec2::<u32>().expect("m"));
-    let types = |b: &peftspace_core::backbone::Batch| b.token_type_ids.as_ref().map(|t| t.to_vec2::<u32>().expect("t"));
+    assert_eq!(
+        ours.input_ids.to_vec2::<u32>().expect("ids"),
+        batch.input_ids.to_vec2::<u32>().expect("ids")
+    );
+    assert_eq!(
+        ours.attention_mask.to_vec2::<u32>().expect("m"),
+        batch.attention_mask.to_vec2::<u32>().expect("m")
+    );
+    let types = |b: &peftspace_core::backbone::Batch| {
+        b.token_type_ids
+            .as_ref()
+            .map(|t| t.to_vec2::<u32>().expect("t"))
+    };
     assert_eq!(types(&ours), types(&batch));
 }
 
@@ -70,13 +98,23 @@ fn minilm_token_ids_match_the_fast_tokenizer() {
         assert_eq!(ours.ids, ids_of(&entry["ids"]), "{text:?}");
     }
     for entry in expected["pairs"].as_array().expect("pairs") {
-        let (a, b) = (entry["text"].as_str().expect("text"), entry["pair"].as_str().expect("pair"));
+        let (a, b) = (
+            entry["text"].as_str().expect("text"),
+            entry["pair"].as_str().expect("pair"),
+        );
         let ours = tokenizer.encode(a, Some(b)).expect("encode");
         assert_eq!(ours.ids, ids_of(&entry["ids"]), "{a:?} / {b:?}");
         assert_eq!(ours.type_ids, ids_of(&entry["type_ids"]), "{a:?} / {b:?}");
     }
     // The file pads to 128; we must not.
-    assert_eq!(tokenizer.encode("Hello, world!", None).expect("encode").ids.len(), 6);
+    assert_eq!(
+        tokenizer
+            .encode("Hello, world!", None)
+            .expect("encode")
+            .ids
+            .len(),
+        6
+    );
 }
 
 #[test]
@@ -84,7 +122,9 @@ fn minilm_token_ids_match_the_fast_tokenizer() {
 fn minilm_parameter_count_equals_the_checkpoint() {
     let dir = minilm_dir();
     let described = peftspace_backbones::describe(&dir).expect("describe");
-    let scalars = Checkpoint::open(&dir).expect("open").float_scalars(|_| true);
+    let scalars = Checkpoint::open(&dir)
+        .expect("open")
+        .float_scalars(|_| true);
     assert_eq!(described.num_params, scalars);
     let model = peftspace_backbones::load(&dir, &Device::Cpu).expect("load");
     assert_eq!(model.info(), &described);

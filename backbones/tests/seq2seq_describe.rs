@@ -17,16 +17,25 @@ fn read(path: PathBuf) -> String {
 }
 
 fn transformers_count(name: &str) -> usize {
-    let counts: serde_json::Value = serde_json::from_str(&read(fixtures().join("seq2seq_param_counts.json"))).unwrap();
-    counts[name].as_u64().unwrap_or_else(|| panic!("no count for {name}")) as usize
+    let counts: serde_json::Value =
+        serde_json::from_str(&read(fixtures().join("seq2seq_param_counts.json"))).unwrap();
+    counts[name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no count for {name}")) as usize
 }
 
 fn t5_info(path: PathBuf) -> peftspace_core::shapes::BackboneInfo {
-    t5::Config::from_json(&read(path)).unwrap().describe().unwrap()
+    t5::Config::from_json(&read(path))
+        .unwrap()
+        .describe()
+        .unwrap()
 }
 
 fn bart_info(path: PathBuf) -> peftspace_core::shapes::BackboneInfo {
-    bart::Config::from_json(&read(path)).unwrap().describe().unwrap()
+    bart::Config::from_json(&read(path))
+        .unwrap()
+        .describe()
+        .unwrap()
 }
 
 #[test]
@@ -62,13 +71,40 @@ fn t5_base_has_24_layers_encoder_then_decoder() {
     for (i, layer) in info.layers.iter().enumerate() {
         assert_eq!(layer.index, i);
         let decoder = i >= 12;
-        assert_eq!(layer.stack, if decoder { Stack::Decoder } else { Stack::Encoder });
+        assert_eq!(
+            layer.stack,
+            if decoder {
+                Stack::Decoder
+            } else {
+                Stack::Encoder
+            }
+        );
         assert_eq!(layer.linear_site(SiteKind::CrossQuery).is_some(), decoder);
-        assert_eq!(layer.attention_shape(AttentionKind::CrossAttention).is_some(), decoder);
-        assert_eq!(layer.residual.contains(&ResidualSite::CrossAttention), decoder);
-        assert_eq!(layer.norms.iter().any(|n| n.site == NormSite::CrossAttention), decoder);
-        assert!(layer.linear.iter().all(|s| !s.has_bias), "T5 projections have no bias");
-        assert!(layer.norms.iter().all(|n| !n.has_bias), "T5 norms have no bias");
+        assert_eq!(
+            layer
+                .attention_shape(AttentionKind::CrossAttention)
+                .is_some(),
+            decoder
+        );
+        assert_eq!(
+            layer.residual.contains(&ResidualSite::CrossAttention),
+            decoder
+        );
+        assert_eq!(
+            layer
+                .norms
+                .iter()
+                .any(|n| n.site == NormSite::CrossAttention),
+            decoder
+        );
+        assert!(
+            layer.linear.iter().all(|s| !s.has_bias),
+            "T5 projections have no bias"
+        );
+        assert!(
+            layer.norms.iter().all(|n| !n.has_bias),
+            "T5 norms have no bias"
+        );
         assert!(
             layer.linear_site(SiteKind::FfnGate).is_none(),
             "t5-base has a plain ReLU FFN"
@@ -112,26 +148,40 @@ fn bart_base_sites_have_biases() {
     assert_eq!(dec.linear.len(), 10, "q k v o cq ck cv co ffn_in ffn_out");
     assert!(dec.linear.iter().all(|s| s.has_bias));
     assert!(dec.norms.iter().all(|n| n.has_bias));
-    assert_eq!(dec.attention_shape(AttentionKind::CrossAttention).unwrap().head_dim, 64);
+    assert_eq!(
+        dec.attention_shape(AttentionKind::CrossAttention)
+            .unwrap()
+            .head_dim,
+        64
+    );
 }
 
 #[test]
 fn loaded_models_report_what_describe_says() {
     let t5_model = t5::T5::load(&fixtures().join("t5-tiny-relu"), &Device::Cpu).unwrap();
-    assert_eq!(t5_model.info(), &t5_info(fixtures().join("t5-tiny-relu/config.json")));
+    assert_eq!(
+        t5_model.info(),
+        &t5_info(fixtures().join("t5-tiny-relu/config.json"))
+    );
     let bart_model = bart::Bart::load(&fixtures().join("bart-tiny"), &Device::Cpu).unwrap();
-    assert_eq!(bart_model.info(), &bart_info(fixtures().join("bart-tiny/config.json")));
+    assert_eq!(
+        bart_model.info(),
+        &bart_info(fixtures().join("bart-tiny/config.json"))
+    );
 }
 
 #[test]
 fn registry_describes_from_config_text() {
     let registries = peftspace_core::registry::registries().unwrap();
-    let info =
-        (registries.architecture_for("t5").unwrap().describe)(&read(fixtures().join("configs/t5-base/config.json"))).unwrap();
+    let info = (registries.architecture_for("t5").unwrap().describe)(&read(
+        fixtures().join("configs/t5-base/config.json"),
+    ))
+    .unwrap();
     assert_eq!(info.num_layers(), 24);
-    let info =
-        (registries.architecture_for("bart").unwrap().describe)(&read(fixtures().join("configs/bart-base/config.json")))
-            .unwrap();
+    let info = (registries.architecture_for("bart").unwrap().describe)(&read(
+        fixtures().join("configs/bart-base/config.json"),
+    ))
+    .unwrap();
     assert_eq!(info.num_layers(), 12);
 }
 
@@ -141,7 +191,8 @@ fn bad_configs_are_clear_errors() {
     assert!(err.contains("feed_forward_proj"), "{err}");
     let err = t5::Config::from_json(r#"{"feed_forward_proj": "swiglu"}"#).unwrap_err();
     assert!(err.contains("unsupported activation `swiglu`"), "{err}");
-    let err = bart::Config::from_json(r#"{"d_model": 10, "encoder_attention_heads": 3}"#).unwrap_err();
+    let err =
+        bart::Config::from_json(r#"{"d_model": 10, "encoder_attention_heads": 3}"#).unwrap_err();
     assert!(err.contains("encoder_attention_heads"), "{err}");
     let err = bart::Config::from_json(r#"{"normalize_before": true}"#).unwrap_err();
     assert!(err.contains("normalize_before"), "{err}");

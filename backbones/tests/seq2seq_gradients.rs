@@ -19,7 +19,9 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn batch(name: &str) -> Batch {
-    let r = candle_core::safetensors::load(fixture(name).join("reference.safetensors"), &Device::Cpu).unwrap();
+    let r =
+        candle_core::safetensors::load(fixture(name).join("reference.safetensors"), &Device::Cpu)
+            .unwrap();
     Batch {
         input_ids: r["input_ids"].to_dtype(DType::U32).unwrap(),
         attention_mask: r["attention_mask"].to_dtype(DType::U32).unwrap(),
@@ -41,7 +43,13 @@ struct TestHooks {
 }
 
 impl LayerHooks for TestHooks {
-    fn linear(&self, layer: usize, site: SiteKind, x: &Tensor, y: Tensor) -> peftspace_core::Result<Tensor> {
+    fn linear(
+        &self,
+        layer: usize,
+        site: SiteKind,
+        x: &Tensor,
+        y: Tensor,
+    ) -> peftspace_core::Result<Tensor> {
         let mut y = y;
         let (l, s, a, b) = &self.lora;
         if (layer, site) == (*l, *s) {
@@ -57,7 +65,12 @@ impl LayerHooks for TestHooks {
         Ok(y)
     }
 
-    fn prefix(&self, layer: usize, kind: AttentionKind, batch: usize) -> peftspace_core::Result<Option<Prefix>> {
+    fn prefix(
+        &self,
+        layer: usize,
+        kind: AttentionKind,
+        batch: usize,
+    ) -> peftspace_core::Result<Option<Prefix>> {
         for (l, k, key, value) in &self.prefixes {
             if (layer, kind) == (*l, *k) {
                 return Ok(Some(Prefix {
@@ -106,23 +119,42 @@ fn build_hooks(model: &dyn Backbone, store: &mut ParamStore, zero_updates: bool)
         (
             first_dec + 1,
             AttentionKind::SelfAttention,
-            store.normal("prefix.self.key", &[3, self_inner], 0.5).unwrap(),
-            store.normal("prefix.self.value", &[3, self_inner], 0.5).unwrap(),
+            store
+                .normal("prefix.self.key", &[3, self_inner], 0.5)
+                .unwrap(),
+            store
+                .normal("prefix.self.value", &[3, self_inner], 0.5)
+                .unwrap(),
         ),
         (
             last,
             AttentionKind::CrossAttention,
-            store.normal("prefix.cross.key", &[2, cross_inner], 0.5).unwrap(),
-            store.normal("prefix.cross.value", &[2, cross_inner], 0.5).unwrap(),
+            store
+                .normal("prefix.cross.key", &[2, cross_inner], 0.5)
+                .unwrap(),
+            store
+                .normal("prefix.cross.value", &[2, cross_inner], 0.5)
+                .unwrap(),
         ),
     ];
     let hidden = info.hidden;
-    let out = info.layers[last].linear_site(SiteKind::FfnOut).unwrap().d_out;
+    let out = info.layers[last]
+        .linear_site(SiteKind::FfnOut)
+        .unwrap()
+        .d_out;
     TestHooks {
         lora: (first_dec, SiteKind::CrossValue, a, b),
         prefixes,
-        norm_bias: (0, NormSite::Ffn, store.zeros("bitfit.norm", &[hidden]).unwrap()),
-        linear_bias: (last, SiteKind::FfnOut, store.zeros("bitfit.ffn_out", &[out]).unwrap()),
+        norm_bias: (
+            0,
+            NormSite::Ffn,
+            store.zeros("bitfit.norm", &[hidden]).unwrap(),
+        ),
+        linear_bias: (
+            last,
+            SiteKind::FfnOut,
+            store.zeros("bitfit.ffn_out", &[out]).unwrap(),
+        ),
     }
 }
 
@@ -130,7 +162,9 @@ fn build_hooks(model: &dyn Backbone, store: &mut ParamStore, zero_updates: bool)
 fn loss(model: &dyn Backbone, batch: &Batch, hooks: &dyn LayerHooks) -> Tensor {
     let features = model.features(batch, hooks, Mode::Eval).unwrap();
     let (rows, width) = features.dims2().unwrap();
-    let weights: Vec<f32> = (0..rows * width).map(|i| ((i as f32) * 0.37).sin()).collect();
+    let weights: Vec<f32> = (0..rows * width)
+        .map(|i| ((i as f32) * 0.37).sin())
+        .collect();
     let weights = Tensor::from_vec(weights, (rows, width), &Device::Cpu).unwrap();
     (features * weights).unwrap().sum_all().unwrap()
 }
@@ -155,7 +189,10 @@ fn check_gradients(model: &dyn Backbone, name: &str) {
             .enumerate()
             .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
             .unwrap();
-        assert!(analytic.abs() > 0.0, "{name}: `{var_name}` has an all-zero gradient");
+        assert!(
+            analytic.abs() > 0.0,
+            "{name}: `{var_name}` has an all-zero gradient"
+        );
         // Central finite difference on the element with the largest gradient.
         let original = var.as_tensor().copy().unwrap();
         let shape = original.dims().to_vec();
@@ -252,10 +289,16 @@ fn prefix_changes_decoder_but_not_encoder_and_bad_width_is_an_error() {
     let dec = (plain.decoder_hidden.unwrap() - hooked.decoder_hidden.unwrap()).unwrap();
     let dec = scalar(&dec.abs().unwrap().sum_all().unwrap());
     assert_eq!(enc, 0.0, "decoder prefixes must not touch the encoder");
-    assert!(dec > 1e-3, "decoder prefixes must change the decoder output");
+    assert!(
+        dec > 1e-3,
+        "decoder prefixes must change the decoder output"
+    );
     // A prefix of the wrong width fails with a message naming the expected shape.
     let wrong = store.zeros("prefix.wrong", &[2, 5]).unwrap();
     hooks.prefixes = vec![(0, AttentionKind::SelfAttention, wrong.clone(), wrong)];
-    let err = model.encode(&batch, &hooks, Mode::Eval).unwrap_err().to_string();
+    let err = model
+        .encode(&batch, &hooks, Mode::Eval)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("prefix key has shape"), "{err}");
 }

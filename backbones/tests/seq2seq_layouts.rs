@@ -17,14 +17,22 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 /// Copies a fixture into `out` with every tensor renamed by `rename` (which may also drop or add tensors).
-fn rewrite(name: &str, out: &Path, rename: impl Fn(HashMap<String, Tensor>) -> HashMap<String, Tensor>) {
-    let tensors = candle_core::safetensors::load(fixture(name).join("model.safetensors"), &Device::Cpu).unwrap();
+fn rewrite(
+    name: &str,
+    out: &Path,
+    rename: impl Fn(HashMap<String, Tensor>) -> HashMap<String, Tensor>,
+) {
+    let tensors =
+        candle_core::safetensors::load(fixture(name).join("model.safetensors"), &Device::Cpu)
+            .unwrap();
     candle_core::safetensors::save(&rename(tensors), out.join("model.safetensors")).unwrap();
     std::fs::copy(fixture(name).join("config.json"), out.join("config.json")).unwrap();
 }
 
 fn decoder_hidden(model: &dyn Backbone, name: &str) -> Tensor {
-    let r = candle_core::safetensors::load(fixture(name).join("reference.safetensors"), &Device::Cpu).unwrap();
+    let r =
+        candle_core::safetensors::load(fixture(name).join("reference.safetensors"), &Device::Cpu)
+            .unwrap();
     let batch = Batch {
         input_ids: r["input_ids"].to_dtype(DType::U32).unwrap(),
         attention_mask: r["attention_mask"].to_dtype(DType::U32).unwrap(),
@@ -56,7 +64,10 @@ fn same(a: &Tensor, b: &Tensor) -> bool {
 fn bart_task_checkpoint_under_model_prefix_with_lm_head() {
     let dir = tempfile::tempdir().unwrap();
     rewrite("bart-tiny", dir.path(), |tensors| {
-        let mut out: HashMap<String, Tensor> = tensors.into_iter().map(|(k, v)| (format!("model.{k}"), v)).collect();
+        let mut out: HashMap<String, Tensor> = tensors
+            .into_iter()
+            .map(|(k, v)| (format!("model.{k}"), v))
+            .collect();
         let shared = out["model.shared.weight"].clone();
         out.insert("lm_head.weight".to_string(), (shared * 3.0).unwrap());
         out.insert(
@@ -80,7 +91,10 @@ fn t5_classification_checkpoint_with_per_stack_embeddings() {
         let mut out = HashMap::new();
         for (k, v) in tensors {
             if k == "shared.weight" {
-                out.insert("transformer.encoder.embed_tokens.weight".to_string(), v.clone());
+                out.insert(
+                    "transformer.encoder.embed_tokens.weight".to_string(),
+                    v.clone(),
+                );
                 out.insert("transformer.decoder.embed_tokens.weight".to_string(), v);
             } else {
                 out.insert(format!("transformer.{k}"), v);
@@ -103,7 +117,10 @@ fn missing_tensors_name_the_file_and_the_tensor() {
         tensors.remove("decoder.block.1.layer.1.EncDecAttention.k.weight");
         tensors
     });
-    let err = T5::load(dir.path(), &Device::Cpu).err().unwrap().to_string();
+    let err = T5::load(dir.path(), &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("model.safetensors"), "{err}");
     assert!(
         err.contains("decoder.block.1.layer.1.EncDecAttention.k.weight"),
@@ -115,6 +132,12 @@ fn missing_tensors_name_the_file_and_the_tensor() {
         empty.path().join("config.json"),
     )
     .unwrap();
-    let err = Bart::load(empty.path(), &Device::Cpu).err().unwrap().to_string();
-    assert!(err.contains("model.safetensors") && err.contains("no such file"), "{err}");
+    let err = Bart::load(empty.path(), &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("model.safetensors") && err.contains("no such file"),
+        "{err}"
+    );
 }

@@ -53,7 +53,9 @@ fn batch(r: &HashMap<String, Tensor>, decoder: Option<&str>) -> Batch {
 fn check(model: &dyn Backbone, name: &str) {
     let r = reference(name);
     // Default decoder input: the input shifted right with the decoder start token.
-    let out = model.encode(&batch(&r, None), &NoHooks, Mode::Eval).unwrap();
+    let out = model
+        .encode(&batch(&r, None), &NoHooks, Mode::Eval)
+        .unwrap();
     let enc = max_abs_diff(&out.encoder_hidden, &r["encoder_hidden"]);
     let dec = max_abs_diff(out.decoder_hidden.as_ref().unwrap(), &r["decoder_hidden"]);
     println!("{name}: encoder max |diff| {enc:.2e}, decoder {dec:.2e}");
@@ -63,15 +65,29 @@ fn check(model: &dyn Backbone, name: &str) {
     let explicit = model
         .encode(&batch(&r, Some("decoder_input_ids")), &NoHooks, Mode::Eval)
         .unwrap();
-    assert!(max_abs_diff(explicit.decoder_hidden.as_ref().unwrap(), &r["decoder_hidden"]) <= TOLERANCE);
+    assert!(
+        max_abs_diff(
+            explicit.decoder_hidden.as_ref().unwrap(),
+            &r["decoder_hidden"]
+        ) <= TOLERANCE
+    );
     // Shorter explicit decoder ids.
     let short = model
-        .encode(&batch(&r, Some("explicit_decoder_input_ids")), &NoHooks, Mode::Eval)
+        .encode(
+            &batch(&r, Some("explicit_decoder_input_ids")),
+            &NoHooks,
+            Mode::Eval,
+        )
         .unwrap();
-    let d = max_abs_diff(short.decoder_hidden.as_ref().unwrap(), &r["explicit_decoder_hidden"]);
+    let d = max_abs_diff(
+        short.decoder_hidden.as_ref().unwrap(),
+        &r["explicit_decoder_hidden"],
+    );
     assert!(d <= TOLERANCE, "{name}: explicit decoder ids differ by {d}");
     // The classification read-out: decoder state at the last EOS of each row.
-    let features = model.features(&batch(&r, None), &NoHooks, Mode::Eval).unwrap();
+    let features = model
+        .features(&batch(&r, None), &NoHooks, Mode::Eval)
+        .unwrap();
     let f = max_abs_diff(&features, &r["eos_features"]);
     assert!(f <= TOLERANCE, "{name}: EOS features differ by {f}");
     assert_eq!(features.dims(), &[2, model.feature_dim()]);
@@ -116,7 +132,11 @@ fn dropout_changes_training_outputs_only() {
     let r = reference("t5-tiny-gated");
     let dropout = peftspace_core::backbone::Dropout::new(7);
     let train = model
-        .encode(&batch(&r, None), &NoHooks, Mode::Train { dropout: &dropout })
+        .encode(
+            &batch(&r, None),
+            &NoHooks,
+            Mode::Train { dropout: &dropout },
+        )
         .unwrap();
     let diff = max_abs_diff(train.decoder_hidden.as_ref().unwrap(), &r["decoder_hidden"]);
     assert!(
@@ -129,7 +149,10 @@ fn dropout_changes_training_outputs_only() {
 fn fixture_tokenizers_reproduce_the_reference_batch() {
     // The texts `tests/fixtures/gen_seq2seq.py` tokenised.
     let cases: [(&str, [&str; 2]); 2] = [
-        ("t5-tiny-relu", ["w3 w7 w1 w12 w30 w5 w9 w22 w17 w2 w8", "w4 w15 w6"]),
+        (
+            "t5-tiny-relu",
+            ["w3 w7 w1 w12 w30 w5 w9 w22 w17 w2 w8", "w4 w15 w6"],
+        ),
         ("bart-tiny", ["w3 w7 w1 w12 w30 w5 w9", "w4 w15"]),
     ];
     for (name, texts) in cases {
@@ -155,6 +178,9 @@ fn fixture_tokenizers_reproduce_the_reference_batch() {
         // Through the crate-level loader (registry lookup by `model_type`).
         let model = peftspace_backbones::load(&dir, &Device::Cpu).unwrap();
         let features = model.features(&batch, &NoHooks, Mode::Eval).unwrap();
-        assert!(max_abs_diff(&features, &r["eos_features"]) <= TOLERANCE, "{name}");
+        assert!(
+            max_abs_diff(&features, &r["eos_features"]) <= TOLERANCE,
+            "{name}"
+        );
     }
 }

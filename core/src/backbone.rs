@@ -7,6 +7,7 @@ use candle_core::{Device, Tensor};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::autograd::with_input_gradient;
 use crate::hooks::LayerHooks;
 use crate::shapes::BackboneInfo;
 use crate::Result;
@@ -50,15 +51,25 @@ impl Dropout {
         if p <= 0.0 {
             return Ok(x.clone());
         }
-        let n = x.elem_count();
         let keep = 1.0 - p;
         let scale = (1.0 / keep) as f32;
-        let mask: Vec<f32> = {
-            let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
-            (0..n).map(|_| if rng.random::<f64>() < keep { scale } else { 0.0 }).collect()
-        };
+        // An element is kept when its 32 random bits fall below keep · 2³².
+        let threshold = (keep * 4_294_967_296.0).min(u32::MAX as f64) as u32;
+        let mut bits = vec![0u32; x.elem_count()];
+        self.rng
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .fill(&mut bits[..]);
+        let mask: Vec<f32> = bits
+            .iter()
+            .map(|&b| if b < threshold { scale } else { 0.0 })
+            .collect();
         let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
-        Ok((x * mask)?)
+        let y = (x.detach() * &mask)?;
+        // The mask is a constant: only x needs a gradient.
+        Ok(with_input_gradient("dropout", x, y, move |_, _, grad| {
+            grad * &mask
+        })?)
     }
 }
 

@@ -77,9 +77,11 @@ impl Plan {
 
     /// Every `(layer, strategy name, size)` to build, layer by layer.
     pub fn assignments(&self) -> impl Iterator<Item = (usize, &str, usize)> + '_ {
-        self.layers
-            .iter()
-            .flat_map(|l| l.strategies.iter().map(move |s| (l.layer, s.strategy.as_str(), s.size)))
+        self.layers.iter().flat_map(|l| {
+            l.strategies
+                .iter()
+                .map(move |s| (l.layer, s.strategy.as_str(), s.size))
+        })
     }
 
     /// The plan as the trainer builds it ([`crate::train::build_design`]): per layer, `(strategy, size)` pairs.
@@ -90,7 +92,11 @@ impl Plan {
             .filter(|l| !l.strategies.is_empty())
             .map(|l| crate::train::LayerAssignment {
                 layer: l.layer,
-                strategies: l.strategies.iter().map(|s| (s.strategy.clone(), s.size)).collect(),
+                strategies: l
+                    .strategies
+                    .iter()
+                    .map(|s| (s.strategy.clone(), s.size))
+                    .collect(),
             })
             .collect()
     }
@@ -108,7 +114,13 @@ impl Plan {
                 let parts: Vec<String> = l
                     .strategies
                     .iter()
-                    .map(|s| if s.fixed { code(&s.strategy) } else { format!("{}{}", code(&s.strategy), s.size) })
+                    .map(|s| {
+                        if s.fixed {
+                            code(&s.strategy)
+                        } else {
+                            format!("{}{}", code(&s.strategy), s.size)
+                        }
+                    })
                     .collect();
                 parts.join("+")
             })
@@ -118,7 +130,12 @@ impl Plan {
 }
 
 /// Solves a design and refuses plans further than [`TOLERANCE`] from the target ([`Error::Budget`]).
-pub fn solve(info: &BackboneInfo, design: &Design, strategies: &Strategies, fraction: f64) -> Result<Plan> {
+pub fn solve(
+    info: &BackboneInfo,
+    design: &Design,
+    strategies: &Strategies,
+    fraction: f64,
+) -> Result<Plan> {
     let plan = allocate(info, design, strategies, fraction)?;
     let err = plan.relative_error();
     if err.abs() > TOLERANCE {
@@ -135,7 +152,12 @@ pub fn solve(info: &BackboneInfo, design: &Design, strategies: &Strategies, frac
 
 /// Solves a design without the tolerance check; errors ([`Error::Budget`]) only when a strategy cannot get even
 /// size 1 in every layer of its group.
-pub fn allocate(info: &BackboneInfo, design: &Design, strategies: &Strategies, fraction: f64) -> Result<Plan> {
+pub fn allocate(
+    info: &BackboneInfo,
+    design: &Design,
+    strategies: &Strategies,
+    fraction: f64,
+) -> Result<Plan> {
     design.check()?;
     if design.layers() != info.num_layers() {
         return Err(Error::msg(format!(
@@ -145,7 +167,9 @@ pub fn allocate(info: &BackboneInfo, design: &Design, strategies: &Strategies, f
         )));
     }
     if !(fraction.is_finite() && fraction > 0.0) {
-        return Err(Error::msg(format!("budget fraction must be positive, not {fraction}")));
+        return Err(Error::msg(format!(
+            "budget fraction must be positive, not {fraction}"
+        )));
     }
     let target_exact = fraction * info.num_params as f64;
     let g_count = design.groups();
@@ -166,7 +190,10 @@ pub fn allocate(info: &BackboneInfo, design: &Design, strategies: &Strategies, f
         }
     }
     let mut group_budgets: Vec<f64> = design.shares.iter().map(|s| s * target_exact).collect();
-    let absorbing_share: f64 = (0..g_count).filter(|&g| absorbs[g]).map(|g| design.shares[g]).sum();
+    let absorbing_share: f64 = (0..g_count)
+        .filter(|&g| absorbs[g])
+        .map(|g| design.shares[g])
+        .sum();
     if absorbing_share > 0.0 {
         let passed: f64 = (0..g_count)
             .filter(|&g| design.tuned[g] && !absorbs[g])
@@ -191,7 +218,10 @@ pub fn allocate(info: &BackboneInfo, design: &Design, strategies: &Strategies, f
     }
     let mut parts: Vec<Part> = Vec::new();
     for g in (0..g_count).filter(|&g| absorbs[g]) {
-        let sized: Vec<&String> = design.strategies[g].iter().filter(|n| lookup(n).is_ok_and(|s| !s.fixed_size())).collect();
+        let sized: Vec<&String> = design.strategies[g]
+            .iter()
+            .filter(|n| lookup(n).is_ok_and(|s| !s.fixed_size()))
+            .collect();
         let rest = group_budgets[g] - fixed_params[g] as f64;
         let count = sized.len();
         let each = rest / count as f64;
@@ -200,9 +230,22 @@ pub fn allocate(info: &BackboneInfo, design: &Design, strategies: &Strategies, f
             let layers = layers_of(g);
             let min_total: usize = layers.iter().map(|l| s.params(l, 1)).sum();
             if each < min_total as f64 {
-                return Err(infeasible(g, name, layers, s, group_budgets[g], fixed_params[g], each, count));
+                return Err(infeasible(
+                    g,
+                    name,
+                    layers,
+                    s,
+                    group_budgets[g],
+                    fixed_params[g],
+                    each,
+                    count,
+                ));
             }
-            let step = layers.iter().map(|l| s.params(l, 2).saturating_sub(s.params(l, 1))).max().unwrap_or(0);
+            let step = layers
+                .iter()
+                .map(|l| s.params(l, 2).saturating_sub(s.params(l, 1)))
+                .max()
+                .unwrap_or(0);
             parts.push(Part {
                 group: g,
                 name,
@@ -213,7 +256,12 @@ pub fn allocate(info: &BackboneInfo, design: &Design, strategies: &Strategies, f
         }
     }
     // Coarsest step first: the finest strategy ends the chain and takes up what is left.
-    parts.sort_by(|a, b| b.step.cmp(&a.step).then(a.group.cmp(&b.group)).then(a.name.cmp(b.name)));
+    parts.sort_by(|a, b| {
+        b.step
+            .cmp(&a.step)
+            .then(a.group.cmp(&b.group))
+            .then(a.name.cmp(b.name))
+    });
 
     let mut sizes: BTreeMap<(usize, &str), Vec<usize>> = BTreeMap::new();
     let mut carry = 0.0;
@@ -236,8 +284,15 @@ pub fn allocate(info: &BackboneInfo, design: &Design, strategies: &Strategies, f
                     let (size, fixed) = if s.fixed_size() {
                         (1, true)
                     } else {
-                        let per_layer = sizes.get(&(g, name.as_str())).and_then(|v| v.get(i)).copied();
-                        (per_layer.ok_or_else(|| Error::msg("budget solver lost a strategy size"))?, false)
+                        let per_layer = sizes
+                            .get(&(g, name.as_str()))
+                            .and_then(|v| v.get(i))
+                            .copied();
+                        (
+                            per_layer
+                                .ok_or_else(|| Error::msg("budget solver lost a strategy size"))?,
+                            false,
+                        )
                     };
                     let params = s.params(layer, size);
                     group_params[g] += params;
@@ -266,11 +321,14 @@ pub fn allocate(info: &BackboneInfo, design: &Design, strategies: &Strategies, f
 }
 
 fn lookup<'a>(strategies: &'a Strategies, name: &str) -> Result<&'a dyn TuningStrategy> {
-    strategies.get(name).map(|b| b.as_ref()).ok_or_else(|| Error::UnknownName {
-        kind: "strategy",
-        name: name.to_string(),
-        known: strategies.keys().cloned().collect(),
-    })
+    strategies
+        .get(name)
+        .map(|b| b.as_ref())
+        .ok_or_else(|| Error::UnknownName {
+            kind: "strategy",
+            name: name.to_string(),
+            known: strategies.keys().cloned().collect(),
+        })
 }
 
 /// Sizes for one strategy over a group's layers: the largest common size whose total fits `budget` (at least 1),
@@ -301,14 +359,19 @@ fn fit(layers: &[LayerShape], s: &dyn TuningStrategy, budget: f64) -> (Vec<usize
     let mut best = (f64::INFINITY, 0usize, 0usize);
     for m in 0..=n {
         let up = spread(n, m);
-        let t: usize = (0..n).map(|i| if up[i] { bumped[i] } else { base[i] }).sum();
+        let t: usize = (0..n)
+            .map(|i| if up[i] { bumped[i] } else { base[i] })
+            .sum();
         let dist = (budget - t as f64).abs();
         if dist < best.0 {
             best = (dist, m, t);
         }
     }
     let up = spread(n, best.1);
-    ((0..n).map(|i| if up[i] { lo + 1 } else { lo }).collect(), best.2)
+    (
+        (0..n).map(|i| if up[i] { lo + 1 } else { lo }).collect(),
+        best.2,
+    )
 }
 
 /// Which of `n` layers get one step more when `m` do, spread evenly (Bresenham).
@@ -328,7 +391,11 @@ fn infeasible(
     sized: usize,
 ) -> Error {
     let per_layer = layers.first().map(|l| s.params(l, 1)).unwrap_or(0);
-    let fixed_note = if fixed > 0 { format!(", fixed-size strategies take {}", thousands(fixed)) } else { String::new() };
+    let fixed_note = if fixed > 0 {
+        format!(", fixed-size strategies take {}", thousands(fixed))
+    } else {
+        String::new()
+    };
     Error::Budget(format!(
         "{name} size 1 needs {} parameters per layer ({} for the {} layer(s) of group {}) but gets {} \
          (group budget {}{fixed_note}, shared by {sized} sized strateg{})",

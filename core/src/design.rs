@@ -80,28 +80,40 @@ impl Design {
         for i in 0..g {
             let name = group_name(i);
             if self.group_sizes[i] == 0 {
-                return Err(Error::msg(format!("group {name} is empty; every group needs at least one layer")));
+                return Err(Error::msg(format!(
+                    "group {name} is empty; every group needs at least one layer"
+                )));
             }
             let share = self.shares[i];
             if self.tuned[i] {
                 if !(share.is_finite() && share > 0.0) {
-                    return Err(Error::msg(format!("tuned group {name} needs a positive share, not {share}")));
+                    return Err(Error::msg(format!(
+                        "tuned group {name} needs a positive share, not {share}"
+                    )));
                 }
                 if self.strategies[i].is_empty() {
-                    return Err(Error::msg(format!("tuned group {name} needs at least one strategy")));
+                    return Err(Error::msg(format!(
+                        "tuned group {name} needs at least one strategy"
+                    )));
                 }
             } else {
                 if share != 0.0 {
-                    return Err(Error::msg(format!("group {name} is not tuned, so its share must be 0, not {share}")));
+                    return Err(Error::msg(format!(
+                        "group {name} is not tuned, so its share must be 0, not {share}"
+                    )));
                 }
                 if !self.strategies[i].is_empty() {
-                    return Err(Error::msg(format!("group {name} is not tuned, so it takes no strategies (`-`)")));
+                    return Err(Error::msg(format!(
+                        "group {name} is not tuned, so it takes no strategies (`-`)"
+                    )));
                 }
             }
         }
         let sum: f64 = self.shares.iter().sum();
         if (sum - 1.0).abs() > SHARE_SUM_TOLERANCE {
-            return Err(Error::msg(format!("the shares of the tuned groups sum to {sum}, not 1")));
+            return Err(Error::msg(format!(
+                "the shares of the tuned groups sum to {sum}, not 1"
+            )));
         }
         Ok(())
     }
@@ -162,7 +174,9 @@ fn parse_design(text: &str, codes: &StrategyCodes) -> std::result::Result<Design
             return Err(format!("`{key}=` is given twice"));
         }
     }
-    let sizes_text = fields.get("g").ok_or("missing `g=` (group sizes, e.g. g=1,2,2,1)")?;
+    let sizes_text = fields
+        .get("g")
+        .ok_or("missing `g=` (group sizes, e.g. g=1,2,2,1)")?;
     let group_sizes = sizes_text
         .split(',')
         .map(|x| match x.parse::<usize>() {
@@ -172,10 +186,15 @@ fn parse_design(text: &str, codes: &StrategyCodes) -> std::result::Result<Design
         .collect::<std::result::Result<Vec<_>, _>>()?;
     let g = group_sizes.len();
 
-    let strategies_text = fields.get("s").ok_or("missing `s=` (strategy codes per group, e.g. s=AL|P|B|-)")?;
+    let strategies_text = fields
+        .get("s")
+        .ok_or("missing `s=` (strategy codes per group, e.g. s=AL|P|B|-)")?;
     let parts: Vec<&str> = strategies_text.split('|').collect();
     if parts.len() != g {
-        return Err(format!("`s=` lists {} groups but `g=` has {g}", parts.len()));
+        return Err(format!(
+            "`s=` lists {} groups but `g=` has {g}",
+            parts.len()
+        ));
     }
     let strategies = parts
         .iter()
@@ -185,7 +204,9 @@ fn parse_design(text: &str, codes: &StrategyCodes) -> std::result::Result<Design
     let tuned = match fields.get("t") {
         Some(t) => {
             if t.len() != g || !t.chars().all(|c| c == '0' || c == '1') {
-                return Err(format!("`t={t}` must be {g} characters 0 or 1, one per group"));
+                return Err(format!(
+                    "`t={t}` must be {g} characters 0 or 1, one per group"
+                ));
             }
             t.chars().map(|c| c == '1').collect()
         }
@@ -203,7 +224,10 @@ fn parse_design(text: &str, codes: &StrategyCodes) -> std::result::Result<Design
                 })
                 .collect::<std::result::Result<Vec<_>, _>>()?;
             if raw.len() != g {
-                return Err(format!("`a=` lists {} shares but `g=` has {g} groups", raw.len()));
+                return Err(format!(
+                    "`a=` lists {} shares but `g=` has {g} groups",
+                    raw.len()
+                ));
             }
             let sum: f64 = raw.iter().sum();
             if sum <= 0.0 {
@@ -217,11 +241,22 @@ fn parse_design(text: &str, codes: &StrategyCodes) -> std::result::Result<Design
         }
         // Without `a=`, every tuned layer gets the same budget (uniform allocation).
         None => {
-            let tuned_layers: usize = group_sizes.iter().zip(&tuned).filter(|(_, &t)| t).map(|(n, _)| n).sum();
+            let tuned_layers: usize = group_sizes
+                .iter()
+                .zip(&tuned)
+                .filter(|(_, &t)| t)
+                .map(|(n, _)| n)
+                .sum();
             group_sizes
                 .iter()
                 .zip(&tuned)
-                .map(|(&n, &t)| if t && tuned_layers > 0 { n as f64 / tuned_layers as f64 } else { 0.0 })
+                .map(|(&n, &t)| {
+                    if t && tuned_layers > 0 {
+                        n as f64 / tuned_layers as f64
+                    } else {
+                        0.0
+                    }
+                })
                 .collect()
         }
     };
@@ -244,15 +279,21 @@ pub struct StrategyCodes {
 
 impl StrategyCodes {
     /// From `(name, code)` pairs; names and codes must be unique and codes ASCII letters.
-    pub fn new<N: Into<String>, C: Into<String>>(pairs: impl IntoIterator<Item = (N, C)>) -> Result<Self> {
+    pub fn new<N: Into<String>, C: Into<String>>(
+        pairs: impl IntoIterator<Item = (N, C)>,
+    ) -> Result<Self> {
         let mut codes = StrategyCodes::default();
         for (name, code) in pairs {
             let (name, code) = (name.into(), code.into());
             if code.is_empty() || !code.chars().all(|c| c.is_ascii_alphabetic()) {
-                return Err(Error::msg(format!("strategy `{name}`: code `{code}` must be ASCII letters")));
+                return Err(Error::msg(format!(
+                    "strategy `{name}`: code `{code}` must be ASCII letters"
+                )));
             }
             if codes.name_of.contains_key(&code) || codes.code_of.contains_key(&name) {
-                return Err(Error::msg(format!("strategy `{name}` or its code `{code}` appears twice")));
+                return Err(Error::msg(format!(
+                    "strategy `{name}` or its code `{code}` appears twice"
+                )));
             }
             codes.code_of.insert(name.clone(), code.clone());
             codes.name_of.insert(code, name);
@@ -265,19 +306,26 @@ impl StrategyCodes {
         let mut codes = StrategyCodes::default();
         for r in registries.strategies.values() {
             // The registry already guarantees unique names and codes.
-            codes.code_of.insert(r.entry.name.to_string(), r.entry.code.to_string());
-            codes.name_of.insert(r.entry.code.to_string(), r.entry.name.to_string());
+            codes
+                .code_of
+                .insert(r.entry.name.to_string(), r.entry.code.to_string());
+            codes
+                .name_of
+                .insert(r.entry.code.to_string(), r.entry.name.to_string());
         }
         codes
     }
 
     /// The code of a strategy name.
     pub fn code(&self, name: &str) -> Result<&str> {
-        self.code_of.get(name).map(String::as_str).ok_or_else(|| Error::UnknownName {
-            kind: "strategy",
-            name: name.to_string(),
-            known: self.code_of.keys().cloned().collect(),
-        })
+        self.code_of
+            .get(name)
+            .map(String::as_str)
+            .ok_or_else(|| Error::UnknownName {
+                kind: "strategy",
+                name: name.to_string(),
+                known: self.code_of.keys().cloned().collect(),
+            })
     }
 
     /// The strategy name of a code.
@@ -291,7 +339,10 @@ impl StrategyCodes {
         if set.is_empty() {
             return Ok("-".to_string());
         }
-        let mut codes = set.iter().map(|n| self.code(n)).collect::<Result<Vec<_>>>()?;
+        let mut codes = set
+            .iter()
+            .map(|n| self.code(n))
+            .collect::<Result<Vec<_>>>()?;
         codes.sort_unstable();
         let joined = codes.concat();
         let single_letters = codes.iter().all(|c| c.len() == 1);
@@ -320,8 +371,15 @@ impl StrategyCodes {
         let mut set = BTreeSet::new();
         for code in codes {
             let name = self.name(&code).ok_or_else(|| {
-                let known: Vec<String> = self.name_of.iter().map(|(c, n)| format!("{c} ({n})")).collect();
-                format!("unknown strategy code `{code}` in `{text}`; known: {}", known.join(", "))
+                let known: Vec<String> = self
+                    .name_of
+                    .iter()
+                    .map(|(c, n)| format!("{c} ({n})"))
+                    .collect();
+                format!(
+                    "unknown strategy code `{code}` in `{text}`; known: {}",
+                    known.join(", ")
+                )
             })?;
             if !set.insert(name.to_string()) {
                 return Err(format!("strategy code `{code}` appears twice in `{text}`"));
@@ -337,7 +395,14 @@ mod tests {
     use proptest::prelude::*;
 
     fn codes() -> StrategyCodes {
-        StrategyCodes::new([("adapter", "A"), ("prefix", "P"), ("lora", "L"), ("bitfit", "B"), ("ia3", "Ia")]).unwrap()
+        StrategyCodes::new([
+            ("adapter", "A"),
+            ("prefix", "P"),
+            ("lora", "L"),
+            ("bitfit", "B"),
+            ("ia3", "Ia"),
+        ])
+        .unwrap()
     }
 
     fn set(names: &[&str]) -> BTreeSet<String> {
@@ -346,10 +411,17 @@ mod tests {
 
     #[test]
     fn example_parses() {
-        let d = Design::parse("g=1,2,2,1 a=0.25,0.25,0.25,0.25 t=1111 s=AL|AP|APB|L", &codes()).unwrap();
+        let d = Design::parse(
+            "g=1,2,2,1 a=0.25,0.25,0.25,0.25 t=1111 s=AL|AP|APB|L",
+            &codes(),
+        )
+        .unwrap();
         assert_eq!(d.group_sizes, vec![1, 2, 2, 1]);
         assert_eq!(d.strategies[2], set(&["adapter", "prefix", "bitfit"]));
-        assert_eq!(d.to_text(&codes()).unwrap(), "g=1,2,2,1 a=0.25,0.25,0.25,0.25 t=1111 s=AL|AP|ABP|L");
+        assert_eq!(
+            d.to_text(&codes()).unwrap(),
+            "g=1,2,2,1 a=0.25,0.25,0.25,0.25 t=1111 s=AL|AP|ABP|L"
+        );
     }
 
     #[test]
@@ -403,8 +475,17 @@ mod tests {
                 .prop_map(|(sizes, weights, mut tuned, masks, forced)| {
                     tuned[forced] = true;
                     let names = ["adapter", "prefix", "lora", "bitfit", "ia3"];
-                    let sum: f64 = weights.iter().zip(&tuned).filter(|(_, &t)| t).map(|(w, _)| w).sum();
-                    let shares = weights.iter().zip(&tuned).map(|(w, &t)| if t { w / sum } else { 0.0 }).collect();
+                    let sum: f64 = weights
+                        .iter()
+                        .zip(&tuned)
+                        .filter(|(_, &t)| t)
+                        .map(|(w, _)| w)
+                        .sum();
+                    let shares = weights
+                        .iter()
+                        .zip(&tuned)
+                        .map(|(w, &t)| if t { w / sum } else { 0.0 })
+                        .collect();
                     let strategies = masks
                         .iter()
                         .zip(&tuned)
@@ -412,7 +493,10 @@ mod tests {
                             if !t {
                                 return BTreeSet::new();
                             }
-                            (0..5).filter(|b| m & (1 << b) != 0).map(|b| names[b].to_string()).collect()
+                            (0..5)
+                                .filter(|b| m & (1 << b) != 0)
+                                .map(|b| names[b].to_string())
+                                .collect()
                         })
                         .collect();
                     Design {

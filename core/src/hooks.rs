@@ -110,7 +110,9 @@ impl DesignHooks {
         let n = self.layers.len();
         self.layers
             .get_mut(layer)
-            .ok_or_else(|| crate::Error::msg(format!("layer {layer} out of range (model has {n} layers)")))?
+            .ok_or_else(|| {
+                crate::Error::msg(format!("layer {layer} out of range (model has {n} layers)"))
+            })?
             .push(module);
         Ok(())
     }
@@ -156,7 +158,10 @@ impl LayerHooks for DesignHooks {
 /// Broadcasts a `[len, width]` parameter to `[batch, len, width]` (used by prefix-style strategies).
 pub fn expand_rows(rows: &Tensor, batch: usize) -> Result<Tensor> {
     let (len, width) = rows.dims2()?;
-    Ok(rows.unsqueeze(0)?.broadcast_as((batch, len, width))?.contiguous()?)
+    Ok(rows
+        .unsqueeze(0)?
+        .broadcast_as((batch, len, width))?
+        .contiguous()?)
 }
 
 /// Adds a `[width]` bias to the last axis of `h` (used by bias-style strategies).

@@ -4,19 +4,20 @@
 //! this crate knows them only through the traits and registries below.
 
 pub mod allocation;
+pub mod autograd;
 pub mod backbone;
 pub mod budget;
 pub mod data;
 pub mod design;
-pub mod experiment;
 pub mod error;
 pub mod evaluator;
+pub mod experiment;
 pub mod grouping;
 pub mod hooks;
 pub mod params;
-pub mod refine;
 pub mod plugin_abi;
 pub mod plugin_loader;
+pub mod refine;
 pub mod registry;
 pub mod report;
 pub mod resolve;

@@ -33,7 +33,11 @@ impl ParamStore {
     }
 
     /// Runs `f` with `segment` appended to the name prefix (`encoder.layer.3` → `….lora_A`).
-    pub fn scoped<T>(&mut self, segment: impl Into<String>, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+    pub fn scoped<T>(
+        &mut self,
+        segment: impl Into<String>,
+        f: impl FnOnce(&mut Self) -> Result<T>,
+    ) -> Result<T> {
         self.prefix.push(segment.into());
         let out = f(self);
         self.prefix.pop();
@@ -50,10 +54,13 @@ impl ParamStore {
     pub fn from_tensor(&mut self, name: &str, init: &Tensor) -> Result<Var> {
         let full = self.full_name(name);
         if self.vars.iter().any(|(n, _)| *n == full) {
-            return Err(Error::msg(format!("trainable parameter `{full}` created twice")));
+            return Err(Error::msg(format!(
+                "trainable parameter `{full}` created twice"
+            )));
         }
         // Made by the host's copy of candle even when called from a dynamic plugin (see `plugin_abi`).
-        let var = crate::plugin_abi::ops().var_from_tensor(&init.to_dtype(DType::F32)?.to_device(&self.device)?)?;
+        let var = crate::plugin_abi::ops()
+            .var_from_tensor(&init.to_dtype(DType::F32)?.to_device(&self.device)?)?;
         self.vars.push((full, var.clone()));
         Ok(var)
     }
@@ -73,7 +80,8 @@ impl ParamStore {
     /// A variable drawn from N(0, std²).
     pub fn normal(&mut self, name: &str, shape: &[usize], std: f64) -> Result<Var> {
         let n: usize = shape.iter().product();
-        let dist = Normal::new(0.0f64, std).map_err(|e| Error::msg(format!("normal init of {name}: {e}")))?;
+        let dist = Normal::new(0.0f64, std)
+            .map_err(|e| Error::msg(format!("normal init of {name}: {e}")))?;
         let data: Vec<f32> = (0..n).map(|_| dist.sample(&mut self.rng) as f32).collect();
         let t = Tensor::from_vec(data, shape, &self.device)?;
         self.from_tensor(name, &t)
@@ -82,7 +90,9 @@ impl ParamStore {
     /// A variable drawn from U(-bound, bound).
     pub fn uniform(&mut self, name: &str, shape: &[usize], bound: f64) -> Result<Var> {
         let n: usize = shape.iter().product();
-        let data: Vec<f32> = (0..n).map(|_| self.rng.random_range(-bound..=bound) as f32).collect();
+        let data: Vec<f32> = (0..n)
+            .map(|_| self.rng.random_range(-bound..=bound) as f32)
+            .collect();
         let t = Tensor::from_vec(data, shape, &self.device)?;
         self.from_tensor(name, &t)
     }

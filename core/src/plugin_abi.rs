@@ -203,7 +203,9 @@ static LOCAL_OPS: HostOps = HostOps {
     reshape: |a, shape| a.reshape(shape),
     expand_rows: |rows, batch| {
         let (len, width) = rows.dims2()?;
-        rows.unsqueeze(0)?.broadcast_as((batch, len, width))?.contiguous()
+        rows.unsqueeze(0)?
+            .broadcast_as((batch, len, width))?
+            .contiguous()
     },
     sum_keepdim: |a, dim| a.sum_keepdim(dim),
     from_vec: |data, shape, device| Tensor::from_vec(data, shape, device),
@@ -258,7 +260,13 @@ impl HostOps {
     pub fn affine(&self, a: &Tensor, mul: f64, add: f64) -> candle_core::Result<Tensor> {
         (self.affine)(a, mul, add)
     }
-    pub fn narrow(&self, a: &Tensor, dim: usize, start: usize, len: usize) -> candle_core::Result<Tensor> {
+    pub fn narrow(
+        &self,
+        a: &Tensor,
+        dim: usize,
+        start: usize,
+        len: usize,
+    ) -> candle_core::Result<Tensor> {
         (self.narrow)(a, dim, start, len)
     }
     pub fn cat(&self, parts: &[Tensor], dim: usize) -> candle_core::Result<Tensor> {
@@ -275,7 +283,12 @@ impl HostOps {
         (self.sum_keepdim)(a, dim)
     }
     /// A constant tensor (e.g. a mask) made by the host.
-    pub fn from_vec(&self, data: Vec<f32>, shape: &[usize], device: &candle_core::Device) -> candle_core::Result<Tensor> {
+    pub fn from_vec(
+        &self,
+        data: Vec<f32>,
+        shape: &[usize],
+        device: &candle_core::Device,
+    ) -> candle_core::Result<Tensor> {
         (self.from_vec)(data, shape, device)
     }
 }
@@ -293,13 +306,16 @@ impl HostOps {
 #[macro_export]
 macro_rules! declare_plugin {
     ($register:path) => {
-        unsafe extern "C" fn __peftspace_plugin_register(registrar: *mut $crate::plugin_abi::Registrar) -> i32 {
+        unsafe extern "C" fn __peftspace_plugin_register(
+            registrar: *mut $crate::plugin_abi::Registrar,
+        ) -> i32 {
             // SAFETY: the host passes a valid, exclusive registrar for the duration of this call.
             let Some(registrar) = (unsafe { registrar.as_mut() }) else {
                 return 2;
             };
             registrar.install_host_ops();
-            let outcome = ::std::panic::catch_unwind(::std::panic::AssertUnwindSafe(|| $register(registrar)));
+            let outcome =
+                ::std::panic::catch_unwind(::std::panic::AssertUnwindSafe(|| $register(registrar)));
             match outcome {
                 Ok(Ok(())) => 0,
                 Ok(Err(e)) => {
@@ -319,12 +335,13 @@ macro_rules! declare_plugin {
         }
 
         #[no_mangle]
-        pub static PEFTSPACE_PLUGIN: $crate::plugin_abi::PluginHeader = $crate::plugin_abi::PluginHeader {
-            magic: $crate::plugin_abi::MAGIC,
-            header_version: $crate::plugin_abi::HEADER_VERSION,
-            abi: $crate::plugin_abi::ABI_C.as_ptr() as *const ::std::ffi::c_char,
-            register: __peftspace_plugin_register,
-        };
+        pub static PEFTSPACE_PLUGIN: $crate::plugin_abi::PluginHeader =
+            $crate::plugin_abi::PluginHeader {
+                magic: $crate::plugin_abi::MAGIC,
+                header_version: $crate::plugin_abi::HEADER_VERSION,
+                abi: $crate::plugin_abi::ABI_C.as_ptr() as *const ::std::ffi::c_char,
+                register: __peftspace_plugin_register,
+            };
     };
 }
 
@@ -335,7 +352,10 @@ mod tests {
     #[test]
     fn abi_names_every_part() {
         let abi = abi();
-        assert!(abi.starts_with(concat!("peftspace-core ", env!("CARGO_PKG_VERSION"))), "{abi}");
+        assert!(
+            abi.starts_with(concat!("peftspace-core ", env!("CARGO_PKG_VERSION"))),
+            "{abi}"
+        );
         assert!(abi.contains("rustc "), "{abi}");
         assert!(abi.contains("candle 0.11.1"), "{abi}");
         assert!(abi.contains("features "), "{abi}");
@@ -348,7 +368,10 @@ mod tests {
         let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
         let text = std::fs::read_to_string(manifest).unwrap();
         let pin = format!("candle-core = \"={CANDLE_VERSION}\"");
-        assert!(text.contains(&pin), "workspace Cargo.toml must pin `{pin}` (update CANDLE_VERSION and the ABI string)");
+        assert!(
+            text.contains(&pin),
+            "workspace Cargo.toml must pin `{pin}` (update CANDLE_VERSION and the ABI string)"
+        );
         assert!(ABI_C.contains(&format!("candle {CANDLE_VERSION};")));
     }
 }

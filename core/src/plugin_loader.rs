@@ -42,9 +42,13 @@ fn loaded() -> &'static Mutex<BTreeSet<PathBuf>> {
 /// Loads one plugin library and adds its entries to the global registries.
 /// Returns `None` when this library was already loaded in this process.
 pub fn load_plugin(path: &Path) -> Result<Option<LoadedPlugin>> {
-    let meta = std::fs::metadata(path).map_err(|e| err(path, format!("cannot read the plugin library: {e}")))?;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| err(path, format!("cannot read the plugin library: {e}")))?;
     if !meta.is_file() {
-        return Err(err(path, "not a file; give the path of the plugin's shared library (.so, .dylib or .dll)"));
+        return Err(err(
+            path,
+            "not a file; give the path of the plugin's shared library (.so, .dylib or .dll)",
+        ));
     }
     let canonical = path.canonicalize().map_err(|e| Error::io(path, e))?;
     let mut seen = loaded().lock().unwrap_or_else(|e| e.into_inner());
@@ -87,7 +91,9 @@ pub fn load_plugin(path: &Path) -> Result<Option<LoadedPlugin>> {
         return Err(err(path, "plugin header has no ABI string"));
     }
     // SAFETY: checked non-null; the header version promises a NUL-terminated string.
-    let found = unsafe { CStr::from_ptr(header.abi) }.to_string_lossy().into_owned();
+    let found = unsafe { CStr::from_ptr(header.abi) }
+        .to_string_lossy()
+        .into_owned();
     let expected = plugin_abi::abi();
     if found != expected {
         return Err(err(
@@ -103,10 +109,15 @@ pub fn load_plugin(path: &Path) -> Result<Option<LoadedPlugin>> {
     let register = header.register;
     // SAFETY: the ABI check passed, so the plugin's Registrar layout is ours; `declare_plugin!` catches panics on
     // its side. Ours catches what an unexpected unwind might still bring.
-    let status = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe { register(&mut registrar) }))
-        .map_err(|_| err(path, "register panicked"))?;
+    let status = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
+        register(&mut registrar)
+    }))
+    .map_err(|_| err(path, "register panicked"))?;
     if status != 0 || registrar.error.is_some() {
-        let why = registrar.error.take().unwrap_or_else(|| format!("register returned status {status}"));
+        let why = registrar
+            .error
+            .take()
+            .unwrap_or_else(|| format!("register returned status {status}"));
         return Err(err(path, format!("registration failed: {why}")));
     }
 
@@ -163,13 +174,21 @@ mod tests {
 
     #[test]
     fn missing_and_non_library_files_are_refused_with_their_path() {
-        let e = load_plugin(Path::new("/nonexistent/libnothing.so")).unwrap_err().to_string();
-        assert!(e.contains("/nonexistent/libnothing.so") && e.contains("cannot read"), "{e}");
+        let e = load_plugin(Path::new("/nonexistent/libnothing.so"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("/nonexistent/libnothing.so") && e.contains("cannot read"),
+            "{e}"
+        );
         let dir = tempfile::tempdir().unwrap();
         let text = dir.path().join("notes.so");
         std::fs::write(&text, "not a library").unwrap();
         let e = load_plugin(&text).unwrap_err().to_string();
-        assert!(e.contains("notes.so") && e.contains("not a loadable shared library"), "{e}");
+        assert!(
+            e.contains("notes.so") && e.contains("not a loadable shared library"),
+            "{e}"
+        );
         let e = load_plugin(dir.path()).unwrap_err().to_string();
         assert!(e.contains("not a file"), "{e}");
     }

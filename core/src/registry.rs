@@ -33,7 +33,13 @@ pub struct Registries {
 
 const BUILT_IN: &str = "built-in";
 
-fn insert<E>(map: &mut BTreeMap<String, Registered<E>>, kind: &'static str, name: &str, entry: E, source: &str) -> Result<()> {
+fn insert<E>(
+    map: &mut BTreeMap<String, Registered<E>>,
+    kind: &'static str,
+    name: &str,
+    entry: E,
+    source: &str,
+) -> Result<()> {
     if let Some(existing) = map.get(name) {
         return Err(Error::DuplicateName {
             kind,
@@ -52,12 +58,18 @@ fn insert<E>(map: &mut BTreeMap<String, Registered<E>>, kind: &'static str, name
     Ok(())
 }
 
-fn lookup<'a, E>(map: &'a BTreeMap<String, Registered<E>>, kind: &'static str, name: &str) -> Result<&'a E> {
-    map.get(name).map(|r| &r.entry).ok_or_else(|| Error::UnknownName {
-        kind,
-        name: name.to_string(),
-        known: map.keys().cloned().collect(),
-    })
+fn lookup<'a, E>(
+    map: &'a BTreeMap<String, Registered<E>>,
+    kind: &'static str,
+    name: &str,
+) -> Result<&'a E> {
+    map.get(name)
+        .map(|r| &r.entry)
+        .ok_or_else(|| Error::UnknownName {
+            kind,
+            name: name.to_string(),
+            known: map.keys().cloned().collect(),
+        })
 }
 
 impl Registries {
@@ -89,7 +101,11 @@ impl Registries {
                 entry.name, entry.code
             )));
         }
-        if let Some(other) = self.strategies.values().find(|r| r.entry.code == entry.code) {
+        if let Some(other) = self
+            .strategies
+            .values()
+            .find(|r| r.entry.code == entry.code)
+        {
             return Err(Error::DuplicateName {
                 kind: "strategy code",
                 name: entry.code.to_string(),
@@ -101,11 +117,23 @@ impl Registries {
     }
 
     pub fn add_grouping(&mut self, entry: GroupingEntry, source: &str) -> Result<()> {
-        insert(&mut self.groupings, "grouping rule", entry.name, entry, source)
+        insert(
+            &mut self.groupings,
+            "grouping rule",
+            entry.name,
+            entry,
+            source,
+        )
     }
 
     pub fn add_allocation(&mut self, entry: AllocationEntry, source: &str) -> Result<()> {
-        insert(&mut self.allocations, "allocation rule", entry.name, entry, source)
+        insert(
+            &mut self.allocations,
+            "allocation rule",
+            entry.name,
+            entry,
+            source,
+        )
     }
 
     pub fn add_evaluator(&mut self, entry: EvaluatorEntry, source: &str) -> Result<()> {
@@ -115,7 +143,11 @@ impl Registries {
     /// Adds an architecture; none of its `model_types` may be claimed already.
     pub fn add_architecture(&mut self, entry: ArchitectureEntry, source: &str) -> Result<()> {
         for mt in entry.model_types {
-            if let Some(other) = self.architectures.values().find(|r| r.entry.model_types.contains(mt)) {
+            if let Some(other) = self
+                .architectures
+                .values()
+                .find(|r| r.entry.model_types.contains(mt))
+            {
                 return Err(Error::DuplicateName {
                     kind: "model_type",
                     name: mt.to_string(),
@@ -124,7 +156,13 @@ impl Registries {
                 });
             }
         }
-        insert(&mut self.architectures, "architecture", entry.name, entry, source)
+        insert(
+            &mut self.architectures,
+            "architecture",
+            entry.name,
+            entry,
+            source,
+        )
     }
 
     pub fn strategy_entry(&self, name: &str) -> Result<&StrategyEntry> {
@@ -140,7 +178,11 @@ impl Registries {
             .ok_or_else(|| Error::UnknownName {
                 kind: "strategy code",
                 name: code.to_string(),
-                known: self.strategies.values().map(|r| format!("{} ({})", r.entry.code, r.entry.name)).collect(),
+                known: self
+                    .strategies
+                    .values()
+                    .map(|r| format!("{} ({})", r.entry.code, r.entry.name))
+                    .collect(),
             })
     }
 
@@ -188,7 +230,9 @@ pub fn registries() -> Result<Registries> {
     let guard = cell().read().unwrap_or_else(|e| e.into_inner());
     match &*guard {
         Ok(r) => Ok(r.clone()),
-        Err(e) => Err(Error::msg(format!("building the plugin registries failed: {e}"))),
+        Err(e) => Err(Error::msg(format!(
+            "building the plugin registries failed: {e}"
+        ))),
     }
 }
 
@@ -203,6 +247,8 @@ pub fn with_registries_mut<T>(f: impl FnOnce(&mut Registries) -> Result<T>) -> R
             *r = copy;
             Ok(out)
         }
-        Err(e) => Err(Error::msg(format!("building the plugin registries failed: {e}"))),
+        Err(e) => Err(Error::msg(format!(
+            "building the plugin registries failed: {e}"
+        ))),
     }
 }

@@ -97,10 +97,14 @@ impl DesignSpace {
             )));
         }
         if groups > 30 {
-            return Err(Error::msg(format!("at most 30 groups are supported, not {groups}")));
+            return Err(Error::msg(format!(
+                "at most 30 groups are supported, not {groups}"
+            )));
         }
         if available.is_empty() || available.len() > 30 {
-            return Err(Error::msg("a design space needs between 1 and 30 strategies"));
+            return Err(Error::msg(
+                "a design space needs between 1 and 30 strategies",
+            ));
         }
         Ok(DesignSpace {
             layers,
@@ -163,7 +167,9 @@ impl DesignSpace {
         match dimension {
             Dimension::Grouping => next.grouping = candidate.to_string(),
             Dimension::Allocation => next.allocation = candidate.to_string(),
-            Dimension::TunedGroups => next.tuned = Some(parse_tuned_pattern(candidate, self.groups)?),
+            Dimension::TunedGroups => {
+                next.tuned = Some(parse_tuned_pattern(candidate, self.groups)?)
+            }
             Dimension::Strategies(g) => {
                 if g >= self.groups {
                     return Err(Error::msg(format!(
@@ -181,7 +187,10 @@ impl DesignSpace {
 
     /// One line describing the constraints (`grouping=spindle allocation=s0 tuned=any G1=adapter+lora`).
     pub fn describe(&self) -> String {
-        let mut s = format!("grouping={} allocation={} tuned=", self.grouping, self.allocation);
+        let mut s = format!(
+            "grouping={} allocation={} tuned=",
+            self.grouping, self.allocation
+        );
         match &self.tuned {
             Some(t) => s.extend(t.iter().map(|&b| if b { '1' } else { '0' })),
             None => s.push_str("any"),
@@ -197,13 +206,20 @@ impl DesignSpace {
 
     /// Whether a design lies in this space (rules resolved through `registries`).
     pub fn admits(&self, design: &Design, registries: &Registries) -> Result<bool> {
-        if design.check().is_err() || design.groups() != self.groups || design.layers() != self.layers {
+        if design.check().is_err()
+            || design.groups() != self.groups
+            || design.layers() != self.layers
+        {
             return Ok(false);
         }
         if !self.grouping_admits(&design.group_sizes, registries)? {
             return Ok(false);
         }
-        if !registries.allocation(&self.allocation)?.admits(&design.shares, &design.group_sizes, &design.tuned) {
+        if !registries.allocation(&self.allocation)?.admits(
+            &design.shares,
+            &design.group_sizes,
+            &design.tuned,
+        ) {
             return Ok(false);
         }
         if self.tuned.as_ref().is_some_and(|t| *t != design.tuned) {
@@ -217,7 +233,10 @@ impl DesignSpace {
             if !set.iter().all(|n| self.available.contains(n)) {
                 return Ok(false);
             }
-            if self.strategy_sets[g].as_ref().is_some_and(|fixed| fixed != set) {
+            if self.strategy_sets[g]
+                .as_ref()
+                .is_some_and(|fixed| fixed != set)
+            {
                 return Ok(false);
             }
         }
@@ -243,11 +262,16 @@ impl DesignSpace {
                 fixed.clone()
             } else {
                 let mask: u64 = rng.random_range(1..(1u64 << self.available.len()));
-                (0..self.available.len()).filter(|i| mask & (1 << i) != 0).map(|i| self.available[i].clone()).collect()
+                (0..self.available.len())
+                    .filter(|i| mask & (1 << i) != 0)
+                    .map(|i| self.available[i].clone())
+                    .collect()
             };
             strategies.push(set);
         }
-        let shares = registries.allocation(&self.allocation)?.sample(&group_sizes, &tuned, rng)?;
+        let shares = registries
+            .allocation(&self.allocation)?
+            .sample(&group_sizes, &tuned, rng)?;
         let design = Design {
             group_sizes,
             shares,
@@ -260,7 +284,12 @@ impl DesignSpace {
 
     /// Draws designs until one meets the budget within tolerance; counts draws and rejections into `stats`.
     /// Fails when [`MAX_DRAWS`] draws in a row are rejected, with the last reason.
-    pub fn sample(&self, ctx: &SampleContext, rng: &mut dyn RngCore, stats: &mut SampleStats) -> Result<SampledDesign> {
+    pub fn sample(
+        &self,
+        ctx: &SampleContext,
+        rng: &mut dyn RngCore,
+        stats: &mut SampleStats,
+    ) -> Result<SampledDesign> {
         if ctx.info.num_layers() != self.layers {
             return Err(Error::msg(format!(
                 "the space has {} layers but the backbone has {}",
@@ -303,7 +332,9 @@ pub fn parse_tuned_pattern(text: &str, groups: usize) -> Result<Vec<bool>> {
         )));
     }
     if !text.contains('1') {
-        return Err(Error::msg(format!("tuned-group pattern `{text}` tunes no group; at least one must be 1")));
+        return Err(Error::msg(format!(
+            "tuned-group pattern `{text}` tunes no group; at least one must be 1"
+        )));
     }
     Ok(text.chars().map(|c| c == '1').collect())
 }
@@ -320,7 +351,9 @@ pub fn parse_strategy_set(text: &str, available: &[String]) -> Result<BTreeSet<S
             });
         }
         if !set.insert(name.to_string()) {
-            return Err(Error::msg(format!("strategy `{name}` appears twice in `{text}`")));
+            return Err(Error::msg(format!(
+                "strategy `{name}` appears twice in `{text}`"
+            )));
         }
     }
     Ok(set)
@@ -398,7 +431,10 @@ pub fn sample_composition(
         return Err(none());
     }
     if total <= ENUMERATION_LIMIT {
-        let admitted: Vec<Vec<usize>> = compositions(layers, groups).into_iter().filter(|c| admits(c)).collect();
+        let admitted: Vec<Vec<usize>> = compositions(layers, groups)
+            .into_iter()
+            .filter(|c| admits(c))
+            .collect();
         if admitted.is_empty() {
             return Err(none());
         }

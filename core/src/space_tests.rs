@@ -4,7 +4,9 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 fn names() -> Vec<String> {
-    ["adapter", "prefix", "lora", "bitfit"].map(String::from).to_vec()
+    ["adapter", "prefix", "lora", "bitfit"]
+        .map(String::from)
+        .to_vec()
 }
 
 fn context() -> SampleContext {
@@ -23,7 +25,9 @@ fn composition_counts_match_binomials() {
     assert_eq!(compositions(6, 4).len(), 10);
     assert_eq!(count_compositions(3, 4), 0);
     assert!(compositions(3, 4).is_empty());
-    assert!(compositions(12, 4).iter().all(|c| c.len() == 4 && c.iter().sum::<usize>() == 12 && !c.contains(&0)));
+    assert!(compositions(12, 4)
+        .iter()
+        .all(|c| c.len() == 4 && c.iter().sum::<usize>() == 12 && !c.contains(&0)));
 }
 
 #[test]
@@ -41,12 +45,16 @@ fn uniform_compositions_reach_every_composition() {
 #[test]
 fn sampling_is_seeded_admitted_and_counts_rejections() {
     let ctx = context();
-    let space = DesignSpace::new(6, 4, names()).unwrap().constrain(Dimension::Grouping, "first_largest").unwrap();
+    let space = DesignSpace::new(6, 4, names())
+        .unwrap()
+        .constrain(Dimension::Grouping, "first_largest")
+        .unwrap();
     let run = |seed| {
         let mut rng = StdRng::seed_from_u64(seed);
         let mut stats = SampleStats::default();
-        let designs: Vec<SampledDesign> =
-            (0..50).map(|_| space.sample(&ctx, &mut rng, &mut stats).unwrap()).collect();
+        let designs: Vec<SampledDesign> = (0..50)
+            .map(|_| space.sample(&ctx, &mut rng, &mut stats).unwrap())
+            .collect();
         (designs, stats)
     };
     let (a, stats) = run(7);
@@ -70,27 +78,50 @@ fn constraints_narrow_the_space() {
         .unwrap()
         .constrain(Dimension::Strategies(1), "lora+adapter")
         .unwrap();
-    assert_eq!(space.describe(), "grouping=s0 allocation=s0 tuned=0111 G2=adapter+lora");
+    assert_eq!(
+        space.describe(),
+        "grouping=s0 allocation=s0 tuned=0111 G2=adapter+lora"
+    );
     let mut rng = StdRng::seed_from_u64(1);
     let mut stats = SampleStats::default();
     for _ in 0..30 {
         let s = space.sample(&ctx, &mut rng, &mut stats).unwrap();
         assert_eq!(s.design.tuned, vec![false, true, true, true]);
-        assert_eq!(s.design.strategies[1], ["adapter", "lora"].map(String::from).into());
-        assert!(s.plan.layers[..s.design.group_sizes[0]].iter().all(|l| l.strategies.is_empty()));
+        assert_eq!(
+            s.design.strategies[1],
+            ["adapter", "lora"].map(String::from).into()
+        );
+        assert!(s.plan.layers[..s.design.group_sizes[0]]
+            .iter()
+            .all(|l| l.strategies.is_empty()));
     }
 }
 
 #[test]
 fn bad_candidates_are_refused_with_the_fix() {
     let space = DesignSpace::new(6, 4, names()).unwrap();
-    let e = space.constrain(Dimension::TunedGroups, "011").unwrap_err().to_string();
+    let e = space
+        .constrain(Dimension::TunedGroups, "011")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("4 characters"), "{e}");
-    let e = space.constrain(Dimension::TunedGroups, "0000").unwrap_err().to_string();
+    let e = space
+        .constrain(Dimension::TunedGroups, "0000")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("tunes no group"), "{e}");
-    let e = space.constrain(Dimension::Strategies(1), "lora+ia3").unwrap_err().to_string();
-    assert!(e.contains("`ia3`") && e.contains("adapter, prefix, lora, bitfit"), "{e}");
-    let e = space.constrain(Dimension::Strategies(4), "lora").unwrap_err().to_string();
+    let e = space
+        .constrain(Dimension::Strategies(1), "lora+ia3")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("`ia3`") && e.contains("adapter, prefix, lora, bitfit"),
+        "{e}"
+    );
+    let e = space
+        .constrain(Dimension::Strategies(4), "lora")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("4 groups"), "{e}");
     assert!(DesignSpace::new(3, 4, names()).is_err());
 }
@@ -103,7 +134,10 @@ fn an_infeasible_space_says_why() {
     space = space.constrain(Dimension::Strategies(0), "bitfit").unwrap();
     space = space.constrain(Dimension::Strategies(1), "bitfit").unwrap();
     let mut stats = SampleStats::default();
-    let err = space.sample(&context(), &mut StdRng::seed_from_u64(1), &mut stats).unwrap_err().to_string();
+    let err = space
+        .sample(&context(), &mut StdRng::seed_from_u64(1), &mut stats)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("25,344") && err.contains("113,566"), "{err}");
     assert_eq!(stats.rejected, MAX_DRAWS);
     assert_eq!(stats.rejection_rate(), 1.0);

@@ -49,14 +49,22 @@ impl ResultStore {
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
         let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).map_err(|e| Error::io(&path, e))?;
+        file.read_to_end(&mut bytes)
+            .map_err(|e| Error::io(&path, e))?;
         let (records, good_len) = parse_lines(&path, &bytes)?;
         let repaired_bytes = (bytes.len() - good_len) as u64;
         if repaired_bytes > 0 {
-            file.set_len(good_len as u64).map_err(|e| Error::io(&path, e))?;
+            file.set_len(good_len as u64)
+                .map_err(|e| Error::io(&path, e))?;
             file.sync_all().map_err(|e| Error::io(&path, e))?;
         }
-        let mut store = ResultStore { dir: dir.to_path_buf(), file: Some(file), records: Vec::new(), by_id: HashMap::new(), repaired_bytes };
+        let mut store = ResultStore {
+            dir: dir.to_path_buf(),
+            file: Some(file),
+            records: Vec::new(),
+            by_id: HashMap::new(),
+            repaired_bytes,
+        };
         for record in records {
             store.remember(record);
         }
@@ -123,10 +131,12 @@ impl ResultStore {
             return Ok(());
         }
         let path = self.dir.join(TRIALS_FILE);
-        let file = self
-            .file
-            .as_mut()
-            .ok_or_else(|| Error::msg(format!("{}: the store was opened read-only", path.display())))?;
+        let file = self.file.as_mut().ok_or_else(|| {
+            Error::msg(format!(
+                "{}: the store was opened read-only",
+                path.display()
+            ))
+        })?;
         let mut line = serde_json::to_vec(&record)
             .map_err(|e| Error::msg(format!("cannot serialise trial {}: {e}", record.id)))?;
         line.push(b'\n');
@@ -185,7 +195,9 @@ pub fn check_manifest(dir: &Path, manifest: &Value) -> Result<()> {
             let stored: Value = serde_json::from_str(&text).map_err(|e| Error::Data {
                 path: path.clone(),
                 line: e.line(),
-                message: format!("unreadable manifest ({e}); delete the directory or choose another --out"),
+                message: format!(
+                    "unreadable manifest ({e}); delete the directory or choose another --out"
+                ),
             })?;
             let mut differences = Vec::new();
             diff_values("", &stored, manifest, &mut differences);
@@ -202,7 +214,9 @@ pub fn check_manifest(dir: &Path, manifest: &Value) -> Result<()> {
                 )))
             }
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => write_atomically(&path, &pretty(manifest)?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            write_atomically(&path, &pretty(manifest)?)
+        }
         Err(e) => Err(Error::io(&path, e)),
     }
 }
@@ -213,8 +227,17 @@ fn diff_values(path: &str, stored: &Value, now: &Value, out: &mut Vec<String>) {
         (Value::Object(a), Value::Object(b)) => {
             let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
             for key in keys {
-                let child = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
-                diff_values(&child, a.get(key).unwrap_or(&Value::Null), b.get(key).unwrap_or(&Value::Null), out);
+                let child = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                diff_values(
+                    &child,
+                    a.get(key).unwrap_or(&Value::Null),
+                    b.get(key).unwrap_or(&Value::Null),
+                    out,
+                );
             }
         }
         (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
@@ -238,7 +261,8 @@ pub fn write_atomically(path: &Path, text: &str) -> Result<()> {
     let tmp = path.with_extension("tmp");
     {
         let mut file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        file.write_all(text.as_bytes()).map_err(|e| Error::io(&tmp, e))?;
+        file.write_all(text.as_bytes())
+            .map_err(|e| Error::io(&tmp, e))?;
         file.sync_all().map_err(|e| Error::io(&tmp, e))?;
     }
     fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
@@ -309,18 +333,25 @@ mod tests {
         let path = dir.path().join(TRIALS_FILE);
         let good = serde_json::to_string(&record("a", 0.5)).expect("json");
         fs::write(&path, format!("{good}\nnot json\n{good}\n")).expect("write");
-        let err = ResultStore::open(dir.path()).err().expect("error").to_string();
+        let err = ResultStore::open(dir.path())
+            .err()
+            .expect("error")
+            .to_string();
         assert!(err.contains(":2:"), "{err}");
     }
 
     #[test]
     fn changed_manifest_is_explained() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let first = serde_json::json!({"training": {"epochs": 3}, "samples": 10, "tasks": ["sst2"]});
+        let first =
+            serde_json::json!({"training": {"epochs": 3}, "samples": 10, "tasks": ["sst2"]});
         check_manifest(dir.path(), &first).expect("first write");
         check_manifest(dir.path(), &first).expect("same manifest");
         let changed = serde_json::json!({"training": {"epochs": 1}, "samples": 10, "tasks": ["sst2", "mrpc"]});
-        let err = check_manifest(dir.path(), &changed).err().expect("differs").to_string();
+        let err = check_manifest(dir.path(), &changed)
+            .err()
+            .expect("differs")
+            .to_string();
         assert!(err.contains("training.epochs: 3 → 1"), "{err}");
         assert!(err.contains("tasks:"), "{err}");
         assert!(err.contains("--out"), "{err}");

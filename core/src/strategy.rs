@@ -20,7 +20,12 @@ pub trait TuningStrategy: Send + Sync {
     fn params(&self, layer: &LayerShape, size: usize) -> usize;
 
     /// Creates the trainable variables (through `store`, under the layer's name scope) and the module.
-    fn build(&self, layer: &LayerShape, size: usize, store: &mut ParamStore) -> Result<Box<dyn LayerModule>>;
+    fn build(
+        &self,
+        layer: &LayerShape,
+        size: usize,
+        store: &mut ParamStore,
+    ) -> Result<Box<dyn LayerModule>>;
 }
 
 /// A registry entry for a strategy. Plugins `inventory::submit!` one next to each implementation.
@@ -39,7 +44,10 @@ pub struct StrategyEntry {
 inventory::collect!(StrategyEntry);
 
 /// Reads a strategy's options into its typed options struct; `Unit` (no options given) yields the defaults.
-pub fn parse_options<T: serde::de::DeserializeOwned + Default>(strategy: &str, options: &ron::Value) -> Result<T> {
+pub fn parse_options<T: serde::de::DeserializeOwned + Default>(
+    strategy: &str,
+    options: &ron::Value,
+) -> Result<T> {
     match options {
         ron::Value::Unit => Ok(T::default()),
         other => other

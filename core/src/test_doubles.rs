@@ -5,20 +5,20 @@
 
 use std::collections::BTreeMap;
 
+use crate::allocation::{AllocationEntry, AllocationRule};
 use crate::budget::Strategies;
+use crate::grouping::{GroupingEntry, GroupingRule};
 use crate::hooks::LayerModule;
 use crate::params::ParamStore;
-use crate::shapes::{
-    AttentionKind, AttentionShape, BackboneInfo, LayerShape, LinearSite, NormShape, NormSite, ResidualSite, SiteKind,
-    Stack,
-};
-use crate::allocation::{AllocationEntry, AllocationRule};
-use crate::grouping::{GroupingEntry, GroupingRule};
 use crate::registry::Registries;
+use crate::shapes::{
+    AttentionKind, AttentionShape, BackboneInfo, LayerShape, LinearSite, NormShape, NormSite,
+    ResidualSite, SiteKind, Stack,
+};
 use crate::space::sample_composition;
 use crate::strategy::{StrategyEntry, TuningStrategy};
-use rand::RngCore;
 use crate::{Error, Result};
+use rand::RngCore;
 
 /// A BERT encoder layer of width `hidden` and FFN width `ffn`.
 pub fn bert_layer(index: usize, hidden: usize, ffn: usize, heads: usize) -> LayerShape {
@@ -62,14 +62,22 @@ pub fn bert_layer(index: usize, hidden: usize, ffn: usize, heads: usize) -> Laye
 }
 
 /// A BERT-like backbone: `layers` layers, with `num_params` as given.
-pub fn bert_info(layers: usize, hidden: usize, ffn: usize, heads: usize, num_params: usize) -> BackboneInfo {
+pub fn bert_info(
+    layers: usize,
+    hidden: usize,
+    ffn: usize,
+    heads: usize,
+    num_params: usize,
+) -> BackboneInfo {
     BackboneInfo {
         model_type: "bert".to_string(),
         hidden,
         num_params,
         encoder_layers: layers,
         decoder_layers: 0,
-        layers: (0..layers).map(|i| bert_layer(i, hidden, ffn, heads)).collect(),
+        layers: (0..layers)
+            .map(|i| bert_layer(i, hidden, ffn, heads))
+            .collect(),
     }
 }
 
@@ -119,7 +127,8 @@ impl TuningStrategy for Fake {
             Counting::Adapter => l.residual.len() * (2 * l.hidden * r + r + l.hidden),
             Counting::Prefix => 2 * r * l.hidden,
             Counting::Bitfit => {
-                l.linear.iter().map(|s| s.d_out).sum::<usize>() + l.norms.iter().map(|n| n.width).sum::<usize>()
+                l.linear.iter().map(|s| s.d_out).sum::<usize>()
+                    + l.norms.iter().map(|n| n.width).sum::<usize>()
             }
         }
     }
@@ -150,8 +159,13 @@ pub fn strategies() -> Strategies {
 
 /// Name ↔ code map of the fake strategies.
 pub fn codes() -> crate::design::StrategyCodes {
-    crate::design::StrategyCodes::new([("adapter", "A"), ("prefix", "P"), ("lora", "L"), ("bitfit", "B")])
-        .expect("fixed, distinct codes")
+    crate::design::StrategyCodes::new([
+        ("adapter", "A"),
+        ("prefix", "P"),
+        ("lora", "L"),
+        ("bitfit", "B"),
+    ])
+    .expect("fixed, distinct codes")
 }
 
 /// Any composition (what the `s0` plugin rule does), so the core can be tested alone.
@@ -192,30 +206,93 @@ impl AllocationRule for EqualPerLayer {
         true
     }
     fn sample(&self, sizes: &[usize], tuned: &[bool], _: &mut dyn RngCore) -> Result<Vec<f64>> {
-        let n: usize = sizes.iter().zip(tuned).filter(|(_, &t)| t).map(|(n, _)| n).sum();
-        Ok(sizes.iter().zip(tuned).map(|(&s, &t)| if t { s as f64 / n as f64 } else { 0.0 }).collect())
+        let n: usize = sizes
+            .iter()
+            .zip(tuned)
+            .filter(|(_, &t)| t)
+            .map(|(n, _)| n)
+            .sum();
+        Ok(sizes
+            .iter()
+            .zip(tuned)
+            .map(|(&s, &t)| if t { s as f64 / n as f64 } else { 0.0 })
+            .collect())
     }
 }
 
 /// Fake strategies (codes A, P, L, B) and the rules above, registered as `test`.
 pub fn registries() -> Registries {
     let mut r = Registries::default();
-    for (name, code) in [("adapter", "A"), ("prefix", "P"), ("lora", "L"), ("bitfit", "B")] {
+    for (name, code) in [
+        ("adapter", "A"),
+        ("prefix", "P"),
+        ("lora", "L"),
+        ("bitfit", "B"),
+    ] {
         let create: fn(&ron::Value) -> Result<Box<dyn TuningStrategy>> = match name {
-            "adapter" => |_| Ok(Box::new(Fake { name: "adapter".into(), counting: Counting::Adapter })),
-            "prefix" => |_| Ok(Box::new(Fake { name: "prefix".into(), counting: Counting::Prefix })),
+            "adapter" => |_| {
+                Ok(Box::new(Fake {
+                    name: "adapter".into(),
+                    counting: Counting::Adapter,
+                }))
+            },
+            "prefix" => |_| {
+                Ok(Box::new(Fake {
+                    name: "prefix".into(),
+                    counting: Counting::Prefix,
+                }))
+            },
             "lora" => |o| match o {
-                ron::Value::Unit => Ok(Box::new(Fake { name: "lora".into(), counting: Counting::LoraQv })),
+                ron::Value::Unit => Ok(Box::new(Fake {
+                    name: "lora".into(),
+                    counting: Counting::LoraQv,
+                })),
                 _ => Err(Error::msg("lora takes no options here")),
             },
-            _ => |_| Ok(Box::new(Fake { name: "bitfit".into(), counting: Counting::Bitfit })),
+            _ => |_| {
+                Ok(Box::new(Fake {
+                    name: "bitfit".into(),
+                    counting: Counting::Bitfit,
+                }))
+            },
         };
-        r.add_strategy(StrategyEntry { name, code, summary: "", create }, "test").expect("distinct fake strategies");
+        r.add_strategy(
+            StrategyEntry {
+                name,
+                code,
+                summary: "",
+                create,
+            },
+            "test",
+        )
+        .expect("distinct fake strategies");
     }
-    r.add_grouping(GroupingEntry { name: "s0", summary: "", create: || Box::new(AnyGrouping) }, "test").expect("distinct test rules");
-    r.add_grouping(GroupingEntry { name: "first_largest", summary: "", create: || Box::new(FirstLargest) }, "test")
-        .expect("distinct test rules");
-    r.add_allocation(AllocationEntry { name: "s0", summary: "", create: || Box::new(EqualPerLayer) }, "test").expect("distinct test rules");
+    r.add_grouping(
+        GroupingEntry {
+            name: "s0",
+            summary: "",
+            create: || Box::new(AnyGrouping),
+        },
+        "test",
+    )
+    .expect("distinct test rules");
+    r.add_grouping(
+        GroupingEntry {
+            name: "first_largest",
+            summary: "",
+            create: || Box::new(FirstLargest),
+        },
+        "test",
+    )
+    .expect("distinct test rules");
+    r.add_allocation(
+        AllocationEntry {
+            name: "s0",
+            summary: "",
+            create: || Box::new(EqualPerLayer),
+        },
+        "test",
+    )
+    .expect("distinct test rules");
     r
 }
-

@@ -34,16 +34,22 @@ fn well_formed(shares: &[f64], sizes: &[usize], tuned: &[bool]) -> bool {
     shares.len() == sizes.len()
         && tuned.len() == sizes.len()
         && tuned.iter().any(|&t| t)
-        && shares
-            .iter()
-            .zip(tuned)
-            .all(|(&s, &t)| if t { s.is_finite() && s > 0.0 } else { s == 0.0 })
+        && shares.iter().zip(tuned).all(|(&s, &t)| {
+            if t {
+                s.is_finite() && s > 0.0
+            } else {
+                s == 0.0
+            }
+        })
         && (shares.iter().sum::<f64>() - 1.0).abs() <= 1e-6
 }
 
 /// Per-layer budgets of the tuned groups, in layer order.
 fn per_layer(shares: &[f64], sizes: &[usize], tuned: &[bool]) -> Vec<f64> {
-    (0..sizes.len()).filter(|&g| tuned[g]).map(|g| shares[g] / sizes[g] as f64).collect()
+    (0..sizes.len())
+        .filter(|&g| tuned[g])
+        .map(|g| shares[g] / sizes[g] as f64)
+        .collect()
 }
 
 fn close(a: f64, b: f64) -> bool {
@@ -66,7 +72,13 @@ fn flat_dirichlet(k: usize, rng: &mut dyn RngCore) -> Vec<f64> {
 fn shares_from_per_layer(p: &[f64], sizes: &[usize], tuned: &[bool]) -> Vec<f64> {
     let mut it = p.iter();
     let raw: Vec<f64> = (0..sizes.len())
-        .map(|g| if tuned[g] { it.next().copied().unwrap_or(0.0) * sizes[g] as f64 } else { 0.0 })
+        .map(|g| {
+            if tuned[g] {
+                it.next().copied().unwrap_or(0.0) * sizes[g] as f64
+            } else {
+                0.0
+            }
+        })
         .collect();
     let sum: f64 = raw.iter().sum();
     raw.iter().map(|v| v / sum).collect()
@@ -89,8 +101,12 @@ impl AllocationRule for Rule {
         match self.kind {
             Kind::Any => true,
             Kind::Uniform => all_equal,
-            Kind::Increasing => !all_equal && p.windows(2).all(|w| w[0] <= w[1] || close(w[0], w[1])),
-            Kind::Decreasing => !all_equal && p.windows(2).all(|w| w[0] >= w[1] || close(w[0], w[1])),
+            Kind::Increasing => {
+                !all_equal && p.windows(2).all(|w| w[0] <= w[1] || close(w[0], w[1]))
+            }
+            Kind::Decreasing => {
+                !all_equal && p.windows(2).all(|w| w[0] >= w[1] || close(w[0], w[1]))
+            }
         }
     }
 
@@ -105,7 +121,10 @@ impl AllocationRule for Rule {
         let shares = match self.kind {
             Kind::Any => {
                 let mut d = flat_dirichlet(k, rng).into_iter();
-                tuned.iter().map(|&t| if t { d.next().unwrap_or(0.0) } else { 0.0 }).collect()
+                tuned
+                    .iter()
+                    .map(|&t| if t { d.next().unwrap_or(0.0) } else { 0.0 })
+                    .collect()
             }
             Kind::Uniform => shares_from_per_layer(&vec![1.0; k], sizes, tuned),
             Kind::Increasing | Kind::Decreasing => {
@@ -124,7 +143,10 @@ impl AllocationRule for Rule {
 macro_rules! allocation_rule {
     ($create:ident, $name:literal, $kind:expr, $summary:literal) => {
         fn $create() -> Box<dyn AllocationRule> {
-            Box::new(Rule { name: $name, kind: $kind })
+            Box::new(Rule {
+                name: $name,
+                kind: $kind,
+            })
         }
         inventory::submit! {
             AllocationEntry { name: $name, summary: $summary, create: $create }
@@ -132,8 +154,18 @@ macro_rules! allocation_rule {
     };
 }
 
-allocation_rule!(create_s0, "s0", Kind::Any, "any shares of the budget over the tuned groups (flat Dirichlet)");
-allocation_rule!(create_uniform, "uniform", Kind::Uniform, "the same budget for every tuned layer");
+allocation_rule!(
+    create_s0,
+    "s0",
+    Kind::Any,
+    "any shares of the budget over the tuned groups (flat Dirichlet)"
+);
+allocation_rule!(
+    create_uniform,
+    "uniform",
+    Kind::Uniform,
+    "the same budget for every tuned layer"
+);
 allocation_rule!(
     create_increasing,
     "increasing",
@@ -164,7 +196,9 @@ mod tests {
     #[test]
     fn uniform_gives_every_tuned_layer_the_same_budget() {
         let mut rng = StdRng::seed_from_u64(1);
-        let s = rule("uniform").sample(&[1, 2, 2, 1], &[true, true, false, true], &mut rng).unwrap();
+        let s = rule("uniform")
+            .sample(&[1, 2, 2, 1], &[true, true, false, true], &mut rng)
+            .unwrap();
         assert_eq!(s, vec![0.25, 0.5, 0.0, 0.25]);
         assert!(rule("uniform").admits(&s, &[1, 2, 2, 1], &[true, true, false, true]));
     }
@@ -177,9 +211,18 @@ mod tests {
         // Shares 0.3 and 0.7 give 0.3 and 0.233: decreasing, although the shares rise.
         assert!(rule("decreasing").admits(&[0.3, 0.7], &sizes, &tuned));
         assert!(!rule("increasing").admits(&[0.3, 0.7], &sizes, &tuned));
-        assert!(!rule("increasing").admits(&[0.25, 0.75], &sizes, &tuned), "all equal is uniform");
-        assert!(!rule("s0").admits(&[0.5, 0.4], &sizes, &tuned), "shares must sum to 1");
-        assert!(!rule("s0").admits(&[0.0, 1.0], &sizes, &tuned), "tuned groups need a positive share");
+        assert!(
+            !rule("increasing").admits(&[0.25, 0.75], &sizes, &tuned),
+            "all equal is uniform"
+        );
+        assert!(
+            !rule("s0").admits(&[0.5, 0.4], &sizes, &tuned),
+            "shares must sum to 1"
+        );
+        assert!(
+            !rule("s0").admits(&[0.0, 1.0], &sizes, &tuned),
+            "tuned groups need a positive share"
+        );
     }
 
     proptest! {

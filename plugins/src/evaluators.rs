@@ -23,7 +23,9 @@ fn check(predictions: &[f64], labels: &[f64]) -> Result<()> {
         return Err(Error::msg("evaluator: no examples to score"));
     }
     if let Some(x) = predictions.iter().chain(labels).find(|x| !x.is_finite()) {
-        return Err(Error::msg(format!("evaluator: non-finite value {x} among predictions or labels")));
+        return Err(Error::msg(format!(
+            "evaluator: non-finite value {x} among predictions or labels"
+        )));
     }
     Ok(())
 }
@@ -35,7 +37,11 @@ fn class(x: f64) -> i64 {
 /// Fraction of predictions equal to their label.
 pub fn accuracy(predictions: &[f64], labels: &[f64]) -> Result<f64> {
     check(predictions, labels)?;
-    let hits = predictions.iter().zip(labels).filter(|(p, l)| class(**p) == class(**l)).count();
+    let hits = predictions
+        .iter()
+        .zip(labels)
+        .filter(|(p, l)| class(**p) == class(**l))
+        .count();
     Ok(hits as f64 / labels.len() as f64)
 }
 
@@ -52,7 +58,11 @@ pub fn binary_f1(predictions: &[f64], labels: &[f64]) -> Result<f64> {
         }
     }
     let denom = 2 * tp + fp + fneg;
-    Ok(if denom == 0 { 0.0 } else { 2.0 * tp as f64 / denom as f64 })
+    Ok(if denom == 0 {
+        0.0
+    } else {
+        2.0 * tp as f64 / denom as f64
+    })
 }
 
 /// Matthews correlation coefficient, for any number of classes (Gorodkin's generalisation, as scikit-learn).
@@ -69,7 +79,10 @@ pub fn matthews_corrcoef(predictions: &[f64], labels: &[f64]) -> Result<f64> {
         }
     }
     let n = labels.len() as f64;
-    let dot: f64 = true_counts.iter().map(|(k, t)| t * pred_counts.get(k).copied().unwrap_or(0.0)).sum();
+    let dot: f64 = true_counts
+        .iter()
+        .map(|(k, t)| t * pred_counts.get(k).copied().unwrap_or(0.0))
+        .sum();
     let cov_yp = correct * n - dot;
     let cov_yy = n * n - true_counts.values().map(|t| t * t).sum::<f64>();
     let cov_pp = n * n - pred_counts.values().map(|p| p * p).sum::<f64>();
@@ -91,7 +104,11 @@ pub fn pearson(predictions: &[f64], labels: &[f64]) -> Result<f64> {
         syy += dl * dl;
     }
     let denom = (sxx * syy).sqrt();
-    Ok(if denom == 0.0 { 0.0 } else { (sxy / denom).clamp(-1.0, 1.0) })
+    Ok(if denom == 0.0 {
+        0.0
+    } else {
+        (sxy / denom).clamp(-1.0, 1.0)
+    })
 }
 
 /// Ranks starting at 1; tied values share the average of their ranks.
@@ -191,19 +208,47 @@ macro_rules! evaluator {
     };
 }
 
-evaluator!("cola", Scheme::Mcc, "CoLA: Matthews correlation (accuracy also reported)");
+evaluator!(
+    "cola",
+    Scheme::Mcc,
+    "CoLA: Matthews correlation (accuracy also reported)"
+);
 evaluator!("sst2", Scheme::Accuracy, "SST-2: accuracy");
-evaluator!("mrpc", Scheme::F1Accuracy, "MRPC: mean of F1 (class 1) and accuracy");
-evaluator!("qqp", Scheme::F1Accuracy, "QQP: mean of F1 (class 1) and accuracy");
-evaluator!("stsb", Scheme::PearsonSpearman, "STS-B: mean of Pearson and Spearman correlation");
-evaluator!("mnli", Scheme::Accuracy, "MNLI (matched or mismatched): accuracy");
+evaluator!(
+    "mrpc",
+    Scheme::F1Accuracy,
+    "MRPC: mean of F1 (class 1) and accuracy"
+);
+evaluator!(
+    "qqp",
+    Scheme::F1Accuracy,
+    "QQP: mean of F1 (class 1) and accuracy"
+);
+evaluator!(
+    "stsb",
+    Scheme::PearsonSpearman,
+    "STS-B: mean of Pearson and Spearman correlation"
+);
+evaluator!(
+    "mnli",
+    Scheme::Accuracy,
+    "MNLI (matched or mismatched): accuracy"
+);
 evaluator!("qnli", Scheme::Accuracy, "QNLI: accuracy");
 evaluator!("rte", Scheme::Accuracy, "RTE: accuracy");
 evaluator!("wnli", Scheme::Accuracy, "WNLI: accuracy");
 evaluator!("accuracy", Scheme::Accuracy, "accuracy");
 evaluator!("f1", Scheme::F1, "F1 of class 1 (accuracy also reported)");
-evaluator!("mcc", Scheme::Mcc, "Matthews correlation, any number of classes (accuracy also reported)");
-evaluator!("pearson_spearman", Scheme::PearsonSpearman, "mean of Pearson and Spearman correlation (regression)");
+evaluator!(
+    "mcc",
+    Scheme::Mcc,
+    "Matthews correlation, any number of classes (accuracy also reported)"
+);
+evaluator!(
+    "pearson_spearman",
+    Scheme::PearsonSpearman,
+    "mean of Pearson and Spearman correlation (regression)"
+);
 
 #[cfg(test)]
 mod tests {
@@ -211,8 +256,12 @@ mod tests {
 
     // Reference values computed once with scikit-learn (accuracy_score, f1_score, matthews_corrcoef) and scipy
     // (pearsonr, spearmanr) on exactly these vectors.
-    const Y_TRUE: [f64; 16] = [1., 0., 1., 1., 0., 1., 0., 0., 1., 1., 0., 1., 1., 0., 0., 1.];
-    const Y_PRED: [f64; 16] = [1., 0., 0., 1., 0., 1., 1., 0., 1., 0., 0., 1., 1., 1., 0., 1.];
+    const Y_TRUE: [f64; 16] = [
+        1., 0., 1., 1., 0., 1., 0., 0., 1., 1., 0., 1., 1., 0., 0., 1.,
+    ];
+    const Y_PRED: [f64; 16] = [
+        1., 0., 0., 1., 0., 1., 1., 0., 1., 0., 0., 1., 1., 1., 0., 1.,
+    ];
     const SK_ACC: f64 = 0.75;
     const SK_F1: f64 = 0.7777777777777778;
     const SK_MCC: f64 = 0.49206349206349204;
@@ -242,7 +291,10 @@ mod tests {
 
     #[test]
     fn ties_get_average_ranks() {
-        assert_eq!(average_ranks(&[3.0, 1.0, 3.0, 2.0, 3.0]), vec![4.0, 1.0, 4.0, 2.0, 4.0]);
+        assert_eq!(
+            average_ranks(&[3.0, 1.0, 3.0, 2.0, 3.0]),
+            vec![4.0, 1.0, 4.0, 2.0, 4.0]
+        );
         assert_eq!(average_ranks(&[0.5, 0.5]), vec![1.5, 1.5]);
     }
 
@@ -250,7 +302,10 @@ mod tests {
     fn degenerate_inputs_follow_scikit_learn() {
         // sklearn: f1_score([1,0,1], [0,0,0], zero_division=0) = 0; matthews_corrcoef([1,0,1], [1,1,1]) = 0.
         assert_eq!(binary_f1(&[0., 0., 0.], &[1., 0., 1.]).unwrap(), 0.0);
-        assert_eq!(matthews_corrcoef(&[1., 1., 1.], &[1., 0., 1.]).unwrap(), 0.0);
+        assert_eq!(
+            matthews_corrcoef(&[1., 1., 1.], &[1., 0., 1.]).unwrap(),
+            0.0
+        );
         assert_eq!(pearson(&[2., 2., 2.], &[1., 0., 1.]).unwrap(), 0.0);
         assert!(accuracy(&[1.0], &[]).is_err());
         assert!(accuracy(&[], &[]).is_err());
@@ -270,12 +325,27 @@ mod tests {
         let m = evaluator("mrpc").score(&Y_PRED, &Y_TRUE).unwrap();
         close(m.primary, (SK_F1 + SK_ACC) / 2.0);
         close(m.values["f1"], SK_F1);
-        close(evaluator("qqp").score(&Y_PRED, &Y_TRUE).unwrap().primary, (SK_F1 + SK_ACC) / 2.0);
-        close(evaluator("cola").score(&Y_PRED, &Y_TRUE).unwrap().primary, SK_MCC);
-        close(evaluator("mcc").score(&Y_PRED3, &Y_TRUE3).unwrap().primary, SK_MCC3);
-        close(evaluator("f1").score(&Y_PRED, &Y_TRUE).unwrap().primary, SK_F1);
+        close(
+            evaluator("qqp").score(&Y_PRED, &Y_TRUE).unwrap().primary,
+            (SK_F1 + SK_ACC) / 2.0,
+        );
+        close(
+            evaluator("cola").score(&Y_PRED, &Y_TRUE).unwrap().primary,
+            SK_MCC,
+        );
+        close(
+            evaluator("mcc").score(&Y_PRED3, &Y_TRUE3).unwrap().primary,
+            SK_MCC3,
+        );
+        close(
+            evaluator("f1").score(&Y_PRED, &Y_TRUE).unwrap().primary,
+            SK_F1,
+        );
         for name in ["sst2", "mnli", "qnli", "rte", "wnli", "accuracy"] {
-            close(evaluator(name).score(&Y_PRED, &Y_TRUE).unwrap().primary, SK_ACC);
+            close(
+                evaluator(name).score(&Y_PRED, &Y_TRUE).unwrap().primary,
+                SK_ACC,
+            );
         }
         for name in ["stsb", "pearson_spearman"] {
             let m = evaluator(name).score(&X_REG, &Y_REG).unwrap();

@@ -99,10 +99,30 @@ macro_rules! grouping_rule {
     };
 }
 
-grouping_rule!(create_s0, "s0", admits_any, "any cut of the layers into G consecutive groups");
-grouping_rule!(create_uniform, "uniform", admits_uniform, "groups as equal as the layer count allows (sizes differ by ≤ 1)");
-grouping_rule!(create_increasing, "increasing", admits_increasing, "n1 ≤ … ≤ nG, not all equal");
-grouping_rule!(create_decreasing, "decreasing", admits_decreasing, "n1 ≥ … ≥ nG, not all equal");
+grouping_rule!(
+    create_s0,
+    "s0",
+    admits_any,
+    "any cut of the layers into G consecutive groups"
+);
+grouping_rule!(
+    create_uniform,
+    "uniform",
+    admits_uniform,
+    "groups as equal as the layer count allows (sizes differ by ≤ 1)"
+);
+grouping_rule!(
+    create_increasing,
+    "increasing",
+    admits_increasing,
+    "n1 ≤ … ≤ nG, not all equal"
+);
+grouping_rule!(
+    create_decreasing,
+    "decreasing",
+    admits_decreasing,
+    "n1 ≥ … ≥ nG, not all equal"
+);
 grouping_rule!(
     create_spindle,
     "spindle",

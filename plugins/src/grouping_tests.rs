@@ -6,7 +6,14 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::collections::BTreeSet;
 
-const RULES: [&str; 6] = ["s0", "uniform", "increasing", "decreasing", "spindle", "bottleneck"];
+const RULES: [&str; 6] = [
+    "s0",
+    "uniform",
+    "increasing",
+    "decreasing",
+    "spindle",
+    "bottleneck",
+];
 
 fn rule(name: &str) -> Box<dyn GroupingRule> {
     registries().unwrap().grouping(name).unwrap()
@@ -25,7 +32,8 @@ fn brute_force_counts_12_4() -> [usize; 6] {
                     let v = [a, b, c, d];
                     let equal = a == b && b == c && c == d;
                     counts[0] += 1;
-                    counts[1] += usize::from(v.iter().max().unwrap() - v.iter().min().unwrap() <= 1);
+                    counts[1] +=
+                        usize::from(v.iter().max().unwrap() - v.iter().min().unwrap() <= 1);
                     counts[2] += usize::from(a <= b && b <= c && c <= d && !equal);
                     counts[3] += usize::from(a >= b && b >= c && c >= d && !equal);
                     // With G = 4 the middle pair may be in any order once both outer groups are below both.
@@ -45,7 +53,10 @@ fn counts_for_12_layers_in_4_groups_match_brute_force() {
     assert_eq!(brute, [165, 1, 14, 14, 20, 20]);
     for (i, name) in RULES.iter().enumerate() {
         let r = rule(name);
-        let admitted = compositions(12, 4).into_iter().filter(|c| r.admits(c)).count();
+        let admitted = compositions(12, 4)
+            .into_iter()
+            .filter(|c| r.admits(c))
+            .count();
         assert_eq!(admitted, brute[i], "{name}");
     }
 }
@@ -53,13 +64,32 @@ fn counts_for_12_layers_in_4_groups_match_brute_force() {
 #[test]
 fn documented_examples() {
     let r = |n: &str, s: &[usize]| rule(n).admits(s);
-    assert!(r("spindle", &[1, 2, 2, 1]) && r("spindle", &[2, 4, 5, 1]) && r("spindle", &[1, 3, 5, 3, 1]));
-    assert!(!r("spindle", &[1, 3, 2, 3, 1]), "a dip in the middle is not a spindle");
-    assert!(!r("spindle", &[2, 2, 3, 1]), "outer groups must be strictly smaller");
+    assert!(
+        r("spindle", &[1, 2, 2, 1])
+            && r("spindle", &[2, 4, 5, 1])
+            && r("spindle", &[1, 3, 5, 3, 1])
+    );
+    assert!(
+        !r("spindle", &[1, 3, 2, 3, 1]),
+        "a dip in the middle is not a spindle"
+    );
+    assert!(
+        !r("spindle", &[2, 2, 3, 1]),
+        "outer groups must be strictly smaller"
+    );
     assert!(r("bottleneck", &[2, 1, 1, 2]) && r("bottleneck", &[5, 1, 3, 4]));
-    assert!(!r("bottleneck", &[5, 1, 3, 1, 4]), "a bump in the middle is not a bottleneck");
-    assert!(r("uniform", &[3, 3, 3, 3]) && r("uniform", &[2, 1, 2, 1]) && !r("uniform", &[1, 3, 3, 3]));
-    assert!(r("increasing", &[1, 1, 2, 2]) && !r("increasing", &[3, 3, 3, 3]) && !r("increasing", &[2, 1, 2, 2]));
+    assert!(
+        !r("bottleneck", &[5, 1, 3, 1, 4]),
+        "a bump in the middle is not a bottleneck"
+    );
+    assert!(
+        r("uniform", &[3, 3, 3, 3]) && r("uniform", &[2, 1, 2, 1]) && !r("uniform", &[1, 3, 3, 3])
+    );
+    assert!(
+        r("increasing", &[1, 1, 2, 2])
+            && !r("increasing", &[3, 3, 3, 3])
+            && !r("increasing", &[2, 1, 2, 2])
+    );
     assert!(r("decreasing", &[3, 3, 1, 1]) && !r("decreasing", &[1, 2, 3, 3]));
     assert!(!r("spindle", &[3, 3]) && !r("bottleneck", &[6]));
     assert!(!r("s0", &[3, 0, 3]), "empty groups are never admitted");
@@ -72,8 +102,10 @@ fn every_admitted_composition_can_be_sampled_for_small_layer_counts() {
         let r = rule(name);
         for layers in 1..=9 {
             for groups in 1..=layers.min(5) {
-                let admitted: BTreeSet<Vec<usize>> =
-                    compositions(layers, groups).into_iter().filter(|c| r.admits(c)).collect();
+                let admitted: BTreeSet<Vec<usize>> = compositions(layers, groups)
+                    .into_iter()
+                    .filter(|c| r.admits(c))
+                    .collect();
                 if admitted.is_empty() {
                     let err = r.sample(layers, groups, &mut rng).unwrap_err().to_string();
                     assert!(err.contains(name) && err.contains("admits no way"), "{err}");

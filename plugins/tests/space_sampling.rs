@@ -18,7 +18,9 @@ fn context() -> SampleContext {
 }
 
 fn names() -> Vec<String> {
-    ["adapter", "prefix", "lora", "bitfit"].map(String::from).to_vec()
+    ["adapter", "prefix", "lora", "bitfit"]
+        .map(String::from)
+        .to_vec()
 }
 
 #[test]
@@ -28,19 +30,36 @@ fn paper_stages_sample_admitted_designs_within_one_percent() {
     let spaces = [
         s0.clone(),
         s0.constrain(Dimension::Grouping, "spindle").unwrap(),
-        s0.constrain(Dimension::Grouping, "increasing").unwrap().constrain(Dimension::Allocation, "decreasing").unwrap(),
-        s0.constrain(Dimension::Grouping, "bottleneck").unwrap().constrain(Dimension::Allocation, "uniform").unwrap(),
-        s0.constrain(Dimension::TunedGroups, "0111").unwrap().constrain(Dimension::Strategies(2), "bitfit").unwrap(),
+        s0.constrain(Dimension::Grouping, "increasing")
+            .unwrap()
+            .constrain(Dimension::Allocation, "decreasing")
+            .unwrap(),
+        s0.constrain(Dimension::Grouping, "bottleneck")
+            .unwrap()
+            .constrain(Dimension::Allocation, "uniform")
+            .unwrap(),
+        s0.constrain(Dimension::TunedGroups, "0111")
+            .unwrap()
+            .constrain(Dimension::Strategies(2), "bitfit")
+            .unwrap(),
     ];
     for space in spaces {
         let mut rng = seeded_rng(1);
         let mut stats = SampleStats::default();
         for _ in 0..200 {
             let s = space.sample(&ctx, &mut rng, &mut stats).unwrap();
-            assert!(space.admits(&s.design, &ctx.registries).unwrap(), "{}", space.describe());
+            assert!(
+                space.admits(&s.design, &ctx.registries).unwrap(),
+                "{}",
+                space.describe()
+            );
             assert!(s.plan.relative_error().abs() <= 0.01);
         }
         assert_eq!(stats.drawn, 200 + stats.rejected);
-        eprintln!("{}: rejection rate {:.3}", space.describe(), stats.rejection_rate());
+        eprintln!(
+            "{}: rejection rate {:.3}",
+            space.describe(),
+            stats.rejection_rate()
+        );
     }
 }

@@ -34,10 +34,11 @@ pub struct Args {
 }
 
 pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
-    let model_dir = global
-        .model
-        .clone()
-        .ok_or_else(|| Exit::usage(anyhow!("`encode` needs --model DIR (a Hugging Face model folder)")))?;
+    let model_dir = global.model.clone().ok_or_else(|| {
+        Exit::usage(anyhow!(
+            "`encode` needs --model DIR (a Hugging Face model folder)"
+        ))
+    })?;
     let device = Device::Cpu;
     let backbone = peftspace_backbones::load(&model_dir, &device)?;
     let tokens = match (&args.text, &args.ids) {
@@ -50,7 +51,11 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
             ids: ids.clone(),
             type_ids: vec![0; ids.len()],
         },
-        _ => return Err(Exit::usage(anyhow!("give --text TEXT [--pair TEXT] or --ids 1,2,3 (not empty)"))),
+        _ => {
+            return Err(Exit::usage(anyhow!(
+                "give --text TEXT [--pair TEXT] or --ids 1,2,3 (not empty)"
+            )))
+        }
     };
     let mut batch: Batch = pad_batch(&[tokens], 0, &device)?;
     if let Some(dec) = &args.decoder_ids {
@@ -58,7 +63,10 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
     }
     let encoded = backbone.encode(&batch, &NoHooks, Mode::Eval)?;
     let mut out: HashMap<String, Tensor> = HashMap::new();
-    out.insert("encoder_hidden".into(), encoded.encoder_hidden.squeeze(0)?.contiguous()?);
+    out.insert(
+        "encoder_hidden".into(),
+        encoded.encoder_hidden.squeeze(0)?.contiguous()?,
+    );
     if let Some(dec) = encoded.decoder_hidden {
         out.insert("decoder_hidden".into(), dec.squeeze(0)?.contiguous()?);
     }

@@ -8,7 +8,11 @@ use crate::{Exit, Global};
 pub struct Args {}
 
 /// Prints one section: a title, then one aligned line per entry (`name  extra  summary  [source]`).
-fn section<E>(title: &str, map: &std::collections::BTreeMap<String, Registered<E>>, line: impl Fn(&E) -> (String, &'static str)) {
+fn section<E>(
+    title: &str,
+    map: &std::collections::BTreeMap<String, Registered<E>>,
+    line: impl Fn(&E) -> (String, &'static str),
+) {
     println!("{title}:");
     if map.is_empty() {
         println!("  (none)");
@@ -23,8 +27,16 @@ fn section<E>(title: &str, map: &std::collections::BTreeMap<String, Registered<E
     let w_name = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
     let w_extra = rows.iter().map(|r| r.1.chars().count()).max().unwrap_or(0);
     for (name, extra, summary, source) in rows {
-        let source = if source == "built-in" { String::new() } else { format!("  [{source}]") };
-        let extra = if w_extra > 0 { format!("  {extra:<w_extra$}") } else { String::new() };
+        let source = if source == "built-in" {
+            String::new()
+        } else {
+            format!("  [{source}]")
+        };
+        let extra = if w_extra > 0 {
+            format!("  {extra:<w_extra$}")
+        } else {
+            String::new()
+        };
         println!("  {name:<w_name$}{extra}  {summary}{source}");
     }
     println!();
@@ -32,10 +44,18 @@ fn section<E>(title: &str, map: &std::collections::BTreeMap<String, Registered<E
 
 pub fn run(_args: Args, _global: &Global) -> Result<(), Exit> {
     let r = registries()?;
-    section("strategies (name, design code)", &r.strategies, |e| (e.code.to_string(), e.summary));
-    section("grouping rules", &r.groupings, |e| (String::new(), e.summary));
-    section("allocation rules", &r.allocations, |e| (String::new(), e.summary));
+    section("strategies (name, design code)", &r.strategies, |e| {
+        (e.code.to_string(), e.summary)
+    });
+    section("grouping rules", &r.groupings, |e| {
+        (String::new(), e.summary)
+    });
+    section("allocation rules", &r.allocations, |e| {
+        (String::new(), e.summary)
+    });
     section("evaluators", &r.evaluators, |e| (String::new(), e.summary));
-    section("architectures (name, model_type)", &r.architectures, |e| (e.model_types.join(","), e.summary));
+    section("architectures (name, model_type)", &r.architectures, |e| {
+        (e.model_types.join(","), e.summary)
+    });
     Ok(())
 }

@@ -12,10 +12,16 @@ pub struct Args {
 
 pub fn run(args: Args, _global: &Global) -> Result<(), Exit> {
     if !args.dir.is_dir() {
-        return Err(Exit::usage(anyhow::anyhow!("{}: no such results directory", args.dir.display())));
+        return Err(Exit::usage(anyhow::anyhow!(
+            "{}: no such results directory",
+            args.dir.display()
+        )));
     }
     let report = peftspace_core::report::write_reports(&args.dir)?;
-    println!("{}", peftspace_core::report::decisions_table(&report.decisions));
+    println!(
+        "{}",
+        peftspace_core::report::decisions_table(&report.decisions)
+    );
     for d in &report.decisions {
         println!("{}", d.summary);
     }

@@ -78,7 +78,8 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
     let mut rows = Vec::new();
     if let Some(text) = &args.design {
         let design = Design::parse(text, &codes).map_err(Exit::usage)?;
-        let plan = budget::solve(&ctx.info, &design, &ctx.strategies, ctx.fraction).map_err(Exit::usage)?;
+        let plan = budget::solve(&ctx.info, &design, &ctx.strategies, ctx.fraction)
+            .map_err(Exit::usage)?;
         if !space.admits(&design, &reg)? {
             eprintln!("note: this design is not in the space {}", space.describe());
         }
@@ -100,7 +101,12 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
         }
     }
 
-    let code = |name: &str| codes.code(name).map(str::to_string).unwrap_or_else(|_| name.to_string());
+    let code = |name: &str| {
+        codes
+            .code(name)
+            .map(str::to_string)
+            .unwrap_or_else(|_| name.to_string())
+    };
     let mut out = std::io::stdout().lock();
     match args.format {
         Format::Csv => write_csv(&mut out, &rows, &codes, &code)?,
@@ -133,11 +139,19 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
 }
 
 fn list<T: std::fmt::Display>(items: &[T], sep: &str) -> String {
-    items.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(sep)
+    items
+        .iter()
+        .map(|x| x.to_string())
+        .collect::<Vec<_>>()
+        .join(sep)
 }
 
 fn strategy_sets(d: &Design, codes: &StrategyCodes) -> anyhow::Result<String> {
-    let sets = d.strategies.iter().map(|s| codes.set_to_text(s)).collect::<Result<Vec<_>, _>>()?;
+    let sets = d
+        .strategies
+        .iter()
+        .map(|s| codes.set_to_text(s))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(sets.join("|"))
 }
 
@@ -173,7 +187,13 @@ fn write_csv(
             list(&d.group_sizes, ","),
             tuned(d),
             strategy_sets(d, codes)?,
-            list(&d.shares.iter().map(|s| format!("{s:.4}")).collect::<Vec<_>>(), ","),
+            list(
+                &d.shares
+                    .iter()
+                    .map(|s| format!("{s:.4}"))
+                    .collect::<Vec<_>>(),
+                ",",
+            ),
             p.target.to_string(),
             p.achieved.to_string(),
             format!("{:.6}", p.relative_error()),
@@ -200,7 +220,13 @@ fn write_table(
                 format!(
                     "g={} a={} t={} s={}",
                     list(&d.group_sizes, ","),
-                    list(&d.shares.iter().map(|s| format!("{s:.3}")).collect::<Vec<_>>(), ","),
+                    list(
+                        &d.shares
+                            .iter()
+                            .map(|s| format!("{s:.3}"))
+                            .collect::<Vec<_>>(),
+                        ","
+                    ),
                     tuned(d),
                     strategy_sets(d, codes)?
                 ),
@@ -210,9 +236,22 @@ fn write_table(
             ])
         })
         .collect::<anyhow::Result<_>>()?;
-    let header = ["#", "design (shares rounded)", "params", "error", "per-layer sizes"];
+    let header = [
+        "#",
+        "design (shares rounded)",
+        "params",
+        "error",
+        "per-layer sizes",
+    ];
     let widths: Vec<usize> = (0..5)
-        .map(|i| cells.iter().map(|c| c[i].chars().count()).chain([header[i].len()]).max().unwrap_or(0))
+        .map(|i| {
+            cells
+                .iter()
+                .map(|c| c[i].chars().count())
+                .chain([header[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let line = |c: [&str; 5]| {
         format!(

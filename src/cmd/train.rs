@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Context};
 use candle_core::Device;
 use peftspace_core::backbone::Backbone;
-use peftspace_core::data::{glue_task, load_task, GlueTask, HfTokenizer};
-use peftspace_core::registry::registries;
-use peftspace_core::resolve::Resolver;
 use peftspace_core::budget;
+use peftspace_core::data::{glue_task, load_task, GlueTask, HfTokenizer};
 use peftspace_core::design::{Design, StrategyCodes};
 use peftspace_core::experiment::Experiment;
+use peftspace_core::registry::registries;
+use peftspace_core::resolve::Resolver;
 use peftspace_core::spec::{ExperimentSpec, TaskSpec};
 use peftspace_core::train::{run_trial, EpochReport, LayerAssignment, TrialInput, TrialOutcome};
 
@@ -22,7 +22,11 @@ pub struct Args {
     /// The experiment file (RON): backbone, tasks, budget, strategies and training settings.
     pub experiment: PathBuf,
     /// A design in the text form `peftspace sample` prints.
-    #[arg(long, conflicts_with = "baseline", required_unless_present = "baseline")]
+    #[arg(
+        long,
+        conflicts_with = "baseline",
+        required_unless_present = "baseline"
+    )]
     pub design: Option<String>,
     /// One strategy in every layer at the experiment's budget (`adapter`, `prefix`, `lora`, `bitfit`, or any
     /// registered strategy); `full` (all weights trainable) is not available yet.
@@ -58,7 +62,10 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
     if let Some(epochs) = args.epochs {
         spec.training.epochs = epochs;
     }
-    let seed = args.seed.or_else(|| spec.seeds.first().copied()).unwrap_or(1);
+    let seed = args
+        .seed
+        .or_else(|| spec.seeds.first().copied())
+        .unwrap_or(1);
     let tasks = selected_tasks(&spec, &args).map_err(Exit::usage)?;
 
     let resolver = Resolver::from_env(global.offline);
@@ -72,7 +79,16 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
     let data_dir = if glue.is_empty() {
         None
     } else {
-        Some(resolver.data(global.data_dir.as_deref(), spec.data_dir.as_deref(), &spec_dir, &glue)?.path)
+        Some(
+            resolver
+                .data(
+                    global.data_dir.as_deref(),
+                    spec.data_dir.as_deref(),
+                    &spec_dir,
+                    &glue,
+                )?
+                .path,
+        )
     };
 
     let device = Device::cuda_if_available(0)?;
@@ -92,7 +108,12 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
             task.eval.len()
         );
         let print_epoch = |r: &EpochReport| {
-            let metrics: Vec<String> = r.metrics.values.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
+            let metrics: Vec<String> = r
+                .metrics
+                .values
+                .iter()
+                .map(|(k, v)| format!("{k} {v:.4}"))
+                .collect();
             eprintln!(
                 "  epoch {}: train loss {:.4}, dev {} (primary {:.4}), {:.0} s",
                 r.epoch,
@@ -150,14 +171,19 @@ fn selected_tasks(spec: &ExperimentSpec, args: &Args) -> anyhow::Result<Vec<Task
                 }],
                 None => {
                     let known: Vec<&str> = spec.tasks.iter().map(|t| t.id.as_str()).collect();
-                    return Err(anyhow!("--task {id}: not a GLUE task nor one of the experiment's tasks ({})", known.join(", ")));
+                    return Err(anyhow!(
+                        "--task {id}: not a GLUE task nor one of the experiment's tasks ({})",
+                        known.join(", ")
+                    ));
                 }
             }
         }
         None => spec.tasks.clone(),
     };
     if tasks.is_empty() {
-        return Err(anyhow!("the experiment lists no tasks; add `tasks: [(id: \"sst2\")]` or pass --task"));
+        return Err(anyhow!(
+            "the experiment lists no tasks; add `tasks: [(id: \"sst2\")]` or pass --task"
+        ));
     }
     for t in &mut tasks {
         if args.max_train.is_some() {
@@ -171,24 +197,35 @@ fn selected_tasks(spec: &ExperimentSpec, args: &Args) -> anyhow::Result<Vec<Task
 }
 
 /// The backbone from its folder (architecture chosen by `config.json`'s `model_type`) and its tokenizer.
-pub fn load_backbone(dir: &Path, device: &Device) -> anyhow::Result<(Box<dyn Backbone>, HfTokenizer)> {
+pub fn load_backbone(
+    dir: &Path,
+    device: &Device,
+) -> anyhow::Result<(Box<dyn Backbone>, HfTokenizer)> {
     let config_path = dir.join("config.json");
     let config: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(&config_path).with_context(|| format!("reading {}", config_path.display()))?,
+        &std::fs::read_to_string(&config_path)
+            .with_context(|| format!("reading {}", config_path.display()))?,
     )
     .with_context(|| format!("{} is not JSON", config_path.display()))?;
     let model_type = config
         .get("model_type")
         .and_then(|v| v.as_str())
         .ok_or_else(|| anyhow!("{}: no `model_type`", config_path.display()))?;
-    let pad_id = config.get("pad_token_id").and_then(|v| v.as_u64()).map(|v| v as u32);
+    let pad_id = config
+        .get("pad_token_id")
+        .and_then(|v| v.as_u64())
+        .map(|v| v as u32);
     let backbone = (registries()?.architecture_for(model_type)?.load)(dir, device)?;
     let tokenizer = HfTokenizer::from_file(&dir.join("tokenizer.json"), pad_id)?;
     Ok((backbone, tokenizer))
 }
 
 /// The plan the flags ask for: a design solved at the experiment's budget, or a one-strategy baseline.
-fn build_plan(args: &Args, exp: &Experiment, backbone: &dyn Backbone) -> anyhow::Result<Vec<LayerAssignment>> {
+fn build_plan(
+    args: &Args,
+    exp: &Experiment,
+    backbone: &dyn Backbone,
+) -> anyhow::Result<Vec<LayerAssignment>> {
     let info = backbone.info();
     let registries = registries()?;
     let strategies = exp.strategies(&registries)?;
@@ -204,7 +241,10 @@ fn build_plan(args: &Args, exp: &Experiment, backbone: &dyn Backbone) -> anyhow:
         }
         let mut strategies = strategies;
         if !strategies.contains_key(name) {
-            strategies.insert(name.to_string(), registries.strategy(name, &ron::Value::Unit)?);
+            strategies.insert(
+                name.to_string(),
+                registries.strategy(name, &ron::Value::Unit)?,
+            );
         }
         // One group over all layers with the one strategy; no tolerance check, because a fixed-size strategy
         // (BitFit) cannot be resized to the budget: the achieved count is printed instead.
@@ -218,7 +258,10 @@ fn build_plan(args: &Args, exp: &Experiment, backbone: &dyn Backbone) -> anyhow:
     };
     eprintln!(
         "plan: {} ({} parameters for a target of {}, {:+.2} %)",
-        plan.sizes_text(|n| registries.strategy_entry(n).map(|e| e.code.to_string()).unwrap_or_else(|_| n.to_string())),
+        plan.sizes_text(|n| registries
+            .strategy_entry(n)
+            .map(|e| e.code.to_string())
+            .unwrap_or_else(|_| n.to_string())),
         plan.achieved,
         plan.target,
         100.0 * plan.relative_error()
@@ -238,15 +281,34 @@ fn build_plan(args: &Args, exp: &Experiment, backbone: &dyn Backbone) -> anyhow:
 
 /// `task, <metric columns…>, primary, trainable_params, seconds, status`; metric columns are the union over tasks.
 fn write_csv(path: &Path, rows: &[(String, TrialOutcome)]) -> anyhow::Result<()> {
-    let metrics: BTreeSet<&String> = rows.iter().flat_map(|(_, o)| o.metrics.values.keys()).collect();
-    let mut w = csv::Writer::from_path(path).with_context(|| format!("creating {}", path.display()))?;
+    let metrics: BTreeSet<&String> = rows
+        .iter()
+        .flat_map(|(_, o)| o.metrics.values.keys())
+        .collect();
+    let mut w =
+        csv::Writer::from_path(path).with_context(|| format!("creating {}", path.display()))?;
     let mut header = vec!["task".to_string()];
     header.extend(metrics.iter().map(|m| m.to_string()));
-    header.extend(["primary", "trainable_params", "head_params", "seconds", "status"].map(String::from));
+    header.extend(
+        [
+            "primary",
+            "trainable_params",
+            "head_params",
+            "seconds",
+            "status",
+        ]
+        .map(String::from),
+    );
     w.write_record(&header)?;
     for (task, o) in rows {
         let mut record = vec![task.clone()];
-        record.extend(metrics.iter().map(|m| o.metrics.values.get(*m).map(|v| format!("{v:.6}")).unwrap_or_default()));
+        record.extend(metrics.iter().map(|m| {
+            o.metrics
+                .values
+                .get(*m)
+                .map(|v| format!("{v:.6}"))
+                .unwrap_or_default()
+        }));
         record.push(format!("{:.6}", o.metrics.primary));
         record.push(o.trainable_params.to_string());
         record.push(o.head_params.to_string());

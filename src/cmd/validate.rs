@@ -17,7 +17,11 @@ pub struct Args {
 pub fn load_experiment(file: &Path, global: &Global) -> Result<Experiment, Exit> {
     let parsed = experiment::parse(file).map_err(Exit::usage)?;
     // Plugins named in the file load like `--plugin` ones; those already given on the command line are skipped.
-    let already: Vec<PathBuf> = global.plugins.iter().filter_map(|p| p.canonicalize().ok()).collect();
+    let already: Vec<PathBuf> = global
+        .plugins
+        .iter()
+        .filter_map(|p| p.canonicalize().ok())
+        .collect();
     let from_file: Vec<PathBuf> = parsed
         .plugin_paths()
         .into_iter()
@@ -28,7 +32,8 @@ pub fn load_experiment(file: &Path, global: &Global) -> Result<Experiment, Exit>
             plugins: from_file,
             ..global.clone()
         };
-        super::load_plugins(&file_global).map_err(|e| Exit::usage(parsed.error_at("plugins", format!("{:#}", e.error))))?;
+        super::load_plugins(&file_global)
+            .map_err(|e| Exit::usage(parsed.error_at("plugins", format!("{:#}", e.error))))?;
     }
     let registries = registries().map_err(Exit::from)?;
     parsed.validate(&registries).map_err(Exit::usage)

@@ -12,8 +12,8 @@ use peftspace_core::evaluator::{Evaluator, EvaluatorEntry, Metrics};
 use peftspace_core::hooks::LayerHooks;
 use peftspace_core::registry::{registries, with_registries_mut};
 use peftspace_core::shapes::{
-    AttentionKind, AttentionShape, BackboneInfo, LayerShape, LinearSite, NormShape, NormSite, ResidualSite, SiteKind,
-    Stack,
+    AttentionKind, AttentionShape, BackboneInfo, LayerShape, LinearSite, NormShape, NormSite,
+    ResidualSite, SiteKind, Stack,
 };
 use peftspace_core::Result;
 use rand::rngs::StdRng;
@@ -31,8 +31,12 @@ struct Frozen {
 impl Frozen {
     fn random(rng: &mut StdRng, d_out: usize, d_in: usize, device: &Device) -> Result<Self> {
         let bound = 1.0 / (d_in as f32).sqrt();
-        let w: Vec<f32> = (0..d_out * d_in).map(|_| rng.random_range(-bound..bound)).collect();
-        let b: Vec<f32> = (0..d_out).map(|_| rng.random_range(-bound..bound)).collect();
+        let w: Vec<f32> = (0..d_out * d_in)
+            .map(|_| rng.random_range(-bound..bound))
+            .collect();
+        let b: Vec<f32> = (0..d_out)
+            .map(|_| rng.random_range(-bound..bound))
+            .collect();
         Ok(Frozen {
             weight: Tensor::from_vec(w, (d_out, d_in), device)?,
             bias: Tensor::from_vec(b, d_out, device)?,
@@ -40,7 +44,8 @@ impl Frozen {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.broadcast_matmul(&self.weight.t()?)?.broadcast_add(&self.bias)?)
+        Ok(x.broadcast_matmul(&self.weight.t()?)?
+            .broadcast_add(&self.bias)?)
     }
 }
 
@@ -113,9 +118,11 @@ impl ToyBackbone {
     pub fn new(layers: usize, seed: u64) -> Result<Self> {
         let device = Device::Cpu;
         let mut rng = StdRng::seed_from_u64(seed);
-        let mut table = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect() };
+        let mut table =
+            |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect() };
         let embeddings = Tensor::from_vec(table(VOCAB * HIDDEN), (VOCAB, HIDDEN), &device)?;
-        let positions = (Tensor::from_vec(table(MAX_LEN * HIDDEN), (MAX_LEN, HIDDEN), &device)? * 0.1)?;
+        let positions =
+            (Tensor::from_vec(table(MAX_LEN * HIDDEN), (MAX_LEN, HIDDEN), &device)? * 0.1)?;
         let mut built = Vec::new();
         for _ in 0..layers {
             built.push(ToyLayer {
@@ -129,7 +136,8 @@ impl ToyBackbone {
                 norm_bias: Tensor::zeros(HIDDEN, DType::F32, &device)?,
             });
         }
-        let per_layer = 4 * (HIDDEN * HIDDEN + HIDDEN) + 2 * (2 * HIDDEN * HIDDEN) + 3 * HIDDEN + 2 * HIDDEN;
+        let per_layer =
+            4 * (HIDDEN * HIDDEN + HIDDEN) + 2 * (2 * HIDDEN * HIDDEN) + 3 * HIDDEN + 2 * HIDDEN;
         let info = BackboneInfo {
             model_type: "toy".into(),
             hidden: HIDDEN,
@@ -148,7 +156,15 @@ impl ToyBackbone {
         })
     }
 
-    fn layer(&self, index: usize, l: &ToyLayer, h: Tensor, mask: &Tensor, hooks: &dyn LayerHooks, mode: Mode<'_>) -> Result<Tensor> {
+    fn layer(
+        &self,
+        index: usize,
+        l: &ToyLayer,
+        h: Tensor,
+        mask: &Tensor,
+        hooks: &dyn LayerHooks,
+        mode: Mode<'_>,
+    ) -> Result<Tensor> {
         let (b, s, _) = h.dims3()?;
         let d = HIDDEN / self.heads;
         let q = hooks.linear(index, SiteKind::Query, &h, l.q.forward(&h)?)?;
@@ -159,22 +175,33 @@ impl ToyBackbone {
             let p = prefix.len()?;
             k = Tensor::cat(&[&prefix.key, &k], 1)?;
             v = Tensor::cat(&[&prefix.value, &v], 1)?;
-            mask = Tensor::cat(&[&Tensor::ones((b, p), mask.dtype(), &self.device)?, &mask], 1)?;
+            mask = Tensor::cat(
+                &[&Tensor::ones((b, p), mask.dtype(), &self.device)?, &mask],
+                1,
+            )?;
         }
         let keys = k.dim(1)?;
         let split = |t: &Tensor, n: usize| -> Result<Tensor> {
-            Ok(t.reshape((b, n, self.heads, d))?.transpose(1, 2)?.contiguous()?)
+            Ok(t.reshape((b, n, self.heads, d))?
+                .transpose(1, 2)?
+                .contiguous()?)
         };
         let (qh, kh, vh) = (split(&q, s)?, split(&k, keys)?, split(&v, keys)?);
         let scores = (qh.matmul(&kh.transpose(2, 3)?.contiguous()?)? / (d as f64).sqrt())?;
         let scores = scores.broadcast_add(&mask_bias(&mask, DType::F32)?)?;
         let probs = softmax_last_dim(&scores)?;
-        let ctx = probs.matmul(&vh)?.transpose(1, 2)?.contiguous()?.reshape((b, s, HIDDEN))?;
+        let ctx = probs
+            .matmul(&vh)?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b, s, HIDDEN))?;
         let attn = hooks.linear(index, SiteKind::AttnOut, &ctx, l.o.forward(&ctx)?)?;
         let attn = hooks.residual(index, ResidualSite::Attention, mode.dropout(&attn, 0.1)?)?;
         let h = layer_norm(&(h + attn)?, &l.norm_weight, Some(&l.norm_bias), 1e-5)?;
         let h = hooks.norm(index, NormSite::Attention, h)?;
-        let up = hooks.linear(index, SiteKind::FfnIn, &h, l.ffn_in.forward(&h)?)?.gelu_erf()?;
+        let up = hooks
+            .linear(index, SiteKind::FfnIn, &h, l.ffn_in.forward(&h)?)?
+            .gelu_erf()?;
         let down = hooks.linear(index, SiteKind::FfnOut, &up, l.ffn_out.forward(&up)?)?;
         let down = hooks.residual(index, ResidualSite::Ffn, mode.dropout(&down, 0.1)?)?;
         let h = layer_norm(&(h + down)?, &l.norm_weight, Some(&l.norm_bias), 1e-5)?;
@@ -193,7 +220,10 @@ impl Backbone for ToyBackbone {
 
     fn encode(&self, batch: &Batch, hooks: &dyn LayerHooks, mode: Mode<'_>) -> Result<Encoded> {
         let (b, s) = batch.input_ids.dims2()?;
-        let tokens = self.embeddings.index_select(&batch.input_ids.flatten_all()?, 0)?.reshape((b, s, HIDDEN))?;
+        let tokens = self
+            .embeddings
+            .index_select(&batch.input_ids.flatten_all()?, 0)?
+            .reshape((b, s, HIDDEN))?;
         let mut h = tokens.broadcast_add(&self.positions.narrow(0, 0, s)?)?;
         for (i, l) in self.layers.iter().enumerate() {
             h = self.layer(i, l, h, &batch.attention_mask, hooks, mode)?;
@@ -218,7 +248,9 @@ pub struct ToyTokenizer;
 
 impl TextEncoder for ToyTokenizer {
     fn encode(&self, text: &str, pair: Option<&str>, max_len: usize) -> Result<Tokens> {
-        let word = |w: &str| 2 + w.trim_start_matches('w').parse::<u32>().unwrap_or(0) % (VOCAB as u32 - 2);
+        let word = |w: &str| {
+            2 + w.trim_start_matches('w').parse::<u32>().unwrap_or(0) % (VOCAB as u32 - 2)
+        };
         let mut ids = vec![CLS];
         let mut type_ids = vec![0];
         ids.extend(text.split_whitespace().map(word));
@@ -250,7 +282,11 @@ pub fn synthetic_task(train: usize, eval: usize, seed: u64) -> TaskData {
                 let words: Vec<String> = (0..len)
                     .map(|j| {
                         let id = if j == cue_at || j == cue_at + 1 {
-                            if label == 1 { 2 } else { 3 }
+                            if label == 1 {
+                                2
+                            } else {
+                                3
+                            }
                         } else {
                             rng.random_range(10..60)
                         };
@@ -285,7 +321,11 @@ impl Evaluator for TestAccuracy {
     }
 
     fn score(&self, predictions: &[f64], labels: &[f64]) -> Result<Metrics> {
-        let right = predictions.iter().zip(labels).filter(|(p, l)| p == l).count();
+        let right = predictions
+            .iter()
+            .zip(labels)
+            .filter(|(p, l)| p == l)
+            .count();
         let accuracy = right as f64 / labels.len().max(1) as f64;
         let mut m = Metrics {
             primary: accuracy,
@@ -298,7 +338,9 @@ impl Evaluator for TestAccuracy {
 
 /// Makes sure an `accuracy` evaluator is registered (the built-in one when the plugins provide it).
 pub fn ensure_accuracy_evaluator() {
-    let present = registries().map(|r| r.evaluators.contains_key("accuracy")).unwrap_or(false);
+    let present = registries()
+        .map(|r| r.evaluators.contains_key("accuracy"))
+        .unwrap_or(false);
     if !present {
         let _ = with_registries_mut(|r| {
             if r.evaluators.contains_key("accuracy") {

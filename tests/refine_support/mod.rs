@@ -32,13 +32,18 @@ pub fn experiment_ron(samples: usize) -> String {
 }
 
 pub fn read_csv(path: &Path) -> Vec<BTreeMap<String, String>> {
-    let mut reader = csv::Reader::from_path(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut reader =
+        csv::Reader::from_path(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let headers = reader.headers().expect("header").clone();
     reader
         .records()
         .map(|r| {
             let r = r.expect("row");
-            headers.iter().map(String::from).zip(r.iter().map(String::from)).collect()
+            headers
+                .iter()
+                .map(String::from)
+                .zip(r.iter().map(String::from))
+                .collect()
         })
         .collect()
 }
@@ -47,7 +52,8 @@ fn parse(cell: &str) -> f64 {
     if cell.is_empty() {
         f64::NAN
     } else {
-        cell.parse().unwrap_or_else(|e| panic!("number `{cell}`: {e}"))
+        cell.parse()
+            .unwrap_or_else(|e| panic!("number `{cell}`: {e}"))
     }
 }
 
@@ -61,7 +67,8 @@ pub fn check_stages_against_trials(dir: &Path) -> usize {
     let trials = read_csv(&dir.join("trials.csv"));
     let stages = read_csv(&dir.join("stages.csv"));
     // (stage, candidate) -> design index -> (sum, count, all ok)
-    let mut designs: BTreeMap<(String, String), BTreeMap<usize, (f64, usize, bool)>> = BTreeMap::new();
+    let mut designs: BTreeMap<(String, String), BTreeMap<usize, (f64, usize, bool)>> =
+        BTreeMap::new();
     for row in trials.iter().filter(|r| r["stage"] != "final") {
         let entry = designs
             .entry((row["stage"].clone(), row["candidate"].clone()))
@@ -78,7 +85,12 @@ pub fn check_stages_against_trials(dir: &Path) -> usize {
     let population = |stage: &str, candidate: &str| -> Vec<f64> {
         designs
             .get(&(stage.to_string(), candidate.to_string()))
-            .map(|m| m.values().filter(|d| d.2).map(|d| d.0 / d.1 as f64).collect())
+            .map(|m| {
+                m.values()
+                    .filter(|d| d.2)
+                    .map(|d| d.0 / d.1 as f64)
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let mut checked = 0;
@@ -88,30 +100,71 @@ pub fn check_stages_against_trials(dir: &Path) -> usize {
         v
     };
     for stage in stage_names {
-        let rows: Vec<&BTreeMap<String, String>> = stages.iter().filter(|r| r["stage"] == stage).collect();
-        let winner = rows.iter().find(|r| r["chosen"] == "true").expect("a chosen candidate");
+        let rows: Vec<&BTreeMap<String, String>> =
+            stages.iter().filter(|r| r["stage"] == stage).collect();
+        let winner = rows
+            .iter()
+            .find(|r| r["chosen"] == "true")
+            .expect("a chosen candidate");
         let w = population(&stage, &winner["candidate"]);
         let mut raw = Vec::new();
         for row in &rows {
             let pop = population(&stage, &row["candidate"]);
-            assert_eq!(row["n"], pop.len().to_string(), "{stage}/{}: n", row["candidate"]);
+            assert_eq!(
+                row["n"],
+                pop.len().to_string(),
+                "{stage}/{}: n",
+                row["candidate"]
+            );
             let s = stats::summary(&pop);
-            assert!(same(s.mean, parse(&row["mean"])), "{stage}/{}: mean", row["candidate"]);
-            assert!(same(s.median, parse(&row["median"])), "{stage}/{}: median", row["candidate"]);
+            assert!(
+                same(s.mean, parse(&row["mean"])),
+                "{stage}/{}: mean",
+                row["candidate"]
+            );
+            assert!(
+                same(s.median, parse(&row["median"])),
+                "{stage}/{}: median",
+                row["candidate"]
+            );
             if row["chosen"] == "true" || pop.is_empty() {
                 assert!(row["u_p"].is_empty());
                 continue;
             }
             let ks = stats::ks_two_sample(&w, &pop).expect("non-empty");
             let mw = stats::mann_whitney_u(&w, &pop).expect("non-empty");
-            assert!(same(ks.d, parse(&row["ks_d"])), "{stage}/{}: D", row["candidate"]);
-            assert!(same(ks.p_value, parse(&row["ks_p"])), "{stage}/{}: KS p", row["candidate"]);
-            assert!(same(mw.u, parse(&row["u"])), "{stage}/{}: U", row["candidate"]);
-            assert!(same(mw.p_value, parse(&row["u_p"])), "{stage}/{}: MW p", row["candidate"]);
+            assert!(
+                same(ks.d, parse(&row["ks_d"])),
+                "{stage}/{}: D",
+                row["candidate"]
+            );
+            assert!(
+                same(ks.p_value, parse(&row["ks_p"])),
+                "{stage}/{}: KS p",
+                row["candidate"]
+            );
+            assert!(
+                same(mw.u, parse(&row["u"])),
+                "{stage}/{}: U",
+                row["candidate"]
+            );
+            assert!(
+                same(mw.p_value, parse(&row["u_p"])),
+                "{stage}/{}: MW p",
+                row["candidate"]
+            );
             if let Some(t) = stats::welch_t_test(&w, &pop) {
-                assert!(same(t.p_value, parse(&row["welch_p"])), "{stage}/{}: Welch p", row["candidate"]);
+                assert!(
+                    same(t.p_value, parse(&row["welch_p"])),
+                    "{stage}/{}: Welch p",
+                    row["candidate"]
+                );
             }
-            raw.push((row["candidate"].clone(), mw.p_value, parse(&row["u_p_holm"])));
+            raw.push((
+                row["candidate"].clone(),
+                mw.p_value,
+                parse(&row["u_p_holm"]),
+            ));
             checked += 1;
         }
         let adjusted = stats::holm_adjust(&raw.iter().map(|r| r.1).collect::<Vec<_>>());

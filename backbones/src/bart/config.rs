@@ -2,7 +2,8 @@
 //! and the parameter count, from the config alone.
 
 use peftspace_core::shapes::{
-    AttentionKind, AttentionShape, BackboneInfo, LayerShape, NormShape, NormSite, ResidualSite, SiteKind, Stack,
+    AttentionKind, AttentionShape, BackboneInfo, LayerShape, NormShape, NormSite, ResidualSite,
+    SiteKind, Stack,
 };
 use serde::Deserialize;
 
@@ -166,7 +167,10 @@ impl Config {
     }
 
     pub fn eos_id(&self) -> u32 {
-        self.eos_token_id.as_ref().and_then(TokenId::first).unwrap_or(2)
+        self.eos_token_id
+            .as_ref()
+            .and_then(TokenId::first)
+            .unwrap_or(2)
     }
 
     pub fn decoder_start_id(&self) -> u32 {
@@ -252,8 +256,9 @@ impl Config {
             })
             .sum();
         // Shared embedding once; per stack: learned positions (with the offset rows) and `layernorm_embedding`.
-        let num_params =
-            self.vocab_size * d + 2 * ((self.max_position_embeddings + POSITION_OFFSET) * d + 2 * d) + per_layer;
+        let num_params = self.vocab_size * d
+            + 2 * ((self.max_position_embeddings + POSITION_OFFSET) * d + 2 * d)
+            + per_layer;
         Ok(BackboneInfo {
             model_type: "bart".to_string(),
             hidden: d,

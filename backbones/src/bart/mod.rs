@@ -20,7 +20,9 @@ use peftspace_core::shapes::BackboneInfo;
 use peftspace_core::{Error, Result};
 
 use crate::seq2seq::attention::{causal_bias, padding_bias};
-use crate::seq2seq::{decoder_ids, first_present, model_error, open_weights, read_config, root_prefix};
+use crate::seq2seq::{
+    decoder_ids, first_present, model_error, open_weights, read_config, root_prefix,
+};
 pub use config::Config;
 use model::{Stack, StackInput};
 
@@ -44,7 +46,12 @@ impl Bart {
         let vb = open_weights(dir, device)?;
         // `BartModel` saves without a prefix, `BartForConditionalGeneration` / `…ForSequenceClassification` under
         // `model.`.
-        let root = root_prefix(&vb, "encoder.layers.0.self_attn.q_proj.weight", &["", "model."]).ok_or_else(|| {
+        let root = root_prefix(
+            &vb,
+            "encoder.layers.0.self_attn.q_proj.weight",
+            &["", "model."],
+        )
+        .ok_or_else(|| {
             model_error(
                 dir,
                 "no BART encoder found (expected `encoder.layers.0.self_attn.q_proj.weight`)",
@@ -62,16 +69,28 @@ impl Bart {
             d,
         )
         .map_err(|e| model_error(dir, e))?;
-        let decoder_embed = first_present(&vb, &[format!("{root}decoder.embed_tokens.weight")], vocab, d)
-            .unwrap_or_else(|_| encoder_embed.clone());
+        let decoder_embed = first_present(
+            &vb,
+            &[format!("{root}decoder.embed_tokens.weight")],
+            vocab,
+            d,
+        )
+        .unwrap_or_else(|_| encoder_embed.clone());
         let vb = if root.is_empty() {
             vb
         } else {
             vb.pp(root.trim_end_matches('.'))
         };
-        let encoder = Stack::load(vb.pp("encoder"), &cfg, encoder_embed, false, 0).map_err(|e| model_error(dir, e))?;
-        let decoder = Stack::load(vb.pp("decoder"), &cfg, decoder_embed, true, cfg.encoder_layers)
+        let encoder = Stack::load(vb.pp("encoder"), &cfg, encoder_embed, false, 0)
             .map_err(|e| model_error(dir, e))?;
+        let decoder = Stack::load(
+            vb.pp("decoder"),
+            &cfg,
+            decoder_embed,
+            true,
+            cfg.encoder_layers,
+        )
+        .map_err(|e| model_error(dir, e))?;
         Ok(Bart {
             cfg,
             info,

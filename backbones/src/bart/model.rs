@@ -24,7 +24,12 @@ struct Attention {
 }
 
 impl Attention {
-    fn load(vb: VarBuilder, d: usize, heads: usize, kind: AttentionKind) -> candle_core::Result<Self> {
+    fn load(
+        vb: VarBuilder,
+        d: usize,
+        heads: usize,
+        kind: AttentionKind,
+    ) -> candle_core::Result<Self> {
         Ok(Attention {
             q: Linear::load(vb.pp("q_proj"), d, d, true)?,
             k: Linear::load(vb.pp("k_proj"), d, d, true)?,
@@ -53,7 +58,12 @@ impl Attention {
                 SiteKind::CrossValue,
                 SiteKind::CrossOut,
             ],
-            AttentionKind::SelfAttention => [SiteKind::Query, SiteKind::Key, SiteKind::Value, SiteKind::AttnOut],
+            AttentionKind::SelfAttention => [
+                SiteKind::Query,
+                SiteKind::Key,
+                SiteKind::Value,
+                SiteKind::AttnOut,
+            ],
         };
         let source = memory.unwrap_or(x);
         let head_dim = x.dim(2)? / self.heads;
@@ -91,17 +101,33 @@ struct Layer {
 }
 
 impl Layer {
-    fn load(vb: VarBuilder, d: usize, heads: usize, ffn: usize, decoder: bool) -> candle_core::Result<Self> {
+    fn load(
+        vb: VarBuilder,
+        d: usize,
+        heads: usize,
+        ffn: usize,
+        decoder: bool,
+    ) -> candle_core::Result<Self> {
         let cross = if decoder {
             Some((
-                Attention::load(vb.pp("encoder_attn"), d, heads, AttentionKind::CrossAttention)?,
+                Attention::load(
+                    vb.pp("encoder_attn"),
+                    d,
+                    heads,
+                    AttentionKind::CrossAttention,
+                )?,
                 LayerNorm::load(vb.pp("encoder_attn_layer_norm"), d, LAYER_NORM_EPS)?,
             ))
         } else {
             None
         };
         Ok(Layer {
-            self_attention: Attention::load(vb.pp("self_attn"), d, heads, AttentionKind::SelfAttention)?,
+            self_attention: Attention::load(
+                vb.pp("self_attn"),
+                d,
+                heads,
+                AttentionKind::SelfAttention,
+            )?,
             self_norm: LayerNorm::load(vb.pp("self_attn_layer_norm"), d, LAYER_NORM_EPS)?,
             cross,
             fc1: Linear::load(vb.pp("fc1"), d, ffn, true)?,
@@ -151,9 +177,17 @@ impl Stack {
     ) -> candle_core::Result<Self> {
         let d = cfg.d_model;
         let (n, heads, ffn) = if decoder {
-            (cfg.decoder_layers, cfg.decoder_attention_heads, cfg.decoder_ffn_dim)
+            (
+                cfg.decoder_layers,
+                cfg.decoder_attention_heads,
+                cfg.decoder_ffn_dim,
+            )
         } else {
-            (cfg.encoder_layers, cfg.encoder_attention_heads, cfg.encoder_ffn_dim)
+            (
+                cfg.encoder_layers,
+                cfg.encoder_attention_heads,
+                cfg.encoder_ffn_dim,
+            )
         };
         let layers = (0..n)
             .map(|i| Layer::load(vb.pp(format!("layers.{i}")), d, heads, ffn, decoder))
@@ -177,7 +211,12 @@ impl Stack {
         })
     }
 
-    pub fn forward(&self, input: StackInput<'_>, hooks: &dyn LayerHooks, mode: Mode<'_>) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        input: StackInput<'_>,
+        hooks: &dyn LayerHooks,
+        mode: Mode<'_>,
+    ) -> Result<Tensor> {
         let Dropouts {
             hidden: p,
             attention: pa,
@@ -199,19 +238,32 @@ impl Stack {
         let mut h = mode.dropout(&self.layernorm_embedding.forward_t(&h)?, p)?;
         for (i, layer) in self.layers.iter().enumerate() {
             let index = self.first_layer + i;
-            let out = layer
-                .self_attention
-                .forward(&h, None, &input.mask_bias, index, hooks, mode, pa)?;
+            let out =
+                layer
+                    .self_attention
+                    .forward(&h, None, &input.mask_bias, index, hooks, mode, pa)?;
             let out = hooks.residual(index, ResidualSite::Attention, mode.dropout(&out, p)?)?;
-            h = hooks.norm(index, NormSite::Attention, layer.self_norm.forward_t(&(h + out)?)?)?;
-            if let (Some((attention, norm)), Some((memory, memory_bias))) = (&layer.cross, &input.memory) {
-                let out = attention.forward(&h, Some(*memory), memory_bias, index, hooks, mode, pa)?;
-                let out = hooks.residual(index, ResidualSite::CrossAttention, mode.dropout(&out, p)?)?;
-                h = hooks.norm(index, NormSite::CrossAttention, norm.forward_t(&(h + out)?)?)?;
+            h = hooks.norm(
+                index,
+                NormSite::Attention,
+                layer.self_norm.forward_t(&(h + out)?)?,
+            )?;
+            if let (Some((attention, norm)), Some((memory, memory_bias))) =
+                (&layer.cross, &input.memory)
+            {
+                let out =
+                    attention.forward(&h, Some(*memory), memory_bias, index, hooks, mode, pa)?;
+                let out =
+                    hooks.residual(index, ResidualSite::CrossAttention, mode.dropout(&out, p)?)?;
+                h = hooks.norm(
+                    index,
+                    NormSite::CrossAttention,
+                    norm.forward_t(&(h + out)?)?,
+                )?;
             }
-            let f = self
-                .activation
-                .apply(&project(hooks, index, SiteKind::FfnIn, &layer.fc1, &h)?)?;
+            let f =
+                self.activation
+                    .apply(&project(hooks, index, SiteKind::FfnIn, &layer.fc1, &h)?)?;
             let f = mode.dropout(&f, pf)?;
             let f = project(hooks, index, SiteKind::FfnOut, &layer.fc2, &f)?;
             let f = hooks.residual(index, ResidualSite::Ffn, mode.dropout(&f, p)?)?;
@@ -228,6 +280,11 @@ trait NormForward {
 
 impl NormForward for LayerNorm {
     fn forward_t(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(crate::ops::layer_norm(x, &self.weight, Some(&self.bias), self.eps)?)
+        Ok(crate::ops::layer_norm(
+            x,
+            &self.weight,
+            Some(&self.bias),
+            self.eps,
+        )?)
     }
 }

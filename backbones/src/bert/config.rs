@@ -3,8 +3,8 @@
 use serde::Deserialize;
 
 use peftspace_core::shapes::{
-    AttentionKind, AttentionShape, BackboneInfo, LayerShape, LinearSite, NormShape, NormSite, ResidualSite, SiteKind,
-    Stack,
+    AttentionKind, AttentionShape, BackboneInfo, LayerShape, LinearSite, NormShape, NormSite,
+    ResidualSite, SiteKind, Stack,
 };
 use peftspace_core::Result;
 
@@ -164,7 +164,11 @@ impl BertConfig {
                 self.hidden_size, self.num_attention_heads
             )));
         }
-        if self.hidden_size == 0 || self.num_hidden_layers == 0 || self.intermediate_size == 0 || self.vocab_size == 0 {
+        if self.hidden_size == 0
+            || self.num_hidden_layers == 0
+            || self.intermediate_size == 0
+            || self.vocab_size == 0
+        {
             return Err(config_error(
                 "hidden_size, num_hidden_layers, intermediate_size and vocab_size must all be positive",
             ));
@@ -231,7 +235,8 @@ impl BertConfig {
 
     /// The longest input the position table allows.
     pub fn max_sequence_len(&self) -> usize {
-        self.max_position_embeddings.saturating_sub(self.position_offset())
+        self.max_position_embeddings
+            .saturating_sub(self.position_offset())
     }
 
     /// Whether the checkpoint is expected to hold a pooler, from `config.json` alone.
@@ -255,7 +260,8 @@ impl BertConfig {
     pub fn num_params(&self, with_pooler: bool) -> usize {
         let h = self.hidden_size;
         let i = self.intermediate_size;
-        let embeddings = (self.vocab_size + self.max_position_embeddings + self.type_vocab_size) * h + 2 * h;
+        let embeddings =
+            (self.vocab_size + self.max_position_embeddings + self.type_vocab_size) * h + 2 * h;
         let attention = 4 * (h * h + h) + 2 * h;
         let ffn = (h * i + i) + (i * h + h) + 2 * h;
         let pooler = if with_pooler { h * h + h } else { 0 };
@@ -313,7 +319,9 @@ impl BertConfig {
             num_params: self.num_params(with_pooler),
             encoder_layers: self.num_hidden_layers,
             decoder_layers: 0,
-            layers: (0..self.num_hidden_layers).map(|l| self.layer_shape(l)).collect(),
+            layers: (0..self.num_hidden_layers)
+                .map(|l| self.layer_shape(l))
+                .collect(),
         }
     }
 }
@@ -354,7 +362,10 @@ mod tests {
     fn minilm_layers_and_size() -> Result<()> {
         let info = describe(MINILM)?;
         assert_eq!(info.model_type, "bert");
-        assert_eq!((info.hidden, info.encoder_layers, info.decoder_layers), (384, 6, 0));
+        assert_eq!(
+            (info.hidden, info.encoder_layers, info.decoder_layers),
+            (384, 6, 0)
+        );
         assert_eq!(info.layers.len(), 6);
         // The float tensors of all-MiniLM-L6-v2's model.safetensors (embeddings, 6 layers, pooler).
         assert_eq!(info.num_params, 22_713_216);
@@ -362,15 +373,25 @@ mod tests {
         assert_eq!(l.index, 5);
         assert_eq!(l.stack, Stack::Encoder);
         let ffn_in = l.linear_site(SiteKind::FfnIn).expect("ffn_in site");
-        assert_eq!((ffn_in.d_in, ffn_in.d_out, ffn_in.has_bias), (384, 1536, true));
+        assert_eq!(
+            (ffn_in.d_in, ffn_in.d_out, ffn_in.has_bias),
+            (384, 1536, true)
+        );
         let ffn_out = l.linear_site(SiteKind::FfnOut).expect("ffn_out site");
         assert_eq!((ffn_out.d_in, ffn_out.d_out), (1536, 384));
-        for kind in [SiteKind::Query, SiteKind::Key, SiteKind::Value, SiteKind::AttnOut] {
+        for kind in [
+            SiteKind::Query,
+            SiteKind::Key,
+            SiteKind::Value,
+            SiteKind::AttnOut,
+        ] {
             let s = l.linear_site(kind).expect("attention site");
             assert_eq!((s.d_in, s.d_out, s.has_bias), (384, 384, true));
         }
         assert!(l.linear_site(SiteKind::CrossQuery).is_none());
-        let att = l.attention_shape(AttentionKind::SelfAttention).expect("self-attention");
+        let att = l
+            .attention_shape(AttentionKind::SelfAttention)
+            .expect("self-attention");
         assert_eq!((att.heads, att.head_dim, att.inner_dim()), (12, 32, 384));
         assert!(l.attention_shape(AttentionKind::CrossAttention).is_none());
         assert_eq!(l.norms.len(), 2);
@@ -403,7 +424,9 @@ mod tests {
     #[test]
     fn bad_configs_say_what_is_wrong() {
         let no_vocab = r#"{"model_type": "bert", "hidden_size": 8}"#;
-        let e = describe(no_vocab).expect_err("vocab_size is required").to_string();
+        let e = describe(no_vocab)
+            .expect_err("vocab_size is required")
+            .to_string();
         assert!(e.contains("vocab_size"), "{e}");
         let heads = MINILM.replace("\"num_attention_heads\": 12", "\"num_attention_heads\": 7");
         let e = describe(&heads).expect_err("384 % 7 != 0").to_string();
@@ -411,7 +434,9 @@ mod tests {
         let act = MINILM.replace("\"hidden_act\": \"gelu\"", "\"hidden_act\": \"mish\"");
         let e = describe(&act).expect_err("unknown activation").to_string();
         assert!(e.contains("mish") && e.contains("gelu_new"), "{e}");
-        let e = describe("{ not json").expect_err("syntax error").to_string();
+        let e = describe("{ not json")
+            .expect_err("syntax error")
+            .to_string();
         assert!(e.contains("line 1"), "{e}");
     }
 }

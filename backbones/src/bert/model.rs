@@ -33,7 +33,10 @@ impl Embeddings {
         let h = cfg.hidden_size;
         Ok(Embeddings {
             word: vb.get((cfg.vocab_size, h), "word_embeddings.weight")?,
-            position: vb.get((cfg.max_position_embeddings, h), "position_embeddings.weight")?,
+            position: vb.get(
+                (cfg.max_position_embeddings, h),
+                "position_embeddings.weight",
+            )?,
             token_type: vb.get((cfg.type_vocab_size, h), "token_type_embeddings.weight")?,
             norm: LayerNorm::load(vb.pp("LayerNorm"), h, cfg.layer_norm_eps)?,
             dropout: cfg.hidden_dropout_prob,
@@ -68,7 +71,9 @@ impl Embeddings {
         let ids = input_ids.to_vec2::<u32>()?;
         let vocab = self.word.dim(0)?;
         if let Some(bad) = ids.iter().flatten().find(|&&id| id as usize >= vocab) {
-            return Err(Error::msg(format!("token id {bad} is outside the vocabulary (size {vocab})")));
+            return Err(Error::msg(format!(
+                "token id {bad} is outside the vocabulary (size {vocab})"
+            )));
         }
         let positions = self.position_ids(&ids);
         let max_position = positions.iter().copied().max().unwrap_or(0) as usize;
@@ -139,10 +144,19 @@ impl Attention {
     /// `[b, n, heads·d]` → `[b, heads, n, d]`.
     fn split_heads(&self, x: &Tensor) -> Result<Tensor> {
         let (b, n, _) = x.dims3()?;
-        Ok(x.reshape((b, n, self.heads, self.head_dim))?.transpose(1, 2)?.contiguous()?)
+        Ok(x.reshape((b, n, self.heads, self.head_dim))?
+            .transpose(1, 2)?
+            .contiguous()?)
     }
 
-    fn forward(&self, layer: usize, x: &Tensor, mask: &Tensor, hooks: &dyn LayerHooks, mode: Mode<'_>) -> Result<Tensor> {
+    fn forward(
+        &self,
+        layer: usize,
+        x: &Tensor,
+        mask: &Tensor,
+        hooks: &dyn LayerHooks,
+        mode: Mode<'_>,
+    ) -> Result<Tensor> {
         let (b, s, h) = x.dims3()?;
         let q = hooks.linear(layer, SiteKind::Query, x, self.query.forward(x)?)?;
         let mut k = hooks.linear(layer, SiteKind::Key, x, self.key.forward(x)?)?;
@@ -161,16 +175,26 @@ impl Attention {
             k = Tensor::cat(&[&prefix.key.to_dtype(k.dtype())?, &k], 1)?;
             v = Tensor::cat(&[&prefix.value.to_dtype(v.dtype())?, &v], 1)?;
             // Prefix positions are attended by every query, padded batch rows included.
-            mask = Tensor::cat(&[&Tensor::ones((b, p), mask.dtype(), mask.device())?, &mask], 1)?;
+            mask = Tensor::cat(
+                &[&Tensor::ones((b, p), mask.dtype(), mask.device())?, &mask],
+                1,
+            )?;
         }
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let q = (self.split_heads(&q)? * scale)?;
         let k = self.split_heads(&k)?;
         let v = self.split_heads(&v)?;
-        let scores = q.matmul(&k.t()?)?.broadcast_add(&mask_bias(&mask, q.dtype())?)?;
+        let scores = q
+            .matmul(&k.t()?)?
+            .broadcast_add(&mask_bias(&mask, q.dtype())?)?;
         let probs = mode.dropout(&softmax_last_dim(&scores)?, self.attention_dropout)?;
         let context = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, s, h))?;
-        let out = hooks.linear(layer, SiteKind::AttnOut, &context, self.output.forward(&context)?)?;
+        let out = hooks.linear(
+            layer,
+            SiteKind::AttnOut,
+            &context,
+            self.output.forward(&context)?,
+        )?;
         let out = mode.dropout(&out, self.hidden_dropout)?;
         let out = hooks.residual(layer, ResidualSite::Attention, out)?;
         let h = self.norm.forward(&(out + x)?)?;
@@ -199,7 +223,13 @@ impl FeedForward {
         })
     }
 
-    fn forward(&self, layer: usize, x: &Tensor, hooks: &dyn LayerHooks, mode: Mode<'_>) -> Result<Tensor> {
+    fn forward(
+        &self,
+        layer: usize,
+        x: &Tensor,
+        hooks: &dyn LayerHooks,
+        mode: Mode<'_>,
+    ) -> Result<Tensor> {
         let up = hooks.linear(layer, SiteKind::FfnIn, x, self.up.forward(x)?)?;
         let act = match self.activation {
             Activation::Gelu => up.gelu_erf()?,
@@ -244,14 +274,23 @@ impl Bert {
     /// Builds the model from a parsed config and opened weights. Tensor names may carry the `bert.` / `roberta.`
     /// prefix of task checkpoints or not; heads outside the encoder (`cls.*`, `lm_head.*`, `classifier.*`) are
     /// ignored. The pooler is used when the weights have one.
-    pub fn from_checkpoint(config: BertConfig, checkpoint: &Checkpoint, device: &Device) -> Result<Bert> {
-        let flavour = config
-            .flavour()
-            .ok_or_else(|| Error::msg(format!("model_type `{}` is not BERT or RoBERTa", config.model_type)))?;
+    pub fn from_checkpoint(
+        config: BertConfig,
+        checkpoint: &Checkpoint,
+        device: &Device,
+    ) -> Result<Bert> {
+        let flavour = config.flavour().ok_or_else(|| {
+            Error::msg(format!(
+                "model_type `{}` is not BERT or RoBERTa",
+                config.model_type
+            ))
+        })?;
         let prefix = flavour.checkpoint_prefix();
         let mut vb = checkpoint.var_builder(device);
         let mut pooler_name = "pooler.dense.weight".to_string();
-        if !checkpoint.contains("embeddings.word_embeddings.weight") && checkpoint.has_prefix(prefix) {
+        if !checkpoint.contains("embeddings.word_embeddings.weight")
+            && checkpoint.has_prefix(prefix)
+        {
             vb = vb.pp(prefix);
             pooler_name = format!("{prefix}.{pooler_name}");
         }
@@ -300,7 +339,11 @@ impl Bert {
         }
         if let Some(tt) = &batch.token_type_ids {
             if !same(tt) {
-                return Err(Error::msg(format!("token_type_ids has shape {:?}, input_ids {:?}", tt.dims(), [b, s])));
+                return Err(Error::msg(format!(
+                    "token_type_ids has shape {:?}, input_ids {:?}",
+                    tt.dims(),
+                    [b, s]
+                )));
             }
         }
         Ok((b, s))

@@ -117,5 +117,7 @@ pub fn attend(call: AttentionCall<'_>, mode: Mode<'_>) -> Result<Tensor> {
     let weights = ops::softmax_last_dim(&scores)?;
     let weights = mode.dropout(&weights, dropout)?;
     let out = weights.matmul(&v)?;
-    Ok(out.transpose(1, 2)?.reshape((batch, queries, heads * head_dim))?)
+    Ok(out
+        .transpose(1, 2)?
+        .reshape((batch, queries, heads * head_dim))?)
 }

@@ -45,7 +45,11 @@ pub fn model_error(dir: &Path, e: impl std::fmt::Display) -> Error {
 
 /// The first prefix under which `probe` exists (`""`, `"model."`, `"transformer."`): transformers saves the bare
 /// model without a prefix and task models with one.
-pub fn root_prefix(vb: &VarBuilder, probe: &str, candidates: &[&'static str]) -> Option<&'static str> {
+pub fn root_prefix(
+    vb: &VarBuilder,
+    probe: &str,
+    candidates: &[&'static str],
+) -> Option<&'static str> {
     candidates
         .iter()
         .copied()
@@ -53,7 +57,12 @@ pub fn root_prefix(vb: &VarBuilder, probe: &str, candidates: &[&'static str]) ->
 }
 
 /// The first of `names` present in the checkpoint, loaded as `[rows, cols]`.
-pub fn first_present(vb: &VarBuilder, names: &[String], rows: usize, cols: usize) -> candle_core::Result<Tensor> {
+pub fn first_present(
+    vb: &VarBuilder,
+    names: &[String],
+    rows: usize,
+    cols: usize,
+) -> candle_core::Result<Tensor> {
     for name in names {
         if vb.contains_tensor(name) {
             return vb.get((rows, cols), name);
@@ -128,7 +137,10 @@ impl Activation {
 pub fn embed(table: &Tensor, ids: &Tensor) -> Result<Tensor> {
     let (batch, seq) = ids.dims2()?;
     if batch * seq == 0 {
-        return Err(Error::msg(format!("empty batch of token ids (shape {:?})", ids.dims())));
+        return Err(Error::msg(format!(
+            "empty batch of token ids (shape {:?})",
+            ids.dims()
+        )));
     }
     let ids = ids.to_dtype(DType::U32)?;
     let vocab = table.dim(0)?;
@@ -149,12 +161,19 @@ pub fn shift_right(input_ids: &Tensor, start: u32) -> Result<Tensor> {
     if seq <= 1 {
         return Ok(first.narrow(1, 0, seq)?);
     }
-    Ok(Tensor::cat(&[&first, &input_ids.narrow(1, 0, seq - 1)?], 1)?)
+    Ok(Tensor::cat(
+        &[&first, &input_ids.narrow(1, 0, seq - 1)?],
+        1,
+    )?)
 }
 
 /// For each row, the position of the last `eos` in `input_ids`; a row without one (truncated) falls back to its last
 /// real token according to `attention_mask`.
-pub fn last_eos_positions(input_ids: &Tensor, attention_mask: &Tensor, eos: u32) -> Result<Vec<usize>> {
+pub fn last_eos_positions(
+    input_ids: &Tensor,
+    attention_mask: &Tensor,
+    eos: u32,
+) -> Result<Vec<usize>> {
     let ids = input_ids.to_dtype(DType::U32)?.to_vec2::<u32>()?;
     let mask = attention_mask.to_dtype(DType::U32)?.to_vec2::<u32>()?;
     Ok(ids
@@ -188,11 +207,19 @@ pub fn gather_rows(hidden: &Tensor, positions: &[usize]) -> Result<Tensor> {
         .map(|(r, &p)| (r * seq + p) as u32)
         .collect();
     let index = Tensor::new(index.as_slice(), hidden.device())?;
-    Ok(hidden.reshape((batch * seq, width))?.index_select(&index, 0)?)
+    Ok(hidden
+        .reshape((batch * seq, width))?
+        .index_select(&index, 0)?)
 }
 
 /// Runs a frozen projection and passes its output through the `linear` hook.
-pub fn project(hooks: &dyn LayerHooks, layer: usize, site: SiteKind, linear: &Linear, x: &Tensor) -> Result<Tensor> {
+pub fn project(
+    hooks: &dyn LayerHooks,
+    layer: usize,
+    site: SiteKind,
+    linear: &Linear,
+    x: &Tensor,
+) -> Result<Tensor> {
     let y = linear.forward(x)?;
     hooks.linear(layer, site, x, y)
 }
@@ -275,7 +302,10 @@ mod tests {
             .reshape((2, 3, 2))
             .unwrap();
         let rows = gather_rows(&hidden, &[2, 0]).unwrap();
-        assert_eq!(rows.to_vec2::<f32>().unwrap(), vec![vec![4., 5.], vec![6., 7.]]);
+        assert_eq!(
+            rows.to_vec2::<f32>().unwrap(),
+            vec![vec![4., 5.], vec![6., 7.]]
+        );
         let err = gather_rows(&hidden, &[3, 0]).unwrap_err().to_string();
         assert!(err.contains("past the decoder length"), "{err}");
     }
@@ -284,13 +314,22 @@ mod tests {
     fn out_of_vocabulary_ids_are_an_error() {
         let table = Tensor::zeros((4, 2), DType::F32, &Device::Cpu).unwrap();
         let err = embed(&table, &ids(&[&[1, 4]])).unwrap_err().to_string();
-        assert!(err.contains("token id 4 is outside the vocabulary of 4"), "{err}");
+        assert!(
+            err.contains("token id 4 is outside the vocabulary of 4"),
+            "{err}"
+        );
     }
 
     #[test]
     fn activations_parse_transformers_names() {
-        assert_eq!(Activation::from_hf_name("gelu").unwrap(), Activation::GeluErf);
-        assert_eq!(Activation::from_hf_name("gelu_new").unwrap(), Activation::GeluTanh);
+        assert_eq!(
+            Activation::from_hf_name("gelu").unwrap(),
+            Activation::GeluErf
+        );
+        assert_eq!(
+            Activation::from_hf_name("gelu_new").unwrap(),
+            Activation::GeluTanh
+        );
         assert!(Activation::from_hf_name("mish")
             .unwrap_err()
             .contains("unsupported activation `mish`"));

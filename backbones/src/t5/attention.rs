@@ -15,7 +15,12 @@ use crate::seq2seq::project;
 
 /// The bucket of a relative position `key - query`, as in Mesh TensorFlow and transformers' `T5Attention`
 /// (the logarithmic part in f32, like the reference).
-pub fn relative_position_bucket(relative: i64, bidirectional: bool, num_buckets: usize, max_distance: usize) -> usize {
+pub fn relative_position_bucket(
+    relative: i64,
+    bidirectional: bool,
+    num_buckets: usize,
+    max_distance: usize,
+) -> usize {
     let mut buckets = num_buckets as i64;
     let mut offset = 0i64;
     let distance = if bidirectional {
@@ -38,7 +43,13 @@ pub fn relative_position_bucket(relative: i64, bidirectional: bool, num_buckets:
 }
 
 /// The relative position bias `[1, heads, queries, keys]` from a `[buckets, heads]` table.
-pub fn position_bias(table: &Tensor, queries: usize, keys: usize, bidirectional: bool, cfg: &Config) -> Result<Tensor> {
+pub fn position_bias(
+    table: &Tensor,
+    queries: usize,
+    keys: usize,
+    bidirectional: bool,
+    cfg: &Config,
+) -> Result<Tensor> {
     let buckets: Vec<u32> = (0..queries)
         .flat_map(|q| {
             (0..keys).map(move |k| {
@@ -53,7 +64,9 @@ pub fn position_bias(table: &Tensor, queries: usize, keys: usize, bidirectional:
         .collect();
     let index = Tensor::from_vec(buckets, queries * keys, table.device())?;
     let heads = table.dim(1)?;
-    let values = table.index_select(&index, 0)?.reshape((queries, keys, heads))?;
+    let values = table
+        .index_select(&index, 0)?
+        .reshape((queries, keys, heads))?;
     Ok(values.permute((2, 0, 1))?.unsqueeze(0)?.contiguous()?)
 }
 
@@ -113,7 +126,12 @@ impl Attention {
                 SiteKind::CrossOut,
             ]
         } else {
-            [SiteKind::Query, SiteKind::Key, SiteKind::Value, SiteKind::AttnOut]
+            [
+                SiteKind::Query,
+                SiteKind::Key,
+                SiteKind::Value,
+                SiteKind::AttnOut,
+            ]
         };
         let source = memory.unwrap_or(x);
         let query = project(hooks, layer, sq, &self.q, x)?;
@@ -143,14 +161,16 @@ mod tests {
     use super::relative_position_bucket;
 
     const POSITIONS: [i64; 24] = [
-        -200, -129, -128, -100, -64, -32, -16, -12, -9, -8, -7, -1, 0, 1, 7, 8, 9, 12, 16, 32, 64, 100, 128, 200,
+        -200, -129, -128, -100, -64, -32, -16, -12, -9, -8, -7, -1, 0, 1, 7, 8, 9, 12, 16, 32, 64,
+        100, 128, 200,
     ];
 
     /// Expected buckets computed with transformers' `T5Attention._relative_position_bucket` (32 buckets, 128).
     #[test]
     fn buckets_match_transformers() {
         let bidirectional = [
-            15, 15, 15, 15, 14, 12, 10, 9, 8, 8, 7, 1, 0, 17, 23, 24, 24, 25, 26, 28, 30, 31, 31, 31,
+            15, 15, 15, 15, 14, 12, 10, 9, 8, 8, 7, 1, 0, 17, 23, 24, 24, 25, 26, 28, 30, 31, 31,
+            31,
         ];
         let causal = [
             31, 31, 31, 30, 26, 21, 16, 12, 9, 8, 7, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
@@ -161,7 +181,11 @@ mod tests {
                 bidirectional[i],
                 "bidirectional {p}"
             );
-            assert_eq!(relative_position_bucket(p, false, 32, 128), causal[i], "causal {p}");
+            assert_eq!(
+                relative_position_bucket(p, false, 32, 128),
+                causal[i],
+                "causal {p}"
+            );
         }
     }
 }

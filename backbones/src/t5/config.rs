@@ -2,7 +2,8 @@
 //! the parameter count, from the config alone.
 
 use peftspace_core::shapes::{
-    AttentionKind, AttentionShape, BackboneInfo, LayerShape, NormShape, NormSite, ResidualSite, SiteKind, Stack,
+    AttentionKind, AttentionShape, BackboneInfo, LayerShape, NormShape, NormSite, ResidualSite,
+    SiteKind, Stack,
 };
 use serde::Deserialize;
 
@@ -175,7 +176,10 @@ impl Config {
     }
 
     pub fn eos_id(&self) -> u32 {
-        self.eos_token_id.as_ref().and_then(TokenId::first).unwrap_or(1)
+        self.eos_token_id
+            .as_ref()
+            .and_then(TokenId::first)
+            .unwrap_or(1)
     }
 
     pub fn decoder_start_id(&self) -> u32 {
@@ -249,12 +253,18 @@ impl Config {
             .map(|i| layer(i, Stack::Encoder))
             .chain((le..le + ld).map(|i| layer(i, Stack::Decoder)))
             .collect();
-        let linear_params = |l: &LayerShape| l.linear.iter().map(|s| s.d_in * s.d_out).sum::<usize>();
+        let linear_params =
+            |l: &LayerShape| l.linear.iter().map(|s| s.d_in * s.d_out).sum::<usize>();
         let norm_params = |l: &LayerShape| l.norms.iter().map(|n| n.width).sum::<usize>();
-        let per_layer: usize = layers.iter().map(|l| linear_params(l) + norm_params(l)).sum();
+        let per_layer: usize = layers
+            .iter()
+            .map(|l| linear_params(l) + norm_params(l))
+            .sum();
         // Shared embedding once; one relative-position table and one final norm per stack.
-        let num_params =
-            self.vocab_size * d + per_layer + 2 * self.relative_attention_num_buckets * self.num_heads + 2 * d;
+        let num_params = self.vocab_size * d
+            + per_layer
+            + 2 * self.relative_attention_num_buckets * self.num_heads
+            + 2 * d;
         Ok(BackboneInfo {
             model_type: "t5".to_string(),
             hidden: d,

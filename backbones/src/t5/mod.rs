@@ -23,7 +23,9 @@ use peftspace_core::shapes::BackboneInfo;
 use peftspace_core::{Error, Result};
 
 use crate::seq2seq::attention::{causal_bias, padding_bias};
-use crate::seq2seq::{decoder_ids, first_present, model_error, open_weights, read_config, root_prefix};
+use crate::seq2seq::{
+    decoder_ids, first_present, model_error, open_weights, read_config, root_prefix,
+};
 pub use config::Config;
 use model::{Stack, StackInput};
 
@@ -85,7 +87,8 @@ impl T5 {
         } else {
             vb.pp(root.trim_end_matches('.'))
         };
-        let encoder = Stack::load(vb.pp("encoder"), &cfg, encoder_embed, false, 0).map_err(|e| model_error(dir, e))?;
+        let encoder = Stack::load(vb.pp("encoder"), &cfg, encoder_embed, false, 0)
+            .map_err(|e| model_error(dir, e))?;
         let decoder = Stack::load(vb.pp("decoder"), &cfg, decoder_embed, true, cfg.num_layers)
             .map_err(|e| model_error(dir, e))?;
         Ok(T5 {

@@ -40,11 +40,18 @@ impl FeedForwardBlock {
         })
     }
 
-    fn forward(&self, x: &Tensor, layer: usize, hooks: &dyn LayerHooks, mode: Mode<'_>, p: f64) -> Result<Tensor> {
-        let mut h = self
-            .kind
-            .activation
-            .apply(&project(hooks, layer, SiteKind::FfnIn, &self.wi, x)?)?;
+    fn forward(
+        &self,
+        x: &Tensor,
+        layer: usize,
+        hooks: &dyn LayerHooks,
+        mode: Mode<'_>,
+        p: f64,
+    ) -> Result<Tensor> {
+        let mut h =
+            self.kind
+                .activation
+                .apply(&project(hooks, layer, SiteKind::FfnIn, &self.wi, x)?)?;
         if let Some(gate) = &self.gate {
             h = (h * project(hooks, layer, SiteKind::FfnGate, gate, x)?)?;
         }
@@ -64,15 +71,28 @@ struct Block {
 }
 
 impl Block {
-    fn load(vb: VarBuilder, cfg: &Config, decoder: bool, ff: FeedForward) -> candle_core::Result<Self> {
+    fn load(
+        vb: VarBuilder,
+        cfg: &Config,
+        decoder: bool,
+        ff: FeedForward,
+    ) -> candle_core::Result<Self> {
         let d = cfg.d_model;
         let self_vb = vb.pp("layer.0");
         let self_norm = self_vb.get(d, "layer_norm.weight")?;
-        let self_attention = Attention::load(self_vb.pp("SelfAttention"), cfg, AttentionKind::SelfAttention)?;
+        let self_attention = Attention::load(
+            self_vb.pp("SelfAttention"),
+            cfg,
+            AttentionKind::SelfAttention,
+        )?;
         let (cross, ffn_index) = if decoder {
             let cvb = vb.pp("layer.1");
             let norm = cvb.get(d, "layer_norm.weight")?;
-            let attn = Attention::load(cvb.pp("EncDecAttention"), cfg, AttentionKind::CrossAttention)?;
+            let attn = Attention::load(
+                cvb.pp("EncDecAttention"),
+                cfg,
+                AttentionKind::CrossAttention,
+            )?;
             (Some((norm, attn)), 2)
         } else {
             (None, 1)
@@ -121,7 +141,11 @@ impl Stack {
         first_layer: usize,
     ) -> candle_core::Result<Self> {
         let ff = cfg.feed_forward().map_err(candle_core::Error::Msg)?;
-        let n = if decoder { cfg.decoder_layers() } else { cfg.num_layers };
+        let n = if decoder {
+            cfg.decoder_layers()
+        } else {
+            cfg.num_layers
+        };
         let blocks = (0..n)
             .map(|i| Block::load(vb.pp(format!("block.{i}")), cfg, decoder, ff))
             .collect::<candle_core::Result<Vec<_>>>()?;
@@ -142,7 +166,12 @@ impl Stack {
         self.embed_tokens.device()
     }
 
-    pub fn forward(&self, input: StackInput<'_>, hooks: &dyn LayerHooks, mode: Mode<'_>) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        input: StackInput<'_>,
+        hooks: &dyn LayerHooks,
+        mode: Mode<'_>,
+    ) -> Result<Tensor> {
         let p = self.dropout;
         let mut h = mode.dropout(&embed(&self.embed_tokens, input.ids)?, p)?;
         let len = h.dim(1)?;
@@ -151,19 +180,42 @@ impl Stack {
         let self_bias = positions.broadcast_add(&input.mask_bias)?;
         for (i, block) in self.blocks.iter().enumerate() {
             let layer = self.first_layer + i;
-            let normed = hooks.norm(layer, NormSite::Attention, rms_norm(&h, &block.self_norm, self.eps)?)?;
+            let normed = hooks.norm(
+                layer,
+                NormSite::Attention,
+                rms_norm(&h, &block.self_norm, self.eps)?,
+            )?;
             let out = block
                 .self_attention
                 .forward(&normed, None, &self_bias, layer, hooks, mode, p)?;
             let out = hooks.residual(layer, ResidualSite::Attention, mode.dropout(&out, p)?)?;
             h = (h + out)?;
-            if let (Some((norm, attention)), Some((memory, memory_bias))) = (&block.cross, &input.memory) {
-                let normed = hooks.norm(layer, NormSite::CrossAttention, rms_norm(&h, norm, self.eps)?)?;
-                let out = attention.forward(&normed, Some(*memory), memory_bias, layer, hooks, mode, p)?;
-                let out = hooks.residual(layer, ResidualSite::CrossAttention, mode.dropout(&out, p)?)?;
+            if let (Some((norm, attention)), Some((memory, memory_bias))) =
+                (&block.cross, &input.memory)
+            {
+                let normed = hooks.norm(
+                    layer,
+                    NormSite::CrossAttention,
+                    rms_norm(&h, norm, self.eps)?,
+                )?;
+                let out = attention.forward(
+                    &normed,
+                    Some(*memory),
+                    memory_bias,
+                    layer,
+                    hooks,
+                    mode,
+                    p,
+                )?;
+                let out =
+                    hooks.residual(layer, ResidualSite::CrossAttention, mode.dropout(&out, p)?)?;
                 h = (h + out)?;
             }
-            let normed = hooks.norm(layer, NormSite::Ffn, rms_norm(&h, &block.ffn_norm, self.eps)?)?;
+            let normed = hooks.norm(
+                layer,
+                NormSite::Ffn,
+                rms_norm(&h, &block.ffn_norm, self.eps)?,
+            )?;
             let out = block.ffn.forward(&normed, layer, hooks, mode, p)?;
             let out = hooks.residual(layer, ResidualSite::Ffn, mode.dropout(&out, p)?)?;
             h = (h + out)?;

@@ -9,17 +9,26 @@ use peftspace_core::backbone::Batch;
 
 /// `tests/fixtures/<name>` at the workspace root.
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("tests").join("fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("tests")
+        .join("fixtures")
+        .join(name)
 }
 
 /// The tensors of a safetensors file on the CPU.
 pub fn load_tensors(path: &Path) -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(path, &Device::Cpu).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    candle_core::safetensors::load(path, &Device::Cpu)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// The reference batch written by `gen_fixtures.py` (ids, mask and token types as u32).
 pub fn reference_batch(reference: &HashMap<String, Tensor>) -> Batch {
-    let u32_of = |name: &str| reference.get(name).map(|t| t.to_dtype(DType::U32).expect("u32 conversion"));
+    let u32_of = |name: &str| {
+        reference
+            .get(name)
+            .map(|t| t.to_dtype(DType::U32).expect("u32 conversion"))
+    };
     Batch {
         input_ids: u32_of("input_ids").expect("reference has input_ids"),
         attention_mask: u32_of("attention_mask").expect("reference has attention_mask"),
@@ -31,7 +40,11 @@ pub fn reference_batch(reference: &HashMap<String, Tensor>) -> Batch {
 /// Largest absolute difference between two tensors of the same shape.
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims(), "shapes differ");
-    (a - b).and_then(|d| d.abs()).and_then(|d| d.flatten_all()).and_then(|d| d.max(0)).and_then(|d| d.to_scalar::<f32>())
+    (a - b)
+        .and_then(|d| d.abs())
+        .and_then(|d| d.flatten_all())
+        .and_then(|d| d.max(0))
+        .and_then(|d| d.to_scalar::<f32>())
         .expect("difference")
 }
 
@@ -49,6 +62,9 @@ pub fn scratch_copy(name: &str) -> tempfile::TempDir {
 pub fn shared_dir() -> PathBuf {
     match std::env::var_os("PEFTSPACE_SHARED") {
         Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("..").join("shared"),
+        None => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join("..")
+            .join("shared"),
     }
 }

@@ -39,7 +39,10 @@ pub fn load_custom(id: &str, spec: &CustomTaskSpec, spec_dir: &Path) -> Result<T
 }
 
 fn read_custom(spec: &CustomTaskSpec, path: &Path, kind: &TaskKind) -> Result<Vec<Example>> {
-    let extension = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+    let extension = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
     let table = match extension.as_deref() {
         Some("tsv") | Some("txt") => read_tsv(path, spec.header, None)?,
         Some("csv") => read_csv(path, spec.header)?,
@@ -52,7 +55,11 @@ fn read_custom(spec: &CustomTaskSpec, path: &Path, kind: &TaskKind) -> Result<Ve
         }
     };
     let text = column(&table, &spec.text)?;
-    let pair = spec.text_pair.as_deref().map(|c| column(&table, c)).transpose()?;
+    let pair = spec
+        .text_pair
+        .as_deref()
+        .map(|c| column(&table, c))
+        .transpose()?;
     let label = column(&table, &spec.label)?;
     table
         .rows
@@ -60,7 +67,9 @@ fn read_custom(spec: &CustomTaskSpec, path: &Path, kind: &TaskKind) -> Result<Ve
         .map(|row| {
             Ok(Example {
                 text: field(&table, row, text)?.to_string(),
-                pair: pair.map(|p| field(&table, row, p).map(str::to_string)).transpose()?,
+                pair: pair
+                    .map(|p| field(&table, row, p).map(str::to_string))
+                    .transpose()?,
                 label: parse_label(&table, row, field(&table, row, label)?, kind)?,
             })
         })
@@ -82,15 +91,24 @@ fn column(table: &Table, name: &str) -> Result<usize> {
 }
 
 fn field<'a>(table: &Table, row: &'a Row, index: usize) -> Result<&'a str> {
-    row.fields
-        .get(index)
-        .map(String::as_str)
-        .ok_or_else(|| table.error(row, format!("row has {} fields, needs field {}", row.fields.len(), index + 1)))
+    row.fields.get(index).map(String::as_str).ok_or_else(|| {
+        table.error(
+            row,
+            format!(
+                "row has {} fields, needs field {}",
+                row.fields.len(),
+                index + 1
+            ),
+        )
+    })
 }
 
 fn read_csv(path: &Path, header: bool) -> Result<Table> {
     let text = read_text(path)?;
-    let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(text.as_bytes());
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(text.as_bytes());
     let mut rows = Vec::new();
     for record in reader.records() {
         let record = record.map_err(|e| Error::Data {
@@ -117,7 +135,10 @@ fn read_csv(path: &Path, header: bool) -> Result<Table> {
         if let Some(bad) = table.rows.iter().find(|r| r.fields.len() != expected) {
             return Err(table.error(
                 bad,
-                format!("expected {expected} comma-separated fields, found {}", bad.fields.len()),
+                format!(
+                    "expected {expected} comma-separated fields, found {}",
+                    bad.fields.len()
+                ),
             ));
         }
     }
@@ -143,17 +164,26 @@ fn read_jsonl(path: &Path, spec: &CustomTaskSpec) -> Result<Table> {
         };
         let value: serde_json::Value =
             serde_json::from_str(line).map_err(|e| error(format!("not a JSON object: {e}")))?;
-        let object = value.as_object().ok_or_else(|| error("each line must be one JSON object".into()))?;
+        let object = value
+            .as_object()
+            .ok_or_else(|| error("each line must be one JSON object".into()))?;
         let fields = keys
             .iter()
             .map(|k| match object.get(k) {
                 Some(serde_json::Value::String(s)) => Ok(s.clone()),
-                Some(v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => Ok(v.to_string()),
-                Some(other) => Err(error(format!("key `{k}` holds {other}, expected a string or a number"))),
+                Some(v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => {
+                    Ok(v.to_string())
+                }
+                Some(other) => Err(error(format!(
+                    "key `{k}` holds {other}, expected a string or a number"
+                ))),
                 None => Err(error(format!("key `{k}` is missing"))),
             })
             .collect::<Result<Vec<_>>>()?;
-        rows.push(Row { line: line_no, fields });
+        rows.push(Row {
+            line: line_no,
+            fields,
+        });
     }
     Ok(Table {
         path: path.to_path_buf(),

@@ -173,11 +173,14 @@ pub fn glue_task(id: &str) -> Result<&'static GlueTask> {
         "mnli_mismatched" => "mnli_mm",
         other => other,
     };
-    GLUE_TASKS.iter().find(|t| t.id == key).ok_or_else(|| Error::UnknownName {
-        kind: "GLUE task (declare a `custom` task for other data)",
-        name: id.to_string(),
-        known: GLUE_TASKS.iter().map(|t| t.id.to_string()).collect(),
-    })
+    GLUE_TASKS
+        .iter()
+        .find(|t| t.id == key)
+        .ok_or_else(|| Error::UnknownName {
+            kind: "GLUE task (declare a `custom` task for other data)",
+            name: id.to_string(),
+            known: GLUE_TASKS.iter().map(|t| t.id.to_string()).collect(),
+        })
 }
 
 /// Reads a GLUE task's training and evaluation files from `data_dir/<folder>/`.
@@ -216,7 +219,11 @@ pub fn load_glue(task: &GlueTask, data_dir: &Path) -> Result<TaskData> {
 }
 
 fn read_examples(task: &GlueTask, path: &Path, kind: &TaskKind) -> Result<Vec<Example>> {
-    let table = read_tsv(path, task.headerless_columns.is_none(), task.headerless_columns)?;
+    let table = read_tsv(
+        path,
+        task.headerless_columns.is_none(),
+        task.headerless_columns,
+    )?;
     let text = resolve(&table, task.text)?;
     let pair = task.pair.map(|c| resolve(&table, c)).transpose()?;
     let label = resolve(&table, task.label)?;
@@ -226,7 +233,9 @@ fn read_examples(task: &GlueTask, path: &Path, kind: &TaskKind) -> Result<Vec<Ex
         .map(|row| {
             Ok(Example {
                 text: field(&table, row, text)?.to_string(),
-                pair: pair.map(|p| field(&table, row, p).map(str::to_string)).transpose()?,
+                pair: pair
+                    .map(|p| field(&table, row, p).map(str::to_string))
+                    .transpose()?,
                 label: parse_label(&table, row, field(&table, row, label)?, kind)?,
             })
         })
@@ -241,10 +250,16 @@ fn resolve(table: &Table, column: Column) -> Result<usize> {
 }
 
 fn field<'a>(table: &Table, row: &'a Row, index: usize) -> Result<&'a str> {
-    row.fields
-        .get(index)
-        .map(String::as_str)
-        .ok_or_else(|| table.error(row, format!("row has no field {} (it has {})", index + 1, row.fields.len())))
+    row.fields.get(index).map(String::as_str).ok_or_else(|| {
+        table.error(
+            row,
+            format!(
+                "row has no field {} (it has {})",
+                index + 1,
+                row.fields.len()
+            ),
+        )
+    })
 }
 
 /// A label string → class index or regression target, with an error naming the allowed values.
@@ -258,12 +273,18 @@ pub(crate) fn parse_label(table: &Table, row: &Row, raw: &str, kind: &TaskKind) 
             .ok_or_else(|| {
                 table.error(
                     row,
-                    format!("label `{value}` is not one of: {}; fix the row or the task's label set", labels.join(", ")),
+                    format!(
+                        "label `{value}` is not one of: {}; fix the row or the task's label set",
+                        labels.join(", ")
+                    ),
                 )
             }),
         TaskKind::Regression => match value.parse::<f32>() {
             Ok(v) if v.is_finite() => Ok(v),
-            _ => Err(table.error(row, format!("label `{value}` is not a finite number (regression task)"))),
+            _ => Err(table.error(
+                row,
+                format!("label `{value}` is not a finite number (regression task)"),
+            )),
         },
     }
 }

@@ -70,7 +70,12 @@ impl TaskData {
     /// Keeps a seeded random subset of at most `max_train` training and `max_eval` evaluation examples.
     ///
     /// The subsets keep the files' order, so a larger `max_*` with the same seed does not reshuffle the data.
-    pub fn subsample(mut self, max_train: Option<usize>, max_eval: Option<usize>, seed: u64) -> Self {
+    pub fn subsample(
+        mut self,
+        max_train: Option<usize>,
+        max_eval: Option<usize>,
+        seed: u64,
+    ) -> Self {
         if let Some(n) = max_train {
             self.train = seeded_subset(self.train, n, seed);
         }
@@ -103,7 +108,12 @@ pub fn seeded_subset<T>(items: Vec<T>, n: usize, seed: u64) -> Vec<T> {
 
 /// Loads the task an experiment names: a custom task from its files (relative paths from `spec_dir`), or a GLUE task
 /// from `data_dir/<GLUE folder>`; then subsamples with `seed` as the task asks.
-pub fn load_task(task: &TaskSpec, data_dir: Option<&Path>, spec_dir: &Path, seed: u64) -> Result<TaskData> {
+pub fn load_task(
+    task: &TaskSpec,
+    data_dir: Option<&Path>,
+    spec_dir: &Path,
+    seed: u64,
+) -> Result<TaskData> {
     let data = match &task.custom {
         Some(custom) => load_custom(&task.id, custom, spec_dir)?,
         None => {

@@ -33,17 +33,27 @@ pub(crate) fn read_text(path: &Path) -> Result<String> {
 }
 
 fn line_of_byte(bytes: &[u8], offset: usize) -> usize {
-    1 + bytes[..offset.min(bytes.len())].iter().filter(|&&b| b == b'\n').count()
+    1 + bytes[..offset.min(bytes.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
 }
 
 /// Reads a tab-separated file without quoting (GLUE's layout: a field never contains a tab or a newline).
 /// Every row must have as many fields as the header (or as `columns` when there is no header).
 pub(crate) fn read_tsv(path: &Path, header: bool, columns: Option<usize>) -> Result<Table> {
     let text = read_text(path)?;
-    let mut lines = text.split('\n').enumerate().map(|(i, l)| (i + 1, l.strip_suffix('\r').unwrap_or(l)));
+    let mut lines = text
+        .split('\n')
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.strip_suffix('\r').unwrap_or(l)));
     let header = if header {
         match lines.next() {
-            Some((_, l)) => Some(l.split('\t').map(|s| s.trim().to_string()).collect::<Vec<_>>()),
+            Some((_, l)) => Some(
+                l.split('\t')
+                    .map(|s| s.trim().to_string())
+                    .collect::<Vec<_>>(),
+            ),
             None => None,
         }
     } else {
@@ -86,11 +96,17 @@ impl Table {
             line: 1,
             message: format!("column `{name}` is named but the file has no header row"),
         })?;
-        header.iter().position(|h| h == name).ok_or_else(|| Error::Data {
-            path: self.path.clone(),
-            line: 1,
-            message: format!("no column `{name}` in the header; columns: {}", header.join(", ")),
-        })
+        header
+            .iter()
+            .position(|h| h == name)
+            .ok_or_else(|| Error::Data {
+                path: self.path.clone(),
+                line: 1,
+                message: format!(
+                    "no column `{name}` in the header; columns: {}",
+                    header.join(", ")
+                ),
+            })
     }
 
     /// A data error at a row.

@@ -25,7 +25,10 @@ pub const GLUE_TASKS: [(&str, &str); 9] = [
 const MAX_GROUPS: usize = 30;
 
 fn known(list: impl IntoIterator<Item = impl AsRef<str>>) -> String {
-    list.into_iter().map(|s| s.as_ref().to_string()).collect::<Vec<_>>().join(", ")
+    list.into_iter()
+        .map(|s| s.as_ref().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub(super) fn check(p: &Parsed, reg: &Registries) -> Result<()> {
@@ -33,19 +36,40 @@ pub(super) fn check(p: &Parsed, reg: &Registries) -> Result<()> {
     let err = |path: &str, msg: String| Err(p.error_at(path, msg));
 
     if s.name.trim().is_empty() {
-        return err("name", "must not be empty (it names the results folder)".into());
+        return err(
+            "name",
+            "must not be empty (it names the results folder)".into(),
+        );
     }
     if s.name.contains(['/', '\\']) {
-        return err("name", format!("`{}` must not contain path separators (it names the results folder)", s.name));
+        return err(
+            "name",
+            format!(
+                "`{}` must not contain path separators (it names the results folder)",
+                s.name
+            ),
+        );
     }
     if s.backbone.path.is_none() && s.backbone.hub_id.is_none() {
-        return err("backbone", "needs `path` (a local model folder) or `hub_id` (e.g. \"bert-base-uncased\")".into());
+        return err(
+            "backbone",
+            "needs `path` (a local model folder) or `hub_id` (e.g. \"bert-base-uncased\")".into(),
+        );
     }
     if !(s.budget.is_finite() && s.budget > 0.0 && s.budget <= 1.0) {
-        return err("budget", format!("{} is not a fraction of the backbone's parameters in (0, 1]; e.g. 0.005 for 0.5 %", s.budget));
+        return err(
+            "budget",
+            format!(
+                "{} is not a fraction of the backbone's parameters in (0, 1]; e.g. 0.005 for 0.5 %",
+                s.budget
+            ),
+        );
     }
     if s.groups == 0 || s.groups > MAX_GROUPS {
-        return err("groups", format!("{} groups: need between 1 and {MAX_GROUPS}", s.groups));
+        return err(
+            "groups",
+            format!("{} groups: need between 1 and {MAX_GROUPS}", s.groups),
+        );
     }
     if s.group_stacks == crate::spec::GroupStacks::Separate && s.groups % 2 != 0 {
         return err("group_stacks", format!("`Separate` splits the groups between encoder and decoder: `groups` ({}) must be even", s.groups));
@@ -62,18 +86,28 @@ pub(super) fn check(p: &Parsed, reg: &Registries) -> Result<()> {
         if !reg.strategies.contains_key(&st.name) {
             return err(
                 &format!("{path}.name"),
-                format!("unknown strategy `{}`; known: {}", st.name, known(reg.strategies.keys())),
+                format!(
+                    "unknown strategy `{}`; known: {}",
+                    st.name,
+                    known(reg.strategies.keys())
+                ),
             );
         }
         if !names.insert(st.name.as_str()) {
-            return err(&format!("{path}.name"), format!("strategy `{}` is listed twice", st.name));
+            return err(
+                &format!("{path}.name"),
+                format!("strategy `{}` is listed twice", st.name),
+            );
         }
         if let Err(e) = reg.strategy(&st.name, &st.options) {
             return err(&format!("{path}.options"), e.to_string());
         }
         if let Some(lr) = st.learning_rate {
             if !(lr.is_finite() && lr > 0.0) {
-                return err(&format!("{path}.learning_rate"), format!("{lr} must be a positive number"));
+                return err(
+                    &format!("{path}.learning_rate"),
+                    format!("{lr} must be a positive number"),
+                );
             }
         }
     }
@@ -95,19 +129,31 @@ pub(super) fn check(p: &Parsed, reg: &Registries) -> Result<()> {
             return err(&format!("{path}.name"), "must not be empty".into());
         }
         if !stage_names.insert(stage.name.as_str()) {
-            return err(&format!("{path}.name"), format!("stage name `{}` is used twice", stage.name));
+            return err(
+                &format!("{path}.name"),
+                format!("stage name `{}` is used twice", stage.name),
+            );
         }
         if stage.samples == Some(0) {
-            return err(&format!("{path}.samples"), "must be at least 1 design per candidate".into());
+            return err(
+                &format!("{path}.samples"),
+                "must be at least 1 design per candidate".into(),
+            );
         }
         if stage.candidates.is_empty() {
-            return err(&format!("{path}.candidates"), "needs at least one candidate".into());
+            return err(
+                &format!("{path}.candidates"),
+                "needs at least one candidate".into(),
+            );
         }
         if let Dimension::Strategies(g) = stage.dimension {
             if g >= s.groups {
                 return err(
                     &format!("{path}.dimension"),
-                    format!("Strategies({g}) names group {g} (0-based) but there are {} groups", s.groups),
+                    format!(
+                        "Strategies({g}) names group {g} (0-based) but there are {} groups",
+                        s.groups
+                    ),
                 );
             }
         }
@@ -118,12 +164,24 @@ pub(super) fn check(p: &Parsed, reg: &Registries) -> Result<()> {
                 return err(&cpath, format!("candidate `{c}` is listed twice"));
             }
             let problem = match stage.dimension {
-                Dimension::Grouping => (!reg.groupings.contains_key(c))
-                    .then(|| format!("unknown grouping rule `{c}`; known: {}", known(reg.groupings.keys()))),
-                Dimension::Allocation => (!reg.allocations.contains_key(c))
-                    .then(|| format!("unknown allocation rule `{c}`; known: {}", known(reg.allocations.keys()))),
-                Dimension::TunedGroups => parse_tuned_pattern(c, s.groups).err().map(|e| e.to_string()),
-                Dimension::Strategies(_) => parse_strategy_set(c, &strategy_names).err().map(|e| e.to_string()),
+                Dimension::Grouping => (!reg.groupings.contains_key(c)).then(|| {
+                    format!(
+                        "unknown grouping rule `{c}`; known: {}",
+                        known(reg.groupings.keys())
+                    )
+                }),
+                Dimension::Allocation => (!reg.allocations.contains_key(c)).then(|| {
+                    format!(
+                        "unknown allocation rule `{c}`; known: {}",
+                        known(reg.allocations.keys())
+                    )
+                }),
+                Dimension::TunedGroups => parse_tuned_pattern(c, s.groups)
+                    .err()
+                    .map(|e| e.to_string()),
+                Dimension::Strategies(_) => parse_strategy_set(c, &strategy_names)
+                    .err()
+                    .map(|e| e.to_string()),
             };
             if let Some(message) = problem {
                 return err(&cpath, message);
@@ -145,7 +203,10 @@ pub(super) fn check(p: &Parsed, reg: &Registries) -> Result<()> {
             if b != "full" && !strategy_names.contains(b) {
                 return err(
                     &format!("final_runs.baselines[{i}]"),
-                    format!("unknown baseline `{b}`; known: full, {}", known(&strategy_names)),
+                    format!(
+                        "unknown baseline `{b}`; known: full, {}",
+                        known(&strategy_names)
+                    ),
                 );
             }
         }
@@ -158,13 +219,22 @@ pub(super) fn check(p: &Parsed, reg: &Registries) -> Result<()> {
 
 fn check_tasks(p: &Parsed, reg: &Registries, tasks: &[TaskSpec], at: &str) -> Result<()> {
     if tasks.is_empty() {
-        return Err(p.error_at(at, format!("needs at least one task; GLUE ids: {}", known(GLUE_TASKS.map(|t| t.0)))));
+        return Err(p.error_at(
+            at,
+            format!(
+                "needs at least one task; GLUE ids: {}",
+                known(GLUE_TASKS.map(|t| t.0))
+            ),
+        ));
     }
     let mut ids = BTreeSet::new();
     for (i, t) in tasks.iter().enumerate() {
         let path = format!("{at}[{i}]");
         if !ids.insert(t.id.as_str()) {
-            return Err(p.error_at(&format!("{path}.id"), format!("task `{}` is listed twice", t.id)));
+            return Err(p.error_at(
+                &format!("{path}.id"),
+                format!("task `{}` is listed twice", t.id),
+            ));
         }
         match &t.custom {
             None if !GLUE_TASKS.iter().any(|(id, _)| *id == t.id) => {
@@ -182,7 +252,10 @@ fn check_tasks(p: &Parsed, reg: &Registries, tasks: &[TaskSpec], at: &str) -> Re
                     if !reg.evaluators.contains_key(m) {
                         return Err(p.error_at(
                             &format!("{path}.custom.metric"),
-                            format!("unknown evaluator `{m}`; known: {}", known(reg.evaluators.keys())),
+                            format!(
+                                "unknown evaluator `{m}`; known: {}",
+                                known(reg.evaluators.keys())
+                            ),
                         ));
                     }
                 }
@@ -196,10 +269,16 @@ fn check_tasks(p: &Parsed, reg: &Registries, tasks: &[TaskSpec], at: &str) -> Re
             None => {}
         }
         if t.max_train == Some(0) {
-            return Err(p.error_at(&format!("{path}.max_train"), "must be at least 1 (leave it out for all)"));
+            return Err(p.error_at(
+                &format!("{path}.max_train"),
+                "must be at least 1 (leave it out for all)",
+            ));
         }
         if t.max_eval == Some(0) {
-            return Err(p.error_at(&format!("{path}.max_eval"), "must be at least 1 (leave it out for all)"));
+            return Err(p.error_at(
+                &format!("{path}.max_eval"),
+                "must be at least 1 (leave it out for all)",
+            ));
         }
     }
     Ok(())
@@ -218,27 +297,48 @@ fn check_training(p: &Parsed) -> Result<()> {
         return bad("eval_batch_size", "must be at least 1".into());
     }
     if !(t.learning_rate.is_finite() && t.learning_rate > 0.0) {
-        return bad("learning_rate", format!("{} must be a positive number", t.learning_rate));
+        return bad(
+            "learning_rate",
+            format!("{} must be a positive number", t.learning_rate),
+        );
     }
     if let Some(lr) = t.head_learning_rate {
         if !(lr.is_finite() && lr > 0.0) {
-            return bad("head_learning_rate", format!("{lr} must be a positive number"));
+            return bad(
+                "head_learning_rate",
+                format!("{lr} must be a positive number"),
+            );
         }
     }
     if !(t.weight_decay.is_finite() && t.weight_decay >= 0.0) {
-        return bad("weight_decay", format!("{} must be 0 or more", t.weight_decay));
+        return bad(
+            "weight_decay",
+            format!("{} must be 0 or more", t.weight_decay),
+        );
     }
     if !(0.0..1.0).contains(&t.warmup) {
-        return bad("warmup", format!("{} must be a fraction of the steps in [0, 1)", t.warmup));
+        return bad(
+            "warmup",
+            format!("{} must be a fraction of the steps in [0, 1)", t.warmup),
+        );
     }
     if !(0.0..1.0).contains(&t.dropout) {
-        return bad("dropout", format!("{} must be a probability in [0, 1)", t.dropout));
+        return bad(
+            "dropout",
+            format!("{} must be a probability in [0, 1)", t.dropout),
+        );
     }
     if !(t.grad_clip.is_finite() && t.grad_clip >= 0.0) {
-        return bad("grad_clip", format!("{} must be 0 (off) or more", t.grad_clip));
+        return bad(
+            "grad_clip",
+            format!("{} must be 0 (off) or more", t.grad_clip),
+        );
     }
     if t.max_seq_len < 8 {
-        return bad("max_seq_len", format!("{} is too short; use at least 8 tokens", t.max_seq_len));
+        return bad(
+            "max_seq_len",
+            format!("{} is too short; use at least 8 tokens", t.max_seq_len),
+        );
     }
     Ok(())
 }

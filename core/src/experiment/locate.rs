@@ -124,7 +124,12 @@ fn parse_path(path: &str) -> Vec<Seg<'_>> {
             segs.push(Seg::Field(name));
         }
         for idx in rest.split('[') {
-            if let Some(n) = idx.trim_end_matches(']').parse::<usize>().ok().filter(|_| !idx.is_empty()) {
+            if let Some(n) = idx
+                .trim_end_matches(']')
+                .parse::<usize>()
+                .ok()
+                .filter(|_| !idx.is_empty())
+            {
                 segs.push(Seg::Index(n));
             }
         }
@@ -142,7 +147,10 @@ fn enter(toks: &[(Tok, Position)], mut at: usize) -> Option<usize> {
                 if name == "Some" && !matches!(toks.get(at + 2), Some((Tok::Close, _))) {
                     let inner = at + 2;
                     if matches!(toks.get(inner), Some((Tok::Open, _)))
-                        || matches!((toks.get(inner), toks.get(inner + 1)), (Some((Tok::Ident(_), _)), Some((Tok::Open, _))))
+                        || matches!(
+                            (toks.get(inner), toks.get(inner + 1)),
+                            (Some((Tok::Ident(_), _)), Some((Tok::Open, _)))
+                        )
                     {
                         at = inner;
                         continue;
@@ -203,7 +211,8 @@ pub fn locate(text: &str, path: &str) -> Option<Position> {
         match seg {
             Seg::Field(name) => {
                 let hit = elems.iter().find(|&&k| {
-                    matches!(&toks[k].0, Tok::Ident(n) if n == name) && matches!(toks.get(k + 1), Some((Tok::Colon, _)))
+                    matches!(&toks[k].0, Tok::Ident(n) if n == name)
+                        && matches!(toks.get(k + 1), Some((Tok::Colon, _)))
                 });
                 let k = match hit {
                     Some(&k) => k,

@@ -82,7 +82,11 @@ fn base_dir(file: &Path) -> PathBuf {
 impl Parsed {
     /// The dynamic plugins the file lists, resolved against its folder.
     pub fn plugin_paths(&self) -> Vec<PathBuf> {
-        self.spec.plugins.iter().map(|p| base_dir(&self.file).join(p)).collect()
+        self.spec
+            .plugins
+            .iter()
+            .map(|p| base_dir(&self.file).join(p))
+            .collect()
     }
 
     /// Pass 2: names through `registries`, ranges, consistency. The first problem found is returned.
@@ -104,7 +108,11 @@ impl Parsed {
 /// An error placed at a spec path of a file's text (the file's start when the path is not written there).
 pub fn error_at(file: &Path, source: &str, path: &str, message: impl std::fmt::Display) -> Error {
     let pos = locate::locate(source, path).unwrap_or(locate::Position { line: 1, col: 1 });
-    let message = if path.is_empty() { message.to_string() } else { format!("{path}: {message}") };
+    let message = if path.is_empty() {
+        message.to_string()
+    } else {
+        format!("{path}: {message}")
+    };
     Error::Spec {
         file: file.display().to_string(),
         line: pos.line,
@@ -145,7 +153,11 @@ impl Experiment {
 
     /// The experiment's strategy names, in file order.
     pub fn strategy_names(&self) -> Vec<String> {
-        self.spec.strategies.iter().map(|s| s.name.clone()).collect()
+        self.spec
+            .strategies
+            .iter()
+            .map(|s| s.name.clone())
+            .collect()
     }
 
     /// The experiment's strategies, built with their options.
@@ -167,18 +179,30 @@ impl Experiment {
 
     /// The stage called `name`, with its index.
     pub fn stage(&self, name: &str) -> Result<(usize, &StageSpec)> {
-        self.spec.stages.iter().enumerate().find(|(_, s)| s.name == name).ok_or_else(|| Error::UnknownName {
-            kind: "stage",
-            name: name.to_string(),
-            known: self.spec.stages.iter().map(|s| s.name.clone()).collect(),
-        })
+        self.spec
+            .stages
+            .iter()
+            .enumerate()
+            .find(|(_, s)| s.name == name)
+            .ok_or_else(|| Error::UnknownName {
+                kind: "stage",
+                name: name.to_string(),
+                known: self.spec.stages.iter().map(|s| s.name.clone()).collect(),
+            })
     }
 
     /// S0 for a backbone: its layers in `groups` groups (for `group_stacks: Separate` on an encoder-decoder, half
     /// of the groups cover the encoder and half the decoder).
     pub fn space(&self, info: &BackboneInfo) -> Result<DesignSpace> {
-        let mut space = DesignSpace::new(info.num_layers(), self.spec.groups, self.strategy_names())
-            .map_err(|e| self.error_at("groups", format!("{e} ({} has {} layers)", info.model_type, info.num_layers())))?;
+        let mut space =
+            DesignSpace::new(info.num_layers(), self.spec.groups, self.strategy_names()).map_err(
+                |e| {
+                    self.error_at(
+                        "groups",
+                        format!("{e} ({} has {} layers)", info.model_type, info.num_layers()),
+                    )
+                },
+            )?;
         if self.spec.group_stacks == GroupStacks::Separate && info.decoder_layers > 0 {
             space = space
                 .split_stacks(info.encoder_layers)
@@ -192,7 +216,10 @@ impl Experiment {
     pub fn stage_space(&self, info: &BackboneInfo, index: usize) -> Result<DesignSpace> {
         let mut space = self.space(info)?;
         for (i, stage) in self.spec.stages.iter().enumerate().take(index + 1) {
-            let first = stage.candidates.first().ok_or_else(|| self.error_at(&format!("stages[{i}]"), "no candidates"))?;
+            let first = stage
+                .candidates
+                .first()
+                .ok_or_else(|| self.error_at(&format!("stages[{i}]"), "no candidates"))?;
             space = space
                 .constrain(stage.dimension, first)
                 .map_err(|e| self.error_at(&format!("stages[{i}].candidates[0]"), e))?;
@@ -201,7 +228,11 @@ impl Experiment {
     }
 
     /// What the sampler needs for this experiment and backbone.
-    pub fn sample_context(&self, info: BackboneInfo, registries: &Registries) -> Result<SampleContext> {
+    pub fn sample_context(
+        &self,
+        info: BackboneInfo,
+        registries: &Registries,
+    ) -> Result<SampleContext> {
         Ok(SampleContext {
             strategies: self.strategies(registries)?,
             info,
@@ -220,14 +251,19 @@ pub fn describe_backbone(dir: &Path, registries: &Registries) -> Result<Backbone
         path: config.clone(),
         message: format!("not valid JSON: {e}"),
     })?;
-    let model_type = value.get("model_type").and_then(|v| v.as_str()).ok_or_else(|| Error::Model {
-        path: config.clone(),
-        message: "has no string field `model_type`".to_string(),
-    })?;
-    let arch = registries.architecture_for(model_type).map_err(|e| Error::Model {
-        path: config.clone(),
-        message: e.to_string(),
-    })?;
+    let model_type = value
+        .get("model_type")
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| Error::Model {
+            path: config.clone(),
+            message: "has no string field `model_type`".to_string(),
+        })?;
+    let arch = registries
+        .architecture_for(model_type)
+        .map_err(|e| Error::Model {
+            path: config.clone(),
+            message: e.to_string(),
+        })?;
     (arch.describe)(&text).map_err(|e| Error::Model {
         path: config,
         message: e.to_string(),

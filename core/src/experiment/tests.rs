@@ -33,10 +33,17 @@ fn good_with(from: &str, to: &str) -> String {
 fn a_good_file_passes_and_resolves_paths_against_its_folder() {
     let e = check(GOOD).unwrap();
     assert_eq!(e.backbone_dir(None), Some(PathBuf::from("exp/models/m")));
-    assert_eq!(e.backbone_dir(Some(Path::new("/m"))), Some(PathBuf::from("/m")));
+    assert_eq!(
+        e.backbone_dir(Some(Path::new("/m"))),
+        Some(PathBuf::from("/m"))
+    );
     assert_eq!(e.data_dir(None), Some(PathBuf::from("exp/../data")));
     assert_eq!(e.stage("S3").unwrap().0, 1);
-    assert!(e.stage("S9").unwrap_err().to_string().contains("S1, S3, S4a"));
+    assert!(e
+        .stage("S9")
+        .unwrap_err()
+        .to_string()
+        .contains("S1, S3, S4a"));
 }
 
 #[test]
@@ -44,52 +51,104 @@ fn syntax_unknown_field_and_type_errors_have_line_and_column() {
     let e = error(&good_with("budget: 0.005,", "budget: 0.005"));
     assert!(e.starts_with("exp/x.ron:7:5: "), "{e}");
     let e = error(&good_with("budget:", "budgte:"));
-    assert!(e.starts_with("exp/x.ron:6:5: ") && e.contains("budgte"), "{e}");
+    assert!(
+        e.starts_with("exp/x.ron:6:5: ") && e.contains("budgte"),
+        "{e}"
+    );
     let e = error(&good_with("budget: 0.005", "budget: \"half\""));
-    assert!(e.starts_with("exp/x.ron:6:12: ") && e.contains("Expected float"), "{e}");
+    assert!(
+        e.starts_with("exp/x.ron:6:12: ") && e.contains("Expected float"),
+        "{e}"
+    );
 }
 
 #[test]
 fn pass_two_errors_point_at_the_offending_field() {
     let e = error(&good_with("budget: 0.005", "budget: 0.0"));
-    assert!(e.starts_with("exp/x.ron:6:5: budget: 0 is not a fraction"), "{e}");
+    assert!(
+        e.starts_with("exp/x.ron:6:5: budget: 0 is not a fraction"),
+        "{e}"
+    );
     let e = error(&good_with("\"first_largest\"", "\"spindel\""));
-    assert!(e.starts_with("exp/x.ron:8:56: stages[0].candidates[0]: unknown grouping rule `spindel`"), "{e}");
+    assert!(
+        e.starts_with("exp/x.ron:8:56: stages[0].candidates[0]: unknown grouping rule `spindel`"),
+        "{e}"
+    );
     assert!(e.contains("known: first_largest, s0"), "{e}");
     let e = error(&good_with("\"adapter+lora\"", "\"adapter+lorra\""));
-    assert!(e.contains("stages[2].candidates[0]") && e.contains("`lorra`"), "{e}");
+    assert!(
+        e.contains("stages[2].candidates[0]") && e.contains("`lorra`"),
+        "{e}"
+    );
     let e = error(&good_with("\"0111\"", "\"011\""));
-    assert!(e.starts_with("exp/x.ron:9:59: stages[1].candidates[0]"), "{e}");
+    assert!(
+        e.starts_with("exp/x.ron:9:59: stages[1].candidates[0]"),
+        "{e}"
+    );
     let e = error(&good_with("Strategies(1)", "Strategies(4)"));
-    assert!(e.contains("stages[2].dimension") && e.contains("4 groups"), "{e}");
+    assert!(
+        e.contains("stages[2].dimension") && e.contains("4 groups"),
+        "{e}"
+    );
     let e = error(&good_with("id: \"sst2\"", "id: \"sst3\""));
-    assert!(e.starts_with("exp/x.ron:5:14: tasks[0].id: unknown GLUE task `sst3`"), "{e}");
+    assert!(
+        e.starts_with("exp/x.ron:5:14: tasks[0].id: unknown GLUE task `sst3`"),
+        "{e}"
+    );
 }
 
 #[test]
 fn strategies_must_be_registered_and_their_options_accepted() {
-    let e = error(&good_with("budget: 0.005,", "budget: 0.005, strategies: [(name: \"lora\"), (name: \"dora\")],"));
-    assert!(e.contains("strategies[1].name: unknown strategy `dora`; known: adapter, bitfit, lora, prefix"), "{e}");
-    let e = error(&good_with("budget: 0.005,", "budget: 0.005, strategies: [(name: \"lora\", options: (r: 3))],"));
-    assert!(e.contains("strategies[0].options: lora takes no options here"), "{e}");
+    let e = error(&good_with(
+        "budget: 0.005,",
+        "budget: 0.005, strategies: [(name: \"lora\"), (name: \"dora\")],",
+    ));
+    assert!(
+        e.contains(
+            "strategies[1].name: unknown strategy `dora`; known: adapter, bitfit, lora, prefix"
+        ),
+        "{e}"
+    );
+    let e = error(&good_with(
+        "budget: 0.005,",
+        "budget: 0.005, strategies: [(name: \"lora\", options: (r: 3))],",
+    ));
+    assert!(
+        e.contains("strategies[0].options: lora takes no options here"),
+        "{e}"
+    );
 }
 
 #[test]
 fn stage_space_applies_first_candidates_in_order() {
     let e = check(GOOD).unwrap();
     let info = minilm();
-    assert_eq!(e.space(&info).unwrap().describe(), "grouping=s0 allocation=s0 tuned=any");
+    assert_eq!(
+        e.space(&info).unwrap().describe(),
+        "grouping=s0 allocation=s0 tuned=any"
+    );
     let s = e.stage_space(&info, 2).unwrap();
-    assert_eq!(s.describe(), "grouping=first_largest allocation=s0 tuned=0111 G2=adapter+lora");
-    assert_eq!(s, e.space(&info).unwrap()
-        .constrain(Dimension::Grouping, "first_largest").unwrap()
-        .constrain(Dimension::TunedGroups, "0111").unwrap()
-        .constrain(Dimension::Strategies(1), "adapter+lora").unwrap());
+    assert_eq!(
+        s.describe(),
+        "grouping=first_largest allocation=s0 tuned=0111 G2=adapter+lora"
+    );
+    assert_eq!(
+        s,
+        e.space(&info)
+            .unwrap()
+            .constrain(Dimension::Grouping, "first_largest")
+            .unwrap()
+            .constrain(Dimension::TunedGroups, "0111")
+            .unwrap()
+            .constrain(Dimension::Strategies(1), "adapter+lora")
+            .unwrap()
+    );
 }
 
 #[test]
 fn too_many_groups_for_the_backbone_is_placed_at_groups() {
-    let text = good_with("budget: 0.005,", "budget: 0.005, groups: 7,").replace("\"0111\", \"1111\"", "\"0111111\"");
+    let text = good_with("budget: 0.005,", "budget: 0.005, groups: 7,")
+        .replace("\"0111\", \"1111\"", "\"0111111\"");
     let e = check(&text).unwrap();
     let err = e.space(&minilm()).unwrap_err().to_string();
     assert!(err.contains("groups") && err.contains("6 layers"), "{err}");

@@ -90,7 +90,10 @@ fn population(stage: &str, candidate: &CandidatePlan, store: &ResultStore) -> Ca
         let mut sum = 0.0;
         let mut complete = !design.trials.is_empty();
         for trial in &design.trials {
-            match store.get(&trial.id).map(|r| (&r.outcome.status, r.outcome.primary)) {
+            match store
+                .get(&trial.id)
+                .map(|r| (&r.outcome.status, r.outcome.primary))
+            {
                 Some((TrialStatus::Ok, Some(primary))) => {
                     ok += 1;
                     sum += primary;
@@ -124,7 +127,11 @@ fn population(stage: &str, candidate: &CandidatePlan, store: &ResultStore) -> Ca
             "empty population: no design has all its trials ok ({ok} ok, {diverged} diverged, {failed} failed, \
              {missing} not run)"
         );
-        note = if note.is_empty() { why } else { format!("{note}; {why}") };
+        note = if note.is_empty() {
+            why
+        } else {
+            format!("{note}; {why}")
+        };
     }
     CandidateStats {
         stage: stage.to_string(),
@@ -157,8 +164,11 @@ pub fn decide_stage(stage: &StagePlan, store: &ResultStore, rule: DecisionRule) 
             summary: format!("{}: skipped: {reason}", stage.name),
         };
     }
-    let mut candidates: Vec<CandidateStats> =
-        stage.candidates.iter().map(|c| population(&stage.name, c, store)).collect();
+    let mut candidates: Vec<CandidateStats> = stage
+        .candidates
+        .iter()
+        .map(|c| population(&stage.name, c, store))
+        .collect();
     let key = |c: &CandidateStats| match rule {
         DecisionRule::HighestMean => c.mean,
         DecisionRule::HighestMedian => c.median,
@@ -178,12 +188,17 @@ pub fn decide_stage(stage: &StagePlan, store: &ResultStore, rule: DecisionRule) 
             stage: stage.name.clone(),
             candidates,
             winner: None,
-            summary: format!("{}: no candidate has a scored design; the stage cannot decide", stage.name),
+            summary: format!(
+                "{}: no candidate has a scored design; the stage cannot decide",
+                stage.name
+            ),
         };
     };
     let winner_scores = candidates[w].scores.clone();
     let winner_seed = stage.candidates[w].seed;
-    let others: Vec<usize> = (0..candidates.len()).filter(|&i| i != w && candidates[i].n > 0).collect();
+    let others: Vec<usize> = (0..candidates.len())
+        .filter(|&i| i != w && candidates[i].n > 0)
+        .collect();
     let mut comparisons: Vec<Comparison> = Vec::new();
     for &i in &others {
         let other = &candidates[i].scores;
@@ -209,7 +224,9 @@ pub fn decide_stage(stage: &StagePlan, store: &ResultStore, rule: DecisionRule) 
             ),
         });
     }
-    let holm = |pick: fn(&Comparison) -> f64| stats::holm_adjust(&comparisons.iter().map(pick).collect::<Vec<_>>());
+    let holm = |pick: fn(&Comparison) -> f64| {
+        stats::holm_adjust(&comparisons.iter().map(pick).collect::<Vec<_>>())
+    };
     let (ks_holm, u_holm, welch_holm) = (holm(|c| c.ks_p), holm(|c| c.u_p), holm(|c| c.welch_p));
     let mut not_significant = Vec::new();
     for (k, (&i, mut comparison)) in others.iter().zip(comparisons).enumerate() {
@@ -223,7 +240,11 @@ pub fn decide_stage(stage: &StagePlan, store: &ResultStore, rule: DecisionRule) 
         candidates[i].significant = significant;
         candidates[i].versus_winner = Some(comparison);
     }
-    let empty: Vec<String> = candidates.iter().filter(|c| c.n == 0).map(|c| c.candidate.clone()).collect();
+    let empty: Vec<String> = candidates
+        .iter()
+        .filter(|c| c.n == 0)
+        .map(|c| c.candidate.clone())
+        .collect();
     let winner_row = &mut candidates[w];
     winner_row.chosen = true;
     winner_row.significant = !others.is_empty() && not_significant.is_empty();
@@ -235,7 +256,9 @@ pub fn decide_stage(stage: &StagePlan, store: &ResultStore, rule: DecisionRule) 
         summary.push_str("; no other candidate had a scored design to compare with");
         winner_row.note = "chosen without comparison".into();
     } else if not_significant.is_empty() {
-        summary.push_str(&format!("; better than every other candidate (Holm-adjusted Mann–Whitney p < {ALPHA})"));
+        summary.push_str(&format!(
+            "; better than every other candidate (Holm-adjusted Mann–Whitney p < {ALPHA})"
+        ));
     } else {
         let list = not_significant.join(", ");
         summary.push_str(&format!(
@@ -246,5 +269,10 @@ pub fn decide_stage(stage: &StagePlan, store: &ResultStore, rule: DecisionRule) 
     if !empty.is_empty() {
         summary.push_str(&format!("; empty populations: {}", empty.join(", ")));
     }
-    StageDecision { stage: stage.name.clone(), candidates, winner: Some(w), summary }
+    StageDecision {
+        stage: stage.name.clone(),
+        candidates,
+        winner: Some(w),
+        summary,
+    }
 }

@@ -19,7 +19,11 @@ pub struct ExperimentSpace {
 impl ExperimentSpace {
     pub fn new(space: DesignSpace, context: SampleContext) -> Self {
         let codes = StrategyCodes::from_registries(&context.registries);
-        ExperimentSpace { space, context: Arc::new(context), codes: Arc::new(codes) }
+        ExperimentSpace {
+            space,
+            context: Arc::new(context),
+            codes: Arc::new(codes),
+        }
     }
 
     /// Solves a design's budget and describes it for the plan and the CSVs.
@@ -31,12 +35,30 @@ impl ExperimentSpace {
 
     fn summarise(&self, design: &Design, target: usize, achieved: usize) -> Result<SampledDesign> {
         let join = |v: Vec<String>, sep: &str| v.join(sep);
-        let sets = design.strategies.iter().map(|s| self.codes.set_to_text(s)).collect::<Result<Vec<_>>>()?;
+        let sets = design
+            .strategies
+            .iter()
+            .map(|s| self.codes.set_to_text(s))
+            .collect::<Result<Vec<_>>>()?;
         Ok(SampledDesign {
             text: design.to_text(&self.codes)?,
-            group_sizes: join(design.group_sizes.iter().map(|s| s.to_string()).collect(), ","),
-            allocation: join(design.per_layer_shares().iter().map(|s| format!("{s:.4}")).collect(), ","),
-            tuned_groups: design.tuned.iter().map(|&t| if t { '1' } else { '0' }).collect(),
+            group_sizes: join(
+                design.group_sizes.iter().map(|s| s.to_string()).collect(),
+                ",",
+            ),
+            allocation: join(
+                design
+                    .per_layer_shares()
+                    .iter()
+                    .map(|s| format!("{s:.4}"))
+                    .collect(),
+                ",",
+            ),
+            tuned_groups: design
+                .tuned
+                .iter()
+                .map(|&t| if t { '1' } else { '0' })
+                .collect(),
             strategy_sets: sets.join("|"),
             target_params: target as u64,
             planned_params: achieved as u64,
@@ -76,9 +98,14 @@ impl SearchSpace for ExperimentSpace {
             )));
         }
         let (layers, groups) = (self.space.layers, self.space.groups);
-        let group_sizes: Vec<usize> = (0..groups).map(|g| layers / groups + usize::from(g < layers % groups)).collect();
+        let group_sizes: Vec<usize> = (0..groups)
+            .map(|g| layers / groups + usize::from(g < layers % groups))
+            .collect();
         let design = Design {
-            shares: group_sizes.iter().map(|&n| n as f64 / layers as f64).collect(),
+            shares: group_sizes
+                .iter()
+                .map(|&n| n as f64 / layers as f64)
+                .collect(),
             group_sizes,
             tuned: vec![true; groups],
             strategies: vec![[name.to_string()].into_iter().collect(); groups],
@@ -93,11 +120,13 @@ impl SearchSpace for ExperimentSpace {
 
     fn inapplicable(&self, dimension: Dimension) -> Option<String> {
         match (dimension, &self.space.tuned) {
-            (Dimension::Strategies(g), Some(tuned)) if tuned.get(g) == Some(&false) => Some(format!(
-                "group {} is not tuned in the space so far ({})",
-                crate::design::group_name(g),
-                self.space.describe()
-            )),
+            (Dimension::Strategies(g), Some(tuned)) if tuned.get(g) == Some(&false) => {
+                Some(format!(
+                    "group {} is not tuned in the space so far ({})",
+                    crate::design::group_name(g),
+                    self.space.describe()
+                ))
+            }
             _ => None,
         }
     }

@@ -13,10 +13,14 @@ mod space;
 mod synthetic;
 mod trial;
 
-pub use decision::{decide_stage, CandidateStats, Comparison, StageDecision, ALPHA, BOOTSTRAP_RESAMPLES, CI_LEVEL};
+pub use decision::{
+    decide_stage, CandidateStats, Comparison, StageDecision, ALPHA, BOOTSTRAP_RESAMPLES, CI_LEVEL,
+};
 pub use design_space::ExperimentSpace;
-pub use plan::{CandidatePlan, FinalMethod, FinalPlan, PlannedDesign, PlannedTrial, Plan, StagePlan};
-pub use runner::{run_experiment, manifest, RunOutcome};
+pub use plan::{
+    CandidatePlan, FinalMethod, FinalPlan, Plan, PlannedDesign, PlannedTrial, StagePlan,
+};
+pub use runner::{manifest, run_experiment, RunOutcome};
 pub use space::{SampledDesign, SearchSpace};
 pub use synthetic::{SyntheticExecutor, SyntheticSpace};
 pub use trial::{derive_seed, hex_sha256, TrialOutcome, TrialRecord, TrialSpec, TrialStatus};
@@ -71,7 +75,8 @@ impl TrialPool for SerialPool<'_> {
 }
 
 /// The message of a run stopped on request; rerunning the same command resumes it.
-pub const INTERRUPTED: &str = "interrupted: finished trials are stored; rerun the same command to resume";
+pub const INTERRUPTED: &str =
+    "interrupted: finished trials are stored; rerun the same command to resume";
 
 /// Hears about the run's progress (the command line draws progress bars from it).
 pub trait Progress {

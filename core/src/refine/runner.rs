@@ -10,7 +10,9 @@ use crate::store::{self, ResultStore};
 use crate::{Error, Result};
 
 use super::decision::{decide_stage, StageDecision};
-use super::plan::{CandidatePlan, FinalMethod, FinalPlan, Plan, PlannedDesign, PlannedTrial, StagePlan};
+use super::plan::{
+    CandidatePlan, FinalMethod, FinalPlan, Plan, PlannedDesign, PlannedTrial, StagePlan,
+};
 use super::space::{SampledDesign, SearchSpace};
 use super::trial::{derive_seed, TrialRecord, TrialSpec, TrialStatus};
 use super::{Progress, TrialExecutor, TrialPool};
@@ -29,17 +31,28 @@ pub struct RunOutcome {
 /// The parts of an experiment that trial ids and the plan depend on, plus the backbone identity and the data
 /// fingerprints. Stored as `manifest.json`; a rerun with a different manifest is refused and explained.
 pub fn manifest(spec: &ExperimentSpec, executor: &dyn TrialExecutor) -> Result<Value> {
-    let mut value = serde_json::to_value(spec).map_err(|e| Error::msg(format!("cannot serialise the experiment: {e}")))?;
+    let mut value = serde_json::to_value(spec)
+        .map_err(|e| Error::msg(format!("cannot serialise the experiment: {e}")))?;
     if let Value::Object(map) = &mut value {
         // Where files live does not change results; what they contain is covered by the identities below.
         for key in ["name", "data_dir", "plugins", "backbone"] {
             map.remove(key);
         }
-        map.insert("backbone_identity".into(), Value::String(executor.backbone_identity()?));
+        map.insert(
+            "backbone_identity".into(),
+            Value::String(executor.backbone_identity()?),
+        );
         let mut data = serde_json::Map::new();
-        let final_tasks = spec.final_runs.as_ref().and_then(|f| f.tasks.clone()).unwrap_or_default();
+        let final_tasks = spec
+            .final_runs
+            .as_ref()
+            .and_then(|f| f.tasks.clone())
+            .unwrap_or_default();
         for task in spec.tasks.iter().chain(final_tasks.iter()) {
-            data.insert(task_key(task), Value::String(executor.data_fingerprint(task)?));
+            data.insert(
+                task_key(task),
+                Value::String(executor.data_fingerprint(task)?),
+            );
         }
         map.insert("data_fingerprints".into(), Value::Object(data));
     }
@@ -59,14 +72,29 @@ struct TrialFactory<'a> {
 }
 
 impl TrialFactory<'_> {
-    fn trial(&mut self, design: &str, task: &TaskSpec, seed: u64, training: &TrainingSpec) -> Result<TrialSpec> {
+    fn trial(
+        &mut self,
+        design: &str,
+        task: &TaskSpec,
+        seed: u64,
+        training: &TrainingSpec,
+    ) -> Result<TrialSpec> {
         let key = task_key(task);
         if !self.fingerprints.contains_key(&key) {
             let fingerprint = self.executor.data_fingerprint(task)?;
             self.fingerprints.insert(key.clone(), fingerprint);
         }
         let data = &self.fingerprints[&key];
-        TrialSpec::new(design, task, seed, training, self.spec.budget, &self.spec.strategies, &self.backbone, data)
+        TrialSpec::new(
+            design,
+            task,
+            seed,
+            training,
+            self.spec.budget,
+            &self.spec.strategies,
+            &self.backbone,
+            data,
+        )
     }
 }
 
@@ -89,10 +117,14 @@ pub fn run_experiment(
     stop: &AtomicBool,
 ) -> Result<RunOutcome> {
     if spec.tasks.is_empty() {
-        return Err(Error::msg("the experiment has no tasks; add at least one to `tasks`"));
+        return Err(Error::msg(
+            "the experiment has no tasks; add at least one to `tasks`",
+        ));
     }
     if spec.seeds.is_empty() {
-        return Err(Error::msg("the experiment has no training seeds; set `seeds: [1]` or more"));
+        return Err(Error::msg(
+            "the experiment has no training seeds; set `seeds: [1]` or more",
+        ));
     }
     let mut factory = TrialFactory {
         spec,
@@ -109,7 +141,12 @@ pub fn run_experiment(
         final_runs: None,
     };
     let stages: Vec<StageToRun> = if spec.stages.is_empty() {
-        vec![StageToRun { name: "S0".into(), dimension: None, candidates: vec!["any".into()], samples: spec.samples }]
+        vec![StageToRun {
+            name: "S0".into(),
+            dimension: None,
+            candidates: vec!["any".into()],
+            samples: spec.samples,
+        }]
     } else {
         spec.stages
             .iter()
@@ -130,13 +167,18 @@ pub fn run_experiment(
         if let Some(reason) = stage.dimension.and_then(|d| current.inapplicable(d)) {
             plan.stages.push(StagePlan {
                 name: stage.name.clone(),
-                dimension: stage.dimension.map_or_else(String::new, |d| format!("{d:?}")),
+                dimension: stage
+                    .dimension
+                    .map_or_else(String::new, |d| format!("{d:?}")),
                 space: current.describe(),
                 candidates: Vec::new(),
                 skipped: Some(reason),
             });
             save_plan(store, &plan)?;
-            let stage_plan = plan.stages.last().ok_or_else(|| Error::msg("internal: stage plan missing"))?;
+            let stage_plan = plan
+                .stages
+                .last()
+                .ok_or_else(|| Error::msg("internal: stage plan missing"))?;
             let decision = decide_stage(stage_plan, store, spec.decision);
             progress.stage_decided(&decision);
             decisions.push(decision);
@@ -145,8 +187,19 @@ pub fn run_experiment(
         let (stage_plan, trials) = plan_stage(spec, stage, current, &mut factory)?;
         plan.stages.push(stage_plan);
         save_plan(store, &plan)?;
-        let stage_plan = plan.stages.last().ok_or_else(|| Error::msg("internal: stage plan missing"))?;
-        run_trials(&stage.name, trials, pool, store, progress, stop, &mut counts)?;
+        let stage_plan = plan
+            .stages
+            .last()
+            .ok_or_else(|| Error::msg("internal: stage plan missing"))?;
+        run_trials(
+            &stage.name,
+            trials,
+            pool,
+            store,
+            progress,
+            stop,
+            &mut counts,
+        )?;
         let decision = decide_stage(stage_plan, store, spec.decision);
         progress.stage_decided(&decision);
         let winner = decision.winner_name().map(str::to_string);
@@ -163,17 +216,33 @@ pub fn run_experiment(
     }
     if let Some(final_spec) = &spec.final_runs {
         // The best designs come from the winning population of the last stage that was not skipped.
-        let last = plan.stages.iter().zip(&decisions).rev().find(|(_, d)| d.winner.is_some());
-        let best = last.map_or_else(Vec::new, |(stage, decision)| best_designs(stage, decision, store, final_spec.top));
-        let tasks = final_spec.tasks.clone().unwrap_or_else(|| spec.tasks.clone());
+        let last = plan
+            .stages
+            .iter()
+            .zip(&decisions)
+            .rev()
+            .find(|(_, d)| d.winner.is_some());
+        let best = last.map_or_else(Vec::new, |(stage, decision)| {
+            best_designs(stage, decision, store, final_spec.top)
+        });
+        let tasks = final_spec
+            .tasks
+            .clone()
+            .unwrap_or_else(|| spec.tasks.clone());
         let mut training = spec.training.clone();
         if let Some(epochs) = final_spec.epochs {
             training.epochs = epochs;
         }
-        let mut methods: Vec<(String, SampledDesign)> =
-            best.into_iter().enumerate().map(|(i, d)| (format!("best{}", i + 1), d)).collect();
+        let mut methods: Vec<(String, SampledDesign)> = best
+            .into_iter()
+            .enumerate()
+            .map(|(i, d)| (format!("best{}", i + 1), d))
+            .collect();
         for name in &final_spec.baselines {
-            methods.push((name.clone(), narrowed.as_deref().unwrap_or(space).baseline(name)?));
+            methods.push((
+                name.clone(),
+                narrowed.as_deref().unwrap_or(space).baseline(name)?,
+            ));
         }
         let mut trials = Vec::new();
         let mut final_plan = FinalPlan {
@@ -187,17 +256,30 @@ pub fn run_experiment(
             for task in &tasks {
                 for &seed in &final_spec.seeds {
                     let trial = factory.trial(&design.text, task, seed, &training)?;
-                    planned.push(PlannedTrial { id: trial.id.clone(), task: task.id.clone(), seed });
+                    planned.push(PlannedTrial {
+                        id: trial.id.clone(),
+                        task: task.id.clone(),
+                        seed,
+                    });
                     trials.push((name.clone(), trial));
                 }
             }
-            final_plan.methods.push(FinalMethod { name, design, trials: planned });
+            final_plan.methods.push(FinalMethod {
+                name,
+                design,
+                trials: planned,
+            });
         }
         plan.final_runs = Some(final_plan);
         save_plan(store, &plan)?;
         run_trials("final", trials, pool, store, progress, stop, &mut counts)?;
     }
-    Ok(RunOutcome { plan, decisions, trials_run: counts.0, trials_reused: counts.1 })
+    Ok(RunOutcome {
+        plan,
+        decisions,
+        trials_run: counts.0,
+        trials_reused: counts.1,
+    })
 }
 
 /// Samples every candidate's population and builds its trials (candidate-major order).
@@ -211,7 +293,12 @@ fn plan_stage(
     let mut trials = Vec::new();
     for name in &stage.candidates {
         let seed = derive_seed(spec.seed, &[&stage.name, name]);
-        let mut candidate = CandidatePlan { name: name.clone(), seed, designs: Vec::new(), error: None };
+        let mut candidate = CandidatePlan {
+            name: name.clone(),
+            seed,
+            designs: Vec::new(),
+            error: None,
+        };
         let narrowed = match stage.dimension {
             Some(dimension) => space.constrain(dimension, name).map(Some),
             None => Ok(None),
@@ -228,19 +315,30 @@ fn plan_stage(
                     let design = match view.sample(design_seed) {
                         Ok(d) => d,
                         Err(e) => {
-                            candidate.error = Some(format!("sampling stopped at design {index}: {e}"));
+                            candidate.error =
+                                Some(format!("sampling stopped at design {index}: {e}"));
                             break;
                         }
                     };
                     let mut planned = Vec::new();
                     for task in &spec.tasks {
                         for &train_seed in &spec.seeds {
-                            let trial = factory.trial(&design.text, task, train_seed, &spec.training)?;
-                            planned.push(PlannedTrial { id: trial.id.clone(), task: task.id.clone(), seed: train_seed });
+                            let trial =
+                                factory.trial(&design.text, task, train_seed, &spec.training)?;
+                            planned.push(PlannedTrial {
+                                id: trial.id.clone(),
+                                task: task.id.clone(),
+                                seed: train_seed,
+                            });
                             trials.push((name.clone(), trial));
                         }
                     }
-                    candidate.designs.push(PlannedDesign { index, seed: design_seed, design, trials: planned });
+                    candidate.designs.push(PlannedDesign {
+                        index,
+                        seed: design_seed,
+                        design,
+                        trials: planned,
+                    });
                 }
             }
         }
@@ -248,7 +346,9 @@ fn plan_stage(
     }
     let plan = StagePlan {
         name: stage.name.clone(),
-        dimension: stage.dimension.map_or_else(|| "None".to_string(), |d| format!("{d:?}")),
+        dimension: stage
+            .dimension
+            .map_or_else(|| "None".to_string(), |d| format!("{d:?}")),
         space: space.describe(),
         candidates,
         skipped: None,
@@ -294,7 +394,10 @@ fn run_trials(
         }
         store.append(record.clone())?;
         counts.0 += 1;
-        let candidate = candidate_of.get(&trial.id).map(String::as_str).unwrap_or("");
+        let candidate = candidate_of
+            .get(&trial.id)
+            .map(String::as_str)
+            .unwrap_or("");
         progress.trial_finished(stage, candidate, &record);
         Ok(())
     };
@@ -302,14 +405,26 @@ fn run_trials(
 }
 
 /// The `top` best distinct designs of the winning candidate's population, by design score.
-fn best_designs(stage: &StagePlan, decision: &StageDecision, store: &ResultStore, top: usize) -> Vec<SampledDesign> {
-    let Some(w) = decision.winner else { return Vec::new() };
+fn best_designs(
+    stage: &StagePlan,
+    decision: &StageDecision,
+    store: &ResultStore,
+    top: usize,
+) -> Vec<SampledDesign> {
+    let Some(w) = decision.winner else {
+        return Vec::new();
+    };
     let mut scored: Vec<(f64, &SampledDesign)> = Vec::new();
     for design in &stage.candidates[w].designs {
         let primaries: Option<Vec<f64>> = design
             .trials
             .iter()
-            .map(|t| store.get(&t.id).filter(|r| r.outcome.status.is_ok()).and_then(|r| r.outcome.primary))
+            .map(|t| {
+                store
+                    .get(&t.id)
+                    .filter(|r| r.outcome.status.is_ok())
+                    .and_then(|r| r.outcome.primary)
+            })
             .collect();
         if let Some(p) = primaries.filter(|p| !p.is_empty()) {
             scored.push((p.iter().sum::<f64>() / p.len() as f64, &design.design));

@@ -15,7 +15,13 @@ use super::space::{SampledDesign, SearchSpace};
 use super::trial::{derive_seed, TrialOutcome, TrialSpec, TrialStatus};
 use super::TrialExecutor;
 
-const GROUPINGS: [&str; 5] = ["increasing", "uniform", "decreasing", "spindle", "bottleneck"];
+const GROUPINGS: [&str; 5] = [
+    "increasing",
+    "uniform",
+    "decreasing",
+    "spindle",
+    "bottleneck",
+];
 const ALLOCATIONS: [&str; 3] = ["increasing", "uniform", "decreasing"];
 /// The synthetic backbone: 12 layers of 1,000,000 parameters each.
 const BACKBONE_PARAMS: u64 = 12_000_000;
@@ -57,24 +63,33 @@ impl SearchSpace for SyntheticSpace {
             Dimension::Grouping => next.grouping = Some(candidate.to_string()),
             Dimension::Allocation => next.allocation = Some(candidate.to_string()),
             Dimension::TunedGroups => {
-                if candidate.len() != self.groups || !candidate.chars().all(|c| c == '0' || c == '1') {
+                if candidate.len() != self.groups
+                    || !candidate.chars().all(|c| c == '0' || c == '1')
+                {
                     return Err(Error::msg(format!(
                         "tuned-groups candidate `{candidate}` must be {} characters of 0 and 1",
                         self.groups
                     )));
                 }
                 if !candidate.contains('1') {
-                    return Err(Error::msg(format!("tuned-groups candidate `{candidate}` tunes no group")));
+                    return Err(Error::msg(format!(
+                        "tuned-groups candidate `{candidate}` tunes no group"
+                    )));
                 }
                 next.tuned = Some(candidate.to_string());
             }
             Dimension::Strategies(group) => {
                 if group >= self.groups {
-                    return Err(Error::msg(format!("strategy stage names group {group}, but there are {}", self.groups)));
+                    return Err(Error::msg(format!(
+                        "strategy stage names group {group}, but there are {}",
+                        self.groups
+                    )));
                 }
                 if let Some(tuned) = &self.tuned {
                     if tuned.as_bytes().get(group) == Some(&b'0') {
-                        return Err(Error::msg(format!("group {group} is not tuned (tuned groups {tuned})")));
+                        return Err(Error::msg(format!(
+                            "group {group} is not tuned (tuned groups {tuned})"
+                        )));
                     }
                 }
                 next.sets.insert(group, candidate.to_string());
@@ -89,12 +104,20 @@ impl SearchSpace for SyntheticSpace {
             state = derive_seed(state, &["pick"]);
             (state % n as u64) as usize
         };
-        let grouping = self.grouping.clone().unwrap_or_else(|| GROUPINGS[pick(GROUPINGS.len())].to_string());
-        let allocation = self.allocation.clone().unwrap_or_else(|| ALLOCATIONS[pick(ALLOCATIONS.len())].to_string());
+        let grouping = self
+            .grouping
+            .clone()
+            .unwrap_or_else(|| GROUPINGS[pick(GROUPINGS.len())].to_string());
+        let allocation = self
+            .allocation
+            .clone()
+            .unwrap_or_else(|| ALLOCATIONS[pick(ALLOCATIONS.len())].to_string());
         let tuned = match &self.tuned {
             Some(t) => t.clone(),
             None => loop {
-                let bits: String = (0..self.groups).map(|_| if pick(2) == 1 { '1' } else { '0' }).collect();
+                let bits: String = (0..self.groups)
+                    .map(|_| if pick(2) == 1 { '1' } else { '0' })
+                    .collect();
                 if bits.contains('1') {
                     break bits;
                 }
@@ -109,8 +132,12 @@ impl SearchSpace for SyntheticSpace {
                     return set.clone();
                 }
                 loop {
-                    let chosen: Vec<&str> =
-                        self.strategies.iter().filter(|_| pick(2) == 1).map(String::as_str).collect();
+                    let chosen: Vec<&str> = self
+                        .strategies
+                        .iter()
+                        .filter(|_| pick(2) == 1)
+                        .map(String::as_str)
+                        .collect();
                     if !chosen.is_empty() {
                         break chosen.join("+");
                     }
@@ -158,7 +185,9 @@ impl SearchSpace for SyntheticSpace {
 
     fn inapplicable(&self, dimension: Dimension) -> Option<String> {
         match (dimension, &self.tuned) {
-            (Dimension::Strategies(group), Some(tuned)) if tuned.as_bytes().get(group) == Some(&b'0') => {
+            (Dimension::Strategies(group), Some(tuned))
+                if tuned.as_bytes().get(group) == Some(&b'0') =>
+            {
                 Some(format!("group {group} is not tuned (tuned groups {tuned})"))
             }
             _ => None,
@@ -191,10 +220,15 @@ impl SyntheticExecutor {
     /// Reads `PEFTSPACE_SYNTHETIC_SLEEP_MS`, `PEFTSPACE_SYNTHETIC_DIVERGE` (a substring of design texts) and
     /// `PEFTSPACE_SYNTHETIC_LOG` (a file path).
     pub fn from_env() -> Self {
-        let sleep_ms = std::env::var("PEFTSPACE_SYNTHETIC_SLEEP_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+        let sleep_ms = std::env::var("PEFTSPACE_SYNTHETIC_SLEEP_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         SyntheticExecutor {
             sleep: Duration::from_millis(sleep_ms),
-            diverge_when_contains: std::env::var("PEFTSPACE_SYNTHETIC_DIVERGE").ok().filter(|s| !s.is_empty()),
+            diverge_when_contains: std::env::var("PEFTSPACE_SYNTHETIC_DIVERGE")
+                .ok()
+                .filter(|s| !s.is_empty()),
             log: std::env::var_os("PEFTSPACE_SYNTHETIC_LOG").map(std::path::PathBuf::from),
         }
     }
@@ -224,7 +258,8 @@ impl TrialExecutor for SyntheticExecutor {
                 .append(true)
                 .open(path)
                 .map_err(|e| Error::io(path, e))?;
-            file.write_all(format!("{}\n", trial.id).as_bytes()).map_err(|e| Error::io(path, e))?;
+            file.write_all(format!("{}\n", trial.id).as_bytes())
+                .map_err(|e| Error::io(path, e))?;
         }
         let text = &trial.design;
         let field = |key: &str| {
@@ -239,10 +274,15 @@ impl TrialExecutor for SyntheticExecutor {
             "bottleneck" => 0.0,
             _ => 0.01,
         };
-        let allocation_bonus = if field("allocation") == "uniform" { 0.015 } else { 0.0 };
+        let allocation_bonus = if field("allocation") == "uniform" {
+            0.015
+        } else {
+            0.0
+        };
         let tuned_bonus = 0.008 * field("tuned").chars().filter(|&c| c == '1').count() as f64;
         let sets = field("strategies");
-        let distinct: std::collections::BTreeSet<&str> = sets.split('|').filter(|s| *s != "-").collect();
+        let distinct: std::collections::BTreeSet<&str> =
+            sets.split('|').filter(|s| *s != "-").collect();
         let mix_bonus = 0.004 * distinct.len() as f64;
         let baseline_bonus = match field("baseline").as_str() {
             "full" => 0.06,
@@ -251,13 +291,22 @@ impl TrialExecutor for SyntheticExecutor {
         };
         let key = format!("{}|{}|{}", text, trial.task.id, trial.seed);
         let noise = 0.06 * (uniform(0, &[&key, "noise"]) - 0.5);
-        let diverged = self.diverge_when_contains.as_deref().is_some_and(|s| text.contains(s))
+        let diverged = self
+            .diverge_when_contains
+            .as_deref()
+            .is_some_and(|s| text.contains(s))
             || uniform(0, &[&key, "diverge"]) < 0.03;
         let seconds = 1.0 + (uniform(0, &[&key, "seconds"]) * 100.0).round() / 100.0;
-        let trainable_params = if field("baseline") == "full" { BACKBONE_PARAMS } else { (BACKBONE_PARAMS as f64 * trial.budget).round() as u64 };
+        let trainable_params = if field("baseline") == "full" {
+            BACKBONE_PARAMS
+        } else {
+            (BACKBONE_PARAMS as f64 * trial.budget).round() as u64
+        };
         if diverged {
             return Ok(TrialOutcome {
-                status: TrialStatus::Diverged { step: 1 + derive_seed(0, &[&key]) % 50 },
+                status: TrialStatus::Diverged {
+                    step: 1 + derive_seed(0, &[&key]) % 50,
+                },
                 metrics: BTreeMap::new(),
                 primary: None,
                 trainable_params,
@@ -265,7 +314,13 @@ impl TrialExecutor for SyntheticExecutor {
                 seconds,
             });
         }
-        let primary = (0.7 + grouping_bonus + allocation_bonus + tuned_bonus + mix_bonus + baseline_bonus + noise)
+        let primary = (0.7
+            + grouping_bonus
+            + allocation_bonus
+            + tuned_bonus
+            + mix_bonus
+            + baseline_bonus
+            + noise)
             .clamp(0.0, 1.0);
         // Round like a dev-set accuracy over 1,000 examples, so ties occur as they do with real scores.
         let primary = (primary * 1000.0).round() / 1000.0;

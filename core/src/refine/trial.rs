@@ -143,7 +143,10 @@ impl TrialRecord {
 
 /// Lower-case hex SHA-256.
 pub fn hex_sha256(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// A child seed: the first 8 bytes of SHA-256 over the parent seed and a path of names (root → stage → candidate →
@@ -166,14 +169,21 @@ mod tests {
     use super::*;
 
     fn task(id: &str) -> TaskSpec {
-        TaskSpec { id: id.into(), max_train: Some(100), max_eval: None, custom: None }
+        TaskSpec {
+            id: id.into(),
+            max_train: Some(100),
+            max_eval: None,
+            custom: None,
+        }
     }
 
     #[test]
     fn id_changes_with_every_identity_field() {
         let training = TrainingSpec::default();
-        let base = TrialSpec::new("d", &task("sst2"), 1, &training, 0.005, &[], "bb", "data").expect("id");
-        let again = TrialSpec::new("d", &task("sst2"), 1, &training, 0.005, &[], "bb", "data").expect("id");
+        let base =
+            TrialSpec::new("d", &task("sst2"), 1, &training, 0.005, &[], "bb", "data").expect("id");
+        let again =
+            TrialSpec::new("d", &task("sst2"), 1, &training, 0.005, &[], "bb", "data").expect("id");
         assert_eq!(base.id, again.id);
         let mut longer = training.clone();
         longer.epochs += 1;
@@ -183,8 +193,26 @@ mod tests {
             TrialSpec::new("d", &task("sst2"), 2, &training, 0.005, &[], "bb", "data"),
             TrialSpec::new("d", &task("sst2"), 1, &longer, 0.005, &[], "bb", "data"),
             TrialSpec::new("d", &task("sst2"), 1, &training, 0.01, &[], "bb", "data"),
-            TrialSpec::new("d", &task("sst2"), 1, &training, 0.005, &[], "other", "data"),
-            TrialSpec::new("d", &task("sst2"), 1, &training, 0.005, &[], "bb", "changed"),
+            TrialSpec::new(
+                "d",
+                &task("sst2"),
+                1,
+                &training,
+                0.005,
+                &[],
+                "other",
+                "data",
+            ),
+            TrialSpec::new(
+                "d",
+                &task("sst2"),
+                1,
+                &training,
+                0.005,
+                &[],
+                "bb",
+                "changed",
+            ),
         ];
         for v in variants {
             assert_ne!(v.expect("id").id, base.id);

@@ -9,13 +9,29 @@ use crate::{Error, Result};
 /// Renders the stage's EDFs as an SVG document.
 pub fn edf_svg(decision: &StageDecision) -> Result<String> {
     let mut svg = String::new();
-    draw(decision, &mut svg).map_err(|e| Error::msg(format!("cannot draw the EDF of stage {}: {e}", decision.stage)))?;
+    draw(decision, &mut svg).map_err(|e| {
+        Error::msg(format!(
+            "cannot draw the EDF of stage {}: {e}",
+            decision.stage
+        ))
+    })?;
     Ok(svg)
 }
 
-fn draw<'a>(decision: &StageDecision, out: &'a mut String) -> std::result::Result<(), Box<dyn std::error::Error + 'a>> {
-    let all: Vec<f64> = decision.candidates.iter().flat_map(|c| c.scores.iter().copied()).collect();
-    let (mut lo, mut hi) = all.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &v| (l.min(v), h.max(v)));
+fn draw<'a>(
+    decision: &StageDecision,
+    out: &'a mut String,
+) -> std::result::Result<(), Box<dyn std::error::Error + 'a>> {
+    let all: Vec<f64> = decision
+        .candidates
+        .iter()
+        .flat_map(|c| c.scores.iter().copied())
+        .collect();
+    let (mut lo, mut hi) = all
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &v| {
+            (l.min(v), h.max(v))
+        });
     if !lo.is_finite() || !hi.is_finite() {
         (lo, hi) = (0.0, 1.0);
     }
@@ -26,7 +42,10 @@ fn draw<'a>(decision: &StageDecision, out: &'a mut String) -> std::result::Resul
     let root = SVGBackend::with_string(out, (800, 520)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
-        .caption(format!("Stage {}: EDF of design scores", decision.stage), ("sans-serif", 20))
+        .caption(
+            format!("Stage {}: EDF of design scores", decision.stage),
+            ("sans-serif", 20),
+        )
         .margin(15)
         .x_label_area_size(40)
         .y_label_area_size(50)
@@ -56,7 +75,9 @@ fn draw<'a>(decision: &StageDecision, out: &'a mut String) -> std::result::Resul
         chart
             .draw_series(LineSeries::new(points, color.stroke_width(width)))?
             .label(label)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(width)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(width))
+            });
     }
     chart
         .configure_series_labels()

@@ -54,7 +54,10 @@ fn decision_rule(plan: &Plan) -> DecisionRule {
 /// Decides every planned stage from the stored trials.
 pub fn decisions(plan: &Plan, store: &ResultStore) -> Vec<StageDecision> {
     let rule = decision_rule(plan);
-    plan.stages.iter().map(|s| decide_stage(s, store, rule)).collect()
+    plan.stages
+        .iter()
+        .map(|s| decide_stage(s, store, rule))
+        .collect()
 }
 
 /// Writes all outputs into `dir` (reading the store in `dir` without modifying it).
@@ -88,7 +91,15 @@ pub fn write_reports_from(dir: &Path, plan: &Plan, store: &ResultStore) -> Resul
 
 /// Keeps letters, digits, `-` and `_`; anything else becomes `_`.
 fn file_safe(name: &str) -> String {
-    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// A plain-text table of the decisions, for the terminal.
@@ -100,13 +111,21 @@ pub fn decisions_table(decisions: &[StageDecision]) -> String {
     ));
     for decision in decisions {
         for c in &decision.candidates {
-            let ci = c.ci.map_or("-".to_string(), |ci| format!("[{:.4}, {:.4}]", ci.low, ci.high));
+            let ci = c.ci.map_or("-".to_string(), |ci| {
+                format!("[{:.4}, {:.4}]", ci.low, ci.high)
+            });
             let (p, holm) = c
                 .versus_winner
                 .as_ref()
-                .map_or(("-".to_string(), "-".to_string()), |v| (format!("{:.3}", v.u_p), format!("{:.3}", v.u_p_holm)));
+                .map_or(("-".to_string(), "-".to_string()), |v| {
+                    (format!("{:.3}", v.u_p), format!("{:.3}", v.u_p_holm))
+                });
             let chosen = if c.chosen {
-                if c.significant { "*" } else { "* (not significant)" }
+                if c.significant {
+                    "*"
+                } else {
+                    "* (not significant)"
+                }
             } else {
                 ""
             };

@@ -20,31 +20,65 @@ fn opt(x: Option<f64>) -> String {
 }
 
 fn finish(writer: csv::Writer<Vec<u8>>) -> Result<String> {
-    let bytes = writer.into_inner().map_err(|e| Error::msg(format!("cannot write CSV: {e}")))?;
+    let bytes = writer
+        .into_inner()
+        .map_err(|e| Error::msg(format!("cannot write CSV: {e}")))?;
     String::from_utf8(bytes).map_err(|e| Error::msg(format!("CSV is not UTF-8: {e}")))
 }
 
 fn write_row(writer: &mut csv::Writer<Vec<u8>>, row: &[String]) -> Result<()> {
-    writer.write_record(row).map_err(|e| Error::msg(format!("cannot write CSV: {e}")))
+    writer
+        .write_record(row)
+        .map_err(|e| Error::msg(format!("cannot write CSV: {e}")))
 }
 
 /// One row per planned trial (search stages, then final runs); trials not yet run have status `pending`.
 pub fn trials_csv(plan: &Plan, store: &ResultStore) -> Result<String> {
-    let metric_names: BTreeSet<&str> =
-        store.records().iter().flat_map(|r| r.outcome.metrics.keys().map(String::as_str)).collect();
+    let metric_names: BTreeSet<&str> = store
+        .records()
+        .iter()
+        .flat_map(|r| r.outcome.metrics.keys().map(String::as_str))
+        .collect();
     let mut w = csv::Writer::from_writer(Vec::new());
     let mut header: Vec<String> = [
-        "trial_id", "stage", "candidate", "design_index", "design_seed", "design", "group_sizes", "allocation",
-        "tuned_groups", "strategy_sets", "trainable_params", "target_params", "task", "seed",
+        "trial_id",
+        "stage",
+        "candidate",
+        "design_index",
+        "design_seed",
+        "design",
+        "group_sizes",
+        "allocation",
+        "tuned_groups",
+        "strategy_sets",
+        "trainable_params",
+        "target_params",
+        "task",
+        "seed",
     ]
     .iter()
     .map(|s| s.to_string())
     .collect();
     header.extend(metric_names.iter().map(|m| format!("metric_{m}")));
-    header.extend(["primary", "status", "status_detail", "head_params", "seconds"].map(String::from));
+    header.extend(
+        [
+            "primary",
+            "status",
+            "status_detail",
+            "head_params",
+            "seconds",
+        ]
+        .map(String::from),
+    );
     write_row(&mut w, &header)?;
-    let mut rows: Vec<(String, String, String, String, &crate::refine::SampledDesign, &crate::refine::PlannedTrial)> =
-        Vec::new();
+    let mut rows: Vec<(
+        String,
+        String,
+        String,
+        String,
+        &crate::refine::SampledDesign,
+        &crate::refine::PlannedTrial,
+    )> = Vec::new();
     for stage in &plan.stages {
         for candidate in &stage.candidates {
             for design in &candidate.designs {
@@ -64,7 +98,14 @@ pub fn trials_csv(plan: &Plan, store: &ResultStore) -> Result<String> {
     if let Some(final_runs) = &plan.final_runs {
         for method in &final_runs.methods {
             for trial in &method.trials {
-                rows.push(("final".into(), method.name.clone(), String::new(), String::new(), &method.design, trial));
+                rows.push((
+                    "final".into(),
+                    method.name.clone(),
+                    String::new(),
+                    String::new(),
+                    &method.design,
+                    trial,
+                ));
             }
         }
     }
@@ -81,13 +122,19 @@ pub fn trials_csv(plan: &Plan, store: &ResultStore) -> Result<String> {
             design.allocation.clone(),
             design.tuned_groups.clone(),
             design.strategy_sets.clone(),
-            record.map_or(design.planned_params, |r| r.outcome.trainable_params).to_string(),
+            record
+                .map_or(design.planned_params, |r| r.outcome.trainable_params)
+                .to_string(),
             design.target_params.to_string(),
             trial.task.clone(),
             trial.seed.to_string(),
         ];
         for m in &metric_names {
-            row.push(record.and_then(|r| r.outcome.metrics.get(*m).copied()).map_or(String::new(), num));
+            row.push(
+                record
+                    .and_then(|r| r.outcome.metrics.get(*m).copied())
+                    .map_or(String::new(), num),
+            );
         }
         match record {
             Some(r) => {
@@ -104,7 +151,13 @@ pub fn trials_csv(plan: &Plan, store: &ResultStore) -> Result<String> {
                     num(r.outcome.seconds),
                 ]);
             }
-            None => row.extend([String::new(), "pending".into(), String::new(), String::new(), String::new()]),
+            None => row.extend([
+                String::new(),
+                "pending".into(),
+                String::new(),
+                String::new(),
+                String::new(),
+            ]),
         }
         write_row(&mut w, &row)?;
     }
@@ -115,10 +168,34 @@ pub fn trials_csv(plan: &Plan, store: &ResultStore) -> Result<String> {
 pub fn stages_csv(plan: &Plan, decisions: &[StageDecision]) -> Result<String> {
     let mut w = csv::Writer::from_writer(Vec::new());
     let header = [
-        "stage", "dimension", "candidate", "chosen", "significant", "designs_planned", "n", "trials_ok",
-        "trials_diverged", "trials_failed", "trials_missing", "mean", "median", "std", "ci_low", "ci_high", "ks_d",
-        "ks_p", "ks_p_holm", "u", "u_p", "u_p_holm", "welch_t", "welch_p", "welch_p_holm", "diff_ci_low",
-        "diff_ci_high", "note",
+        "stage",
+        "dimension",
+        "candidate",
+        "chosen",
+        "significant",
+        "designs_planned",
+        "n",
+        "trials_ok",
+        "trials_diverged",
+        "trials_failed",
+        "trials_missing",
+        "mean",
+        "median",
+        "std",
+        "ci_low",
+        "ci_high",
+        "ks_d",
+        "ks_p",
+        "ks_p_holm",
+        "u",
+        "u_p",
+        "u_p_holm",
+        "welch_t",
+        "welch_p",
+        "welch_p_holm",
+        "diff_ci_low",
+        "diff_ci_high",
+        "note",
     ];
     write_row(&mut w, &header.map(String::from))?;
     for (stage, decision) in plan.stages.iter().zip(decisions) {
@@ -134,7 +211,8 @@ pub fn stages_csv(plan: &Plan, decisions: &[StageDecision]) -> Result<String> {
         }
         for c in &decision.candidates {
             let v = c.versus_winner.as_ref();
-            let pick = |f: fn(&crate::refine::Comparison) -> f64| v.map_or(String::new(), |v| num(f(v)));
+            let pick =
+                |f: fn(&crate::refine::Comparison) -> f64| v.map_or(String::new(), |v| num(f(v)));
             let row = vec![
                 stage.name.clone(),
                 stage.dimension.clone(),
@@ -161,8 +239,10 @@ pub fn stages_csv(plan: &Plan, decisions: &[StageDecision]) -> Result<String> {
                 pick(|v| v.welch_t),
                 pick(|v| v.welch_p),
                 pick(|v| v.welch_p_holm),
-                v.and_then(|v| v.diff_ci).map_or(String::new(), |ci| num(ci.low)),
-                v.and_then(|v| v.diff_ci).map_or(String::new(), |ci| num(ci.high)),
+                v.and_then(|v| v.diff_ci)
+                    .map_or(String::new(), |ci| num(ci.low)),
+                v.and_then(|v| v.diff_ci)
+                    .map_or(String::new(), |ci| num(ci.high)),
                 c.note.clone(),
             ];
             write_row(&mut w, &row)?;
@@ -179,18 +259,34 @@ pub fn final_csv(plan: &Plan, store: &ResultStore) -> Result<String> {
         return Err(Error::msg("the experiment has no final runs"));
     };
     let mut w = csv::Writer::from_writer(Vec::new());
-    let mut header = vec!["method".to_string(), "design".into(), "trainable_params".into(), "trainable_pct".into()];
+    let mut header = vec![
+        "method".to_string(),
+        "design".into(),
+        "trainable_params".into(),
+        "trainable_pct".into(),
+    ];
     header.extend(final_runs.tasks.iter().cloned());
-    header.extend(["average".to_string(), "runs_ok".into(), "runs_not_ok".into()]);
+    header.extend([
+        "average".to_string(),
+        "runs_ok".into(),
+        "runs_not_ok".into(),
+    ]);
     write_row(&mut w, &header)?;
     for method in &final_runs.methods {
         let mut not_ok = 0;
         let mut ok = 0;
         let mut trainable = method.design.planned_params;
         let score = |task: &str, seed: u64| -> Option<f64> {
-            let t = method.trials.iter().find(|t| t.task == task && t.seed == seed)?;
+            let t = method
+                .trials
+                .iter()
+                .find(|t| t.task == task && t.seed == seed)?;
             let r = store.get(&t.id)?;
-            r.outcome.status.is_ok().then_some(r.outcome.primary).flatten()
+            r.outcome
+                .status
+                .is_ok()
+                .then_some(r.outcome.primary)
+                .flatten()
         };
         for t in &method.trials {
             match store.get(&t.id) {
@@ -203,20 +299,33 @@ pub fn final_csv(plan: &Plan, store: &ResultStore) -> Result<String> {
             }
         }
         let pct = if method.design.backbone_params > 0 {
-            format!("{:.4}", 100.0 * trainable as f64 / method.design.backbone_params as f64)
+            format!(
+                "{:.4}",
+                100.0 * trainable as f64 / method.design.backbone_params as f64
+            )
         } else {
             String::new()
         };
-        let mut row = vec![method.name.clone(), method.design.text.clone(), trainable.to_string(), pct];
+        let mut row = vec![
+            method.name.clone(),
+            method.design.text.clone(),
+            trainable.to_string(),
+            pct,
+        ];
         for task in &final_runs.tasks {
-            let values: Vec<f64> = final_runs.seeds.iter().filter_map(|&s| score(task, s)).collect();
+            let values: Vec<f64> = final_runs
+                .seeds
+                .iter()
+                .filter_map(|&s| score(task, s))
+                .collect();
             row.push(mean_std(&values));
         }
         let averages: Vec<f64> = final_runs
             .seeds
             .iter()
             .filter_map(|&s| {
-                let per_task: Option<Vec<f64>> = final_runs.tasks.iter().map(|t| score(t, s)).collect();
+                let per_task: Option<Vec<f64>> =
+                    final_runs.tasks.iter().map(|t| score(t, s)).collect();
                 per_task.map(|v| v.iter().sum::<f64>() / v.len() as f64)
             })
             .collect();

@@ -55,7 +55,11 @@ pub struct Resolver {
 impl Resolver {
     /// A resolver reading [`MODEL_ENV`], [`DATA_ENV`] and [`CACHE_ENV`] from the process environment.
     pub fn from_env(offline: bool) -> Self {
-        let non_empty = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let non_empty = |name: &str| {
+            std::env::var_os(name)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
         Resolver {
             offline,
             cache_dir: non_empty(CACHE_ENV).unwrap_or_else(default_cache_dir),
@@ -66,11 +70,19 @@ impl Resolver {
 
     /// The backbone folder: `flag` > [`MODEL_ENV`] > the experiment's `backbone.path` > `backbone.hub_id` from the
     /// cache (downloaded there first when online).
-    pub fn model(&self, flag: Option<&Path>, spec: &BackboneSpec, spec_dir: &Path) -> Result<Resolved> {
+    pub fn model(
+        &self,
+        flag: Option<&Path>,
+        spec: &BackboneSpec,
+        spec_dir: &Path,
+    ) -> Result<Resolved> {
         let local = [
             (flag.map(Path::to_path_buf), Origin::Flag),
             (self.env_model.clone(), Origin::Environment),
-            (spec.path.as_ref().map(|p| spec_dir.join(p)), Origin::ExperimentFile),
+            (
+                spec.path.as_ref().map(|p| spec_dir.join(p)),
+                Origin::ExperimentFile,
+            ),
         ];
         if let Some((path, origin)) = local.into_iter().find_map(|(p, o)| p.map(|p| (p, o))) {
             check_model_dir(&path, origin)?;
@@ -119,9 +131,9 @@ impl Resolver {
         let repo = api.model(hub_id.to_string());
         let mut dir = None;
         for file in MODEL_FILES {
-            let path = repo
-                .get(file)
-                .map_err(|e| Error::msg(format!("model `{hub_id}`: downloading {file} failed: {e}")))?;
+            let path = repo.get(file).map_err(|e| {
+                Error::msg(format!("model `{hub_id}`: downloading {file} failed: {e}"))
+            })?;
             dir = Some(parent(&path)?);
         }
         let path = dir.ok_or_else(|| Error::msg("no model files requested"))?;
@@ -133,20 +145,37 @@ impl Resolver {
 
     /// The folder holding GLUE's task folders: `flag` > [`DATA_ENV`] > the experiment's `data_dir` > the cache's
     /// `glue` folder, where the official archives of `tasks` are downloaded when online and missing.
-    pub fn data(&self, flag: Option<&Path>, spec_data_dir: Option<&Path>, spec_dir: &Path, tasks: &[&GlueTask]) -> Result<Resolved> {
+    pub fn data(
+        &self,
+        flag: Option<&Path>,
+        spec_data_dir: Option<&Path>,
+        spec_dir: &Path,
+        tasks: &[&GlueTask],
+    ) -> Result<Resolved> {
         let local = [
             (flag.map(Path::to_path_buf), Origin::Flag),
             (self.env_data.clone(), Origin::Environment),
-            (spec_data_dir.map(|p| spec_dir.join(p)), Origin::ExperimentFile),
+            (
+                spec_data_dir.map(|p| spec_dir.join(p)),
+                Origin::ExperimentFile,
+            ),
         ];
         if let Some((path, origin)) = local.into_iter().find_map(|(p, o)| p.map(|p| (p, o))) {
             if !path.is_dir() {
-                return Err(Error::msg(format!("data folder {} ({}) does not exist", path.display(), origin_name(origin))));
+                return Err(Error::msg(format!(
+                    "data folder {} ({}) does not exist",
+                    path.display(),
+                    origin_name(origin)
+                )));
             }
             return Ok(Resolved { path, origin });
         }
         let glue_dir = self.cache_dir.join("glue");
-        let missing: Vec<&GlueTask> = tasks.iter().copied().filter(|t| !glue_files_present(t, &glue_dir)).collect();
+        let missing: Vec<&GlueTask> = tasks
+            .iter()
+            .copied()
+            .filter(|t| !glue_files_present(t, &glue_dir))
+            .collect();
         if missing.is_empty() {
             return Ok(Resolved {
                 path: glue_dir,
@@ -207,7 +236,11 @@ fn check_model_dir(dir: &Path, origin: Origin) -> Result<()> {
             message: format!("no such folder ({})", origin_name(origin)),
         });
     }
-    let missing: Vec<&str> = MODEL_FILES.iter().copied().filter(|f| !dir.join(f).is_file()).collect();
+    let missing: Vec<&str> = MODEL_FILES
+        .iter()
+        .copied()
+        .filter(|f| !dir.join(f).is_file())
+        .collect();
     if !missing.is_empty() {
         return Err(Error::Model {
             path: dir.to_path_buf(),
@@ -246,9 +279,11 @@ fn glue_archive(folder: &str) -> Option<&'static str> {
 }
 
 fn fetch(url: &str) -> Result<Vec<u8>> {
-    let response = ureq::get(url)
-        .call()
-        .map_err(|e| Error::msg(format!("downloading {url} failed: {e}; use --data-dir with a local copy")))?;
+    let response = ureq::get(url).call().map_err(|e| {
+        Error::msg(format!(
+            "downloading {url} failed: {e}; use --data-dir with a local copy"
+        ))
+    })?;
     let mut bytes = Vec::new();
     response
         .into_reader()
@@ -259,10 +294,13 @@ fn fetch(url: &str) -> Result<Vec<u8>> {
 
 fn download_glue(task: &GlueTask, glue_dir: &Path) -> Result<()> {
     if task.folder == "MRPC" {
-        let raw = fetch("https://dl.fbaipublicfiles.com/senteval/senteval_data/msr_paraphrase_train.txt")?;
+        let raw = fetch(
+            "https://dl.fbaipublicfiles.com/senteval/senteval_data/msr_paraphrase_train.txt",
+        )?;
         let ids = fetch(&format!("{GLUE_BASE}/mrpc_dev_ids.tsv"))?;
         let to_text = |b: Vec<u8>, what: &str| {
-            String::from_utf8(b).map_err(|_| Error::msg(format!("MRPC: downloaded {what} is not UTF-8")))
+            String::from_utf8(b)
+                .map_err(|_| Error::msg(format!("MRPC: downloaded {what} is not UTF-8")))
         };
         let (train, dev) = split_mrpc(&to_text(raw, "corpus")?, &to_text(ids, "dev ids")?)?;
         let dir = glue_dir.join("MRPC");
@@ -273,8 +311,12 @@ fn download_glue(task: &GlueTask, glue_dir: &Path) -> Result<()> {
         }
         return Ok(());
     }
-    let archive = glue_archive(task.folder)
-        .ok_or_else(|| Error::msg(format!("no download known for GLUE folder `{}`", task.folder)))?;
+    let archive = glue_archive(task.folder).ok_or_else(|| {
+        Error::msg(format!(
+            "no download known for GLUE folder `{}`",
+            task.folder
+        ))
+    })?;
     let bytes = fetch(&format!("{GLUE_BASE}/{archive}"))?;
     unzip::extract(&bytes, glue_dir).map_err(|e| Error::msg(format!("{archive}: {e}")))
 }
@@ -290,7 +332,9 @@ pub fn split_mrpc(corpus: &str, dev_ids: &str) -> Result<(String, String)> {
         })
         .collect();
     let mut lines = corpus.split_inclusive('\n');
-    let header = lines.next().ok_or_else(|| Error::msg("MRPC corpus is empty"))?;
+    let header = lines
+        .next()
+        .ok_or_else(|| Error::msg("MRPC corpus is empty"))?;
     let (mut train, mut dev_out) = (header.to_string(), header.to_string());
     for (i, line) in lines.enumerate() {
         let row = line.trim();
@@ -305,7 +349,11 @@ pub fn split_mrpc(corpus: &str, dev_ids: &str) -> Result<(String, String)> {
                 message: format!("expected 5 fields, found {}", fields.len()),
             });
         }
-        let out = if dev.contains(&(fields[1], fields[2])) { &mut dev_out } else { &mut train };
+        let out = if dev.contains(&(fields[1], fields[2])) {
+            &mut dev_out
+        } else {
+            &mut train
+        };
         out.push_str(&fields.join("\t"));
         out.push('\n');
     }
@@ -338,7 +386,11 @@ mod tests {
     #[test]
     fn model_priority_is_flag_env_experiment() {
         let tmp = tempfile::tempdir().expect("tmp");
-        let (a, b, c) = (model_dir(tmp.path(), "a"), model_dir(tmp.path(), "b"), model_dir(tmp.path(), "c"));
+        let (a, b, c) = (
+            model_dir(tmp.path(), "a"),
+            model_dir(tmp.path(), "b"),
+            model_dir(tmp.path(), "c"),
+        );
         let spec = BackboneSpec {
             path: Some(PathBuf::from("c")),
             hub_id: Some("org/never-used".into()),
@@ -349,7 +401,9 @@ mod tests {
         let got = r.model(None, &spec, tmp.path()).expect("env");
         assert_eq!((got.path, got.origin), (b, Origin::Environment));
         r.env_model = None;
-        let got = r.model(None, &spec, tmp.path()).expect("experiment, relative to its folder");
+        let got = r
+            .model(None, &spec, tmp.path())
+            .expect("experiment, relative to its folder");
         assert_eq!((got.path, got.origin), (c, Origin::ExperimentFile));
     }
 
@@ -359,7 +413,14 @@ mod tests {
         let dir = tmp.path().join("m");
         std::fs::create_dir_all(&dir).expect("mkdir");
         std::fs::write(dir.join("config.json"), "{}").expect("write");
-        let e = resolver(true, tmp.path()).model(Some(&dir), &BackboneSpec { path: None, hub_id: None }, tmp.path());
+        let e = resolver(true, tmp.path()).model(
+            Some(&dir),
+            &BackboneSpec {
+                path: None,
+                hub_id: None,
+            },
+            tmp.path(),
+        );
         let e = e.expect_err("incomplete").to_string();
         assert!(e.contains("model.safetensors, tokenizer.json"), "{e}");
     }
@@ -372,12 +433,33 @@ mod tests {
             path: None,
             hub_id: Some("sentence-transformers/all-MiniLM-L6-v2".into()),
         };
-        let e = r.model(None, &spec, tmp.path()).expect_err("not cached").to_string();
-        assert!(e.contains("offline") && e.contains("config.json") && e.contains("--model"), "{e}");
-        let tasks = [glue_task("sst2").expect("sst2"), glue_task("mrpc").expect("mrpc")];
-        let e = r.data(None, None, tmp.path(), &tasks).expect_err("not cached").to_string();
+        let e = r
+            .model(None, &spec, tmp.path())
+            .expect_err("not cached")
+            .to_string();
+        assert!(
+            e.contains("offline") && e.contains("config.json") && e.contains("--model"),
+            "{e}"
+        );
+        let tasks = [
+            glue_task("sst2").expect("sst2"),
+            glue_task("mrpc").expect("mrpc"),
+        ];
+        let e = r
+            .data(None, None, tmp.path(), &tasks)
+            .expect_err("not cached")
+            .to_string();
         assert!(e.contains("SST-2, MRPC") && e.contains("--data-dir"), "{e}");
-        let e = r.model(None, &BackboneSpec { path: None, hub_id: None }, tmp.path()).expect_err("nothing");
+        let e = r
+            .model(
+                None,
+                &BackboneSpec {
+                    path: None,
+                    hub_id: None,
+                },
+                tmp.path(),
+            )
+            .expect_err("nothing");
         assert!(e.to_string().contains(MODEL_ENV));
     }
 
@@ -388,7 +470,12 @@ mod tests {
         std::fs::create_dir_all(&sst).expect("mkdir");
         std::fs::write(sst.join("train.tsv"), "sentence\tlabel\n").expect("write");
         std::fs::write(sst.join("dev.tsv"), "sentence\tlabel\n").expect("write");
-        let got = resolver(true, tmp.path()).data(None, None, tmp.path(), &[glue_task("sst2").expect("sst2")]);
+        let got = resolver(true, tmp.path()).data(
+            None,
+            None,
+            tmp.path(),
+            &[glue_task("sst2").expect("sst2")],
+        );
         assert_eq!(got.expect("cached").origin, Origin::Cache);
     }
 
@@ -396,7 +483,10 @@ mod tests {
     fn mrpc_split_follows_dev_ids_and_keeps_the_header() {
         let corpus = "\u{feff}Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\r\n1\t1\t2\ta\tb\r\n0\t3\t4\tc\td\r\n";
         let (train, dev) = split_mrpc(corpus, "3\t4\n").expect("splits");
-        assert_eq!(train, "\u{feff}Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\r\n1\t1\t2\ta\tb\n");
+        assert_eq!(
+            train,
+            "\u{feff}Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\r\n1\t1\t2\ta\tb\n"
+        );
         assert!(dev.ends_with("\r\n0\t3\t4\tc\td\n"));
     }
 }

@@ -36,9 +36,15 @@ pub fn extract(bytes: &[u8], dest: &Path) -> Result<(), String> {
         let method = u16_at(bytes, at + 10)?;
         let compressed = u32_at(bytes, at + 20)?;
         let size = u32_at(bytes, at + 24)?;
-        let (name_len, extra_len, comment_len) = (u16_at(bytes, at + 28)?, u16_at(bytes, at + 30)?, u16_at(bytes, at + 32)?);
+        let (name_len, extra_len, comment_len) = (
+            u16_at(bytes, at + 28)?,
+            u16_at(bytes, at + 30)?,
+            u16_at(bytes, at + 32)?,
+        );
         let local = u32_at(bytes, at + 42)?;
-        let name = bytes.get(at + 46..at + 46 + name_len).ok_or("truncated archive")?;
+        let name = bytes
+            .get(at + 46..at + 46 + name_len)
+            .ok_or("truncated archive")?;
         let name = String::from_utf8_lossy(name).into_owned();
         at += 46 + name_len + extra_len + comment_len;
 
@@ -52,7 +58,9 @@ pub fn extract(bytes: &[u8], dest: &Path) -> Result<(), String> {
             return Err(format!("{name}: corrupt local header"));
         }
         let start = local + 30 + u16_at(bytes, local + 26)? + u16_at(bytes, local + 28)?;
-        let data = bytes.get(start..start + compressed).ok_or("truncated archive")?;
+        let data = bytes
+            .get(start..start + compressed)
+            .ok_or("truncated archive")?;
         let content = match method {
             0 => data.to_vec(),
             8 => {
@@ -74,10 +82,15 @@ pub fn extract(bytes: &[u8], dest: &Path) -> Result<(), String> {
 
 fn safe_path(name: &str) -> Result<PathBuf, String> {
     let path = Path::new(name);
-    if path.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir)) {
+    if path
+        .components()
+        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+    {
         Ok(path.to_path_buf())
     } else {
-        Err(format!("entry `{name}` would be written outside the target folder"))
+        Err(format!(
+            "entry `{name}` would be written outside the target folder"
+        ))
     }
 }
 
@@ -92,8 +105,10 @@ mod tests {
         let mut enc = DeflateEncoder::new(Vec::new(), flate2::Compression::default());
         enc.write_all(b"hello hello hello\n").expect("deflate");
         let deflated = enc.finish().expect("deflate");
-        let files: [(&str, u16, Vec<u8>, usize); 2] =
-            [("d/a.txt", 0, b"hi\n".to_vec(), 3), ("b.txt", 8, deflated, 18)];
+        let files: [(&str, u16, Vec<u8>, usize); 2] = [
+            ("d/a.txt", 0, b"hi\n".to_vec(), 3),
+            ("b.txt", 8, deflated, 18),
+        ];
         let mut out = Vec::new();
         let mut directory = Vec::new();
         for (name, method, data, size) in &files {
@@ -135,8 +150,14 @@ mod tests {
     fn unpacks_stored_and_deflated_entries() {
         let tmp = tempfile::tempdir().expect("tmp");
         extract(&archive(), tmp.path()).expect("extracts");
-        assert_eq!(std::fs::read_to_string(tmp.path().join("d/a.txt")).expect("a"), "hi\n");
-        assert_eq!(std::fs::read_to_string(tmp.path().join("b.txt")).expect("b"), "hello hello hello\n");
+        assert_eq!(
+            std::fs::read_to_string(tmp.path().join("d/a.txt")).expect("a"),
+            "hi\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(tmp.path().join("b.txt")).expect("b"),
+            "hello hello hello\n"
+        );
     }
 
     #[test]
@@ -144,6 +165,10 @@ mod tests {
         assert!(safe_path("../x").is_err());
         assert!(safe_path("/etc/x").is_err());
         assert!(safe_path("SST-2/train.tsv").is_ok());
-        assert!(extract(b"not a zip at all, certainly not", Path::new("/nonexistent")).is_err());
+        assert!(extract(
+            b"not a zip at all, certainly not",
+            Path::new("/nonexistent")
+        )
+        .is_err());
     }
 }

@@ -12,7 +12,12 @@ pub struct ConfidenceInterval {
 }
 
 /// Percentile bootstrap CI of the mean; `None` for an empty sample.
-pub fn bootstrap_mean_ci(x: &[f64], resamples: usize, level: f64, seed: u64) -> Option<ConfidenceInterval> {
+pub fn bootstrap_mean_ci(
+    x: &[f64],
+    resamples: usize,
+    level: f64,
+    seed: u64,
+) -> Option<ConfidenceInterval> {
     if x.is_empty() || resamples == 0 {
         return None;
     }
@@ -48,7 +53,11 @@ fn resample_mean(x: &[f64], rng: &mut SplitMix64) -> f64 {
 fn percentile_interval(values: Vec<f64>, level: f64) -> ConfidenceInterval {
     let sorted = super::sorted(&values);
     let alpha = (1.0 - level) / 2.0;
-    ConfidenceInterval { low: quantile(&sorted, alpha), high: quantile(&sorted, 1.0 - alpha), level }
+    ConfidenceInterval {
+        low: quantile(&sorted, alpha),
+        high: quantile(&sorted, 1.0 - alpha),
+        level,
+    }
 }
 
 fn quantile(sorted: &[f64], q: f64) -> f64 {

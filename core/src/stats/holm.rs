@@ -4,7 +4,9 @@
 /// take the running maximum, cap at 1. NaN p-values (comparisons that could not be made) stay NaN and do not count
 /// towards m.
 pub fn holm_adjust(p_values: &[f64]) -> Vec<f64> {
-    let mut order: Vec<usize> = (0..p_values.len()).filter(|&i| !p_values[i].is_nan()).collect();
+    let mut order: Vec<usize> = (0..p_values.len())
+        .filter(|&i| !p_values[i].is_nan())
+        .collect();
     order.sort_by(|&a, &b| p_values[a].total_cmp(&p_values[b]));
     let m = order.len();
     let mut adjusted = vec![f64::NAN; p_values.len()];

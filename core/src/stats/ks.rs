@@ -47,21 +47,35 @@ pub fn ks_two_sample(x: &[f64], y: &[f64]) -> Option<KsResult> {
     let lcm = (m / g) as f64 * n as f64;
     let d = h as f64 / lcm;
     if h == 0 {
-        return Some(KsResult { d, p_value: 1.0, method: KsMethod::Exact });
+        return Some(KsResult {
+            d,
+            p_value: 1.0,
+            method: KsMethod::Exact,
+        });
     }
     if m.max(n) <= MAX_EXACT_N {
         let p = exact_outside_probability(m, n, h_times_g);
-        Some(KsResult { d, p_value: p.clamp(0.0, 1.0), method: KsMethod::Exact })
+        Some(KsResult {
+            d,
+            p_value: p.clamp(0.0, 1.0),
+            method: KsMethod::Exact,
+        })
     } else {
         let en = (m as f64 * n as f64) / (m as f64 + n as f64);
         let p = kolmogorov_sf(en.sqrt() * d);
-        Some(KsResult { d, p_value: p.clamp(0.0, 1.0), method: KsMethod::Asymptotic })
+        Some(KsResult {
+            d,
+            p_value: p.clamp(0.0, 1.0),
+            method: KsMethod::Asymptotic,
+        })
     }
 }
 
 /// P(max over a uniformly random merge path of |n·i − m·j| ≥ threshold).
 fn exact_outside_probability(m: usize, n: usize, threshold: u128) -> f64 {
-    let outside = |i: usize, j: usize| (n as i128 * i as i128 - m as i128 * j as i128).unsigned_abs() >= threshold;
+    let outside = |i: usize, j: usize| {
+        (n as i128 * i as i128 - m as i128 * j as i128).unsigned_abs() >= threshold
+    };
     // inside[j] = probability of reaching (i, j) without having been outside, for the current i.
     let mut inside = vec![0.0_f64; n + 1];
     let mut escaped = 0.0_f64;
@@ -71,8 +85,16 @@ fn exact_outside_probability(m: usize, n: usize, threshold: u128) -> f64 {
                 1.0
             } else {
                 // From (i−1, j) by taking an x (inside[j] still holds row i−1), from (i, j−1) by taking a y.
-                let from_left = if i > 0 { inside[j] * step_x(m, n, i - 1, j) } else { 0.0 };
-                let from_below = if j > 0 { inside[j - 1] * step_y(m, n, i, j - 1) } else { 0.0 };
+                let from_left = if i > 0 {
+                    inside[j] * step_x(m, n, i - 1, j)
+                } else {
+                    0.0
+                };
+                let from_below = if j > 0 {
+                    inside[j - 1] * step_y(m, n, i, j - 1)
+                } else {
+                    0.0
+                };
                 from_left + from_below
             };
             if outside(i, j) {
@@ -137,7 +159,8 @@ mod tests {
     #[test]
     fn fully_separated_equal_samples_match_closed_form() {
         // All x below all y: D = 1 and p = 2 / C(2n, n); for n = 5 that is 2 / 252.
-        let r = ks_two_sample(&[1.0, 2.0, 3.0, 4.0, 5.0], &[6.0, 7.0, 8.0, 9.0, 10.0]).expect("non-empty");
+        let r = ks_two_sample(&[1.0, 2.0, 3.0, 4.0, 5.0], &[6.0, 7.0, 8.0, 9.0, 10.0])
+            .expect("non-empty");
         assert_eq!(r.d, 1.0);
         assert!((r.p_value - 2.0 / 252.0).abs() < 1e-15);
     }

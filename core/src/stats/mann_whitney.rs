@@ -38,10 +38,17 @@ pub fn mann_whitney_u(x: &[f64], y: &[f64]) -> Option<MannWhitneyResult> {
     let has_ties = tie_sizes.iter().any(|&t| t > 1);
     if (n1 <= 8 || n2 <= 8) && !has_ties {
         let p = 2.0 * exact_upper_tail(n1, n2, u.round() as usize);
-        return Some(MannWhitneyResult { u: u1, p_value: p.clamp(0.0, 1.0), method: MwuMethod::Exact });
+        return Some(MannWhitneyResult {
+            u: u1,
+            p_value: p.clamp(0.0, 1.0),
+            method: MwuMethod::Exact,
+        });
     }
     let n = (n1 + n2) as f64;
-    let tie_term: f64 = tie_sizes.iter().map(|&t| (t as f64).powi(3) - t as f64).sum();
+    let tie_term: f64 = tie_sizes
+        .iter()
+        .map(|&t| (t as f64).powi(3) - t as f64)
+        .sum();
     let sigma = ((n1 * n2) as f64 / 12.0 * ((n + 1.0) - tie_term / (n * (n - 1.0)))).sqrt();
     let z = (u - (n1 * n2) as f64 / 2.0 - 0.5) / sigma;
     let p = match Normal::new(0.0, 1.0) {
@@ -50,7 +57,11 @@ pub fn mann_whitney_u(x: &[f64], y: &[f64]) -> Option<MannWhitneyResult> {
         _ if z == f64::INFINITY => 0.0,
         _ => f64::NAN,
     };
-    Some(MannWhitneyResult { u: u1, p_value: p.clamp(0.0, 1.0), method: MwuMethod::Asymptotic })
+    Some(MannWhitneyResult {
+        u: u1,
+        p_value: p.clamp(0.0, 1.0),
+        method: MwuMethod::Asymptotic,
+    })
 }
 
 /// Average ranks (1-based) of the pooled values, and the size of every tie group.

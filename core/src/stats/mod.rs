@@ -33,7 +33,12 @@ pub struct Summary {
 pub fn summary(values: &[f64]) -> Summary {
     let n = values.len();
     if n == 0 {
-        return Summary { n, mean: f64::NAN, median: f64::NAN, std: f64::NAN };
+        return Summary {
+            n,
+            mean: f64::NAN,
+            median: f64::NAN,
+            std: f64::NAN,
+        };
     }
     let mean = mean(values);
     let std = if n < 2 {
@@ -41,7 +46,12 @@ pub fn summary(values: &[f64]) -> Summary {
     } else {
         (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n as f64 - 1.0)).sqrt()
     };
-    Summary { n, mean, median: median(values), std }
+    Summary {
+        n,
+        mean,
+        median: median(values),
+        std,
+    }
 }
 
 /// Arithmetic mean (NaN for an empty slice).
@@ -76,7 +86,9 @@ impl Edf {
     /// Builds the EDF; NaN values are dropped (they are not scores).
     pub fn new(values: &[f64]) -> Self {
         let kept: Vec<f64> = values.iter().copied().filter(|v| !v.is_nan()).collect();
-        Edf { sorted: sorted(&kept) }
+        Edf {
+            sorted: sorted(&kept),
+        }
     }
 
     /// The fraction of the sample that is ≤ x.

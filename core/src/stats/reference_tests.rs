@@ -29,7 +29,9 @@ fn sample((seed, n, scale, shift, round_to): SampleArgs) -> Vec<f64> {
     let mut state = seed;
     (0..n)
         .map(|_| {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let u = (state >> 11) as f64 / (1u64 << 53) as f64;
             let v = u * scale + shift;
             if round_to == 0 {
@@ -44,7 +46,10 @@ fn sample((seed, n, scale, shift, round_to): SampleArgs) -> Vec<f64> {
 
 fn close(name: &str, what: &str, got: f64, want: f64, rel: f64) {
     let err = (got - want).abs() / want.abs().max(1e-300);
-    assert!(err <= rel, "{name} {what}: got {got:e}, scipy {want:e} (relative error {err:e})");
+    assert!(
+        err <= rel,
+        "{name} {what}: got {got:e}, scipy {want:e} (relative error {err:e})"
+    );
 }
 
 #[rustfmt::skip]

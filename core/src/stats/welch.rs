@@ -19,7 +19,8 @@ pub fn welch_t_test(x: &[f64], y: &[f64]) -> Option<WelchResult> {
     let sy = super::summary(y);
     let vx = sx.std * sx.std / sx.n as f64;
     let vy = sy.std * sy.std / sy.n as f64;
-    let mut df = (vx + vy).powi(2) / (vx * vx / (sx.n as f64 - 1.0) + vy * vy / (sy.n as f64 - 1.0));
+    let mut df =
+        (vx + vy).powi(2) / (vx * vx / (sx.n as f64 - 1.0) + vy * vy / (sy.n as f64 - 1.0));
     if df.is_nan() {
         // Both variances zero: df is undefined and irrelevant (SciPy uses 1).
         df = 1.0;

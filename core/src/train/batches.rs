@@ -27,7 +27,10 @@ pub fn training_batches(lengths: &[usize], batch_size: usize, rng: &mut StdRng) 
 pub fn eval_batches(lengths: &[usize], batch_size: usize) -> Vec<Vec<usize>> {
     let mut order: Vec<usize> = (0..lengths.len()).collect();
     order.sort_by_key(|&i| (lengths[i], i));
-    order.chunks(batch_size.max(1)).map(<[usize]>::to_vec).collect()
+    order
+        .chunks(batch_size.max(1))
+        .map(<[usize]>::to_vec)
+        .collect()
 }
 
 #[cfg(test)]
@@ -59,12 +62,18 @@ mod tests {
             .sum();
         let real: usize = lengths.iter().sum();
         // Unsorted batches of uniform lengths in 0..128 would pad to ~1.9× the real tokens.
-        assert!((padded as f64) < 1.2 * real as f64, "padded {padded} vs real {real}");
+        assert!(
+            (padded as f64) < 1.2 * real as f64,
+            "padded {padded} vs real {real}"
+        );
     }
 
     #[test]
     fn eval_batches_are_sorted_and_complete() {
         let lengths = vec![5, 1, 3, 3, 9];
-        assert_eq!(eval_batches(&lengths, 2), vec![vec![1, 2], vec![3, 0], vec![4]]);
+        assert_eq!(
+            eval_batches(&lengths, 2),
+            vec![vec![1, 2], vec![3, 0], vec![4]]
+        );
     }
 }

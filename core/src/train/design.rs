@@ -60,7 +60,9 @@ pub fn build_design(
                     let group = ParamGroup {
                         name: name.clone(),
                         vars: Vec::new(),
-                        learning_rate: spec.and_then(|s| s.learning_rate).unwrap_or(training.learning_rate),
+                        learning_rate: spec
+                            .and_then(|s| s.learning_rate)
+                            .unwrap_or(training.learning_rate),
                         weight_decay: training.weight_decay,
                     };
                     groups.push((group, strategy));
@@ -70,7 +72,10 @@ pub fn build_design(
             let (group, strategy) = &mut groups[index];
             let before = store.named_vars().len();
             let module = strategy.build(shape, *size, store)?;
-            let created: Vec<_> = store.named_vars()[before..].iter().map(|(_, v)| v.clone()).collect();
+            let created: Vec<_> = store.named_vars()[before..]
+                .iter()
+                .map(|(_, v)| v.clone())
+                .collect();
             let scalars: usize = created.iter().map(|v| v.elem_count()).sum();
             let expected = strategy.params(shape, *size);
             if scalars != expected {

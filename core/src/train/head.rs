@@ -19,7 +19,10 @@ impl TaskHead {
     pub fn new(store: &mut ParamStore, features: usize, kind: &TaskKind) -> Result<Self> {
         let outputs = kind.outputs();
         let (weight, bias) = store.scoped("head", |s| {
-            Ok((s.normal("weight", &[outputs, features], 0.02)?, s.zeros("bias", &[outputs])?))
+            Ok((
+                s.normal("weight", &[outputs, features], 0.02)?,
+                s.zeros("bias", &[outputs])?,
+            ))
         })?;
         Ok(TaskHead {
             weight,
@@ -41,7 +44,8 @@ impl TaskHead {
     /// `[batch, outputs]` logits (or values) from `[batch, features]`.
     pub fn forward(&self, features: &Tensor, mode: Mode<'_>, dropout: f64) -> Result<Tensor> {
         let x = mode.dropout(&features.to_dtype(DType::F32)?, dropout)?;
-        Ok(x.matmul(&self.weight.as_tensor().t()?)?.broadcast_add(self.bias.as_tensor())?)
+        Ok(x.matmul(&self.weight.as_tensor().t()?)?
+            .broadcast_add(self.bias.as_tensor())?)
     }
 
     /// Mean cross-entropy (classification) or mean squared error (regression) against `labels`.
@@ -68,7 +72,10 @@ impl TaskHead {
         if self.regression {
             return Ok(outputs.squeeze(1)?.to_dtype(DType::F64)?.to_vec1::<f64>()?);
         }
-        let classes = outputs.argmax(D::Minus1)?.to_dtype(DType::U32)?.to_vec1::<u32>()?;
+        let classes = outputs
+            .argmax(D::Minus1)?
+            .to_dtype(DType::U32)?
+            .to_vec1::<u32>()?;
         Ok(classes.into_iter().map(f64::from).collect())
     }
 }

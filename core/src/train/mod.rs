@@ -47,7 +47,9 @@ pub struct TrialInput<'a> {
 pub enum TrialStatus {
     Completed,
     /// The loss (or the gradient norm) became NaN or infinite at this 0-based optimiser step.
-    Diverged { step: usize },
+    Diverged {
+        step: usize,
+    },
     /// A tensor operation failed during training; the message says which.
     Failed(String),
 }

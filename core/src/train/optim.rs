@@ -36,7 +36,10 @@ pub struct AdamW {
 
 impl AdamW {
     pub fn new(groups: Vec<ParamGroup>) -> Self {
-        let moments = groups.iter().map(|g| g.vars.iter().map(|_| None).collect()).collect();
+        let moments = groups
+            .iter()
+            .map(|g| g.vars.iter().map(|_| None).collect())
+            .collect();
         AdamW {
             groups,
             moments,
@@ -64,15 +67,23 @@ impl AdamW {
                 let Some(grad) = grads.get(var.as_tensor()) else {
                     continue;
                 };
-                let grad = if grad_scale != 1.0 { (grad * grad_scale)? } else { grad.clone() };
+                let grad = if grad_scale != 1.0 {
+                    (grad * grad_scale)?
+                } else {
+                    grad.clone()
+                };
                 let (first, second) = match slot.take() {
                     Some(m) => (
                         ((m.first * self.beta1)? + (&grad * (1.0 - self.beta1))?)?,
                         ((m.second * self.beta2)? + (grad.sqr()? * (1.0 - self.beta2))?)?,
                     ),
-                    None => ((&grad * (1.0 - self.beta1))?, (grad.sqr()? * (1.0 - self.beta2))?),
+                    None => (
+                        (&grad * (1.0 - self.beta1))?,
+                        (grad.sqr()? * (1.0 - self.beta2))?,
+                    ),
                 };
-                let update = ((&first / correction1)? / ((&second / correction2)?.sqrt()? + self.eps)?)?;
+                let update =
+                    ((&first / correction1)? / ((&second / correction2)?.sqrt()? + self.eps)?)?;
                 let decayed = if group.weight_decay != 0.0 {
                     (var.as_tensor() * (1.0 - lr * group.weight_decay))?
                 } else {
@@ -120,7 +131,11 @@ pub fn global_grad_norm(grads: &GradStore, vars: &[Var]) -> Result<f64> {
     let mut total = 0f64;
     for var in vars {
         if let Some(g) = grads.get(var.as_tensor()) {
-            total += g.sqr()?.sum_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+            total += g
+                .sqr()?
+                .sum_all()?
+                .to_dtype(candle_core::DType::F64)?
+                .to_scalar::<f64>()?;
         }
     }
     Ok(total.sqrt())

@@ -52,13 +52,21 @@ pub fn run_trial(input: &TrialInput<'_>) -> Result<TrialOutcome> {
 
     let backbone = input.backbone;
     let mut store = ParamStore::new(backbone.device(), derive_seed(input.seed, SEED_INIT));
-    let design = build_design(backbone.info(), input.plan, input.strategies, training, &mut store)?;
+    let design = build_design(
+        backbone.info(),
+        input.plan,
+        input.strategies,
+        training,
+        &mut store,
+    )?;
     let head = TaskHead::new(&mut store, backbone.feature_dim(), &task.kind)?;
     let mut groups = design.groups;
     groups.push(ParamGroup {
         name: "head".into(),
         vars: head.vars(),
-        learning_rate: training.head_learning_rate.unwrap_or(training.learning_rate),
+        learning_rate: training
+            .head_learning_rate
+            .unwrap_or(training.learning_rate),
         weight_decay: training.weight_decay,
     });
     let all_vars = store.vars();
@@ -93,17 +101,24 @@ pub fn run_trial(input: &TrialInput<'_>) -> Result<TrialOutcome> {
         let batches = training_batches(&train_lengths, training.batch_size, &mut order_rng);
         let mut loss_sum = 0.0;
         for batch in &batches {
-            let result = context.train_step(batch, &train_tokens, &dropout).and_then(|(loss, grads)| {
-                if !loss.is_finite() {
-                    return Ok((loss, None));
-                }
-                let norm = global_grad_norm(&grads, &all_vars)?;
-                if !norm.is_finite() {
-                    return Ok((f64::NAN, None));
-                }
-                optimizer.step(&grads, schedule.factor(step), clip_factor(norm, training.grad_clip))?;
-                Ok((loss, Some(norm)))
-            });
+            let result =
+                context
+                    .train_step(batch, &train_tokens, &dropout)
+                    .and_then(|(loss, grads)| {
+                        if !loss.is_finite() {
+                            return Ok((loss, None));
+                        }
+                        let norm = global_grad_norm(&grads, &all_vars)?;
+                        if !norm.is_finite() {
+                            return Ok((f64::NAN, None));
+                        }
+                        optimizer.step(
+                            &grads,
+                            schedule.factor(step),
+                            clip_factor(norm, training.grad_clip),
+                        )?;
+                        Ok((loss, Some(norm)))
+                    });
             match result {
                 Ok((_, None)) => {
                     bar.abandon_with_message(format!("{}: diverged at step {step}", task.id));
@@ -118,14 +133,19 @@ pub fn run_trial(input: &TrialInput<'_>) -> Result<TrialOutcome> {
                 }
             }
             step += 1;
-            bar.set_message(format!("{} epoch {epoch} loss {:.4}", task.id, loss_sum / (batches.len() as f64)));
+            bar.set_message(format!(
+                "{} epoch {epoch} loss {:.4}",
+                task.id,
+                loss_sum / (batches.len() as f64)
+            ));
             bar.inc(1);
         }
         let metrics = match context.evaluate(&eval_tokens) {
             Ok(m) => m,
             Err(e) => {
                 bar.abandon();
-                outcome.status = TrialStatus::Failed(format!("evaluation after epoch {epoch}: {e}"));
+                outcome.status =
+                    TrialStatus::Failed(format!("evaluation after epoch {epoch}: {e}"));
                 return Ok(finish(outcome, step, started, training.select));
             }
         };
@@ -154,7 +174,12 @@ pub fn run_trial(input: &TrialInput<'_>) -> Result<TrialOutcome> {
     Ok(finish(outcome, step, started, training.select))
 }
 
-fn finish(mut outcome: TrialOutcome, steps: usize, started: Instant, select: Select) -> TrialOutcome {
+fn finish(
+    mut outcome: TrialOutcome,
+    steps: usize,
+    started: Instant,
+    select: Select,
+) -> TrialOutcome {
     outcome.steps = steps;
     outcome.seconds = started.elapsed().as_secs_f64();
     let chosen = match select {
@@ -177,7 +202,11 @@ fn finish(mut outcome: TrialOutcome, steps: usize, started: Instant, select: Sel
 fn tokenize(input: &TrialInput<'_>, examples: &[Example]) -> Result<Vec<Tokens>> {
     examples
         .iter()
-        .map(|e| input.encoder.encode(&e.text, e.pair.as_deref(), input.training.max_seq_len))
+        .map(|e| {
+            input
+                .encoder
+                .encode(&e.text, e.pair.as_deref(), input.training.max_seq_len)
+        })
         .collect()
 }
 
@@ -186,7 +215,9 @@ fn progress_bar(show: bool, steps: u64, task: &str) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(steps);
-    if let Ok(style) = ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} steps, {elapsed} < {eta}") {
+    if let Ok(style) =
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} steps, {elapsed} < {eta}")
+    {
         bar.set_style(style.progress_chars("=> "));
     }
     bar.set_message(task.to_string());
@@ -212,10 +243,15 @@ impl Context<'_> {
         let backbone = self.input.backbone;
         let rows: Vec<&Tokens> = indices.iter().map(|&i| &tokens[i]).collect();
         let batch = pad_batch(&rows, self.input.encoder.pad_id(), backbone.device())?;
-        let labels: Vec<f32> = indices.iter().map(|&i| self.input.task.train[i].label).collect();
+        let labels: Vec<f32> = indices
+            .iter()
+            .map(|&i| self.input.task.train[i].label)
+            .collect();
         let mode = Mode::Train { dropout };
         let features = backbone.features(&batch, self.hooks, mode)?;
-        let outputs = self.head.forward(&features, mode, self.input.training.dropout)?;
+        let outputs = self
+            .head
+            .forward(&features, mode, self.input.training.dropout)?;
         let loss = self.head.loss(&outputs, &labels)?;
         let value = loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
         if !value.is_finite() {

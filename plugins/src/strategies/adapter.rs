@@ -123,7 +123,12 @@ impl TuningStrategy for Adapter {
         self.sites(layer).len() * (2 * h * size + size + h)
     }
 
-    fn build(&self, layer: &LayerShape, size: usize, store: &mut ParamStore) -> Result<Box<dyn LayerModule>> {
+    fn build(
+        &self,
+        layer: &LayerShape,
+        size: usize,
+        store: &mut ParamStore,
+    ) -> Result<Box<dyn LayerModule>> {
         let h = layer.hidden;
         let std = self.options.up_init_std;
         let sites = self.sites(layer);
@@ -191,7 +196,9 @@ impl LayerModule for AdapterLayer {
         let Some(b) = super::find_site_residual(&self.adapters, site) else {
             return Ok(h);
         };
-        let down = h.broadcast_matmul(&b.down_w.t()?)?.broadcast_add(&b.down_b)?;
+        let down = h
+            .broadcast_matmul(&b.down_w.t()?)?
+            .broadcast_add(&b.down_b)?;
         let act = match self.activation {
             Activation::Gelu => down.gelu_erf()?,
             Activation::Relu => down.relu()?,
@@ -219,7 +226,11 @@ mod tests {
                 for size in [1, 8, 64] {
                     let mut store = store();
                     a.build(&layer, size, &mut store).unwrap();
-                    assert_eq!(a.params(&layer, size), store.num_scalars(), "{placement} {layer:?} {size}");
+                    assert_eq!(
+                        a.params(&layer, size),
+                        store.num_scalars(),
+                        "{placement} {layer:?} {size}"
+                    );
                 }
             }
         }
@@ -228,16 +239,24 @@ mod tests {
         assert_eq!(with("pfeiffer").params(&bert_base_layer(0), 64), 99_136);
         // A decoder layer gets a third Houlsby adapter after cross-attention.
         let dec = t5_decoder_layer(6, 512, 8, 64, 2048);
-        assert_eq!(with("houlsby").params(&dec, 16), 3 * (2 * 512 * 16 + 16 + 512));
+        assert_eq!(
+            with("houlsby").params(&dec, 16),
+            3 * (2 * 512 * 16 + 16 + 512)
+        );
         assert_eq!(with("pfeiffer").params(&dec, 16), 2 * 512 * 16 + 16 + 512);
     }
 
     #[test]
     fn names_follow_the_layer_scope() {
         let mut store = store();
-        Adapter::default().build(&bert_base_layer(3), 4, &mut store).unwrap();
+        Adapter::default()
+            .build(&bert_base_layer(3), 4, &mut store)
+            .unwrap();
         let names: Vec<&str> = store.named_vars().iter().map(|(n, _)| n.as_str()).collect();
-        assert!(names.contains(&"layer.3.adapter.attn.down.weight"), "{names:?}");
+        assert!(
+            names.contains(&"layer.3.adapter.attn.down.weight"),
+            "{names:?}"
+        );
         assert!(names.contains(&"layer.3.adapter.ffn.up.bias"), "{names:?}");
     }
 
@@ -256,17 +275,24 @@ mod tests {
         }
         let m = Adapter::default().build(&layer, 6, &mut store()).unwrap();
         let d = max_abs_diff(&m.residual(ResidualSite::Ffn, h.clone()).unwrap(), &h);
-        assert!(d > 0.0 && d < 0.2, "default init should be near identity, got {d}");
+        assert!(
+            d > 0.0 && d < 0.2,
+            "default init should be near identity, got {d}"
+        );
         // Pfeiffer leaves the attention output alone.
         let m = with("pfeiffer").build(&layer, 6, &mut store()).unwrap();
-        assert_eq!(max_abs_diff(&m.residual(ResidualSite::Attention, h.clone()).unwrap(), &h), 0.0);
+        assert_eq!(
+            max_abs_diff(&m.residual(ResidualSite::Attention, h.clone()).unwrap(), &h),
+            0.0
+        );
     }
 
     #[test]
     fn gradients_reach_every_var() {
         for activation in ["gelu", "relu"] {
             for layer in small_shapes() {
-                let v: ron::Value = ron::from_str(&format!("(activation: \"{activation}\")")).unwrap();
+                let v: ron::Value =
+                    ron::from_str(&format!("(activation: \"{activation}\")")).unwrap();
                 let a = Adapter::new(parse_options("adapter", &v).unwrap()).unwrap();
                 let mut store = store();
                 let m = a.build(&layer, 5, &mut store).unwrap();
@@ -277,7 +303,10 @@ mod tests {
                 let loss = h.sqr().unwrap().sum_all().unwrap();
                 let grads = loss.backward().unwrap();
                 for (name, var) in store.named_vars() {
-                    assert!(grad_mass(&grads, var) > 0.0, "{activation}: no gradient for {name}");
+                    assert!(
+                        grad_mass(&grads, var) > 0.0,
+                        "{activation}: no gradient for {name}"
+                    );
                 }
             }
         }
@@ -286,10 +315,14 @@ mod tests {
     #[test]
     fn bad_options_are_refused_with_the_field_name() {
         let v: ron::Value = ron::from_str("(placment: \"houlsby\")").unwrap();
-        let e = parse_options::<AdapterOptions>("adapter", &v).unwrap_err().to_string();
+        let e = parse_options::<AdapterOptions>("adapter", &v)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("placment"), "{e}");
         let v: ron::Value = ron::from_str("(placement: \"middle\")").unwrap();
-        let e = parse_options::<AdapterOptions>("adapter", &v).unwrap_err().to_string();
+        let e = parse_options::<AdapterOptions>("adapter", &v)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("middle") && e.contains("pfeiffer"), "{e}");
         assert!(Adapter::new(AdapterOptions {
             up_init_std: -1.0,

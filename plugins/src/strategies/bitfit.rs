@@ -45,20 +45,36 @@ impl TuningStrategy for BitFit {
     }
 
     fn params(&self, layer: &LayerShape, _size: usize) -> usize {
-        layer.linear.iter().map(|s| s.d_out).sum::<usize>() + layer.norms.iter().map(|n| n.width).sum::<usize>()
+        layer.linear.iter().map(|s| s.d_out).sum::<usize>()
+            + layer.norms.iter().map(|n| n.width).sum::<usize>()
     }
 
-    fn build(&self, layer: &LayerShape, _size: usize, store: &mut ParamStore) -> Result<Box<dyn LayerModule>> {
+    fn build(
+        &self,
+        layer: &LayerShape,
+        _size: usize,
+        store: &mut ParamStore,
+    ) -> Result<Box<dyn LayerModule>> {
         in_layer_scope(store, layer, "bitfit", |store| {
             let linear = layer
                 .linear
                 .iter()
-                .map(|s| Ok((s.kind, store.zeros(&format!("{}.bias", s.kind.short_name()), &[s.d_out])?)))
+                .map(|s| {
+                    Ok((
+                        s.kind,
+                        store.zeros(&format!("{}.bias", s.kind.short_name()), &[s.d_out])?,
+                    ))
+                })
                 .collect::<Result<Vec<_>>>()?;
             let norms = layer
                 .norms
                 .iter()
-                .map(|n| Ok((n.site, store.zeros(&format!("{}.bias", norm_name(n.site)), &[n.width])?)))
+                .map(|n| {
+                    Ok((
+                        n.site,
+                        store.zeros(&format!("{}.bias", norm_name(n.site)), &[n.width])?,
+                    ))
+                })
                 .collect::<Result<Vec<_>>>()?;
             Ok(Box::new(BitFitLayer { linear, norms }) as Box<dyn LayerModule>)
         })
@@ -112,10 +128,17 @@ mod tests {
             let mut store = store();
             BitFit.build(&layer, 0, &mut store).unwrap();
             assert_eq!(BitFit.params(&layer, 0), store.num_scalars());
-            assert_eq!(BitFit.params(&layer, 99), store.num_scalars(), "size is ignored");
+            assert_eq!(
+                BitFit.params(&layer, 99),
+                store.num_scalars(),
+                "size is ignored"
+            );
         }
         // BERT-base layer: q,k,v,o (4·768) + FFN in (3072) + FFN out (768) + two LayerNorms (2·768).
-        assert_eq!(BitFit.params(&bert_base_layer(0), 0), 4 * 768 + 3072 + 768 + 2 * 768);
+        assert_eq!(
+            BitFit.params(&bert_base_layer(0), 0),
+            4 * 768 + 3072 + 768 + 2 * 768
+        );
         assert_eq!(BitFit.params(&bert_base_layer(0), 0), 8_448);
         assert!(BitFit.fixed_size());
     }
@@ -128,7 +151,10 @@ mod tests {
             for site in &layer.linear {
                 let x = input(&[2, 3, site.d_in], 0.3);
                 let y = input(&[2, 3, site.d_out], 0.6);
-                assert_eq!(max_abs_diff(&m.linear(site.kind, &x, y.clone()).unwrap(), &y), 0.0);
+                assert_eq!(
+                    max_abs_diff(&m.linear(site.kind, &x, y.clone()).unwrap(), &y),
+                    0.0
+                );
             }
             for n in &layer.norms {
                 let h = input(&[2, 3, n.width], 0.8);
@@ -142,15 +168,24 @@ mod tests {
         for layer in small_shapes() {
             let mut store = store();
             let m = BitFit.build(&layer, 0, &mut store).unwrap();
-            let mut loss = Tensor::zeros((), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+            let mut loss =
+                Tensor::zeros((), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
             for site in &layer.linear {
                 let x = input(&[2, 3, site.d_in], 0.3);
                 let y = input(&[2, 3, site.d_out], 0.6);
-                loss = (loss + m.linear(site.kind, &x, y).unwrap().sqr().unwrap().sum_all().unwrap()).unwrap();
+                loss = (loss
+                    + m.linear(site.kind, &x, y)
+                        .unwrap()
+                        .sqr()
+                        .unwrap()
+                        .sum_all()
+                        .unwrap())
+                .unwrap();
             }
             for n in &layer.norms {
                 let h = input(&[2, 3, n.width], 0.8);
-                loss = (loss + m.norm(n.site, h).unwrap().sqr().unwrap().sum_all().unwrap()).unwrap();
+                loss =
+                    (loss + m.norm(n.site, h).unwrap().sqr().unwrap().sum_all().unwrap()).unwrap();
             }
             let grads = loss.backward().unwrap();
             for (name, var) in store.named_vars() {

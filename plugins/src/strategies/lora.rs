@@ -87,7 +87,10 @@ impl Lora {
     /// The targeted projections present in `layer`, in the layer's order.
     fn sites<'a>(&self, layer: &'a LayerShape) -> impl Iterator<Item = &'a LinearSite> + 'a {
         let targets = self.targets.clone();
-        layer.linear.iter().filter(move |s| targets.contains(&s.kind))
+        layer
+            .linear
+            .iter()
+            .filter(move |s| targets.contains(&s.kind))
     }
 }
 
@@ -100,9 +103,17 @@ impl TuningStrategy for Lora {
         self.sites(layer).map(|s| size * (s.d_in + s.d_out)).sum()
     }
 
-    fn build(&self, layer: &LayerShape, size: usize, store: &mut ParamStore) -> Result<Box<dyn LayerModule>> {
+    fn build(
+        &self,
+        layer: &LayerShape,
+        size: usize,
+        store: &mut ParamStore,
+    ) -> Result<Box<dyn LayerModule>> {
         if size == 0 {
-            return Err(Error::msg(format!("strategy `lora` in layer {}: rank must be ≥ 1", layer.index)));
+            return Err(Error::msg(format!(
+                "strategy `lora` in layer {}: rank must be ≥ 1",
+                layer.index
+            )));
         }
         let sites: Vec<LinearSite> = self.sites(layer).copied().collect();
         let updates = in_layer_scope(store, layer, "lora", |store| {
@@ -175,22 +186,36 @@ mod tests {
 
     #[test]
     fn counts_are_exact_and_match_created_vars() {
-        for targets in [&["q", "v"][..], &["q", "k", "v", "o", "ffn_in", "ffn_out"], &["cq", "cv"]] {
+        for targets in [
+            &["q", "v"][..],
+            &["q", "k", "v", "o", "ffn_in", "ffn_out"],
+            &["cq", "cv"],
+        ] {
             let l = with_targets(targets);
             for layer in count_shapes() {
                 for size in [1, 8, 12] {
                     let mut store = store();
                     l.build(&layer, size, &mut store).unwrap();
-                    assert_eq!(l.params(&layer, size), store.num_scalars(), "{targets:?} {layer:?} {size}");
+                    assert_eq!(
+                        l.params(&layer, size),
+                        store.num_scalars(),
+                        "{targets:?} {layer:?} {size}"
+                    );
                 }
             }
         }
         // BERT-base, r = 8 on q and v: 8·(768+768)·2.
         assert_eq!(Lora::default().params(&bert_base_layer(0), 8), 24_576);
         // r = 12 on q and v over MiniLM's 6 layers (hidden 384): 12·768·2·6.
-        assert_eq!(Lora::default().params(&bert_layer(0, 384, 12, 1536), 12) * 6, 110_592);
+        assert_eq!(
+            Lora::default().params(&bert_layer(0, 384, 12, 1536), 12) * 6,
+            110_592
+        );
         // FFN projections are rectangular: r·(768+3072) each.
-        assert_eq!(with_targets(&["ffn_in", "ffn_out"]).params(&bert_base_layer(0), 4), 2 * 4 * 3840);
+        assert_eq!(
+            with_targets(&["ffn_in", "ffn_out"]).params(&bert_base_layer(0), 4),
+            2 * 4 * 3840
+        );
         // Cross-attention targets are absent from encoder layers.
         assert_eq!(with_targets(&["cq"]).params(&bert_base_layer(0), 4), 0);
     }
@@ -198,9 +223,19 @@ mod tests {
     #[test]
     fn names_follow_hf_peft() {
         let mut store = store();
-        Lora::default().build(&bert_base_layer(3), 2, &mut store).unwrap();
+        Lora::default()
+            .build(&bert_base_layer(3), 2, &mut store)
+            .unwrap();
         let names: Vec<&str> = store.named_vars().iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names, ["layer.3.lora.q.lora_A", "layer.3.lora.q.lora_B", "layer.3.lora.v.lora_A", "layer.3.lora.v.lora_B"]);
+        assert_eq!(
+            names,
+            [
+                "layer.3.lora.q.lora_A",
+                "layer.3.lora.q.lora_B",
+                "layer.3.lora.v.lora_A",
+                "layer.3.lora.v.lora_B"
+            ]
+        );
     }
 
     #[test]
@@ -211,7 +246,10 @@ mod tests {
             for site in &layer.linear {
                 let x = input(&[2, 4, site.d_in], 0.2);
                 let y = input(&[2, 4, site.d_out], 1.1);
-                assert_eq!(max_abs_diff(&m.linear(site.kind, &x, y.clone()).unwrap(), &y), 0.0);
+                assert_eq!(
+                    max_abs_diff(&m.linear(site.kind, &x, y.clone()).unwrap(), &y),
+                    0.0
+                );
             }
         }
     }
@@ -245,7 +283,8 @@ mod tests {
             let l = with_targets(&["q", "v", "cq", "ffn_out"]);
             let mut store = store();
             let m = l.build(&layer, 2, &mut store).unwrap();
-            let mut loss = Tensor::zeros((), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+            let mut loss =
+                Tensor::zeros((), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
             for site in &layer.linear {
                 let x = input(&[2, 3, site.d_in], 0.7);
                 let y = input(&[2, 3, site.d_out], 0.1);
@@ -263,10 +302,12 @@ mod tests {
             for (name, var) in store.named_vars() {
                 if name.ends_with("lora_B") {
                     let g = grads.get(var.as_tensor()).unwrap();
-                    var.set(&(var.as_tensor() - (g * 0.01).unwrap()).unwrap()).unwrap();
+                    var.set(&(var.as_tensor() - (g * 0.01).unwrap()).unwrap())
+                        .unwrap();
                 }
             }
-            let mut loss = Tensor::zeros((), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+            let mut loss =
+                Tensor::zeros((), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
             for site in &layer.linear {
                 let x = input(&[2, 3, site.d_in], 0.7);
                 let y = input(&[2, 3, site.d_out], 0.1);
@@ -275,7 +316,10 @@ mod tests {
             }
             let grads = loss.backward().unwrap();
             for (name, var) in store.named_vars() {
-                assert!(grad_mass(&grads, var) > 0.0, "no gradient for {name} after one step");
+                assert!(
+                    grad_mass(&grads, var) > 0.0,
+                    "no gradient for {name} after one step"
+                );
             }
         }
     }
@@ -283,7 +327,9 @@ mod tests {
     #[test]
     fn bad_options_are_refused() {
         let v: ron::Value = ron::from_str("(targets: [\"query\"])").unwrap();
-        let e = Lora::new(parse_options("lora", &v).unwrap()).unwrap_err().to_string();
+        let e = Lora::new(parse_options("lora", &v).unwrap())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("query") && e.contains("ffn_in"), "{e}");
         let v: ron::Value = ron::from_str("(alpha: 0.0)").unwrap();
         assert!(Lora::new(parse_options("lora", &v).unwrap()).is_err());

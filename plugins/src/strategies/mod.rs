@@ -56,14 +56,22 @@ mod combined_tests {
     #[test]
     fn built_in_strategies_are_registered_with_their_codes() {
         let r = registries().unwrap();
-        for (name, code) in [("adapter", "A"), ("prefix", "P"), ("lora", "L"), ("bitfit", "B")] {
+        for (name, code) in [
+            ("adapter", "A"),
+            ("prefix", "P"),
+            ("lora", "L"),
+            ("bitfit", "B"),
+        ] {
             let e = r.strategy_entry(name).unwrap();
             assert_eq!(e.code, code);
             assert_eq!(r.strategies[name].source, "built-in");
             let s = r.strategy(name, &ron::Value::Unit).unwrap();
             assert_eq!(s.name(), name);
         }
-        assert!(r.strategy("bitfit", &ron::Value::Unit).unwrap().fixed_size());
+        assert!(r
+            .strategy("bitfit", &ron::Value::Unit)
+            .unwrap()
+            .fixed_size());
         assert!(!r.strategy("lora", &ron::Value::Unit).unwrap().fixed_size());
     }
 
@@ -97,17 +105,27 @@ mod combined_tests {
                 for s in &strategies {
                     let size = if s.fixed_size() { 0 } else { 3 };
                     expected += s.params(layer, size);
-                    hooks.push(layer.index, s.build(layer, size, &mut store).unwrap()).unwrap();
+                    hooks
+                        .push(layer.index, s.build(layer, size, &mut store).unwrap())
+                        .unwrap();
                 }
             }
             assert_eq!(store.num_scalars(), expected);
-            let plain = synthetic_layer(&NoHooks, &layers[1], &synthetic_layer(&NoHooks, &layers[0], &x));
-            let tuned = synthetic_layer(&hooks, &layers[1], &synthetic_layer(&hooks, &layers[0], &x));
+            let plain = synthetic_layer(
+                &NoHooks,
+                &layers[1],
+                &synthetic_layer(&NoHooks, &layers[0], &x),
+            );
+            let tuned =
+                synthetic_layer(&hooks, &layers[1], &synthetic_layer(&hooks, &layers[0], &x));
             let diff = max_abs_diff(&plain, &tuned);
             if with_prefix {
                 assert!(diff > 0.0, "prefix rows change attention");
             } else {
-                assert_eq!(diff, 0.0, "adapter (identity init), LoRA and BitFit start as the plain model");
+                assert_eq!(
+                    diff, 0.0,
+                    "adapter (identity init), LoRA and BitFit start as the plain model"
+                );
             }
         }
 
@@ -118,7 +136,9 @@ mod combined_tests {
         for layer in &layers {
             for s in all_four(false) {
                 let size = if s.fixed_size() { 0 } else { 2 };
-                hooks.push(layer.index, s.build(layer, size, &mut store).unwrap()).unwrap();
+                hooks
+                    .push(layer.index, s.build(layer, size, &mut store).unwrap())
+                    .unwrap();
             }
         }
         for (name, var) in store.named_vars() {
@@ -132,6 +152,9 @@ mod combined_tests {
         for (name, var) in store.named_vars() {
             assert!(grad_mass(&grads, var) > 0.0, "no gradient for {name}");
         }
-        assert!(store.named_vars().iter().any(|(n, _)| n.starts_with("layer.1.prefix.self.key")));
+        assert!(store
+            .named_vars()
+            .iter()
+            .any(|(n, _)| n.starts_with("layer.1.prefix.self.key")));
     }
 }

@@ -56,7 +56,9 @@ pub struct PrefixTuning {
 impl PrefixTuning {
     pub fn new(options: PrefixOptions) -> Result<Self> {
         if options.reparameterize && options.mlp_hidden == 0 {
-            return Err(Error::msg("options of strategy `prefix`: mlp_hidden must be ≥ 1 with reparameterize"));
+            return Err(Error::msg(
+                "options of strategy `prefix`: mlp_hidden must be ≥ 1 with reparameterize",
+            ));
         }
         if !(options.init_std.is_finite() && options.init_std > 0.0) {
             return Err(Error::msg(format!(
@@ -99,19 +101,35 @@ impl TuningStrategy for PrefixTuning {
     }
 
     fn params(&self, layer: &LayerShape, size: usize) -> usize {
-        self.blocks(layer).iter().map(|a| self.block_params(a.inner_dim(), size)).sum()
+        self.blocks(layer)
+            .iter()
+            .map(|a| self.block_params(a.inner_dim(), size))
+            .sum()
     }
 
-    fn build(&self, layer: &LayerShape, size: usize, store: &mut ParamStore) -> Result<Box<dyn LayerModule>> {
+    fn build(
+        &self,
+        layer: &LayerShape,
+        size: usize,
+        store: &mut ParamStore,
+    ) -> Result<Box<dyn LayerModule>> {
         Ok(Box::new(self.build_layer(layer, size, store)?))
     }
 }
 
 impl PrefixTuning {
     /// [`TuningStrategy::build`] with the concrete type, for callers that want [`PrefixLayer::materialize`].
-    pub fn build_layer(&self, layer: &LayerShape, size: usize, store: &mut ParamStore) -> Result<PrefixLayer> {
+    pub fn build_layer(
+        &self,
+        layer: &LayerShape,
+        size: usize,
+        store: &mut ParamStore,
+    ) -> Result<PrefixLayer> {
         if size == 0 {
-            return Err(Error::msg(format!("strategy `prefix` in layer {}: prefix length must be ≥ 1", layer.index)));
+            return Err(Error::msg(format!(
+                "strategy `prefix` in layer {}: prefix length must be ≥ 1",
+                layer.index
+            )));
         }
         let o = &self.options;
         let blocks: Vec<AttentionShape> = self.blocks(layer).into_iter().copied().collect();
@@ -147,7 +165,9 @@ impl PrefixTuning {
 }
 
 fn create(options: &ron::Value) -> Result<Box<dyn TuningStrategy>> {
-    Ok(Box::new(PrefixTuning::new(parse_options("prefix", options)?)?))
+    Ok(Box::new(PrefixTuning::new(parse_options(
+        "prefix", options,
+    )?)?))
 }
 
 peftspace_core::inventory::submit! {
@@ -242,24 +262,42 @@ mod tests {
 
     #[test]
     fn counts_are_exact_and_match_created_vars() {
-        for o in ["()", "(cross: false)", "(reparameterize: true, mlp_hidden: 16)"] {
-            let p = if o == "()" { PrefixTuning::default() } else { with(o) };
+        for o in [
+            "()",
+            "(cross: false)",
+            "(reparameterize: true, mlp_hidden: 16)",
+        ] {
+            let p = if o == "()" {
+                PrefixTuning::default()
+            } else {
+                with(o)
+            };
             for layer in count_shapes() {
                 for size in [1, 5, 20] {
                     let mut store = store();
                     p.build(&layer, size, &mut store).unwrap();
-                    assert_eq!(p.params(&layer, size), store.num_scalars(), "{o} {layer:?} {size}");
+                    assert_eq!(
+                        p.params(&layer, size),
+                        store.num_scalars(),
+                        "{o} {layer:?} {size}"
+                    );
                 }
             }
         }
         // BERT-base, 10 rows: 2·10·768.
-        assert_eq!(PrefixTuning::default().params(&bert_base_layer(0), 10), 15_360);
+        assert_eq!(
+            PrefixTuning::default().params(&bert_base_layer(0), 10),
+            15_360
+        );
         // Decoder (inner 8·64 = 512): self + cross, or self only.
         let dec = t5_decoder_layer(6, 512, 8, 64, 2048);
         assert_eq!(PrefixTuning::default().params(&dec, 10), 2 * 2 * 10 * 512);
         assert_eq!(with("(cross: false)").params(&dec, 10), 2 * 10 * 512);
         // Reparameterised, BERT-base, 10 rows, MLP 512: 10·512 + (512·512 + 512) + (512·1536 + 1536).
-        assert_eq!(with("(reparameterize: true)").params(&bert_base_layer(0), 10), 5_120 + 262_656 + 787_968);
+        assert_eq!(
+            with("(reparameterize: true)").params(&bert_base_layer(0), 10),
+            5_120 + 262_656 + 787_968
+        );
     }
 
     #[test]
@@ -271,11 +309,19 @@ mod tests {
             let rows = m.prefix(AttentionKind::CrossAttention, 3).unwrap().unwrap();
             assert_eq!(rows.key.dims(), &[3, 4, 20]);
             assert_eq!(rows.value.dims(), &[3, 4, 20]);
-            assert_eq!(max_abs_diff(&rows.key.get(0).unwrap(), &rows.key.get(2).unwrap()), 0.0);
+            assert_eq!(
+                max_abs_diff(&rows.key.get(0).unwrap(), &rows.key.get(2).unwrap()),
+                0.0
+            );
             assert!(max_abs_diff(&rows.key, &rows.value) > 0.0);
         }
-        let m = with("(cross: false)").build(&t5_decoder_layer(1, 12, 2, 10, 24), 4, &mut store()).unwrap();
-        assert!(m.prefix(AttentionKind::CrossAttention, 3).unwrap().is_none());
+        let m = with("(cross: false)")
+            .build(&t5_decoder_layer(1, 12, 2, 10, 24), 4, &mut store())
+            .unwrap();
+        assert!(m
+            .prefix(AttentionKind::CrossAttention, 3)
+            .unwrap()
+            .is_none());
         assert!(m.prefix(AttentionKind::SelfAttention, 3).unwrap().is_some());
     }
 
@@ -310,7 +356,8 @@ mod tests {
                 let p = with(o);
                 let mut store = store();
                 let m = p.build(&layer, 3, &mut store).unwrap();
-                let mut loss = Tensor::zeros((), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+                let mut loss =
+                    Tensor::zeros((), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
                 for a in &layer.attention {
                     let inner = a.inner_dim();
                     let rows = m.prefix(a.kind, 2).unwrap().unwrap();
@@ -334,6 +381,8 @@ mod tests {
         assert!(parse_options::<PrefixOptions>("prefix", &v).is_err());
         let v: ron::Value = ron::from_str("(reparameterize: true, mlp_hidden: 0)").unwrap();
         assert!(PrefixTuning::new(parse_options("prefix", &v).unwrap()).is_err());
-        assert!(PrefixTuning::default().build(&bert_layer(0, 16, 4, 40), 0, &mut store()).is_err());
+        assert!(PrefixTuning::default()
+            .build(&bert_layer(0, 16, 4, 40), 0, &mut store())
+            .is_err());
     }
 }

@@ -3,7 +3,8 @@
 use candle_core::{Device, Tensor, Var};
 use peftspace_core::params::ParamStore;
 use peftspace_core::shapes::{
-    AttentionKind, AttentionShape, LayerShape, LinearSite, NormShape, NormSite, ResidualSite, SiteKind, Stack,
+    AttentionKind, AttentionShape, LayerShape, LinearSite, NormShape, NormSite, ResidualSite,
+    SiteKind, Stack,
 };
 
 /// An encoder layer shaped like BERT's: projections with biases, LayerNorms with biases.
@@ -54,7 +55,13 @@ pub fn bert_base_layer(index: usize) -> LayerShape {
 
 /// A decoder layer shaped like T5's: no biases anywhere, self- and cross-attention, RMS norms.
 /// `inner` (heads × head_dim) differs from `hidden` to catch strategies that confuse the two.
-pub fn t5_decoder_layer(index: usize, hidden: usize, heads: usize, head_dim: usize, ffn: usize) -> LayerShape {
+pub fn t5_decoder_layer(
+    index: usize,
+    hidden: usize,
+    heads: usize,
+    head_dim: usize,
+    ffn: usize,
+) -> LayerShape {
     let inner = heads * head_dim;
     let lin = |kind, d_in, d_out| LinearSite {
         kind,
@@ -95,8 +102,16 @@ pub fn t5_decoder_layer(index: usize, hidden: usize, heads: usize, head_dim: usi
                 head_dim,
             },
         ],
-        norms: vec![norm(NormSite::Attention), norm(NormSite::CrossAttention), norm(NormSite::Ffn)],
-        residual: vec![ResidualSite::Attention, ResidualSite::CrossAttention, ResidualSite::Ffn],
+        norms: vec![
+            norm(NormSite::Attention),
+            norm(NormSite::CrossAttention),
+            norm(NormSite::Ffn),
+        ],
+        residual: vec![
+            ResidualSite::Attention,
+            ResidualSite::CrossAttention,
+            ResidualSite::Ffn,
+        ],
     }
 }
 
@@ -118,7 +133,9 @@ pub fn count_shapes() -> Vec<LayerShape> {
 /// A deterministic input tensor with varied values.
 pub fn input(shape: &[usize], salt: f32) -> Tensor {
     let n: usize = shape.iter().product();
-    let data: Vec<f32> = (0..n).map(|i| ((i as f32 * 0.37 + salt).sin()) * 0.8).collect();
+    let data: Vec<f32> = (0..n)
+        .map(|i| ((i as f32 * 0.37 + salt).sin()) * 0.8)
+        .collect();
     Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
 }
 
@@ -128,25 +145,45 @@ pub fn store() -> ParamStore {
 
 /// Largest absolute element of `a - b`.
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
 
 /// Sum of absolute values of a var's gradient (0 when none).
 pub fn grad_mass(grads: &candle_core::backprop::GradStore, var: &Var) -> f32 {
     match grads.get(var.as_tensor()) {
-        Some(g) => g.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap(),
+        Some(g) => g
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap(),
         None => 0.0,
     }
 }
 
 /// A minimal transformer layer over frozen random weights that calls every hook the way a backbone does
 /// (post-norm, BERT order), for tests of strategies working together.
-pub fn synthetic_layer(hooks: &dyn peftspace_core::hooks::LayerHooks, layer: &LayerShape, x: &Tensor) -> Tensor {
+pub fn synthetic_layer(
+    hooks: &dyn peftspace_core::hooks::LayerHooks,
+    layer: &LayerShape,
+    x: &Tensor,
+) -> Tensor {
     use candle_core::D;
     let i = layer.index;
     let linear = |kind: SiteKind, x: &Tensor, salt: f32| {
         let site = layer.linear_site(kind).unwrap();
-        let w = (input(&[site.d_out, site.d_in], salt) * (1.0 / (site.d_in as f64).sqrt())).unwrap();
+        let w =
+            (input(&[site.d_out, site.d_in], salt) * (1.0 / (site.d_in as f64).sqrt())).unwrap();
         let y = x.broadcast_matmul(&w.t().unwrap()).unwrap();
         hooks.linear(i, kind, x, y).unwrap()
     };
@@ -154,12 +191,16 @@ pub fn synthetic_layer(hooks: &dyn peftspace_core::hooks::LayerHooks, layer: &La
     let q = linear(SiteKind::Query, x, 0.1);
     let mut k = linear(SiteKind::Key, x, 0.2);
     let mut v = linear(SiteKind::Value, x, 0.3);
-    if let Some(p) = hooks.prefix(i, AttentionKind::SelfAttention, batch).unwrap() {
+    if let Some(p) = hooks
+        .prefix(i, AttentionKind::SelfAttention, batch)
+        .unwrap()
+    {
         k = Tensor::cat(&[&p.key, &k], 1).unwrap();
         v = Tensor::cat(&[&p.value, &v], 1).unwrap();
     }
     // One head is enough to carry gradients; the scale keeps the softmax soft.
-    let scores = (q.matmul(&k.t().unwrap()).unwrap() * (1.0 / (layer.hidden as f64).sqrt())).unwrap();
+    let scores =
+        (q.matmul(&k.t().unwrap()).unwrap() * (1.0 / (layer.hidden as f64).sqrt())).unwrap();
     let max = scores.max_keepdim(D::Minus1).unwrap();
     let e = scores.broadcast_sub(&max).unwrap().exp().unwrap();
     let probs = e.broadcast_div(&e.sum_keepdim(D::Minus1).unwrap()).unwrap();
@@ -167,7 +208,9 @@ pub fn synthetic_layer(hooks: &dyn peftspace_core::hooks::LayerHooks, layer: &La
     assert_eq!(ctx.dims(), &[batch, seq, layer.hidden]);
     let attn = linear(SiteKind::AttnOut, &ctx, 0.4);
     let attn = hooks.residual(i, ResidualSite::Attention, attn).unwrap();
-    let h = hooks.norm(i, NormSite::Attention, (x + attn).unwrap()).unwrap();
+    let h = hooks
+        .norm(i, NormSite::Attention, (x + attn).unwrap())
+        .unwrap();
     let inner = linear(SiteKind::FfnIn, &h, 0.5).gelu_erf().unwrap();
     let out = linear(SiteKind::FfnOut, &inner, 0.6);
     let out = hooks.residual(i, ResidualSite::Ffn, out).unwrap();

@@ -23,7 +23,8 @@ use std::sync::atomic::Ordering;
 use anyhow::Context;
 use peftspace_core::experiment::{describe_backbone, Experiment};
 use peftspace_core::refine::{
-    self, ExperimentSpace, SearchSpace, SerialPool, SyntheticExecutor, SyntheticSpace, TrialExecutor, TrialPool,
+    self, ExperimentSpace, SearchSpace, SerialPool, SyntheticExecutor, SyntheticSpace,
+    TrialExecutor, TrialPool,
 };
 use peftspace_core::registry::registries;
 use peftspace_core::store::{self, ResultStore};
@@ -59,7 +60,10 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
         return Err(Exit::usage(anyhow::anyhow!("--jobs must be at least 1")));
     }
     let space = make_space(&experiment, global)?;
-    let out = args.out.clone().unwrap_or_else(|| PathBuf::from("results").join(&spec.name));
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("results").join(&spec.name));
     let manifest = refine::manifest(&spec, executor.as_ref())?;
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     store::check_manifest(&out, &manifest)?;
@@ -73,7 +77,11 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
         );
     }
     if !results.is_empty() {
-        eprintln!("resuming: {} trials already stored in {}", results.len(), out.display());
+        eprintln!(
+            "resuming: {} trials already stored in {}",
+            results.len(),
+            out.display()
+        );
     }
     let stop = signals::install_interrupt_handler();
     let threads = args.threads.unwrap_or_else(|| {
@@ -81,9 +89,16 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
         (cores / args.jobs).max(1)
     });
     let mut pool: Box<dyn TrialPool + '_> = if args.jobs == 1 {
-        Box::new(SerialPool { executor: executor.as_ref() })
+        Box::new(SerialPool {
+            executor: executor.as_ref(),
+        })
     } else {
-        Box::new(pool::ProcessPool::start(&args.experiment, global, args.jobs, threads)?)
+        Box::new(pool::ProcessPool::start(
+            &args.experiment,
+            global,
+            args.jobs,
+            threads,
+        )?)
     };
     let mut progress = progress::Bars::new();
     let outcome = refine::run_experiment(
@@ -100,7 +115,10 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
     // Whatever happened, render what the store holds.
     if out.join(store::PLAN_FILE).exists() {
         let report = peftspace_core::report::write_reports(&out)?;
-        println!("{}", peftspace_core::report::decisions_table(&report.decisions));
+        println!(
+            "{}",
+            peftspace_core::report::decisions_table(&report.decisions)
+        );
         for d in &report.decisions {
             println!("{}", d.summary);
         }
@@ -111,10 +129,16 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
     }
     match outcome {
         Ok(o) => {
-            println!("{} trials run now, {} reused from earlier runs", o.trials_run, o.trials_reused);
+            println!(
+                "{} trials run now, {} reused from earlier runs",
+                o.trials_run, o.trials_reused
+            );
             Ok(())
         }
-        Err(e) if stop.load(Ordering::SeqCst) => Err(Exit { code: 130, error: e.into() }),
+        Err(e) if stop.load(Ordering::SeqCst) => Err(Exit {
+            code: 130,
+            error: e.into(),
+        }),
         Err(e) => Err(e.into()),
     }
 }
@@ -136,8 +160,12 @@ fn make_executor(experiment: &Experiment, global: &Global) -> Result<Box<dyn Tri
             )));
         }
     }
-    let executor = trainer::TrainerExecutor::new(experiment, global.model.as_deref(), global.data_dir.as_deref())
-        .map_err(Exit::usage)?;
+    let executor = trainer::TrainerExecutor::new(
+        experiment,
+        global.model.as_deref(),
+        global.data_dir.as_deref(),
+    )
+    .map_err(Exit::usage)?;
     Ok(Box::new(executor))
 }
 
@@ -146,14 +174,20 @@ fn make_space(experiment: &Experiment, global: &Global) -> Result<Box<dyn Search
     let spec = &experiment.spec;
     if synthetic_mode() {
         let names = spec.strategies.iter().map(|s| s.name.clone()).collect();
-        return Ok(Box::new(SyntheticSpace::new(spec.groups, names, spec.budget)));
+        return Ok(Box::new(SyntheticSpace::new(
+            spec.groups,
+            names,
+            spec.budget,
+        )));
     }
     let reg = registries()?;
-    let dir = experiment.backbone_dir(global.model.as_deref()).ok_or_else(|| {
-        Exit::usage(anyhow::anyhow!(
+    let dir = experiment
+        .backbone_dir(global.model.as_deref())
+        .ok_or_else(|| {
+            Exit::usage(anyhow::anyhow!(
             "the experiment names no local backbone folder; pass --model DIR or set PEFTSPACE_MODEL"
         ))
-    })?;
+        })?;
     let info = describe_backbone(&dir, &reg)?;
     let space = experiment.space(&info).map_err(Exit::usage)?;
     let context = experiment.sample_context(info, &reg).map_err(Exit::usage)?;
@@ -169,7 +203,10 @@ fn code_version() -> String {
         .output();
     if let Ok(o) = described {
         if o.status.success() {
-            version.push_str(&format!(" (git {})", String::from_utf8_lossy(&o.stdout).trim()));
+            version.push_str(&format!(
+                " (git {})",
+                String::from_utf8_lossy(&o.stdout).trim()
+            ));
         }
     }
     version

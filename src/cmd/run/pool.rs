@@ -31,10 +31,19 @@ pub fn serve_trials(executor: &dyn TrialExecutor) -> anyhow::Result<()> {
         if line.trim().is_empty() {
             continue;
         }
-        let trial: TrialSpec = serde_json::from_str(&line).context("parsing a trial sent by the parent")?;
+        let trial: TrialSpec =
+            serde_json::from_str(&line).context("parsing a trial sent by the parent")?;
         let answer = match executor.run(&trial) {
-            Ok(outcome) => Answer { id: trial.id, outcome: Some(outcome), error: None },
-            Err(e) => Answer { id: trial.id, outcome: None, error: Some(e.to_string()) },
+            Ok(outcome) => Answer {
+                id: trial.id,
+                outcome: Some(outcome),
+                error: None,
+            },
+            Err(e) => Answer {
+                id: trial.id,
+                outcome: None,
+                error: Some(e.to_string()),
+            },
         };
         serde_json::to_writer(&mut stdout, &answer)?;
         stdout.write_all(b"\n")?;
@@ -57,8 +66,14 @@ pub struct ProcessPool {
 
 impl ProcessPool {
     /// Starts `jobs` copies of this program in worker mode with `threads` compute threads each.
-    pub fn start(experiment: &Path, global: &Global, jobs: usize, threads: usize) -> anyhow::Result<Self> {
-        let exe = std::env::current_exe().context("finding the peftspace executable to start workers")?;
+    pub fn start(
+        experiment: &Path,
+        global: &Global,
+        jobs: usize,
+        threads: usize,
+    ) -> anyhow::Result<Self> {
+        let exe =
+            std::env::current_exe().context("finding the peftspace executable to start workers")?;
         let (sender, answers) = mpsc::channel();
         let mut workers = Vec::with_capacity(jobs);
         for index in 0..jobs {
@@ -84,7 +99,9 @@ impl ProcessPool {
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit());
-            let mut child = command.spawn().with_context(|| format!("starting worker {index} ({})", exe.display()))?;
+            let mut child = command
+                .spawn()
+                .with_context(|| format!("starting worker {index} ({})", exe.display()))?;
             let stdout = child.stdout.take().context("worker stdout")?;
             let input = child.stdin.take().map(BufWriter::new);
             let sender = sender.clone();
@@ -102,17 +119,27 @@ impl ProcessPool {
                 // End of output: the worker exited.
                 let _ = sender.send((index, None));
             });
-            workers.push(Worker { child, input, busy: None });
+            workers.push(Worker {
+                child,
+                input,
+                busy: None,
+            });
         }
         Ok(ProcessPool { workers, answers })
     }
 
     fn send(&mut self, index: usize, trial: TrialSpec) -> peftspace_core::Result<()> {
         let worker = &mut self.workers[index];
-        let fail = |e: std::io::Error| peftspace_core::Error::msg(format!("sending a trial to worker {index}: {e}"));
-        let input = worker.input.as_mut().ok_or_else(|| peftspace_core::Error::msg("worker input closed"))?;
-        let line = serde_json::to_string(&trial)
-            .map_err(|e| peftspace_core::Error::msg(format!("serialising trial {}: {e}", trial.id)))?;
+        let fail = |e: std::io::Error| {
+            peftspace_core::Error::msg(format!("sending a trial to worker {index}: {e}"))
+        };
+        let input = worker
+            .input
+            .as_mut()
+            .ok_or_else(|| peftspace_core::Error::msg("worker input closed"))?;
+        let line = serde_json::to_string(&trial).map_err(|e| {
+            peftspace_core::Error::msg(format!("serialising trial {}: {e}", trial.id))
+        })?;
         input.write_all(line.as_bytes()).map_err(fail)?;
         input.write_all(b"\n").map_err(fail)?;
         input.flush().map_err(fail)?;
@@ -144,16 +171,24 @@ impl TrialPool for ProcessPool {
                 let trial = self.workers[index].busy.take();
                 return Err(peftspace_core::Error::msg(format!(
                     "worker {index} exited unexpectedly{}",
-                    trial.map_or(String::new(), |t| format!(" while running trial {} ({})", t.id, t.design))
+                    trial.map_or(String::new(), |t| format!(
+                        " while running trial {} ({})",
+                        t.id, t.design
+                    ))
                 )));
             };
-            let answer: Answer = serde_json::from_str(&line)
-                .map_err(|e| peftspace_core::Error::msg(format!("worker {index} sent an unreadable answer: {e}")))?;
+            let answer: Answer = serde_json::from_str(&line).map_err(|e| {
+                peftspace_core::Error::msg(format!("worker {index} sent an unreadable answer: {e}"))
+            })?;
             let trial = self.workers[index]
                 .busy
                 .take()
                 .filter(|t| t.id == answer.id)
-                .ok_or_else(|| peftspace_core::Error::msg(format!("worker {index} answered an unexpected trial")))?;
+                .ok_or_else(|| {
+                    peftspace_core::Error::msg(format!(
+                        "worker {index} answered an unexpected trial"
+                    ))
+                })?;
             match (answer.outcome, answer.error) {
                 (Some(outcome), _) => done(&trial, outcome)?,
                 (None, error) => {

@@ -10,7 +10,10 @@ pub struct Bars {
 
 impl Bars {
     pub fn new() -> Self {
-        Bars { bar: None, not_ok: 0 }
+        Bars {
+            bar: None,
+            not_ok: 0,
+        }
     }
 
     pub fn clear(&mut self) {
@@ -53,7 +56,11 @@ impl Progress for Bars {
         }
         if let Some(bar) = &self.bar {
             bar.inc(1);
-            let extra = if self.not_ok > 0 { format!(", {} not ok", self.not_ok) } else { String::new() };
+            let extra = if self.not_ok > 0 {
+                format!(", {} not ok", self.not_ok)
+            } else {
+                String::new()
+            };
             bar.set_message(format!("candidate {candidate}{extra}"));
         }
     }

@@ -36,7 +36,11 @@ pub struct TrainerExecutor {
 }
 
 impl TrainerExecutor {
-    pub fn new(experiment: &Experiment, model: Option<&Path>, data_dir: Option<&Path>) -> Result<Self> {
+    pub fn new(
+        experiment: &Experiment,
+        model: Option<&Path>,
+        data_dir: Option<&Path>,
+    ) -> Result<Self> {
         let model_dir = experiment.backbone_dir(model).ok_or_else(|| {
             Error::msg("no local backbone folder: pass --model DIR, set PEFTSPACE_MODEL, or set `backbone.path`")
         })?;
@@ -54,24 +58,37 @@ impl TrainerExecutor {
     }
 
     fn loaded(&self) -> Result<(Arc<dyn Backbone>, Arc<HfTokenizer>)> {
-        let mut slot = self.loaded.lock().map_err(|_| Error::msg("backbone lock poisoned"))?;
+        let mut slot = self
+            .loaded
+            .lock()
+            .map_err(|_| Error::msg("backbone lock poisoned"))?;
         if let Some((b, t)) = slot.as_ref() {
             return Ok((b.clone(), t.clone()));
         }
         let (backbone, tokenizer) = crate::cmd::train::load_backbone(&self.model_dir, &Device::Cpu)
             .map_err(|e| Error::msg(format!("{e:#}")))?;
-        let pair: (Arc<dyn Backbone>, Arc<HfTokenizer>) = (Arc::from(backbone), Arc::new(tokenizer));
+        let pair: (Arc<dyn Backbone>, Arc<HfTokenizer>) =
+            (Arc::from(backbone), Arc::new(tokenizer));
         *slot = Some(pair.clone());
         Ok(pair)
     }
 
     fn task(&self, task: &TaskSpec) -> Result<Arc<TaskData>> {
-        let key = serde_json::to_string(task).map_err(|e| Error::msg(format!("task {}: {e}", task.id)))?;
-        let mut tasks = self.tasks.lock().map_err(|_| Error::msg("task cache lock poisoned"))?;
+        let key = serde_json::to_string(task)
+            .map_err(|e| Error::msg(format!("task {}: {e}", task.id)))?;
+        let mut tasks = self
+            .tasks
+            .lock()
+            .map_err(|_| Error::msg("task cache lock poisoned"))?;
         if let Some(t) = tasks.get(&key) {
             return Ok(t.clone());
         }
-        let loaded = Arc::new(data::load_task(task, self.data_dir.as_deref(), &self.spec_dir, self.data_seed)?);
+        let loaded = Arc::new(data::load_task(
+            task,
+            self.data_dir.as_deref(),
+            &self.spec_dir,
+            self.data_seed,
+        )?);
         tasks.insert(key, loaded.clone());
         Ok(loaded)
     }
@@ -91,14 +108,22 @@ impl TrialExecutor for TrainerExecutor {
             .map_err(|e| Error::io(&self.model_dir, e))?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
-                let name = p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+                let name = p
+                    .file_name()
+                    .map(|n| n.to_string_lossy().to_string())
+                    .unwrap_or_default();
                 name == "config.json" || name == "tokenizer.json" || name.ends_with(".safetensors")
             })
             .collect();
         files.sort();
         let mut hasher = Sha256::new();
         for path in files {
-            hasher.update(path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default().as_bytes());
+            hasher.update(
+                path.file_name()
+                    .map(|n| n.to_string_lossy().to_string())
+                    .unwrap_or_default()
+                    .as_bytes(),
+            );
             let mut file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
             let mut buffer = vec![0u8; 1 << 20];
             loop {
@@ -109,13 +134,20 @@ impl TrialExecutor for TrainerExecutor {
                 hasher.update(&buffer[..n]);
             }
         }
-        Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+        Ok(hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect())
     }
 
     /// SHA-256 over the examples the task keeps after subsampling.
     fn data_fingerprint(&self, task: &TaskSpec) -> Result<String> {
         let data = self.task(task)?;
-        let text = format!("{}|{:?}|{}|{:?}|{:?}", data.id, data.kind, data.evaluator, data.train, data.eval);
+        let text = format!(
+            "{}|{:?}|{}|{:?}|{:?}",
+            data.id, data.kind, data.evaluator, data.train, data.eval
+        );
         Ok(hex_sha256(text.as_bytes()))
     }
 
@@ -138,7 +170,9 @@ impl TrialExecutor for TrainerExecutor {
         let status = match &outcome.status {
             train::TrialStatus::Completed => TrialStatus::Ok,
             train::TrialStatus::Diverged { step } => TrialStatus::Diverged { step: *step as u64 },
-            train::TrialStatus::Failed(message) => TrialStatus::Failed { message: message.clone() },
+            train::TrialStatus::Failed(message) => TrialStatus::Failed {
+                message: message.clone(),
+            },
         };
         let primary = status.is_ok().then_some(outcome.metrics.primary);
         Ok(TrialOutcome {

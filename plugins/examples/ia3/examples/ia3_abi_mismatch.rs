@@ -11,6 +11,7 @@ unsafe extern "C" fn register(_registrar: *mut Registrar) -> i32 {
 pub static PEFTSPACE_PLUGIN: PluginHeader = PluginHeader {
     magic: MAGIC,
     header_version: HEADER_VERSION,
-    abi: c"peftspace-core 0.0.0; rustc 1.0.0 (another compiler); candle 0.0.0; features none".as_ptr(),
+    abi: c"peftspace-core 0.0.0; rustc 1.0.0 (another compiler); candle 0.0.0; features none"
+        .as_ptr(),
     register,
 };

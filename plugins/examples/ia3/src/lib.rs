@@ -48,16 +48,40 @@ impl TuningStrategy for Ia3 {
     }
 
     fn params(&self, layer: &LayerShape, _size: usize) -> usize {
-        layer.linear.iter().filter(|s| SCALED.contains(&s.kind)).map(|s| s.d_out).sum()
+        layer
+            .linear
+            .iter()
+            .filter(|s| SCALED.contains(&s.kind))
+            .map(|s| s.d_out)
+            .sum()
     }
 
-    fn build(&self, layer: &LayerShape, _size: usize, store: &mut ParamStore) -> Result<Box<dyn LayerModule>> {
-        let sites: Vec<_> = layer.linear.iter().filter(|s| SCALED.contains(&s.kind)).copied().collect();
+    fn build(
+        &self,
+        layer: &LayerShape,
+        _size: usize,
+        store: &mut ParamStore,
+    ) -> Result<Box<dyn LayerModule>> {
+        let sites: Vec<_> = layer
+            .linear
+            .iter()
+            .filter(|s| SCALED.contains(&s.kind))
+            .copied()
+            .collect();
         let scales = store.scoped(format!("layer.{}", layer.index), |store| {
             store.scoped("ia3", |store| {
                 sites
                     .iter()
-                    .map(|s| Ok((s.kind, store.constant(&format!("{}.scale", s.kind.short_name()), &[s.d_out], 1.0)?)))
+                    .map(|s| {
+                        Ok((
+                            s.kind,
+                            store.constant(
+                                &format!("{}.scale", s.kind.short_name()),
+                                &[s.d_out],
+                                1.0,
+                            )?,
+                        ))
+                    })
                     .collect::<Result<Vec<_>>>()
             })
         })?;
