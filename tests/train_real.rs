@@ -194,7 +194,7 @@ fn mrpc_and_cola_report_their_glue_metrics() {
     let mrpc = train(
         backbone.as_ref(),
         &tokenizer,
-        &task("mrpc", 800, Some(200)),
+        &task("mrpc", 400, Some(200)),
         &plan,
         &strategies,
         &training,
