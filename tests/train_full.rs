@@ -216,3 +216,62 @@ fn texts_longer_than_the_models_positions_are_truncated_not_fatal() {
     }
     assert!(TINY_BERT_POSITIONS < 64);
 }
+
+#[test]
+fn refinement_final_runs_train_the_full_baseline() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    write_experiment(dir.path(), 64);
+    let task = r#"(id: "toy", custom: Some((train: "train.tsv", eval: "eval.tsv", text: "text", label: "label",
+                labels: ["neg", "pos"])))"#;
+    // LoRA r = 4 on q and v of both layers is 1,024 parameters: within 1 % of 5 % of the backbone.
+    let spec = format!(
+        r#"ExperimentSpec(
+    name: "tiny-final-runs",
+    backbone: (path: Some("{model}")),
+    tasks: [{task}],
+    budget: 0.05,
+    groups: 2,
+    samples: 2,
+    seeds: [1],
+    training: (epochs: 1, batch_size: 8, max_seq_len: 64, eval_batch_size: 8),
+    final_runs: Some((top: 1, seeds: [1], baselines: ["lora", "full"])),
+)
+"#,
+        model = fixture("tiny-bert").display(),
+    );
+    let experiment = dir.path().join("final_runs.ron");
+    std::fs::write(&experiment, spec).expect("write experiment");
+    let out = dir.path().join("results");
+    let run = Command::new(env!("CARGO_BIN_EXE_peftspace"))
+        .env_remove("PEFTSPACE_MODEL")
+        .env_remove("PEFTSPACE_DATA")
+        .env_remove("PEFTSPACE_EXECUTOR")
+        .arg("--offline")
+        .arg("run")
+        .arg(&experiment)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run peftspace");
+    assert!(
+        run.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let trials = read_rows(&out.join("trials.csv"));
+    let full: Vec<_> = trials
+        .iter()
+        .filter(|r| r["stage"] == "final" && r["candidate"] == "full")
+        .collect();
+    assert_eq!(full.len(), 1, "{trials:?}");
+    assert_eq!(full[0]["status"], "ok", "{:?}", full[0]);
+    assert_eq!(full[0]["trainable_params"], TINY_BERT_PARAMS.to_string());
+    let methods = read_rows(&out.join("final.csv"));
+    let row = methods
+        .iter()
+        .find(|r| r["method"] == "full")
+        .expect("a `full` row in final.csv");
+    assert_eq!(row["trainable_params"], TINY_BERT_PARAMS.to_string());
+    assert_eq!(row["runs_ok"], "1");
+}
