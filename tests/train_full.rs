@@ -177,7 +177,9 @@ fn train_baseline_full_trains_every_backbone_weight_end_to_end() {
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "train failed:\n{stderr}");
     assert!(
-        stderr.contains(&format!("trainable parameters: {TINY_BERT_PARAMS} (all weights")),
+        stderr.contains(&format!(
+            "trainable parameters: {TINY_BERT_PARAMS} (all weights"
+        )),
         "{stderr}"
     );
     let rows = read_rows(&out);

@@ -230,7 +230,11 @@ struct TrainableBackend {
 }
 
 impl TrainableBackend {
-    fn var(&self, name: &str, load: impl FnOnce() -> candle_core::Result<Tensor>) -> candle_core::Result<Tensor> {
+    fn var(
+        &self,
+        name: &str,
+        load: impl FnOnce() -> candle_core::Result<Tensor>,
+    ) -> candle_core::Result<Tensor> {
         let mut vars = self
             .vars
             .vars
@@ -255,7 +259,9 @@ impl SimpleBackend for TrainableBackend {
         dtype: DType,
         dev: &Device,
     ) -> candle_core::Result<Tensor> {
-        let tensor = self.var(name, || self.frozen.get(shape.clone(), name, hints, dtype, dev))?;
+        let tensor = self.var(name, || {
+            self.frozen.get(shape.clone(), name, hints, dtype, dev)
+        })?;
         if tensor.dims() != shape.dims() || tensor.dtype() != dtype {
             return Err(candle_core::Error::Msg(format!(
                 "tensor `{name}` asked for again as {:?} {dtype:?}, first as {:?} {:?}",

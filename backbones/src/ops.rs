@@ -362,8 +362,12 @@ mod tests {
             let h = composed_layer_norm(&h, gamma.as_tensor(), Some(beta.as_tensor()), 1e-6)?;
             composed_rms_norm(&h, rms.as_tensor(), 1e-6)
         };
-        let fast = (through_blocks(x.as_tensor())? * &upstream)?.sum_all()?.backward()?;
-        let slow = (through_formulas(x.as_tensor())? * &upstream)?.sum_all()?.backward()?;
+        let fast = (through_blocks(x.as_tensor())? * &upstream)?
+            .sum_all()?
+            .backward()?;
+        let slow = (through_formulas(x.as_tensor())? * &upstream)?
+            .sum_all()?
+            .backward()?;
         for (name, var) in [
             ("input", &x),
             ("weight", &w),

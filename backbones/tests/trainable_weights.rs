@@ -43,7 +43,10 @@ fn check(model: &str) {
     let trainable =
         peftspace_backbones::load_with(&dir, &device, Weights::Trainable).expect("trainable loads");
     let frozen = peftspace_backbones::load(&dir, &device).expect("frozen loads");
-    assert!(frozen.trainable_weights().is_empty(), "{model}: frozen model has variables");
+    assert!(
+        frozen.trainable_weights().is_empty(),
+        "{model}: frozen model has variables"
+    );
     let vars = trainable.trainable_weights();
     let scalars: usize = vars.iter().map(|v| v.elem_count()).sum();
     assert_eq!(
@@ -54,14 +57,21 @@ fn check(model: &str) {
 
     let batch = batch(&dir, &device);
     // Same function as the frozen model (the composed path only changes how gradients are found).
-    let a = trainable.features(&batch, &NoHooks, Mode::Eval).expect("forward");
-    let b = frozen.features(&batch, &NoHooks, Mode::Eval).expect("forward");
+    let a = trainable
+        .features(&batch, &NoHooks, Mode::Eval)
+        .expect("forward");
+    let b = frozen
+        .features(&batch, &NoHooks, Mode::Eval)
+        .expect("forward");
     let diff = (a.detach() - b)
         .and_then(|d| d.abs())
         .and_then(|d| d.max_all())
         .and_then(|d| d.to_scalar::<f32>())
         .expect("diff");
-    assert!(diff < 1e-4, "{model}: trainable and frozen outputs differ by {diff}");
+    assert!(
+        diff < 1e-4,
+        "{model}: trainable and frozen outputs differ by {diff}"
+    );
 
     // Training mode: dropout on, as in a trial.
     let dropout = Dropout::new(3);

@@ -156,8 +156,9 @@ impl TrialExecutor for TrainerExecutor {
         let (shared, encoder) = self.loaded()?;
         let task = self.task(&trial.task)?;
         let (backbone, plan): (Arc<dyn Backbone>, _) = if trial.is_full_fine_tuning() {
-            let fresh = crate::cmd::train::load_model(&self.model_dir, &Device::Cpu, Weights::Trainable)
-                .map_err(|e| Error::msg(format!("{e:#}")))?;
+            let fresh =
+                crate::cmd::train::load_model(&self.model_dir, &Device::Cpu, Weights::Trainable)
+                    .map_err(|e| Error::msg(format!("{e:#}")))?;
             (Arc::from(fresh), Vec::new())
         } else {
             let plan = self.plan(trial, shared.as_ref())?;
