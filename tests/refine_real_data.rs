@@ -1,6 +1,7 @@
 //! Real-data suite: a reduced quickstart (N = 3, tiny SST-2 subsets, 1 epoch) runs S1→S4 on MiniLM end to end,
 //! writes all four outputs, and every statistic in stages.csv equals a recomputation from trials.csv
-//! (`tests/stats_reference/check_pvalues.py` does the same with SciPy).
+//! (`tests/stats_reference/check_pvalues.py` does the same with SciPy when `PEFTSPACE_PYTHON` names a Python with
+//! SciPy).
 
 mod refine_support;
 
@@ -89,4 +90,21 @@ fn reduced_quickstart_on_minilm_runs_s1_to_s4_and_stage_statistics_match_trials(
     let stages = refine_support::read_csv(&out.join("stages.csv"));
     assert_eq!(stages.iter().filter(|r| r["chosen"] == "true").count(), 4);
     assert!(refine_support::check_stages_against_trials(&out) >= 4);
+    // With a Python that has SciPy (`.ci/run` provides one), SciPy recomputes every p-value too.
+    if let Some(python) = std::env::var_os("PEFTSPACE_PYTHON") {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/stats_reference/check_pvalues.py");
+        let check = Command::new(python)
+            .arg(&script)
+            .arg(&out)
+            .output()
+            .expect("run check_pvalues.py");
+        assert!(
+            check.status.success(),
+            "SciPy disagrees with stages.csv:\n{}\n{}",
+            String::from_utf8_lossy(&check.stdout),
+            String::from_utf8_lossy(&check.stderr)
+        );
+        println!("{}", String::from_utf8_lossy(&check.stdout));
+    }
 }

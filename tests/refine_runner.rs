@@ -135,6 +135,11 @@ fn s0_to_s4_writes_all_outputs_and_stage_statistics_match_trials() {
     let stages = refine_support::read_csv(&dir.path().join("stages.csv"));
     assert_eq!(stages.len(), 5 + 3 + 3 + 3 + 2);
     assert_eq!(stages.iter().filter(|r| r["chosen"] == "true").count(), 5);
+    // The synthetic space accepts every draw: one draw per design, nothing rejected.
+    for row in &stages {
+        assert_eq!(row["draws"], row["designs_planned"]);
+        assert_eq!(row["rejection_rate"], "0");
+    }
     // The winning grouping constrains every later design.
     let s1_winner = &stages
         .iter()

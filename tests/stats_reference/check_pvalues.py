@@ -20,10 +20,11 @@ REL = 1e-9
 
 
 def holm(ps):
-    order = sorted(range(len(ps)), key=lambda i: ps[i])
-    out, running = [0.0] * len(ps), 0.0
+    # Undefined p-values (NaN, e.g. Welch's t on two constant populations) are left out of the family and stay NaN.
+    order = sorted((i for i in range(len(ps)) if not math.isnan(ps[i])), key=lambda i: ps[i])
+    out, running = [float("nan")] * len(ps), 0.0
     for rank, i in enumerate(order):
-        running = max(running, min(1.0, (len(ps) - rank) * ps[i]))
+        running = max(running, min(1.0, (len(order) - rank) * ps[i]))
         out[i] = running
     return out
 

@@ -28,6 +28,10 @@ pub struct CandidateStats {
     pub stage: String,
     pub candidate: String,
     pub designs_planned: usize,
+    /// Designs the sampler drew for this population, accepted or rejected by the budget.
+    pub draws: u64,
+    /// Draws the budget solver rejected (the design missed the budget by more than the tolerance).
+    pub rejected: u64,
     /// Designs with a score (all their trials ok).
     pub n: usize,
     pub trials_ok: usize,
@@ -137,6 +141,8 @@ fn population(stage: &str, candidate: &CandidatePlan, store: &ResultStore) -> Ca
         stage: stage.to_string(),
         candidate: candidate.name.clone(),
         designs_planned: candidate.designs.len(),
+        draws: candidate.designs.iter().map(|d| d.design.draws).sum(),
+        rejected: candidate.designs.iter().map(|d| d.design.rejected).sum(),
         n: summary.n,
         trials_ok: ok,
         trials_diverged: diverged,

@@ -80,6 +80,8 @@ impl ExperimentSpace {
             target_params: target as u64,
             planned_params: achieved as u64,
             backbone_params: self.context.info.num_params as u64,
+            draws: 0,
+            rejected: 0,
         })
     }
 }
@@ -97,7 +99,11 @@ impl SearchSpace for ExperimentSpace {
         let mut rng = seeded_rng(seed);
         let mut stats = SampleStats::default();
         let sampled = self.space.sample(&self.context, &mut rng, &mut stats)?;
-        self.summarise(&sampled.design, sampled.plan.target, sampled.plan.achieved)
+        let mut summary =
+            self.summarise(&sampled.design, sampled.plan.target, sampled.plan.achieved)?;
+        summary.draws = stats.drawn as u64;
+        summary.rejected = stats.rejected as u64;
+        Ok(summary)
     }
 
     /// One strategy in every layer: groups as equal as the layers allow, per-layer budget equal, all tuned; or
@@ -144,5 +150,36 @@ impl SearchSpace for ExperimentSpace {
             }
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_doubles::{minilm, registries, strategies};
+
+    #[test]
+    fn sampled_designs_carry_their_draws_and_rejections() -> Result<()> {
+        let names = ["adapter", "prefix", "lora", "bitfit"]
+            .map(String::from)
+            .to_vec();
+        let context = SampleContext {
+            info: minilm(),
+            strategies: strategies(),
+            fraction: 0.005,
+            registries: registries(),
+        };
+        // Only the first group tuned: a draw that gives it BitFit alone (a fixed 4,224 per layer) misses the budget.
+        let space = DesignSpace::new(6, 4, names)?.constrain(Dimension::TunedGroups, "1000")?;
+        let space = ExperimentSpace::new(space, context);
+        let designs = (0..60)
+            .map(|seed| space.sample(seed))
+            .collect::<Result<Vec<_>>>()?;
+        for d in &designs {
+            assert_eq!(d.draws, d.rejected + 1, "one accepted draw per design");
+        }
+        assert!(designs.iter().any(|d| d.rejected > 0));
+        assert_eq!(space.baseline("lora")?.draws, 0);
+        Ok(())
     }
 }

@@ -50,4 +50,11 @@ pub struct SampledDesign {
     pub planned_params: u64,
     /// Parameters of the frozen backbone, for the trainable-% column.
     pub backbone_params: u64,
+    /// Designs the sampler drew to get this one (it plus those the budget rejected); 0 when not sampled (a
+    /// baseline).
+    #[serde(default)]
+    pub draws: u64,
+    /// Of `draws`, how many the budget solver rejected.
+    #[serde(default)]
+    pub rejected: u64,
 }

@@ -156,6 +156,8 @@ impl SearchSpace for SyntheticSpace {
             target_params: target,
             planned_params: target,
             backbone_params: BACKBONE_PARAMS,
+            draws: 1,
+            rejected: 0,
         })
     }
 
@@ -180,6 +182,8 @@ impl SearchSpace for SyntheticSpace {
             target_params: self.target(),
             planned_params: planned,
             backbone_params: BACKBONE_PARAMS,
+            draws: 0,
+            rejected: 0,
         })
     }
 

@@ -174,6 +174,8 @@ pub fn stages_csv(plan: &Plan, decisions: &[StageDecision]) -> Result<String> {
         "chosen",
         "significant",
         "designs_planned",
+        "draws",
+        "rejection_rate",
         "n",
         "trials_ok",
         "trials_diverged",
@@ -220,6 +222,12 @@ pub fn stages_csv(plan: &Plan, decisions: &[StageDecision]) -> Result<String> {
                 c.chosen.to_string(),
                 c.significant.to_string(),
                 c.designs_planned.to_string(),
+                c.draws.to_string(),
+                if c.draws == 0 {
+                    String::new()
+                } else {
+                    num(c.rejected as f64 / c.draws as f64)
+                },
                 c.n.to_string(),
                 c.trials_ok.to_string(),
                 c.trials_diverged.to_string(),

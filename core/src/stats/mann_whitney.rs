@@ -52,8 +52,10 @@ pub fn mann_whitney_u(x: &[f64], y: &[f64]) -> Option<MannWhitneyResult> {
     let sigma = ((n1 * n2) as f64 / 12.0 * ((n + 1.0) - tie_term / (n * (n - 1.0)))).sqrt();
     let z = (u - (n1 * n2) as f64 / 2.0 - 0.5) / sigma;
     let p = match Normal::new(0.0, 1.0) {
-        // A zero variance (every value tied) gives z = ±inf or NaN; SciPy then reports p = 1 or NaN too.
+        // Every value tied: zero variance and U at its mean, so the continuity-corrected z is −inf; SciPy's
+        // 2·sf(−inf) = 2 is clipped to p = 1.
         Ok(normal) if z.is_finite() => 2.0 * normal.sf(z),
+        _ if z == f64::NEG_INFINITY => 1.0,
         _ if z == f64::INFINITY => 0.0,
         _ => f64::NAN,
     };
@@ -142,5 +144,15 @@ mod tests {
         for u in 0..d.len() {
             assert!((d[u] - d[15 - u]).abs() < 1e-15);
         }
+    }
+
+    #[test]
+    fn all_values_tied_gives_p_one_as_scipy() {
+        // scipy.stats.mannwhitneyu([.5, .5, .5], [.5, .5, .5], method="auto") -> (4.5, 1.0);
+        // with [.5, .5] first -> (3.0, 1.0).
+        let r = mann_whitney_u(&[0.5; 3], &[0.5; 3]).expect("non-empty");
+        assert_eq!((r.u, r.p_value), (4.5, 1.0));
+        let r = mann_whitney_u(&[0.5; 2], &[0.5; 3]).expect("non-empty");
+        assert_eq!((r.u, r.p_value), (3.0, 1.0));
     }
 }
