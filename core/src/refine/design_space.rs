@@ -47,6 +47,8 @@ impl ExperimentSpace {
             target_params: target,
             planned_params: info.num_params as u64,
             backbone_params: info.num_params as u64,
+            draws: 0,
+            rejected: 0,
         }
     }
 
@@ -180,6 +182,30 @@ mod tests {
         }
         assert!(designs.iter().any(|d| d.rejected > 0));
         assert_eq!(space.baseline("lora")?.draws, 0);
+        Ok(())
+    }
+
+    #[test]
+    fn the_full_baseline_plans_every_backbone_weight() -> Result<()> {
+        let names = ["adapter", "lora"].map(String::from).to_vec();
+        let info = minilm();
+        let context = SampleContext {
+            info: info.clone(),
+            strategies: strategies(),
+            fraction: 0.005,
+            registries: registries(),
+        };
+        let space = ExperimentSpace::new(DesignSpace::new(6, 2, names)?, context);
+        let full = space.baseline("full")?;
+        assert_eq!(full.text, FULL_FINE_TUNING);
+        assert_eq!(full.planned_params, info.num_params as u64);
+        assert_eq!(full.backbone_params, info.num_params as u64);
+        assert_eq!(
+            full.target_params,
+            (0.005 * info.num_params as f64).round() as u64
+        );
+        // Still only the experiment's strategies (and `full`) are baselines.
+        assert!(space.baseline("prefix").is_err());
         Ok(())
     }
 }
