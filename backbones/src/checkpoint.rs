@@ -7,14 +7,15 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use candle_core::safetensors::MmapedSafetensors;
-use candle_core::{DType, Device, Shape, Tensor};
+use candle_core::{DType, Device, Shape, Tensor, Var};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
 use serde::de::DeserializeOwned;
 
+use peftspace_core::backbone::Weights;
 use peftspace_core::{Error, Result};
 
 /// File name of the model configuration inside a model folder.
@@ -178,6 +179,106 @@ impl Checkpoint {
             tensors: Arc::clone(&self.tensors),
         });
         VarBuilder::from_backend(backend, DType::F32, device.clone())
+    }
+
+    /// A builder for `weights`: [`Checkpoint::var_builder`] when frozen; when trainable, one that turns every
+    /// tensor it hands out into a `Var` (the same `Var` each time a name is asked for again, so tied weights stay
+    /// tied) and records it in the returned [`TrainableWeights`]. The model code is the same either way.
+    pub fn var_builder_for(
+        &self,
+        device: &Device,
+        weights: Weights,
+    ) -> (VarBuilder<'static>, TrainableWeights) {
+        let recorded = TrainableWeights::default();
+        let frozen = F32Backend {
+            tensors: Arc::clone(&self.tensors),
+        };
+        let backend: Box<dyn SimpleBackend> = match weights {
+            Weights::Frozen => Box::new(frozen),
+            Weights::Trainable => Box::new(TrainableBackend {
+                frozen,
+                vars: recorded.clone(),
+            }),
+        };
+        (
+            VarBuilder::from_backend(backend, DType::F32, device.clone()),
+            recorded,
+        )
+    }
+}
+
+/// The variables a trainable builder handed out, by tensor name (empty for frozen weights).
+#[derive(Clone, Default)]
+pub struct TrainableWeights {
+    vars: Arc<Mutex<BTreeMap<String, Var>>>,
+}
+
+impl TrainableWeights {
+    /// The variables in name order.
+    pub fn vars(&self) -> Vec<Var> {
+        self.vars
+            .lock()
+            .map(|v| v.values().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Hands out checkpoint tensors as `Var`s and records them.
+struct TrainableBackend {
+    frozen: F32Backend,
+    vars: TrainableWeights,
+}
+
+impl TrainableBackend {
+    fn var(
+        &self,
+        name: &str,
+        load: impl FnOnce() -> candle_core::Result<Tensor>,
+    ) -> candle_core::Result<Tensor> {
+        let mut vars = self
+            .vars
+            .vars
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("trainable weight table poisoned".into()))?;
+        if let Some(var) = vars.get(name) {
+            return Ok(var.as_tensor().clone());
+        }
+        let var = Var::from_tensor(&load()?)?;
+        let tensor = var.as_tensor().clone();
+        vars.insert(name.to_string(), var);
+        Ok(tensor)
+    }
+}
+
+impl SimpleBackend for TrainableBackend {
+    fn get(
+        &self,
+        shape: Shape,
+        name: &str,
+        hints: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let tensor = self.var(name, || {
+            self.frozen.get(shape.clone(), name, hints, dtype, dev)
+        })?;
+        if tensor.dims() != shape.dims() || tensor.dtype() != dtype {
+            return Err(candle_core::Error::Msg(format!(
+                "tensor `{name}` asked for again as {:?} {dtype:?}, first as {:?} {:?}",
+                shape.dims(),
+                tensor.dims(),
+                tensor.dtype()
+            )));
+        }
+        Ok(tensor)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        self.var(name, || self.frozen.get_unchecked(name, dtype, dev))
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.frozen.contains_tensor(name)
     }
 }
 

@@ -1,4 +1,4 @@
-//! peftspace-backbones: frozen pretrained transformers on candle, loaded from Hugging Face folders, with hook sites.
+//! peftspace-backbones: pretrained transformers (frozen, or trainable for full fine-tuning) on candle, loaded from Hugging Face folders, with hook sites.
 //!
 //! Architectures register themselves (keyed by `config.json`'s `model_type`); [`load`] and [`describe`] pick the
 //! right one for a folder.
@@ -15,7 +15,7 @@ use std::path::Path;
 
 use candle_core::Device;
 
-use peftspace_core::backbone::{ArchitectureEntry, Backbone};
+use peftspace_core::backbone::{ArchitectureEntry, Backbone, Weights};
 use peftspace_core::registry::registries;
 use peftspace_core::shapes::BackboneInfo;
 use peftspace_core::{Error, Result};
@@ -50,6 +50,14 @@ pub fn describe(dir: &Path) -> Result<BackboneInfo> {
 
 /// Loads the frozen backbone of a model folder onto `device`.
 pub fn load(dir: &Path, device: &Device) -> Result<Box<dyn Backbone>> {
+    load_with(dir, device, Weights::Frozen)
+}
+
+/// Loads the backbone of a model folder with frozen or trainable weights (full fine-tuning: every weight a `Var`,
+/// listed by [`Backbone::trainable_weights`]).
+pub fn load_with(dir: &Path, device: &Device, weights: Weights) -> Result<Box<dyn Backbone>> {
     let (entry, path, _) = architecture(dir)?;
-    (entry.load)(dir, device).map_err(|e| with_config_path(e, &path))
+    entry
+        .load_weights(dir, device, weights)
+        .map_err(|e| with_config_path(e, &path))
 }

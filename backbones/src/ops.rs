@@ -4,12 +4,17 @@
 //! computes the weight's gradient even when the weight is frozen. Here each block runs candle's fast kernel forward,
 //! on a detached input, and [`with_input_gradient`] attaches a hand-written gradient for the input alone: gradients
 //! reach the hooks below (prefixes, adapters, LoRA) and nothing is spent on frozen weights.
+//!
+//! When a weight is itself trainable (a `Var`, or computed from one: full fine-tuning), that shortcut would drop its
+//! gradient, so the block takes the composed path instead ([`composed_layer_norm`], [`composed_rms_norm`], a plain
+//! matmul), which candle differentiates with respect to every operand.
 
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 use peftspace_core::autograd::with_input_gradient;
 
-/// `y = x Wᵀ + b` for frozen `W: [d_out, d_in]`, any number of leading axes in `x`.
+/// `y = x Wᵀ + b` for `W: [d_out, d_in]`, any number of leading axes in `x`. `W` and `b` are frozen tensors, or
+/// `Var`s when the backbone was loaded trainable.
 #[derive(Debug, Clone)]
 pub struct Linear {
     pub weight: Tensor,
@@ -27,6 +32,11 @@ impl Linear {
         };
         Ok(Linear { weight, bias })
     }
+
+    /// Whether the weight or the bias needs a gradient (full fine-tuning).
+    pub fn is_trainable(&self) -> bool {
+        self.weight.track_op() || self.bias.as_ref().is_some_and(Tensor::track_op)
+    }
 }
 
 impl Module for Linear {
@@ -38,6 +48,16 @@ impl Module for Linear {
         }
         let rows = dims.iter().rev().skip(1).product::<usize>();
         let flat = x.reshape((rows, d_in))?;
+        if let Some(last) = dims.last_mut() {
+            *last = d_out;
+        }
+        if self.is_trainable() {
+            let mut y = flat.matmul(&self.weight.t()?)?;
+            if let Some(b) = &self.bias {
+                y = y.broadcast_add(b)?;
+            }
+            return y.reshape(dims);
+        }
         let mut y = flat.detach().matmul(&self.weight.t()?)?;
         if let Some(b) = &self.bias {
             y = y.broadcast_add(b)?;
@@ -46,14 +66,11 @@ impl Module for Linear {
         let y = with_input_gradient("frozen-linear", &flat, y, move |_, _, grad| {
             grad.matmul(&weight)
         })?;
-        if let Some(last) = dims.last_mut() {
-            *last = d_out;
-        }
         y.reshape(dims)
     }
 }
 
-/// Layer normalisation over the last axis with a frozen scale and shift.
+/// Layer normalisation over the last axis with a scale and shift (frozen, or `Var`s when trainable).
 #[derive(Debug, Clone)]
 pub struct LayerNorm {
     pub weight: Tensor,
@@ -79,9 +96,12 @@ impl Module for LayerNorm {
     }
 }
 
-/// `(x - mean) / sqrt(var + eps) * weight + bias` over the last axis, differentiable in `x` (`weight` and `bias`
-/// are frozen).
+/// `(x - mean) / sqrt(var + eps) * weight + bias` over the last axis, differentiable in `x`; also in `weight` and
+/// `bias` when they are trainable (then through [`composed_layer_norm`]).
 pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, eps: f64) -> Result<Tensor> {
+    if weight.track_op() || bias.is_some_and(Tensor::track_op) {
+        return composed_layer_norm(x, weight, bias, eps);
+    }
     let zeros;
     let bias = match bias {
         Some(b) => b,
@@ -108,8 +128,31 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, eps: f64) 
     })
 }
 
-/// T5's norm: `x / sqrt(mean(x²) + eps) * weight`, no mean subtraction and no bias, differentiable in `x`.
+/// Layer normalisation from elementary ops, which candle differentiates with respect to `x`, `weight` and `bias`:
+/// the path for trainable norms, and the reference the fused path is checked against.
+pub fn composed_layer_norm(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    eps: f64,
+) -> Result<Tensor> {
+    let centered = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
+    let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
+    let y = centered
+        .broadcast_div(&(var + eps)?.sqrt()?)?
+        .broadcast_mul(weight)?;
+    match bias {
+        Some(b) => y.broadcast_add(b),
+        None => Ok(y),
+    }
+}
+
+/// T5's norm: `x / sqrt(mean(x²) + eps) * weight`, no mean subtraction and no bias, differentiable in `x`; also in
+/// `weight` when it is trainable (then through [`composed_rms_norm`]).
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    if weight.track_op() {
+        return composed_rms_norm(x, weight, eps);
+    }
     let y = candle_nn::ops::rms_norm(&x.detach().contiguous()?, weight, eps as f32)?;
     let weight = weight.clone();
     with_input_gradient("rms-norm", x, y, move |x, _, grad| {
@@ -120,6 +163,13 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
         let correction = x.broadcast_mul(&(gx_mean * rstd.sqr()?)?)?;
         (g - correction)?.broadcast_mul(&rstd)
     })
+}
+
+/// RMS normalisation from elementary ops, differentiable with respect to `x` and `weight` (see
+/// [`composed_layer_norm`]).
+pub fn composed_rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
+    x.broadcast_div(&(ms + eps)?.sqrt()?)?.broadcast_mul(weight)
 }
 
 /// Softmax over the last axis, differentiable.
@@ -156,21 +206,7 @@ mod tests {
     }
 
     // References built from elementary ops only, so candle's autograd differentiates them: the gradients the fused
-    // blocks attach by hand must equal these.
-    fn layer_norm_reference(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {
-        let centered = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
-        let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
-        centered
-            .broadcast_div(&(var + eps)?.sqrt()?)?
-            .broadcast_mul(w)?
-            .broadcast_add(b)
-    }
-
-    fn rms_norm_reference(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
-        let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
-        x.broadcast_div(&(ms + eps)?.sqrt()?)?.broadcast_mul(w)
-    }
-
+    // blocks attach by hand must equal these ([`composed_layer_norm`], [`composed_rms_norm`] and this one).
     fn softmax_reference(x: &Tensor) -> Result<Tensor> {
         let e = x
             .broadcast_sub(&x.max_keepdim(D::Minus1)?.detach())?
@@ -222,7 +258,7 @@ mod tests {
         let (dy, dg) = compare(
             &x,
             |x| layer_norm(x, &w, Some(&b), 1e-12),
-            |x| layer_norm_reference(x, &w, &b, 1e-12),
+            |x| composed_layer_norm(x, &w, Some(&b), 1e-12),
         )?;
         assert!(dy < 1e-5 && dg < 1e-5, "value {dy}, relative gradient {dg}");
         Ok(())
@@ -236,7 +272,7 @@ mod tests {
         let (dy, dg) = compare(
             &x,
             |x| rms_norm(x, &w, 1e-6),
-            |x| rms_norm_reference(x, &w, 1e-6),
+            |x| composed_rms_norm(x, &w, 1e-6),
         )?;
         assert!(dy < 1e-5 && dg < 1e-5, "value {dy}, relative gradient {dg}");
         Ok(())
@@ -284,6 +320,69 @@ mod tests {
             softmax_last_dim(&x)?,
         ] {
             assert!(!y.track_op());
+        }
+        Ok(())
+    }
+
+    /// Sum of |gradient| of `var` in `grads`; 0 when it has none.
+    fn gradient_size(grads: &candle_core::backprop::GradStore, var: &Var) -> f32 {
+        grads
+            .get(var)
+            .and_then(|g| g.abs().ok())
+            .and_then(|g| g.sum_all().ok())
+            .and_then(|g| g.to_scalar::<f32>().ok())
+            .unwrap_or(0.0)
+    }
+
+    #[test]
+    fn trainable_weights_get_gradients_equal_to_the_plain_formula() -> Result<()> {
+        let dev = Device::Cpu;
+        let w = Var::from_tensor(&Tensor::randn(0f32, 1., (5, 4), &dev)?)?;
+        let b = Var::from_tensor(&Tensor::randn(0f32, 1., 5, &dev)?)?;
+        let gamma = Var::from_tensor(&(Tensor::randn(0f32, 1., 5, &dev)? + 1.0)?)?;
+        let beta = Var::from_tensor(&Tensor::randn(0f32, 1., 5, &dev)?)?;
+        let rms = Var::from_tensor(&(Tensor::randn(0f32, 1., 5, &dev)? + 1.0)?)?;
+        let linear = Linear {
+            weight: w.as_tensor().clone(),
+            bias: Some(b.as_tensor().clone()),
+        };
+        assert!(linear.is_trainable());
+        // A tracked input too, as inside a network: the fused path would cut the weights off here.
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1., (2, 3, 4), &dev)?)?;
+        let upstream = Tensor::randn(0f32, 1., (2, 3, 5), &dev)?;
+        let through_blocks = |x: &Tensor| -> Result<Tensor> {
+            let h = linear.forward(x)?;
+            let h = layer_norm(&h, gamma.as_tensor(), Some(beta.as_tensor()), 1e-6)?;
+            rms_norm(&h, rms.as_tensor(), 1e-6)
+        };
+        let through_formulas = |x: &Tensor| -> Result<Tensor> {
+            let h = x
+                .broadcast_matmul(&w.as_tensor().t()?)?
+                .broadcast_add(b.as_tensor())?;
+            let h = composed_layer_norm(&h, gamma.as_tensor(), Some(beta.as_tensor()), 1e-6)?;
+            composed_rms_norm(&h, rms.as_tensor(), 1e-6)
+        };
+        let fast = (through_blocks(x.as_tensor())? * &upstream)?
+            .sum_all()?
+            .backward()?;
+        let slow = (through_formulas(x.as_tensor())? * &upstream)?
+            .sum_all()?
+            .backward()?;
+        for (name, var) in [
+            ("input", &x),
+            ("weight", &w),
+            ("bias", &b),
+            ("layer-norm weight", &gamma),
+            ("layer-norm bias", &beta),
+            ("rms-norm weight", &rms),
+        ] {
+            let size = gradient_size(&fast, var);
+            assert!(size > 0.0, "{name}: no gradient");
+            let (Some(g_fast), Some(g_slow)) = (fast.get(var), slow.get(var)) else {
+                panic!("{name}: missing gradient");
+            };
+            let diff = max_abs_diff(g_fast, g_slow);
+            assert!(diff < 1e-4, "{name}: gradients differ by {diff}");
         }
         Ok(())
     }

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use candle_core::{Device, Tensor};
+use candle_core::{Device, Tensor, Var};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -94,7 +94,9 @@ impl Mode<'_> {
     }
 }
 
-/// A frozen pretrained model with hook sites. Its weights are plain tensors, never `Var`s.
+/// A pretrained model with hook sites. Loaded frozen (the usual case) its weights are plain tensors, never `Var`s, and
+/// one instance serves every trial; loaded with [`Weights::Trainable`] (full fine-tuning) its weights are `Var`s that
+/// one trial's optimiser updates in place.
 pub trait Backbone: Send + Sync {
     /// Layers, shapes and parameter count.
     fn info(&self) -> &BackboneInfo;
@@ -111,6 +113,27 @@ pub trait Backbone: Send + Sync {
     fn feature_dim(&self) -> usize {
         self.info().hidden
     }
+
+    /// The weights as variables when the model was loaded with [`Weights::Trainable`], each shared tensor once;
+    /// empty for a frozen model.
+    fn trainable_weights(&self) -> Vec<Var> {
+        Vec::new()
+    }
+
+    /// The longest input (in tokens, special tokens included) the model can encode, when it has a hard limit
+    /// (learned absolute positions); `None` for relative positions. The trainer truncates inputs to it.
+    fn max_positions(&self) -> Option<usize> {
+        None
+    }
+}
+
+/// How a backbone's weights are loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Weights {
+    /// Plain tensors: no gradient is computed for them, one loaded model serves every trial.
+    Frozen,
+    /// `Var`s (full fine-tuning): every weight trains, so each trial needs its own freshly loaded model.
+    Trainable,
 }
 
 /// A registry entry for an architecture; `model_types` are the HF `config.json` values it accepts.
@@ -123,6 +146,29 @@ pub struct ArchitectureEntry {
     pub describe: fn(config_json: &str) -> Result<BackboneInfo>,
     /// Loads the model from a Hugging Face folder (`config.json`, `model.safetensors`).
     pub load: fn(dir: &Path, device: &Device) -> Result<Box<dyn Backbone>>,
+    /// Loads the model with every weight a `Var` ([`Weights::Trainable`], full fine-tuning); `None` when the
+    /// architecture only supports frozen weights.
+    pub load_trainable: Option<fn(dir: &Path, device: &Device) -> Result<Box<dyn Backbone>>>,
+}
+
+impl ArchitectureEntry {
+    /// Loads the model from a Hugging Face folder with frozen or trainable weights.
+    pub fn load_weights(
+        &self,
+        dir: &Path,
+        device: &Device,
+        weights: Weights,
+    ) -> Result<Box<dyn Backbone>> {
+        match (weights, self.load_trainable) {
+            (Weights::Frozen, _) => (self.load)(dir, device),
+            (Weights::Trainable, Some(load)) => load(dir, device),
+            (Weights::Trainable, None) => Err(crate::Error::msg(format!(
+                "architecture `{}` cannot load trainable weights, so full fine-tuning is not available for it; use \
+                 a PEFT design or baseline",
+                self.name
+            ))),
+        }
+    }
 }
 
 inventory::collect!(ArchitectureEntry);

@@ -150,8 +150,14 @@ pub struct TrainingSpec {
     pub batch_size: usize,
     /// Peak AdamW learning rate. Default: 5e-4.
     pub learning_rate: f64,
-    /// Learning rate of the task head. Default: `learning_rate`.
+    /// Learning rate of the task head. Default: `learning_rate` (`full_learning_rate` in full fine-tuning).
     pub head_learning_rate: Option<f64>,
+    /// Peak learning rate of the backbone's weights (and of the head, unless `head_learning_rate` is set) in full
+    /// fine-tuning (`--baseline full`, the `full` final-run baseline). Default: 5e-5.
+    // Left out of the serialised form while it has its default, so that trial ids (hashes of these settings) and
+    // stored results from before this field existed stay valid.
+    #[serde(skip_serializing_if = "defaults::is_full_learning_rate")]
+    pub full_learning_rate: f64,
     /// AdamW decoupled weight decay. Default: 0.0.
     pub weight_decay: f64,
     /// Fraction of steps with linear warm-up, then linear decay to 0. Default: 0.06.
@@ -241,6 +247,7 @@ impl Default for TrainingSpec {
             batch_size: 32,
             learning_rate: 5e-4,
             head_learning_rate: None,
+            full_learning_rate: defaults::FULL_LEARNING_RATE,
             weight_decay: 0.0,
             warmup: 0.06,
             max_seq_len: 128,
@@ -254,6 +261,13 @@ impl Default for TrainingSpec {
 
 mod defaults {
     use super::StrategySpec;
+
+    /// The rate commonly used to fine-tune all of a BERT-sized model.
+    pub const FULL_LEARNING_RATE: f64 = 5e-5;
+
+    pub fn is_full_learning_rate(rate: &f64) -> bool {
+        *rate == FULL_LEARNING_RATE
+    }
 
     pub fn budget() -> f64 {
         0.005

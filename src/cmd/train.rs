@@ -5,11 +5,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context};
 use candle_core::Device;
-use peftspace_core::backbone::Backbone;
+use peftspace_core::backbone::{Backbone, Weights};
 use peftspace_core::budget;
 use peftspace_core::data::{glue_task, load_task, GlueTask, HfTokenizer};
 use peftspace_core::design::{Design, StrategyCodes};
 use peftspace_core::experiment::Experiment;
+use peftspace_core::refine::FULL_FINE_TUNING;
 use peftspace_core::registry::registries;
 use peftspace_core::resolve::Resolver;
 use peftspace_core::spec::{ExperimentSpec, TaskSpec};
@@ -29,7 +30,8 @@ pub struct Args {
     )]
     pub design: Option<String>,
     /// One strategy in every layer at the experiment's budget (`adapter`, `prefix`, `lora`, `bitfit`, or any
-    /// registered strategy); `full` (all weights trainable) is not available yet.
+    /// registered strategy), or `full`: full fine-tuning, every backbone weight trainable (at
+    /// `training.full_learning_rate`), loaded afresh for each task.
     #[arg(long)]
     pub baseline: Option<String>,
     /// Train only this task (an id from the experiment's `tasks`).
@@ -92,14 +94,30 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
     };
 
     let device = Device::cuda_if_available(0)?;
-    let (backbone, tokenizer) = load_backbone(&model.path, &device)?;
+    let full = args.baseline.as_deref() == Some(FULL_FINE_TUNING);
+    let weights = if full {
+        Weights::Trainable
+    } else {
+        Weights::Frozen
+    };
+    let (mut backbone, tokenizer) = load_backbone_with(&model.path, &device, weights)?;
     let plan = build_plan(&args, &exp, backbone.as_ref()).map_err(Exit::usage)?;
-    if plan.is_empty() {
+    if full {
+        eprintln!(
+            "plan: full fine-tuning, all {} backbone weights trainable (learning rate {})",
+            backbone.info().num_params,
+            spec.training.full_learning_rate
+        );
+    } else if plan.is_empty() {
         eprintln!("note: the design tunes no layer; only the task head trains");
     }
 
     let mut rows = Vec::new();
-    for task_spec in &tasks {
+    for (index, task_spec) in tasks.iter().enumerate() {
+        if full && index > 0 {
+            // The previous task's optimiser changed the weights in place: every task starts from the checkpoint.
+            backbone = load_model(&model.path, &device, Weights::Trainable)?;
+        }
         let task = load_task(task_spec, data_dir.as_deref(), &spec_dir, seed)?;
         eprintln!(
             "{}: {} training / {} evaluation examples, seed {seed}",
@@ -136,8 +154,9 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
         })?;
         if rows.is_empty() {
             eprintln!(
-                "trainable parameters: {} (budget {:.3} % of {}) + task head {}",
+                "trainable parameters: {} ({} {:.3} % of {}) + task head {}",
                 outcome.trainable_params,
+                if full { "all weights," } else { "budget" },
                 100.0 * outcome.trainable_params as f64 / backbone.info().num_params as f64,
                 backbone.info().num_params,
                 outcome.head_params
@@ -196,28 +215,52 @@ fn selected_tasks(spec: &ExperimentSpec, args: &Args) -> anyhow::Result<Vec<Task
     Ok(tasks)
 }
 
-/// The backbone from its folder (architecture chosen by `config.json`'s `model_type`) and its tokenizer.
+/// The frozen backbone from its folder (architecture chosen by `config.json`'s `model_type`) and its tokenizer.
 pub fn load_backbone(
     dir: &Path,
     device: &Device,
 ) -> anyhow::Result<(Box<dyn Backbone>, HfTokenizer)> {
-    let config_path = dir.join("config.json");
-    let config: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(&config_path)
-            .with_context(|| format!("reading {}", config_path.display()))?,
-    )
-    .with_context(|| format!("{} is not JSON", config_path.display()))?;
+    load_backbone_with(dir, device, Weights::Frozen)
+}
+
+/// The backbone alone, frozen or trainable (full fine-tuning: a fresh copy per trial).
+pub fn load_model(
+    dir: &Path,
+    device: &Device,
+    weights: Weights,
+) -> anyhow::Result<Box<dyn Backbone>> {
+    let config = read_model_config(dir)?;
     let model_type = config
         .get("model_type")
         .and_then(|v| v.as_str())
-        .ok_or_else(|| anyhow!("{}: no `model_type`", config_path.display()))?;
-    let pad_id = config
+        .ok_or_else(|| anyhow!("{}: no `model_type`", dir.join("config.json").display()))?;
+    Ok(registries()?
+        .architecture_for(model_type)?
+        .load_weights(dir, device, weights)?)
+}
+
+/// [`load_backbone`] with frozen or trainable weights.
+pub fn load_backbone_with(
+    dir: &Path,
+    device: &Device,
+    weights: Weights,
+) -> anyhow::Result<(Box<dyn Backbone>, HfTokenizer)> {
+    let backbone = load_model(dir, device, weights)?;
+    let pad_id = read_model_config(dir)?
         .get("pad_token_id")
         .and_then(|v| v.as_u64())
         .map(|v| v as u32);
-    let backbone = (registries()?.architecture_for(model_type)?.load)(dir, device)?;
     let tokenizer = HfTokenizer::from_file(&dir.join("tokenizer.json"), pad_id)?;
     Ok((backbone, tokenizer))
+}
+
+fn read_model_config(dir: &Path) -> anyhow::Result<serde_json::Value> {
+    let config_path = dir.join("config.json");
+    serde_json::from_str(
+        &std::fs::read_to_string(&config_path)
+            .with_context(|| format!("reading {}", config_path.display()))?,
+    )
+    .with_context(|| format!("{} is not JSON", config_path.display()))
 }
 
 /// The plan the flags ask for: a design solved at the experiment's budget, or a one-strategy baseline.
@@ -234,10 +277,9 @@ fn build_plan(
         budget::solve(info, &design, &strategies, exp.spec.budget)?
     } else {
         let name = args.baseline.as_deref().unwrap_or_default();
-        if name == "full" {
-            return Err(anyhow!(
-                "--baseline full (all backbone weights trainable) is not available yet; use a strategy baseline"
-            ));
+        if name == FULL_FINE_TUNING {
+            // No PEFT module: the trainer trains the backbone's own weights.
+            return Ok(Vec::new());
         }
         let mut strategies = strategies;
         if !strategies.contains_key(name) {

@@ -13,37 +13,43 @@ mod model;
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
-use peftspace_core::backbone::{ArchitectureEntry, Backbone, Batch, Encoded, Mode};
+use candle_core::{DType, Device, Tensor, Var};
+use peftspace_core::backbone::{ArchitectureEntry, Backbone, Batch, Encoded, Mode, Weights};
 use peftspace_core::hooks::LayerHooks;
 use peftspace_core::shapes::BackboneInfo;
 use peftspace_core::{Error, Result};
 
 use crate::seq2seq::attention::{causal_bias, padding_bias};
 use crate::seq2seq::{
-    decoder_ids, first_present, model_error, open_weights, read_config, root_prefix,
+    decoder_ids, first_present, model_error, open_weights_for, read_config, root_prefix,
 };
 pub use config::Config;
 use model::{Stack, StackInput};
 
-/// A frozen BART encoder-decoder with hook sites.
+/// A BART encoder-decoder with hook sites; frozen, or trainable (every weight a `Var`).
 pub struct Bart {
     cfg: Config,
     info: BackboneInfo,
     device: Device,
     encoder: Stack,
     decoder: Stack,
+    trainable: Vec<Var>,
 }
 
 impl Bart {
     /// Loads `config.json` and `model.safetensors` from a Hugging Face folder.
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+        Self::load_with(dir, device, Weights::Frozen)
+    }
+
+    /// [`Self::load`] with frozen or trainable weights.
+    pub fn load_with(dir: &Path, device: &Device, weights: Weights) -> Result<Self> {
         let cfg = read_config(dir, Config::from_json)?;
         let info = cfg.describe().map_err(|message| Error::Model {
             path: dir.join("config.json"),
             message,
         })?;
-        let vb = open_weights(dir, device)?;
+        let (vb, trainable) = open_weights_for(dir, device, weights)?;
         // `BartModel` saves without a prefix, `BartForConditionalGeneration` / `…ForSequenceClassification` under
         // `model.`.
         let root = root_prefix(
@@ -97,6 +103,7 @@ impl Bart {
             device: device.clone(),
             encoder,
             decoder,
+            trainable: trainable.vars(),
         })
     }
 
@@ -146,6 +153,15 @@ impl Backbone for Bart {
     fn features(&self, batch: &Batch, hooks: &dyn LayerHooks, mode: Mode<'_>) -> Result<Tensor> {
         crate::seq2seq::eos_features(self.encode(batch, hooks, mode)?, batch, self.cfg.eos_id())
     }
+
+    fn trainable_weights(&self) -> Vec<Var> {
+        self.trainable.clone()
+    }
+
+    /// The learned position table's rows (without BART's offset of 2).
+    fn max_positions(&self) -> Option<usize> {
+        Some(self.cfg.max_position_embeddings)
+    }
 }
 
 fn describe(config_json: &str) -> Result<BackboneInfo> {
@@ -158,6 +174,10 @@ fn load(dir: &Path, device: &Device) -> Result<Box<dyn Backbone>> {
     Ok(Box::new(Bart::load(dir, device)?))
 }
 
+fn load_trainable(dir: &Path, device: &Device) -> Result<Box<dyn Backbone>> {
+    Ok(Box::new(Bart::load_with(dir, device, Weights::Trainable)?))
+}
+
 peftspace_core::inventory::submit! {
     ArchitectureEntry {
         name: "bart",
@@ -165,5 +185,6 @@ peftspace_core::inventory::submit! {
         summary: "BART encoder-decoder (post-norm, learned positions); features: decoder state at the last EOS",
         describe,
         load,
+        load_trainable: Some(load_trainable),
     }
 }

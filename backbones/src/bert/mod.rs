@@ -12,7 +12,7 @@ use std::path::Path;
 
 use candle_core::Device;
 
-use peftspace_core::backbone::{ArchitectureEntry, Backbone};
+use peftspace_core::backbone::{ArchitectureEntry, Backbone, Weights};
 use peftspace_core::Result;
 
 use crate::checkpoint::{read_config, with_config_path, Checkpoint};
@@ -23,16 +23,26 @@ pub use model::Bert;
 impl Bert {
     /// Loads a BERT or RoBERTa folder (`config.json` + safetensors weights).
     pub fn load(dir: &Path, device: &Device) -> Result<Bert> {
+        Bert::load_with(dir, device, Weights::Frozen)
+    }
+
+    /// [`Bert::load`] with frozen or trainable weights.
+    pub fn load_with(dir: &Path, device: &Device, weights: Weights) -> Result<Bert> {
         let (config_path, text) = read_config(dir)?;
         let config = BertConfig::from_json(&text).map_err(|e| with_config_path(e, &config_path))?;
         let checkpoint = Checkpoint::open(dir)?;
-        Bert::from_checkpoint(config, &checkpoint, device)
+        Bert::from_checkpoint_with(config, &checkpoint, device, weights)
     }
 }
 
 /// [`ArchitectureEntry::load`] for BERT and RoBERTa.
 pub fn load(dir: &Path, device: &Device) -> Result<Box<dyn Backbone>> {
     Ok(Box::new(Bert::load(dir, device)?))
+}
+
+/// [`ArchitectureEntry::load_trainable`] for BERT and RoBERTa.
+pub fn load_trainable(dir: &Path, device: &Device) -> Result<Box<dyn Backbone>> {
+    Ok(Box::new(Bert::load_with(dir, device, Weights::Trainable)?))
 }
 
 peftspace_core::inventory::submit! {
@@ -42,5 +52,6 @@ peftspace_core::inventory::submit! {
         summary: "BERT / RoBERTa / MiniLM encoder (post-LN, learned positions, pooled CLS)",
         describe,
         load,
+        load_trainable: Some(load_trainable),
     }
 }

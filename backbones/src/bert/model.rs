@@ -4,10 +4,10 @@
 //! is called here; with [`peftspace_core::hooks::NoHooks`] the output equals transformers' `BertModel` /
 //! `RobertaModel` in eval mode.
 
-use candle_core::{DType, Device, IndexOp, Module, Tensor};
+use candle_core::{DType, Device, IndexOp, Module, Tensor, Var};
 use candle_nn::VarBuilder;
 
-use peftspace_core::backbone::{Backbone, Batch, Encoded, Mode};
+use peftspace_core::backbone::{Backbone, Batch, Encoded, Mode, Weights};
 use peftspace_core::hooks::LayerHooks;
 use peftspace_core::shapes::{AttentionKind, BackboneInfo, NormSite, ResidualSite, SiteKind};
 use peftspace_core::{Error, Result};
@@ -260,7 +260,8 @@ impl Layer {
     }
 }
 
-/// A loaded BERT or RoBERTa encoder. Its weights are plain tensors (frozen).
+/// A loaded BERT or RoBERTa encoder. Its weights are plain tensors (frozen), or `Var`s when loaded with
+/// [`Weights::Trainable`].
 pub struct Bert {
     config: BertConfig,
     info: BackboneInfo,
@@ -268,6 +269,7 @@ pub struct Bert {
     embeddings: Embeddings,
     layers: Vec<Layer>,
     pooler: Option<Linear>,
+    trainable: Vec<Var>,
 }
 
 impl Bert {
@@ -279,6 +281,16 @@ impl Bert {
         checkpoint: &Checkpoint,
         device: &Device,
     ) -> Result<Bert> {
+        Bert::from_checkpoint_with(config, checkpoint, device, Weights::Frozen)
+    }
+
+    /// [`Bert::from_checkpoint`] with frozen or trainable weights.
+    pub fn from_checkpoint_with(
+        config: BertConfig,
+        checkpoint: &Checkpoint,
+        device: &Device,
+        weights: Weights,
+    ) -> Result<Bert> {
         let flavour = config.flavour().ok_or_else(|| {
             Error::msg(format!(
                 "model_type `{}` is not BERT or RoBERTa",
@@ -286,7 +298,7 @@ impl Bert {
             ))
         })?;
         let prefix = flavour.checkpoint_prefix();
-        let mut vb = checkpoint.var_builder(device);
+        let (mut vb, trainable) = checkpoint.var_builder_for(device, weights);
         let mut pooler_name = "pooler.dense.weight".to_string();
         if !checkpoint.contains("embeddings.word_embeddings.weight")
             && checkpoint.has_prefix(prefix)
@@ -312,6 +324,7 @@ impl Bert {
             embeddings,
             layers,
             pooler,
+            trainable: trainable.vars(),
         })
     }
 
@@ -386,5 +399,14 @@ impl Backbone for Bert {
     fn features(&self, batch: &Batch, hooks: &dyn LayerHooks, mode: Mode<'_>) -> Result<Tensor> {
         let encoded = self.encode(batch, hooks, mode)?;
         self.pool(&encoded.encoder_hidden)
+    }
+
+    fn trainable_weights(&self) -> Vec<Var> {
+        self.trainable.clone()
+    }
+
+    /// The position table's rows minus RoBERTa's offset (`padding_idx + 1`; 0 for BERT).
+    fn max_positions(&self) -> Option<usize> {
+        Some(self.config.max_sequence_len())
     }
 }

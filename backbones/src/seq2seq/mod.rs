@@ -7,14 +7,14 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
-use peftspace_core::backbone::{Batch, Encoded};
+use peftspace_core::backbone::{Batch, Encoded, Weights};
 use peftspace_core::hooks::LayerHooks;
 use peftspace_core::shapes::{LinearSite, SiteKind};
 use peftspace_core::{Error, Result};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use crate::checkpoint::{self, Checkpoint};
+use crate::checkpoint::{self, Checkpoint, TrainableWeights};
 use crate::ops::Linear;
 
 /// Reads `config.json` of a model folder and parses it with `parse` (which also checks it); errors name the file.
@@ -31,6 +31,15 @@ pub fn parse_config<T: DeserializeOwned>(text: &str) -> std::result::Result<T, S
 /// Opens the weights of a model folder (memory-mapped, converted to F32 on `device` as they are asked for).
 pub fn open_weights(dir: &Path, device: &Device) -> Result<VarBuilder<'static>> {
     Ok(Checkpoint::open(dir)?.var_builder(device))
+}
+
+/// [`open_weights`] for frozen or trainable weights; the second value records the `Var`s handed out when trainable.
+pub fn open_weights_for(
+    dir: &Path,
+    device: &Device,
+    weights: Weights,
+) -> Result<(VarBuilder<'static>, TrainableWeights)> {
+    Ok(Checkpoint::open(dir)?.var_builder_for(device, weights))
 }
 
 /// Wraps a loading error with the model folder; only the first line is kept (candle appends a backtrace when
@@ -133,7 +142,7 @@ impl Activation {
     }
 }
 
-/// Looks up `[batch, seq]` ids in a frozen `[vocab, width]` table.
+/// Looks up `[batch, seq]` ids in a `[vocab, width]` table (frozen or trainable).
 pub fn embed(table: &Tensor, ids: &Tensor) -> Result<Tensor> {
     let (batch, seq) = ids.dims2()?;
     if batch * seq == 0 {
@@ -212,7 +221,7 @@ pub fn gather_rows(hidden: &Tensor, positions: &[usize]) -> Result<Tensor> {
         .index_select(&index, 0)?)
 }
 
-/// Runs a frozen projection and passes its output through the `linear` hook.
+/// Runs a projection and passes its output through the `linear` hook.
 pub fn project(
     hooks: &dyn LayerHooks,
     layer: usize,

@@ -16,38 +16,44 @@ mod model;
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
-use peftspace_core::backbone::{ArchitectureEntry, Backbone, Batch, Encoded, Mode};
+use candle_core::{DType, Device, Tensor, Var};
+use peftspace_core::backbone::{ArchitectureEntry, Backbone, Batch, Encoded, Mode, Weights};
 use peftspace_core::hooks::LayerHooks;
 use peftspace_core::shapes::BackboneInfo;
 use peftspace_core::{Error, Result};
 
 use crate::seq2seq::attention::{causal_bias, padding_bias};
 use crate::seq2seq::{
-    decoder_ids, first_present, model_error, open_weights, read_config, root_prefix,
+    decoder_ids, first_present, model_error, open_weights_for, read_config, root_prefix,
 };
 pub use config::Config;
 use model::{Stack, StackInput};
 
-/// A frozen T5 encoder-decoder with hook sites.
+/// A T5 encoder-decoder with hook sites; frozen, or trainable (every weight a `Var`).
 pub struct T5 {
     cfg: Config,
     info: BackboneInfo,
     device: Device,
     encoder: Stack,
     decoder: Stack,
+    trainable: Vec<Var>,
 }
 
 impl T5 {
     /// Loads `config.json` and `model.safetensors` from a Hugging Face folder.
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+        Self::load_with(dir, device, Weights::Frozen)
+    }
+
+    /// [`Self::load`] with frozen or trainable weights.
+    pub fn load_with(dir: &Path, device: &Device, weights: Weights) -> Result<Self> {
         let cfg = read_config(dir, Config::from_json)?;
         let config_path = dir.join("config.json");
         let info = cfg.describe().map_err(|message| Error::Model {
             path: config_path,
             message,
         })?;
-        let vb = open_weights(dir, device)?;
+        let (vb, trainable) = open_weights_for(dir, device, weights)?;
         // `T5Model` / `T5ForConditionalGeneration` save without a prefix, `T5ForSequenceClassification` under
         // `transformer.`.
         let root = root_prefix(
@@ -97,6 +103,7 @@ impl T5 {
             device: device.clone(),
             encoder,
             decoder,
+            trainable: trainable.vars(),
         })
     }
 
@@ -146,6 +153,15 @@ impl Backbone for T5 {
     fn features(&self, batch: &Batch, hooks: &dyn LayerHooks, mode: Mode<'_>) -> Result<Tensor> {
         crate::seq2seq::eos_features(self.encode(batch, hooks, mode)?, batch, self.cfg.eos_id())
     }
+
+    fn trainable_weights(&self) -> Vec<Var> {
+        self.trainable.clone()
+    }
+
+    /// Relative position buckets: no hard limit on the input length.
+    fn max_positions(&self) -> Option<usize> {
+        None
+    }
 }
 
 fn describe(config_json: &str) -> Result<BackboneInfo> {
@@ -158,6 +174,10 @@ fn load(dir: &Path, device: &Device) -> Result<Box<dyn Backbone>> {
     Ok(Box::new(T5::load(dir, device)?))
 }
 
+fn load_trainable(dir: &Path, device: &Device) -> Result<Box<dyn Backbone>> {
+    Ok(Box::new(T5::load_with(dir, device, Weights::Trainable)?))
+}
+
 peftspace_core::inventory::submit! {
     ArchitectureEntry {
         name: "t5",
@@ -165,5 +185,6 @@ peftspace_core::inventory::submit! {
         summary: "T5 encoder-decoder (v1.0 ReLU and v1.1/flan gated-GELU FFN); features: decoder state at the last EOS",
         describe,
         load,
+        load_trainable: Some(load_trainable),
     }
 }

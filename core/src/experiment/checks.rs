@@ -310,6 +310,12 @@ fn check_training(p: &Parsed) -> Result<()> {
             );
         }
     }
+    if !(t.full_learning_rate.is_finite() && t.full_learning_rate > 0.0) {
+        return bad(
+            "full_learning_rate",
+            format!("{} must be a positive number", t.full_learning_rate),
+        );
+    }
     if !(t.weight_decay.is_finite() && t.weight_decay >= 0.0) {
         return bad(
             "weight_decay",

@@ -8,6 +8,7 @@ use crate::spec::Dimension;
 use crate::{Error, Result};
 
 use super::space::{SampledDesign, SearchSpace};
+use super::trial::FULL_FINE_TUNING;
 
 /// A design space plus what sampling needs (backbone shapes, strategies, budget, rules).
 pub struct ExperimentSpace {
@@ -31,6 +32,24 @@ impl ExperimentSpace {
         let ctx = &self.context;
         let plan = crate::budget::solve(&ctx.info, &design, &ctx.strategies, ctx.fraction)?;
         self.summarise(&design, plan.target, plan.achieved)
+    }
+
+    /// The full fine-tuning baseline: no groups to speak of, all of the backbone trains.
+    fn full_fine_tuning(&self) -> SampledDesign {
+        let info = &self.context.info;
+        let target = (self.context.fraction * info.num_params as f64).round() as u64;
+        SampledDesign {
+            text: FULL_FINE_TUNING.to_string(),
+            group_sizes: info.num_layers().to_string(),
+            allocation: "1".into(),
+            tuned_groups: "1".into(),
+            strategy_sets: FULL_FINE_TUNING.to_string(),
+            target_params: target,
+            planned_params: info.num_params as u64,
+            backbone_params: info.num_params as u64,
+            draws: 0,
+            rejected: 0,
+        }
     }
 
     fn summarise(&self, design: &Design, target: usize, achieved: usize) -> Result<SampledDesign> {
@@ -89,13 +108,11 @@ impl SearchSpace for ExperimentSpace {
         Ok(summary)
     }
 
-    /// One strategy in every layer: groups as equal as the layers allow, per-layer budget equal, all tuned.
+    /// One strategy in every layer: groups as equal as the layers allow, per-layer budget equal, all tuned; or
+    /// `full`: every backbone weight trainable (design text [`FULL_FINE_TUNING`]), planned at the backbone's size.
     fn baseline(&self, name: &str) -> Result<SampledDesign> {
-        if name == "full" {
-            return Err(Error::msg(
-                "baseline `full` (all backbone weights trainable) is not supported by the refinement runner yet; \
-                 remove it from final_runs.baselines",
-            ));
+        if name == FULL_FINE_TUNING {
+            return Ok(self.full_fine_tuning());
         }
         if !self.space.available.iter().any(|s| s == name) {
             return Err(Error::msg(format!(
@@ -165,6 +182,30 @@ mod tests {
         }
         assert!(designs.iter().any(|d| d.rejected > 0));
         assert_eq!(space.baseline("lora")?.draws, 0);
+        Ok(())
+    }
+
+    #[test]
+    fn the_full_baseline_plans_every_backbone_weight() -> Result<()> {
+        let names = ["adapter", "lora"].map(String::from).to_vec();
+        let info = minilm();
+        let context = SampleContext {
+            info: info.clone(),
+            strategies: strategies(),
+            fraction: 0.005,
+            registries: registries(),
+        };
+        let space = ExperimentSpace::new(DesignSpace::new(6, 2, names)?, context);
+        let full = space.baseline("full")?;
+        assert_eq!(full.text, FULL_FINE_TUNING);
+        assert_eq!(full.planned_params, info.num_params as u64);
+        assert_eq!(full.backbone_params, info.num_params as u64);
+        assert_eq!(
+            full.target_params,
+            (0.005 * info.num_params as f64).round() as u64
+        );
+        // Still only the experiment's strategies (and `full`) are baselines.
+        assert!(space.baseline("prefix").is_err());
         Ok(())
     }
 }

@@ -23,7 +23,9 @@ pub use plan::{
 pub use runner::{manifest, run_experiment, RunOutcome};
 pub use space::{SampledDesign, SearchSpace};
 pub use synthetic::{SyntheticExecutor, SyntheticSpace};
-pub use trial::{derive_seed, hex_sha256, TrialOutcome, TrialRecord, TrialSpec, TrialStatus};
+pub use trial::{
+    derive_seed, hex_sha256, TrialOutcome, TrialRecord, TrialSpec, TrialStatus, FULL_FINE_TUNING,
+};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

@@ -8,6 +8,10 @@ use sha2::{Digest, Sha256};
 use crate::spec::{StrategySpec, TaskSpec, TrainingSpec};
 use crate::Result;
 
+/// The design text of the full fine-tuning baseline: every backbone weight trains (plus the task head), no PEFT
+/// module. Executors recognise it with [`TrialSpec::is_full_fine_tuning`].
+pub const FULL_FINE_TUNING: &str = "full";
+
 /// Everything a trial executor needs to run one trial.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrialSpec {
@@ -76,6 +80,14 @@ impl TrialSpec {
     }
 }
 
+impl TrialSpec {
+    /// Whether this trial is the full fine-tuning baseline (its executor must load the backbone with trainable
+    /// weights, afresh for this trial).
+    pub fn is_full_fine_tuning(&self) -> bool {
+        self.design == FULL_FINE_TUNING
+    }
+}
+
 /// How a trial ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -111,7 +123,8 @@ pub struct TrialOutcome {
     pub metrics: BTreeMap<String, f64>,
     /// The task's GLUE primary score; `None` unless the status is `Ok`.
     pub primary: Option<f64>,
-    /// Trainable parameters the design really created (task head excluded).
+    /// Trainable parameters the design really created (task head excluded); all backbone weights for full
+    /// fine-tuning.
     pub trainable_params: u64,
     /// Parameters of the task head, reported apart from the budget.
     pub head_params: u64,

@@ -3,7 +3,9 @@
 //! [`run_trial`] tokenises the task, builds the design's strategies into hooks, adds a task head, and trains with
 //! AdamW (per-strategy learning rates), a linear warm-up/decay schedule and global gradient clipping, on
 //! length-bucketed batches; it scores the evaluation set after every epoch. On CPU a seed fixes everything:
-//! initialisation, dropout and data order.
+//! initialisation, dropout and data order. Inputs are truncated to `training.max_seq_len`, or to the backbone's
+//! position limit ([`Backbone::max_positions`]) when that is shorter. A backbone loaded with trainable weights is
+//! fully fine-tuned (all its weights plus the head; the plan is then usually empty).
 
 mod batches;
 mod design;
@@ -23,7 +25,10 @@ use crate::spec::{StrategySpec, TrainingSpec};
 
 /// Everything one trial needs.
 pub struct TrialInput<'a> {
-    /// The frozen model (weights shared between trials; a trial only adds hooks).
+    /// The model. Frozen (weights shared between trials; a trial only adds hooks), or loaded with trainable weights
+    /// for full fine-tuning: then every [`Backbone::trainable_weights`] variable trains too (at
+    /// `training.full_learning_rate`) and is counted in `trainable_params`; such a model is updated in place and
+    /// must be loaded afresh for each trial.
     pub backbone: &'a dyn Backbone,
     /// The backbone's tokenizer.
     pub encoder: &'a dyn TextEncoder,
@@ -95,7 +100,8 @@ pub struct TrialOutcome {
     /// 1-based epoch whose metrics were selected.
     pub selected_epoch: Option<usize>,
     pub per_epoch: Vec<EpochReport>,
-    /// Scalars in the design's strategies (the budget counts these).
+    /// Scalars in the design's strategies (the budget counts these), plus the backbone's weights when they train
+    /// (full fine-tuning).
     pub trainable_params: usize,
     /// Scalars in the task head (reported apart from the budget).
     pub head_params: usize,

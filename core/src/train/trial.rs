@@ -60,16 +60,32 @@ pub fn run_trial(input: &TrialInput<'_>) -> Result<TrialOutcome> {
         &mut store,
     )?;
     let head = TaskHead::new(&mut store, backbone.feature_dim(), &task.kind)?;
+    // Full fine-tuning: a backbone loaded with trainable weights trains all of them, at the full-fine-tuning rate
+    // (the head too, unless it has its own), as in the usual full fine-tuning recipe.
+    let backbone_vars = backbone.trainable_weights();
+    let backbone_params: usize = backbone_vars.iter().map(|v| v.elem_count()).sum();
+    let base_rate = if backbone_vars.is_empty() {
+        training.learning_rate
+    } else {
+        training.full_learning_rate
+    };
     let mut groups = design.groups;
     groups.push(ParamGroup {
         name: "head".into(),
         vars: head.vars(),
-        learning_rate: training
-            .head_learning_rate
-            .unwrap_or(training.learning_rate),
+        learning_rate: training.head_learning_rate.unwrap_or(base_rate),
         weight_decay: training.weight_decay,
     });
-    let all_vars = store.vars();
+    let mut all_vars = store.vars();
+    if !backbone_vars.is_empty() {
+        all_vars.extend(backbone_vars.iter().cloned());
+        groups.push(ParamGroup {
+            name: "backbone".into(),
+            vars: backbone_vars,
+            learning_rate: training.full_learning_rate,
+            weight_decay: training.weight_decay,
+        });
+    }
     let mut optimizer = AdamW::new(groups);
 
     let steps_per_epoch = train_tokens.len().div_ceil(training.batch_size);
@@ -85,7 +101,7 @@ pub fn run_trial(input: &TrialInput<'_>) -> Result<TrialOutcome> {
         metrics: Metrics::default(),
         selected_epoch: None,
         per_epoch: Vec::new(),
-        trainable_params: design.trainable_params,
+        trainable_params: design.trainable_params + backbone_params,
         head_params: head.num_params(),
         steps: 0,
         seconds: 0.0,
@@ -199,15 +215,19 @@ fn finish(
     outcome
 }
 
+/// Tokenises `examples`, truncated to `training.max_seq_len` or to the backbone's position limit if shorter (a text
+/// too long for the model is cut, not a failed trial).
 fn tokenize(input: &TrialInput<'_>, examples: &[Example]) -> Result<Vec<Tokens>> {
+    let max_len = max_input_len(input.training.max_seq_len, input.backbone.max_positions());
     examples
         .iter()
-        .map(|e| {
-            input
-                .encoder
-                .encode(&e.text, e.pair.as_deref(), input.training.max_seq_len)
-        })
+        .map(|e| input.encoder.encode(&e.text, e.pair.as_deref(), max_len))
         .collect()
+}
+
+/// `min(max_seq_len, max_positions)`; `max_seq_len` when the model has no position limit.
+pub(crate) fn max_input_len(max_seq_len: usize, max_positions: Option<usize>) -> usize {
+    max_positions.map_or(max_seq_len, |limit| max_seq_len.min(limit))
 }
 
 fn progress_bar(show: bool, steps: u64, task: &str) -> ProgressBar {

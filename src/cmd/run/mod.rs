@@ -152,14 +152,6 @@ fn make_executor(experiment: &Experiment, global: &Global) -> Result<Box<dyn Tri
     if synthetic_mode() {
         return Ok(Box::new(SyntheticExecutor::from_env()));
     }
-    if let Some(final_runs) = &experiment.spec.final_runs {
-        if final_runs.baselines.iter().any(|b| b == "full") {
-            return Err(Exit::usage(experiment.error_at(
-                "final_runs.baselines",
-                "baseline `full` (all backbone weights trainable) is not supported by `peftspace run` yet; remove it",
-            )));
-        }
-    }
     let executor = trainer::TrainerExecutor::new(
         experiment,
         global.model.as_deref(),

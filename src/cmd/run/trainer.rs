@@ -1,5 +1,6 @@
 //! The real trial executor: the frozen backbone loaded once per process, task data loaded once per task, and
-//! `peftspace_core::train::run_trial` for each trial.
+//! `peftspace_core::train::run_trial` for each trial. The full fine-tuning baseline loads its own trainable copy of
+//! the backbone for each trial (the optimiser changes those weights in place).
 //!
 //! A design's text is parsed and solved by the budget solver into per-layer strategy sizes, exactly as the sampler
 //! solved it when it drew the design.
@@ -10,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use candle_core::Device;
-use peftspace_core::backbone::Backbone;
+use peftspace_core::backbone::{Backbone, Weights};
 use peftspace_core::budget::{self, Strategies};
 use peftspace_core::data::{self, HfTokenizer, TaskData};
 use peftspace_core::design::{Design, StrategyCodes};
@@ -152,9 +153,17 @@ impl TrialExecutor for TrainerExecutor {
     }
 
     fn run(&self, trial: &TrialSpec) -> Result<TrialOutcome> {
-        let (backbone, encoder) = self.loaded()?;
+        let (shared, encoder) = self.loaded()?;
         let task = self.task(&trial.task)?;
-        let plan = self.plan(trial, backbone.as_ref())?;
+        let (backbone, plan): (Arc<dyn Backbone>, _) = if trial.is_full_fine_tuning() {
+            let fresh =
+                crate::cmd::train::load_model(&self.model_dir, &Device::Cpu, Weights::Trainable)
+                    .map_err(|e| Error::msg(format!("{e:#}")))?;
+            (Arc::from(fresh), Vec::new())
+        } else {
+            let plan = self.plan(trial, shared.as_ref())?;
+            (shared, plan)
+        };
         let input = TrialInput {
             backbone: backbone.as_ref(),
             encoder: encoder.as_ref(),
