@@ -94,10 +94,12 @@ impl TrainerExecutor {
         Ok(loaded)
     }
 
-    /// The design's per-layer strategy sizes, from its text and the budget solver.
+    /// The design's per-layer strategy sizes, from its text and the budget solver. No tolerance check here: a
+    /// sampled design passed it when it was drawn (the solver is deterministic, so the sizes are the same), and a
+    /// baseline may miss the budget by construction (BitFit's size is fixed).
     fn plan(&self, trial: &TrialSpec, backbone: &dyn Backbone) -> Result<Vec<LayerAssignment>> {
         let design = Design::parse(&trial.design, &self.codes)?;
-        let plan = budget::solve(backbone.info(), &design, &self.strategies, trial.budget)?;
+        let plan = budget::allocate(backbone.info(), &design, &self.strategies, trial.budget)?;
         Ok(plan.layer_assignments())
     }
 }
