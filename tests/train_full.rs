@@ -4,6 +4,7 @@
 //! to them rather than failing the trial.
 
 mod common;
+mod refine_support;
 
 // Links the built-in strategies, evaluators and backbones into this test binary.
 use peftspace_backbones as _;
@@ -152,22 +153,6 @@ fn peftspace_train(experiment: &Path, baseline: &str, out: &Path) -> std::proces
         .expect("run peftspace")
 }
 
-fn read_rows(path: &Path) -> Vec<std::collections::BTreeMap<String, String>> {
-    let mut reader = csv::Reader::from_path(path).expect("csv");
-    let headers = reader.headers().expect("header").clone();
-    reader
-        .records()
-        .map(|r| {
-            let r = r.expect("row");
-            headers
-                .iter()
-                .map(String::from)
-                .zip(r.iter().map(String::from))
-                .collect()
-        })
-        .collect()
-}
-
 #[test]
 fn train_baseline_full_trains_every_backbone_weight_end_to_end() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -182,7 +167,7 @@ fn train_baseline_full_trains_every_backbone_weight_end_to_end() {
         )),
         "{stderr}"
     );
-    let rows = read_rows(&out);
+    let rows = refine_support::read_csv(&out);
     assert_eq!(rows.len(), 2, "one row per task");
     for row in &rows {
         assert_eq!(row["status"], "completed", "{row:?}");
@@ -213,7 +198,7 @@ fn texts_longer_than_the_models_positions_are_truncated_not_fatal() {
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "train failed:\n{stderr}");
     assert!(!stderr.contains("longer than the model allows"), "{stderr}");
-    for row in read_rows(&out) {
+    for row in refine_support::read_csv(&out) {
         assert_eq!(row["status"], "completed", "{row:?}");
     }
     assert!(TINY_BERT_POSITIONS < 64);
@@ -261,7 +246,7 @@ fn refinement_final_runs_train_the_full_baseline() {
         String::from_utf8_lossy(&run.stdout),
         String::from_utf8_lossy(&run.stderr)
     );
-    let trials = read_rows(&out.join("trials.csv"));
+    let trials = refine_support::read_csv(&out.join("trials.csv"));
     let full: Vec<_> = trials
         .iter()
         .filter(|r| r["stage"] == "final" && r["candidate"] == "full")
@@ -269,7 +254,7 @@ fn refinement_final_runs_train_the_full_baseline() {
     assert_eq!(full.len(), 1, "{trials:?}");
     assert_eq!(full[0]["status"], "ok", "{:?}", full[0]);
     assert_eq!(full[0]["trainable_params"], TINY_BERT_PARAMS.to_string());
-    let methods = read_rows(&out.join("final.csv"));
+    let methods = refine_support::read_csv(&out.join("final.csv"));
     let row = methods
         .iter()
         .find(|r| r["method"] == "full")
