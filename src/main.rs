@@ -1,11 +1,12 @@
 //! The `peftspace` command line: parsing and dispatch only; the work happens in the library crates.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 mod cmd;
+
+use cmd::Global;
 
 // The built-in plugins and backbones register themselves with `inventory`; naming the crates here makes sure the
 // linker keeps them in the binary.
@@ -20,23 +21,6 @@ struct Cli {
     global: Global,
     #[command(subcommand)]
     command: Command,
-}
-
-/// Options every command accepts.
-#[derive(clap::Args, Debug, Clone)]
-pub struct Global {
-    /// Backbone folder (config.json, model.safetensors, tokenizer.json); overrides the experiment file.
-    #[arg(long, global = true, env = "PEFTSPACE_MODEL")]
-    pub model: Option<PathBuf>,
-    /// Folder holding GLUE task folders as GLUE ships them (CoLA, SST-2, MRPC, …); overrides the experiment file.
-    #[arg(long, global = true, env = "PEFTSPACE_DATA")]
-    pub data_dir: Option<PathBuf>,
-    /// A dynamic plugin library to load (repeatable).
-    #[arg(long = "plugin", global = true)]
-    pub plugins: Vec<PathBuf>,
-    /// Never touch the network; fail with a list of what is missing instead.
-    #[arg(long, global = true)]
-    pub offline: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -55,32 +39,6 @@ enum Command {
     Run(cmd::run::Args),
     /// Re-render tables and plots from stored results.
     Report(cmd::report::Args),
-}
-
-/// An error with the exit code it should end the process with.
-#[derive(Debug)]
-pub struct Exit {
-    pub code: u8,
-    pub error: anyhow::Error,
-}
-
-impl<E: Into<anyhow::Error>> From<E> for Exit {
-    fn from(e: E) -> Self {
-        Exit {
-            code: 1,
-            error: e.into(),
-        }
-    }
-}
-
-impl Exit {
-    /// Invalid user input (experiment file, flags): exit code 2.
-    pub fn usage(error: impl Into<anyhow::Error>) -> Self {
-        Exit {
-            code: 2,
-            error: error.into(),
-        }
-    }
 }
 
 fn main() -> ExitCode {

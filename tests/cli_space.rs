@@ -237,7 +237,8 @@ fn sample_solves_a_given_design() {
 fn sample_explains_a_missing_config() {
     let (_dir, path) = experiment(BASE);
     let out = peftspace(&["sample", path.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
+    // A model folder the user named that is not there is invalid input: exit code 2.
+    assert_eq!(out.status.code(), Some(2));
     let stderr = text(&out.stderr);
     assert!(
         stderr.contains(&Path::new("model").join("config.json").display().to_string()),

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use peftspace_core::experiment::describe_backbone;
+use peftspace_core::model::ModelFolder;
 use peftspace_core::registry::registries;
 use peftspace_core::shapes::BackboneInfo;
 
@@ -14,7 +14,9 @@ use peftspace_plugins as _;
 fn bert_base() -> BackboneInfo {
     let dir =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/configs/bert-base-uncased");
-    describe_backbone(&dir, &registries().expect("registries")).expect("describe bert-base")
+    ModelFolder::open(&dir)
+        .and_then(|m| m.describe(&registries().expect("registries")))
+        .expect("describe bert-base")
 }
 
 fn count(strategy: &str, options: &str, size: usize) -> usize {

@@ -6,12 +6,10 @@ mod refine_support;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use peftspace_core::refine::{
-    self, NoProgress, SerialPool, SyntheticExecutor, SyntheticSpace, TrialExecutor, TrialOutcome,
-    TrialSpec,
-};
+use peftspace_core::refine::{self, NoProgress, SerialPool, SyntheticExecutor, SyntheticSpace};
 use peftspace_core::spec::{ExperimentSpec, TaskSpec};
 use peftspace_core::store::{self, ResultStore};
+use peftspace_core::trial::{TrialExecutor, TrialOutcome, TrialSpec};
 use peftspace_core::{report, Result};
 
 fn spec(samples: usize) -> ExperimentSpec {

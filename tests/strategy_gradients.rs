@@ -5,11 +5,12 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use peftspace_backbones::tokenizer::TextTokenizer;
 use peftspace_core::backbone::Mode;
+use peftspace_core::budget::LayerAssignment;
+use peftspace_core::model::ModelFolder;
 use peftspace_core::params::ParamStore;
 use peftspace_core::spec::TrainingSpec;
-use peftspace_core::train::{build_design, LayerAssignment};
+use peftspace_core::train::build_design;
 
 // The built-in strategies and backbones register through `inventory`: name the crates so they are linked.
 use peftspace_backbones as _;
@@ -52,9 +53,11 @@ fn check(model: &str, strategies: &[(&str, usize)]) {
         let moved = (var.as_tensor() + 0.05).expect("shift");
         var.set(&moved).expect("set");
     }
-    let tokenizer = TextTokenizer::from_dir(&dir, 16).expect("tokenizer");
+    let tokenizer = ModelFolder::open(&dir)
+        .and_then(|m| m.tokenizer())
+        .expect("tokenizer");
     let batch = tokenizer
-        .batch(&[("hello world", None), ("the cat sat", None)], &device)
+        .batch(&[("hello world", None), ("the cat sat", None)], 16, &device)
         .expect("batch");
     let features = backbone
         .features(&batch, &built.hooks, Mode::Eval)

@@ -17,7 +17,8 @@ use candle_core::Device;
 use common::{ensure_accuracy_evaluator, synthetic_task, ToyTokenizer};
 use peftspace_core::backbone::Weights;
 use peftspace_core::spec::TrainingSpec;
-use peftspace_core::train::{run_trial, TrialInput, TrialStatus};
+use peftspace_core::train::{run_trial, TrialInput};
+use peftspace_core::trial::TrialStatus;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -55,7 +56,7 @@ fn full_fine_tuning_of_a_tiny_bert_learns_a_separable_task() {
     };
     let out = run_trial(&TrialInput {
         backbone: backbone.as_ref(),
-        encoder: &ToyTokenizer,
+        tokenizer: &ToyTokenizer,
         task: &task,
         plan: &[],
         strategies: &[],
@@ -65,7 +66,7 @@ fn full_fine_tuning_of_a_tiny_bert_learns_a_separable_task() {
         on_epoch: None,
     })
     .expect("trial runs");
-    assert_eq!(out.status, TrialStatus::Completed);
+    assert_eq!(out.status, TrialStatus::Ok);
     assert_eq!(out.trainable_params, TINY_BERT_PARAMS);
     let first = out.per_epoch[0].train_loss;
     let last = out.per_epoch[3].train_loss;
@@ -170,7 +171,7 @@ fn train_baseline_full_trains_every_backbone_weight_end_to_end() {
     let rows = refine_support::read_csv(&out);
     assert_eq!(rows.len(), 2, "one row per task");
     for row in &rows {
-        assert_eq!(row["status"], "completed", "{row:?}");
+        assert_eq!(row["status"], "ok", "{row:?}");
         assert_eq!(row["trainable_params"], TINY_BERT_PARAMS.to_string());
         // Two classes: a hidden-width linear layer plus its biases.
         assert_eq!(row["head_params"], (2 * 32 + 2).to_string());
@@ -199,7 +200,7 @@ fn texts_longer_than_the_models_positions_are_truncated_not_fatal() {
     assert!(run.status.success(), "train failed:\n{stderr}");
     assert!(!stderr.contains("longer than the model allows"), "{stderr}");
     for row in refine_support::read_csv(&out) {
-        assert_eq!(row["status"], "completed", "{row:?}");
+        assert_eq!(row["status"], "ok", "{row:?}");
     }
     assert!(TINY_BERT_POSITIONS < 64);
 }

@@ -14,13 +14,14 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use peftspace_core::backbone::Backbone;
-use peftspace_core::data::{glue_task, load_glue, load_task, HfTokenizer, TaskData};
+use peftspace_core::budget::LayerAssignment;
+use peftspace_core::data::{glue_task, load_glue, load_task, TaskData};
+use peftspace_core::model::Tokenizer;
 use peftspace_core::registry::registries;
 use peftspace_core::resolve::split_mrpc;
 use peftspace_core::spec::{StrategySpec, TaskSpec, TrainingSpec};
-use peftspace_core::train::{
-    run_trial, uniform_plan, LayerAssignment, TrialInput, TrialOutcome, TrialStatus,
-};
+use peftspace_core::train::{run_trial, uniform_plan, TrainingReport, TrialInput};
+use peftspace_core::trial::TrialStatus;
 
 // Link the built-in strategies, evaluators and architectures into this test binary.
 use peftspace_backbones as _;
@@ -32,7 +33,7 @@ fn shared() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"))
 }
 
-fn minilm() -> (Box<dyn Backbone>, HfTokenizer) {
+fn minilm() -> (Box<dyn Backbone>, Tokenizer) {
     let dir = shared().join("models/all-MiniLM-L6-v2");
     let backbone = (registries()
         .expect("registries")
@@ -41,7 +42,7 @@ fn minilm() -> (Box<dyn Backbone>, HfTokenizer) {
         .load)(&dir, &Device::Cpu)
     .expect("MiniLM loads");
     let tokenizer =
-        HfTokenizer::from_file(&dir.join("tokenizer.json"), Some(0)).expect("tokenizer loads");
+        Tokenizer::from_file(&dir.join("tokenizer.json"), Some(0)).expect("tokenizer loads");
     (backbone, tokenizer)
 }
 
@@ -57,12 +58,12 @@ fn task(id: &str, max_train: usize, max_eval: Option<usize>) -> TaskData {
 
 fn train(
     backbone: &dyn Backbone,
-    tokenizer: &HfTokenizer,
+    tokenizer: &Tokenizer,
     task: &TaskData,
     plan: &[LayerAssignment],
     strategies: &[StrategySpec],
     training: &TrainingSpec,
-) -> TrialOutcome {
+) -> TrainingReport {
     let print = |r: &peftspace_core::train::EpochReport| {
         eprintln!(
             "{} epoch {}: loss {:.4} {:?} ({:.0} s)",
@@ -71,7 +72,7 @@ fn train(
     };
     let out = run_trial(&TrialInput {
         backbone,
-        encoder: tokenizer,
+        tokenizer,
         task,
         plan,
         strategies,
@@ -91,7 +92,7 @@ fn train(
         out.steps,
         out.seconds
     );
-    assert_eq!(out.status, TrialStatus::Completed);
+    assert_eq!(out.status, TrialStatus::Ok);
     out
 }
 
@@ -247,7 +248,7 @@ fn real_glue_files_load_with_their_known_sizes() {
 #[test]
 #[ignore = "real-data: needs ../shared (PEFTSPACE_SHARED)"]
 fn minilm_tokenizer_matches_bert_layout() {
-    use peftspace_core::data::TextEncoder;
+    use peftspace_core::data::Tokenize;
     let (_, tokenizer) = minilm();
     let t = tokenizer
         .encode("hello world", Some("good bye"), 128)

@@ -8,15 +8,15 @@ use peftspace_plugins as _;
 
 use candle_core::Tensor;
 use common::{ensure_accuracy_evaluator, synthetic_task, ToyBackbone, ToyTokenizer};
+use peftspace_core::budget::LayerAssignment;
 use peftspace_core::hooks::{add_bias, LayerModule};
 use peftspace_core::params::ParamStore;
 use peftspace_core::registry::with_registries_mut;
 use peftspace_core::shapes::{LayerShape, SiteKind};
 use peftspace_core::spec::{Select, StrategySpec, TrainingSpec};
 use peftspace_core::strategy::{StrategyEntry, TuningStrategy};
-use peftspace_core::train::{
-    run_trial, uniform_plan, LayerAssignment, TrialInput, TrialOutcome, TrialStatus,
-};
+use peftspace_core::train::{run_trial, uniform_plan, TrainingReport, TrialInput};
+use peftspace_core::trial::TrialStatus;
 use peftspace_core::Result;
 
 /// A minimal strategy local to this test: a trainable bias after the FFN output projection.
@@ -94,7 +94,7 @@ fn trial(
     training: &TrainingSpec,
     seed: u64,
     task_seed: u64,
-) -> TrialOutcome {
+) -> TrainingReport {
     ensure_accuracy_evaluator();
     register_test_strategy();
     let backbone = ToyBackbone::new(2, 11).expect("toy backbone");
@@ -102,7 +102,7 @@ fn trial(
     let strategies: Vec<StrategySpec> = Vec::new();
     run_trial(&TrialInput {
         backbone: &backbone,
-        encoder: &ToyTokenizer,
+        tokenizer: &ToyTokenizer,
         task: &task,
         plan,
         strategies: &strategies,
@@ -123,7 +123,7 @@ fn a_design_learns_a_separable_task() {
         0,
     );
     let out = trial(&plan, &training(4), 1, 5);
-    assert_eq!(out.status, TrialStatus::Completed);
+    assert_eq!(out.status, TrialStatus::Ok);
     assert_eq!(out.trainable_params, 2 * common::HIDDEN);
     assert_eq!(out.head_params, 2 * common::HIDDEN + 2);
     assert_eq!(out.per_epoch.len(), 4);
@@ -144,7 +144,7 @@ fn same_seed_same_scores_other_seed_differs() {
     let a = trial(&[], &training, 3, 5);
     let b = trial(&[], &training, 3, 5);
     let c = trial(&[], &training, 4, 5);
-    let losses = |o: &TrialOutcome| o.per_epoch.iter().map(|r| r.train_loss).collect::<Vec<_>>();
+    let losses = |o: &TrainingReport| o.per_epoch.iter().map(|r| r.train_loss).collect::<Vec<_>>();
     assert_eq!(losses(&a), losses(&b));
     assert_eq!(a.metrics, b.metrics);
     assert_ne!(losses(&a), losses(&c));
@@ -161,7 +161,7 @@ fn nan_label_diverges_at_the_first_step() {
     }
     let out = run_trial(&TrialInput {
         backbone: &backbone,
-        encoder: &ToyTokenizer,
+        tokenizer: &ToyTokenizer,
         task: &task,
         plan: &[],
         strategies: &[],
@@ -235,7 +235,7 @@ fn strategy_learning_rate_zero_freezes_it_while_head_trains() {
     let run = |plan: &[LayerAssignment], strategies: &[StrategySpec]| {
         run_trial(&TrialInput {
             backbone: &backbone,
-            encoder: &ToyTokenizer,
+            tokenizer: &ToyTokenizer,
             task: &task,
             plan,
             strategies,
@@ -274,7 +274,7 @@ fn each_builtin_strategy_and_all_four_together_learn() {
             .collect();
         let out = trial(&plan, &training(4), 1, 5);
         let names: Vec<&str> = strategies.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(out.status, TrialStatus::Completed, "{names:?}");
+        assert_eq!(out.status, TrialStatus::Ok, "{names:?}");
         assert!(out.trainable_params > 0, "{names:?}");
         let (first, last) = (out.per_epoch[0].train_loss, out.per_epoch[3].train_loss);
         assert!(

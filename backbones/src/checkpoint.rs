@@ -16,14 +16,8 @@ use candle_nn::VarBuilder;
 use serde::de::DeserializeOwned;
 
 use peftspace_core::backbone::Weights;
+use peftspace_core::model::{weight_files, CONFIG_FILE};
 use peftspace_core::{Error, Result};
-
-/// File name of the model configuration inside a model folder.
-pub const CONFIG_FILE: &str = "config.json";
-/// File name of single-file weights.
-pub const WEIGHTS_FILE: &str = "model.safetensors";
-/// File name of the index of sharded weights.
-pub const WEIGHTS_INDEX_FILE: &str = "model.safetensors.index.json";
 
 /// An error about `config.json` raised where its full path is not known yet; [`with_config_path`] completes it.
 pub fn config_error(message: impl Into<String>) -> Error {
@@ -80,20 +74,6 @@ pub fn read_config(dir: &Path) -> Result<(PathBuf, String)> {
         path: path.clone(),
     })?;
     Ok((path, text))
-}
-
-/// The `model_type` field of `config.json` text.
-pub fn model_type(config_path: &Path, text: &str) -> Result<String> {
-    #[derive(serde::Deserialize)]
-    struct Head {
-        model_type: Option<String>,
-    }
-    let head: Head = parse_config(text).map_err(|e| with_config_path(e, config_path))?;
-    head.model_type.ok_or_else(|| Error::Model {
-        path: config_path.to_path_buf(),
-        message: "no `model_type` field; add the Hugging Face model type (e.g. \"bert\")"
-            .to_string(),
-    })
 }
 
 /// The memory-mapped weights of a model folder.
@@ -285,56 +265,6 @@ impl SimpleBackend for TrainableBackend {
 fn is_float(dtype: safetensors::Dtype) -> bool {
     use safetensors::Dtype::*;
     matches!(dtype, F16 | BF16 | F32 | F64)
-}
-
-/// The weight files of a folder: the single file, or the shards of the index sorted by name.
-fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let single = dir.join(WEIGHTS_FILE);
-    if single.is_file() {
-        return Ok(vec![single]);
-    }
-    let index = dir.join(WEIGHTS_INDEX_FILE);
-    if !index.is_file() {
-        return Err(Error::Model {
-            path: single,
-            message: format!(
-                "no such file (nor {WEIGHTS_INDEX_FILE}); the folder needs safetensors weights (convert a \
-                 pytorch_model.bin with transformers' save_pretrained(..., safe_serialization=True))"
-            ),
-        });
-    }
-    #[derive(serde::Deserialize)]
-    struct Index {
-        weight_map: BTreeMap<String, String>,
-    }
-    let text = std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
-    let parsed: Index = serde_json::from_str(&text).map_err(|e| Error::Model {
-        path: index.clone(),
-        message: format!("invalid index: {e}"),
-    })?;
-    let mut files: Vec<PathBuf> = Vec::new();
-    for shard in parsed.weight_map.values() {
-        let path = dir.join(shard);
-        if !files.contains(&path) {
-            files.push(path);
-        }
-    }
-    files.sort();
-    for path in &files {
-        if !path.is_file() {
-            return Err(Error::Model {
-                path: path.clone(),
-                message: format!("no such file (listed in {})", index.display()),
-            });
-        }
-    }
-    if files.is_empty() {
-        return Err(Error::Model {
-            path: index,
-            message: "the weight_map lists no tensors".to_string(),
-        });
-    }
-    Ok(files)
 }
 
 /// Reads a safetensors header and checks that the file holds every byte it announces; returns the tensor names.

@@ -7,9 +7,9 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
-use peftspace_backbones::checkpoint::{WEIGHTS_FILE, WEIGHTS_INDEX_FILE};
 use peftspace_core::backbone::Mode;
 use peftspace_core::hooks::NoHooks;
+use peftspace_core::model::{WEIGHTS_FILE, WEIGHTS_INDEX_FILE};
 
 use common::{load_tensors, max_abs_diff, reference_batch, scratch_copy};
 

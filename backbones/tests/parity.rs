@@ -5,9 +5,10 @@ mod common;
 
 use candle_core::{DType, Device};
 use peftspace_backbones::bert::Bert;
-use peftspace_backbones::tokenizer::TextTokenizer;
 use peftspace_core::backbone::{Backbone, Mode};
+use peftspace_core::data::Tokenize;
 use peftspace_core::hooks::NoHooks;
+use peftspace_core::model::{ModelFolder, Tokenizer};
 
 use common::{fixture, load_tensors, max_abs_diff, reference_batch};
 
@@ -67,10 +68,10 @@ fn check_tokenizer(name: &str) {
     let expected = reference_batch(&reference);
     let model = Bert::load(&dir, &Device::Cpu).expect("fixture loads");
     // The fixture's tokenizer.json pads to 24 and truncates (tiny-bert): both must be overridden.
-    let tokenizer = TextTokenizer::from_dir(&dir, 64)
-        .expect("tokenizer")
-        .with_pad_id(model.config().pad_id());
-    let batch = tokenizer.batch(&EXAMPLES, &Device::Cpu).expect("batch");
+    let tokenizer =
+        Tokenizer::from_file(&dir.join("tokenizer.json"), Some(model.config().pad_id()))
+            .expect("tokenizer");
+    let batch = tokenizer.batch(&EXAMPLES, 64, &Device::Cpu).expect("batch");
     let ids = |t: &candle_core::Tensor| {
         t.to_dtype(DType::U32)
             .and_then(|t| t.to_vec2::<u32>())
@@ -111,16 +112,18 @@ fn tiny_roberta_tokenizer_matches_transformers() {
 
 #[test]
 fn truncation_keeps_the_special_tokens() {
-    let tokenizer = TextTokenizer::from_dir(&fixture("tiny-bert"), 5).expect("tokenizer");
+    let tokenizer = ModelFolder::open(fixture("tiny-bert"))
+        .and_then(|m| m.tokenizer())
+        .expect("tokenizer");
     let tokens = tokenizer
-        .encode("the cat sat on the mat", None)
+        .encode("the cat sat on the mat", None, 5)
         .expect("encode");
     assert_eq!(tokens.ids.len(), 5);
     let cls = tokenizer.inner().token_to_id("[CLS]").expect("[CLS]");
     let sep = tokenizer.inner().token_to_id("[SEP]").expect("[SEP]");
     assert_eq!((tokens.ids[0], tokens.ids[4]), (cls, sep));
     let pair = tokenizer
-        .encode("the cat sat on the mat", Some("a dog runs"))
+        .encode("the cat sat on the mat", Some("a dog runs"), 5)
         .expect("encode pair");
     assert_eq!(pair.ids.len(), 5);
 }
@@ -129,13 +132,13 @@ fn truncation_keeps_the_special_tokens() {
 fn padding_does_not_change_real_tokens() {
     let dir = fixture("tiny-roberta");
     let model = Bert::load(&dir, &Device::Cpu).expect("fixture loads");
-    let tokenizer = TextTokenizer::from_dir(&dir, 64)
-        .expect("tokenizer")
-        .with_pad_id(model.config().pad_id());
+    let tokenizer =
+        Tokenizer::from_file(&dir.join("tokenizer.json"), Some(model.config().pad_id()))
+            .expect("tokenizer");
     let alone = tokenizer
-        .batch(&EXAMPLES[..1], &Device::Cpu)
+        .batch(&EXAMPLES[..1], 64, &Device::Cpu)
         .expect("batch");
-    let padded = tokenizer.batch(&EXAMPLES, &Device::Cpu).expect("batch");
+    let padded = tokenizer.batch(&EXAMPLES, 64, &Device::Cpu).expect("batch");
     let n = alone.input_ids.dim(1).expect("seq");
     assert!(
         padded.input_ids.dim(1).expect("seq") > n,

@@ -6,14 +6,21 @@ mod common;
 
 use candle_core::Device;
 use peftspace_backbones::checkpoint::Checkpoint;
-use peftspace_backbones::tokenizer::TextTokenizer;
 use peftspace_core::backbone::Mode;
+use peftspace_core::data::Tokenize;
 use peftspace_core::hooks::NoHooks;
+use peftspace_core::model::{ModelFolder, Tokenizer};
 
 use common::{fixture, load_tensors, max_abs_diff, reference_batch, shared_dir};
 
 fn minilm_dir() -> std::path::PathBuf {
     shared_dir().join("models").join("all-MiniLM-L6-v2")
+}
+
+fn minilm_tokenizer(dir: &std::path::Path) -> Tokenizer {
+    ModelFolder::open(dir)
+        .and_then(|m| m.tokenizer())
+        .expect("tokenizer")
 }
 
 fn read_json(path: &std::path::Path) -> serde_json::Value {
@@ -67,8 +74,8 @@ fn minilm_hidden_states_match_transformers() {
         .iter()
         .map(|(a, b)| (a.as_str(), b.as_deref()))
         .collect();
-    let tokenizer = TextTokenizer::from_dir(&dir, 512).expect("tokenizer");
-    let ours = tokenizer.batch(&refs, &Device::Cpu).expect("batch");
+    let tokenizer = minilm_tokenizer(&dir);
+    let ours = tokenizer.batch(&refs, 512, &Device::Cpu).expect("batch");
     assert_eq!(
         ours.input_ids.to_vec2::<u32>().expect("ids"),
         batch.input_ids.to_vec2::<u32>().expect("ids")
@@ -88,13 +95,13 @@ fn minilm_hidden_states_match_transformers() {
 #[test]
 #[ignore = "real-data: needs ../shared (PEFTSPACE_SHARED)"]
 fn minilm_token_ids_match_the_fast_tokenizer() {
-    let tokenizer = TextTokenizer::from_dir(&minilm_dir(), 512).expect("tokenizer");
+    let tokenizer = minilm_tokenizer(&minilm_dir());
     let expected = read_json(&fixture("minilm").join("tokens.json"));
     let texts = expected["texts"].as_array().expect("texts");
     assert!(texts.len() >= 10);
     for entry in texts {
         let text = entry["text"].as_str().expect("text");
-        let ours = tokenizer.encode(text, None).expect("encode");
+        let ours = tokenizer.encode(text, None, 512).expect("encode");
         assert_eq!(ours.ids, ids_of(&entry["ids"]), "{text:?}");
     }
     for entry in expected["pairs"].as_array().expect("pairs") {
@@ -102,14 +109,14 @@ fn minilm_token_ids_match_the_fast_tokenizer() {
             entry["text"].as_str().expect("text"),
             entry["pair"].as_str().expect("pair"),
         );
-        let ours = tokenizer.encode(a, Some(b)).expect("encode");
+        let ours = tokenizer.encode(a, Some(b), 512).expect("encode");
         assert_eq!(ours.ids, ids_of(&entry["ids"]), "{a:?} / {b:?}");
         assert_eq!(ours.type_ids, ids_of(&entry["type_ids"]), "{a:?} / {b:?}");
     }
     // The file pads to 128; we must not.
     assert_eq!(
         tokenizer
-            .encode("Hello, world!", None)
+            .encode("Hello, world!", None, 512)
             .expect("encode")
             .ids
             .len(),

@@ -157,9 +157,11 @@ fn fixture_tokenizers_reproduce_the_reference_batch() {
     ];
     for (name, texts) in cases {
         let dir = fixture(name);
-        let tokenizer = peftspace_backbones::tokenizer::TextTokenizer::from_dir(&dir, 64).unwrap();
+        let tokenizer = peftspace_core::model::ModelFolder::open(&dir)
+            .and_then(|m| m.tokenizer())
+            .unwrap();
         let examples: Vec<(&str, Option<&str>)> = texts.iter().map(|t| (*t, None)).collect();
-        let batch = tokenizer.batch(&examples, &Device::Cpu).unwrap();
+        let batch = tokenizer.batch(&examples, 64, &Device::Cpu).unwrap();
         let r = reference(name);
         assert_eq!(
             max_abs_diff(

@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use peftspace_backbones::tokenizer::TextTokenizer;
 use peftspace_core::backbone::{Batch, Dropout, Mode, Weights};
 use peftspace_core::hooks::NoHooks;
+use peftspace_core::model::ModelFolder;
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -16,10 +16,13 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn batch(dir: &Path, device: &Device) -> Batch {
-    let tokenizer = TextTokenizer::from_dir(dir, 16).expect("tokenizer");
+    let tokenizer = ModelFolder::open(dir)
+        .and_then(|m| m.tokenizer())
+        .expect("tokenizer");
     tokenizer
         .batch(
             &[("hello world", Some("a pair")), ("the cat sat", None)],
+            16,
             device,
         )
         .expect("batch")

@@ -52,9 +52,18 @@ pub struct LayerPlan {
     pub strategies: Vec<StrategySize>,
 }
 
+/// The strategies of one layer, each with its size (adapter width, prefix length, LoRA rank; ignored by BitFit).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LayerAssignment {
+    /// Global layer index.
+    pub layer: usize,
+    /// `(strategy name, size)` in the order their modules run.
+    pub strategies: Vec<(String, usize)>,
+}
+
 /// A solved design: per layer, per strategy, its size and parameter count.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Plan {
+pub struct BudgetPlan {
     /// `fraction × backbone parameters`, rounded.
     pub target: usize,
     /// Trainable parameters of all strategies in all layers (task heads not included).
@@ -66,7 +75,7 @@ pub struct Plan {
     pub layers: Vec<LayerPlan>,
 }
 
-impl Plan {
+impl BudgetPlan {
     /// `(achieved − target) / target`.
     pub fn relative_error(&self) -> f64 {
         if self.target == 0 {
@@ -84,13 +93,13 @@ impl Plan {
         })
     }
 
-    /// The plan as the trainer builds it ([`crate::train::build_design`]): per layer, `(strategy, size)` pairs.
+    /// The plan as the trainer builds it (`train::build_design`): per layer, `(strategy, size)` pairs.
     /// Untuned layers are left out.
-    pub fn layer_assignments(&self) -> Vec<crate::train::LayerAssignment> {
+    pub fn layer_assignments(&self) -> Vec<LayerAssignment> {
         self.layers
             .iter()
             .filter(|l| !l.strategies.is_empty())
-            .map(|l| crate::train::LayerAssignment {
+            .map(|l| LayerAssignment {
                 layer: l.layer,
                 strategies: l
                     .strategies
@@ -135,8 +144,8 @@ pub fn solve(
     design: &Design,
     strategies: &Strategies,
     fraction: f64,
-) -> Result<Plan> {
-    let plan = allocate(info, design, strategies, fraction)?;
+) -> Result<BudgetPlan> {
+    let plan = solve_unchecked(info, design, strategies, fraction)?;
     let err = plan.relative_error();
     if err.abs() > TOLERANCE {
         return Err(Error::Budget(format!(
@@ -152,12 +161,12 @@ pub fn solve(
 
 /// Solves a design without the tolerance check; errors ([`Error::Budget`]) only when a strategy cannot get even
 /// size 1 in every layer of its group.
-pub fn allocate(
+pub fn solve_unchecked(
     info: &BackboneInfo,
     design: &Design,
     strategies: &Strategies,
     fraction: f64,
-) -> Result<Plan> {
+) -> Result<BudgetPlan> {
     design.check()?;
     if design.layers() != info.num_layers() {
         return Err(Error::msg(format!(
@@ -311,7 +320,7 @@ pub fn allocate(
             });
         }
     }
-    Ok(Plan {
+    Ok(BudgetPlan {
         target: target_exact.round() as usize,
         achieved: group_params.iter().sum(),
         group_budgets,

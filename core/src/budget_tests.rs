@@ -7,7 +7,7 @@ fn design(text: &str) -> Design {
     Design::parse(text, &codes()).unwrap()
 }
 
-fn sizes_of(plan: &Plan, strategy: &str) -> Vec<usize> {
+fn sizes_of(plan: &BudgetPlan, strategy: &str) -> Vec<usize> {
     plan.layers
         .iter()
         .map(|l| {
@@ -76,7 +76,7 @@ fn bitfit_alone_passes_its_rest_to_the_other_groups_in_proportion() {
 #[test]
 fn uneven_passing_follows_shares() {
     // G1 (BitFit, share 0.1) passes 54,741.12 − 25,344 = 29,397.12; G2 and G3 get it in ratio 0.3 : 0.6.
-    let plan = allocate(
+    let plan = solve_unchecked(
         &bert_base(),
         &design("g=3,3,6 a=0.1,0.3,0.6 s=B|L|P"),
         &strategies(),
@@ -142,7 +142,7 @@ fn a_share_too_small_for_size_one_names_group_strategy_and_numbers() {
 #[test]
 fn all_fixed_designs_far_from_the_target_are_rejected() {
     let d = design("g=6,6 s=B|B");
-    let plan = allocate(&bert_base(), &d, &strategies(), 0.005).unwrap();
+    let plan = solve_unchecked(&bert_base(), &d, &strategies(), 0.005).unwrap();
     assert_eq!(plan.achieved, 12 * 8_448);
     let err = solve(&bert_base(), &d, &strategies(), 0.005)
         .unwrap_err()
@@ -207,7 +207,7 @@ proptest! {
     fn plans_are_exact_and_sizes_within_a_group_differ_by_at_most_one(d in arb_design()) {
         let info = minilm();
         let strategies = strategies();
-        if let Ok(plan) = allocate(&info, &d, &strategies, 0.005) {
+        if let Ok(plan) = solve_unchecked(&info, &d, &strategies, 0.005) {
             let mut total = 0;
             for l in &plan.layers {
                 for s in &l.strategies {

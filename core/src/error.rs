@@ -63,6 +63,11 @@ pub enum Error {
         message: String,
     },
 
+    /// Something the user must provide is not there (a model or data folder, a file offline mode cannot
+    /// download); the message lists what is missing and how to provide it.
+    #[error("{0}")]
+    Missing(String),
+
     /// Any other invalid argument or state, with a message meant for a person.
     #[error("{0}")]
     Msg(String),

@@ -9,11 +9,13 @@ pub mod backbone;
 pub mod budget;
 pub mod data;
 pub mod design;
+pub mod device;
 pub mod error;
 pub mod evaluator;
 pub mod experiment;
 pub mod grouping;
 pub mod hooks;
+pub mod model;
 pub mod params;
 pub mod plugin_abi;
 pub mod plugin_loader;
@@ -27,8 +29,13 @@ pub mod spec;
 pub mod stats;
 pub mod store;
 pub mod strategy;
+pub mod tensor_ops;
 pub mod train;
+pub mod trial;
 
+/// Stand-ins (backbone shapes, strategies, registries) for the unit tests of this crate and of crates that enable
+/// the `test-doubles` feature in their dev-dependencies; not part of a normal build.
+#[cfg(any(test, feature = "test-doubles"))]
 #[doc(hidden)]
 pub mod test_doubles;
 

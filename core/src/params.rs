@@ -59,7 +59,7 @@ impl ParamStore {
             )));
         }
         // Made by the host's copy of candle even when called from a dynamic plugin (see `plugin_abi`).
-        let var = crate::plugin_abi::ops()
+        let var = crate::tensor_ops::ops()
             .var_from_tensor(&init.to_dtype(DType::F32)?.to_device(&self.device)?)?;
         self.vars.push((full, var.clone()));
         Ok(var)

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use rand::{Rng, RngCore};
 
-use crate::budget::{self, Plan, Strategies};
+use crate::budget::{self, BudgetPlan, Strategies};
 use crate::design::{group_name, Design};
 use crate::registry::Registries;
 use crate::shapes::BackboneInfo;
@@ -63,7 +63,7 @@ pub struct SampleContext {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SampledDesign {
     pub design: Design,
-    pub plan: Plan,
+    pub plan: BudgetPlan,
 }
 
 /// Draw statistics of one candidate's sampling.

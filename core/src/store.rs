@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::refine::TrialRecord;
+use crate::trial::TrialRecord;
 use crate::{Error, Result};
 
 pub const TRIALS_FILE: &str = "trials.jsonl";
@@ -275,7 +275,7 @@ pub(crate) fn pretty(value: &impl serde::Serialize) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::refine::{TrialOutcome, TrialStatus};
+    use crate::trial::{TrialOutcome, TrialStatus};
 
     fn record(id: &str, primary: f64) -> TrialRecord {
         TrialRecord {

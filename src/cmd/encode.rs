@@ -5,14 +5,17 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use anyhow::{anyhow, Context};
-use candle_core::{Device, Tensor};
-use peftspace_backbones::tokenizer::{pad_batch, TextTokenizer, Tokens};
-use peftspace_core::backbone::{Batch, Mode};
+use candle_core::Tensor;
+use peftspace_core::backbone::{Batch, Mode, Weights};
+use peftspace_core::data::{pad_batch, Tokenize, Tokens};
 use peftspace_core::hooks::NoHooks;
+use peftspace_core::registry::registries;
+use peftspace_core::resolve::ModelNeeds;
+use peftspace_core::spec::BackboneSpec;
 
-use crate::{Exit, Global};
+use super::{Exit, Global};
 
-/// Encode one example with the model given by `--model DIR`.
+/// Encode one example with the model given by `--model DIR` (or `PEFTSPACE_MODEL`, or `--hub-id`).
 #[derive(clap::Args, Debug)]
 #[command(group(clap::ArgGroup::new("input").required(true).args(["text", "ids"])))]
 pub struct Args {
@@ -28,24 +31,36 @@ pub struct Args {
     /// Decoder input ids for encoder-decoders, comma-separated (default: derived by the model).
     #[arg(long, value_delimiter = ',', num_args = 1..)]
     pub decoder_ids: Option<Vec<u32>>,
+    /// A Hugging Face model id, taken from the cache or downloaded when neither --model nor PEFTSPACE_MODEL is given.
+    #[arg(long)]
+    pub hub_id: Option<String>,
     /// Output file: `encoder_hidden` [seq, hidden] (and `decoder_hidden` [dec_seq, hidden]) as F32.
     #[arg(long)]
     pub out: PathBuf,
 }
 
 pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
-    let model_dir = global.model.clone().ok_or_else(|| {
-        Exit::usage(anyhow!(
-            "`encode` needs --model DIR (a Hugging Face model folder)"
-        ))
-    })?;
-    let device = Device::Cpu;
-    let backbone = peftspace_backbones::load(&model_dir, &device)?;
+    let spec = BackboneSpec {
+        path: None,
+        hub_id: args.hub_id.clone(),
+    };
+    let model = super::resolver(global)
+        .model_folder(
+            global.model.as_deref(),
+            &spec,
+            std::path::Path::new("."),
+            ModelNeeds::Everything,
+        )
+        .map_err(Exit::library)?;
+    let (_, device) = super::device(global)?;
+    let backbone = model
+        .load(&registries()?, &device, Weights::Frozen)
+        .map_err(Exit::library)?;
     let tokens = match (&args.text, &args.ids) {
         (Some(text), _) => {
             // One example, no truncation: a too-long text is reported by the model, not silently cut.
-            let tokenizer = TextTokenizer::from_dir(&model_dir, usize::MAX)?;
-            tokenizer.encode(text, args.pair.as_deref())?
+            let tokenizer = model.tokenizer().map_err(Exit::library)?;
+            tokenizer.encode(text, args.pair.as_deref(), usize::MAX)?
         }
         (None, Some(ids)) if !ids.is_empty() => Tokens {
             ids: ids.clone(),
@@ -57,7 +72,7 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
             )))
         }
     };
-    let mut batch: Batch = pad_batch(&[tokens], 0, &device)?;
+    let mut batch: Batch = pad_batch(&[&tokens], 0, &device)?;
     if let Some(dec) = &args.decoder_ids {
         batch.decoder_input_ids = Some(Tensor::from_vec(dec.clone(), (1, dec.len()), &device)?);
     }

@@ -2,7 +2,7 @@
 
 use peftspace_core::registry::{registries, Registered};
 
-use crate::{Exit, Global};
+use super::{Exit, Global};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {}

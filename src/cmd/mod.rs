@@ -1,4 +1,6 @@
-//! One module per subcommand; each has `Args` (clap) and `run(args, global)`.
+//! One module per subcommand; each has `Args` (clap) and `run(args, global)`. This module holds what they share:
+//! the global options, the exit-code carrying error, and the calls that turn options into library objects (the
+//! model and data resolver, the device).
 
 pub mod encode;
 pub mod list;
@@ -8,11 +10,127 @@ pub mod sample;
 pub mod train;
 pub mod validate;
 
-use crate::{Exit, Global};
+use std::path::PathBuf;
+
+use candle_core::Device;
+use peftspace_core::device::{DeviceChoice, DEVICE_ENV};
+use peftspace_core::experiment::Experiment;
+use peftspace_core::model::ModelFolder;
+use peftspace_core::resolve::{ModelNeeds, Resolver};
+use peftspace_core::spec::TaskSpec;
+
+/// Options every command accepts.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Global {
+    /// Backbone folder (config.json, model.safetensors, tokenizer.json); overrides the experiment file.
+    #[arg(long, global = true, env = "PEFTSPACE_MODEL")]
+    pub model: Option<PathBuf>,
+    /// Folder holding GLUE task folders as GLUE ships them (CoLA, SST-2, MRPC, …); overrides the experiment file.
+    #[arg(long, global = true, env = "PEFTSPACE_DATA")]
+    pub data_dir: Option<PathBuf>,
+    /// A dynamic plugin library to load (repeatable).
+    #[arg(long = "plugin", global = true)]
+    pub plugins: Vec<PathBuf>,
+    /// Never touch the network; fail with a list of what is missing instead.
+    #[arg(long, global = true)]
+    pub offline: bool,
+    /// Where models run: `cpu`, `cuda` or `cuda:N`. Default: `cuda:0` when this build has CUDA and a GPU is
+    /// present, else `cpu`.
+    #[arg(long, global = true, env = DEVICE_ENV)]
+    pub device: Option<String>,
+}
+
+/// An error with the exit code it should end the process with.
+#[derive(Debug)]
+pub struct Exit {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Exit {
+    fn from(e: E) -> Self {
+        Exit {
+            code: 1,
+            error: e.into(),
+        }
+    }
+}
+
+impl Exit {
+    /// Invalid user input (experiment file, flags): exit code 2.
+    pub fn usage(error: impl Into<anyhow::Error>) -> Self {
+        Exit {
+            code: 2,
+            error: error.into(),
+        }
+    }
+
+    /// A library error: exit code 2 when the user must fix something they gave or must provide (a missing model
+    /// or data folder, a file offline mode cannot download, an unusable checkpoint), else 1.
+    pub fn library(error: peftspace_core::Error) -> Self {
+        use peftspace_core::Error;
+        match error {
+            Error::Missing(_) | Error::Model { .. } | Error::Spec { .. } | Error::Data { .. } => {
+                Exit::usage(error)
+            }
+            other => Exit::from(other),
+        }
+    }
+}
 
 /// Loads the `--plugin` libraries before any command looks at the registries.
 pub fn load_plugins(global: &Global) -> Result<(), Exit> {
     // A plugin the user named that cannot be loaded is a usage error: the message names the file and the reason.
     peftspace_core::plugin_loader::load_plugins(&global.plugins).map_err(Exit::usage)?;
     Ok(())
+}
+
+/// The resolver with this invocation's `--offline` and the process environment.
+pub fn resolver(global: &Global) -> Resolver {
+    Resolver::from_env(global.offline)
+}
+
+/// The experiment's model folder: `--model` > `PEFTSPACE_MODEL` > the file's `backbone.path` > `backbone.hub_id`
+/// from the cache or downloaded (what `needs` asks for only).
+pub fn model_folder(
+    global: &Global,
+    experiment: &Experiment,
+    needs: ModelNeeds,
+) -> Result<ModelFolder, Exit> {
+    resolver(global)
+        .model_folder(
+            global.model.as_deref(),
+            &experiment.spec.backbone,
+            &experiment.base_dir(),
+            needs,
+        )
+        .map_err(Exit::library)
+}
+
+/// The folder holding GLUE's task folders when any of `tasks` is a GLUE task (`None` when all are custom): the
+/// flag, the environment, the file's `data_dir`, else the cache (downloaded when online).
+pub fn glue_data_dir(
+    global: &Global,
+    experiment: &Experiment,
+    tasks: &[TaskSpec],
+) -> Result<Option<PathBuf>, Exit> {
+    resolver(global)
+        .glue_data_for(
+            global.data_dir.as_deref(),
+            experiment.spec.data_dir.as_deref(),
+            &experiment.base_dir(),
+            tasks,
+        )
+        .map_err(Exit::library)
+}
+
+/// The device `--device` (or `PEFTSPACE_DEVICE`) names, else the build's default; printed by the commands that
+/// train.
+pub fn device(global: &Global) -> Result<(DeviceChoice, Device), Exit> {
+    let choice = match &global.device {
+        Some(text) => DeviceChoice::parse(text).map_err(Exit::usage)?,
+        None => DeviceChoice::default_for_build(),
+    };
+    let device = choice.open().map_err(Exit::usage)?;
+    Ok((choice, device))
 }

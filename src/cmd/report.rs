@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::{Exit, Global};
+use super::{Exit, Global};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

@@ -7,14 +7,14 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{anyhow, Context};
+use anyhow::Context;
 use peftspace_core::budget::{self, thousands};
 use peftspace_core::design::{Design, StrategyCodes};
-use peftspace_core::experiment::describe_backbone;
 use peftspace_core::registry::registries;
+use peftspace_core::resolve::ModelNeeds;
 use peftspace_core::space::{seeded_rng, SampleStats, SampledDesign};
 
-use crate::{Exit, Global};
+use super::{Exit, Global};
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -54,14 +54,9 @@ struct Row {
 pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
     let exp = super::validate::load_experiment(&args.file, global)?;
     let reg = registries()?;
-    let dir = exp.backbone_dir(global.model.as_deref()).ok_or_else(|| {
-        Exit::usage(anyhow!(
-            "{}: the experiment names no local backbone folder (only hub_id {:?}); pass --model DIR",
-            args.file.display(),
-            exp.spec.backbone.hub_id.as_deref().unwrap_or("")
-        ))
-    })?;
-    let info = describe_backbone(&dir, &reg)?;
+    // Sampling needs the backbone's shapes only: config.json, nothing else is resolved or downloaded.
+    let model = super::model_folder(global, &exp, ModelNeeds::Config)?;
+    let info = model.describe(&reg).map_err(Exit::library)?;
     let space = match &args.stage {
         None => exp.space(&info),
         Some(name) => {

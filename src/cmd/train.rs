@@ -4,19 +4,16 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context};
-use candle_core::Device;
-use peftspace_core::backbone::{Backbone, Weights};
-use peftspace_core::budget;
-use peftspace_core::data::{glue_task, load_task, GlueTask, HfTokenizer};
-use peftspace_core::design::{Design, StrategyCodes};
-use peftspace_core::experiment::Experiment;
-use peftspace_core::refine::FULL_FINE_TUNING;
+use peftspace_core::data::glue_task;
+use peftspace_core::design::StrategyCodes;
 use peftspace_core::registry::registries;
-use peftspace_core::resolve::Resolver;
+use peftspace_core::resolve::ModelNeeds;
 use peftspace_core::spec::{ExperimentSpec, TaskSpec};
-use peftspace_core::train::{run_trial, EpochReport, LayerAssignment, TrialInput, TrialOutcome};
+use peftspace_core::train::executor::{TrainingExecutor, Watch};
+use peftspace_core::train::{EpochReport, TrainingReport};
+use peftspace_core::trial::{TrialExecutor, TrialSpec, FULL_FINE_TUNING};
 
-use crate::{Exit, Global};
+use super::{Exit, Global};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -59,7 +56,6 @@ pub struct Args {
 
 pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
     let exp = super::validate::load_experiment(&args.experiment, global)?;
-    let spec_dir = exp.base_dir();
     let mut spec = exp.spec.clone();
     if let Some(epochs) = args.epochs {
         spec.training.epochs = epochs;
@@ -70,55 +66,57 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
         .unwrap_or(1);
     let tasks = selected_tasks(&spec, &args).map_err(Exit::usage)?;
 
-    let resolver = Resolver::from_env(global.offline);
-    let model = resolver.model(global.model.as_deref(), &spec.backbone, &spec_dir)?;
-    let glue: Vec<&GlueTask> = tasks
-        .iter()
-        .filter(|t| t.custom.is_none())
-        .map(|t| glue_task(&t.id))
-        .collect::<Result<_, _>>()
-        .map_err(Exit::usage)?;
-    let data_dir = if glue.is_empty() {
-        None
-    } else {
-        Some(
-            resolver
-                .data(
-                    global.data_dir.as_deref(),
-                    spec.data_dir.as_deref(),
-                    &spec_dir,
-                    &glue,
-                )?
-                .path,
-        )
+    let model = super::model_folder(global, &exp, ModelNeeds::Everything)?;
+    let data_dir = super::glue_data_dir(global, &exp, &tasks)?;
+    let (choice, device) = super::device(global)?;
+    eprintln!("device: {choice}");
+    // `train` subsamples a task with its training seed, as it always has.
+    let executor = TrainingExecutor::new(&exp, model, data_dir, device)
+        .map_err(Exit::library)?
+        .with_data_seed(seed);
+    let design = match (&args.design, args.baseline.as_deref()) {
+        (Some(text), _) => text.clone(),
+        (None, Some(FULL_FINE_TUNING)) => FULL_FINE_TUNING.to_string(),
+        (None, Some(name)) => {
+            let design = executor.baseline(name).map_err(Exit::usage)?;
+            design
+                .to_text(&StrategyCodes::from_registries(&registries()?))
+                .map_err(Exit::usage)?
+        }
+        (None, None) => {
+            return Err(Exit::usage(anyhow!(
+                "give --design TEXT or --baseline NAME"
+            )))
+        }
     };
-
-    let device = Device::cuda_if_available(0)?;
-    let full = args.baseline.as_deref() == Some(FULL_FINE_TUNING);
-    let weights = if full {
-        Weights::Trainable
-    } else {
-        Weights::Frozen
-    };
-    let (mut backbone, tokenizer) = load_backbone_with(&model.path, &device, weights)?;
-    let plan = build_plan(&args, &exp, backbone.as_ref()).map_err(Exit::usage)?;
+    let num_params = executor.info().num_params;
+    let full = design == FULL_FINE_TUNING;
     if full {
         eprintln!(
-            "plan: full fine-tuning, all {} backbone weights trainable (learning rate {})",
-            backbone.info().num_params,
+            "plan: full fine-tuning, all {num_params} backbone weights trainable (learning rate {})",
             spec.training.full_learning_rate
         );
-    } else if plan.is_empty() {
-        eprintln!("note: the design tunes no layer; only the task head trains");
+    } else {
+        // A given design must meet the budget; a one-strategy baseline may not (BitFit's size is fixed).
+        let parsed = executor.design(&design).map_err(Exit::usage)?;
+        let plan = executor
+            .solve(&parsed, spec.budget, args.design.is_some())
+            .map_err(Exit::usage)?;
+        eprintln!(
+            "plan: {} ({} parameters for a target of {}, {:+.2} %)",
+            plan.sizes_text(|n| executor.code(n)),
+            plan.achieved,
+            plan.target,
+            100.0 * plan.relative_error()
+        );
+        if plan.layer_assignments().is_empty() {
+            eprintln!("note: the design tunes no layer; only the task head trains");
+        }
     }
 
     let mut rows = Vec::new();
-    for (index, task_spec) in tasks.iter().enumerate() {
-        if full && index > 0 {
-            // The previous task's optimiser changed the weights in place: every task starts from the checkpoint.
-            backbone = load_model(&model.path, &device, Weights::Trainable)?;
-        }
-        let task = load_task(task_spec, data_dir.as_deref(), &spec_dir, seed)?;
+    for task_spec in &tasks {
+        let task = executor.task(task_spec)?;
         eprintln!(
             "{}: {} training / {} evaluation examples, seed {seed}",
             task.id,
@@ -141,32 +139,38 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
                 r.seconds
             );
         };
-        let outcome = run_trial(&TrialInput {
-            backbone: backbone.as_ref(),
-            encoder: &tokenizer,
-            task: &task,
-            plan: &plan,
-            strategies: &spec.strategies,
-            training: &spec.training,
+        let trial = TrialSpec::new(
+            &design,
+            task_spec,
             seed,
-            progress: !args.quiet,
-            on_epoch: Some(&print_epoch),
-        })?;
+            &spec.training,
+            spec.budget,
+            &spec.strategies,
+            &executor.backbone_identity()?,
+            &executor.data_fingerprint(task_spec)?,
+        )?;
+        let report = executor.train(
+            &trial,
+            Watch {
+                progress: !args.quiet,
+                on_epoch: Some(&print_epoch),
+            },
+        )?;
         if rows.is_empty() {
             eprintln!(
                 "trainable parameters: {} ({} {:.3} % of {}) + task head {}",
-                outcome.trainable_params,
+                report.trainable_params,
                 if full { "all weights," } else { "budget" },
-                100.0 * outcome.trainable_params as f64 / backbone.info().num_params as f64,
-                backbone.info().num_params,
-                outcome.head_params
+                100.0 * report.trainable_params as f64 / num_params as f64,
+                num_params,
+                report.head_params
             );
         }
         println!(
             "{}: {} = {:.4} ({}, {:.0} s)",
-            task.id, task.evaluator, outcome.metrics.primary, outcome.status, outcome.seconds
+            task.id, task.evaluator, report.metrics.primary, report.status, report.seconds
         );
-        rows.push((task.id.clone(), outcome));
+        rows.push((task.id.clone(), report));
     }
     if let Some(out) = &args.out {
         write_csv(out, &rows)?;
@@ -215,114 +219,8 @@ fn selected_tasks(spec: &ExperimentSpec, args: &Args) -> anyhow::Result<Vec<Task
     Ok(tasks)
 }
 
-/// The frozen backbone from its folder (architecture chosen by `config.json`'s `model_type`) and its tokenizer.
-pub fn load_backbone(
-    dir: &Path,
-    device: &Device,
-) -> anyhow::Result<(Box<dyn Backbone>, HfTokenizer)> {
-    load_backbone_with(dir, device, Weights::Frozen)
-}
-
-/// The backbone alone, frozen or trainable (full fine-tuning: a fresh copy per trial).
-pub fn load_model(
-    dir: &Path,
-    device: &Device,
-    weights: Weights,
-) -> anyhow::Result<Box<dyn Backbone>> {
-    let config = read_model_config(dir)?;
-    let model_type = config
-        .get("model_type")
-        .and_then(|v| v.as_str())
-        .ok_or_else(|| anyhow!("{}: no `model_type`", dir.join("config.json").display()))?;
-    Ok(registries()?
-        .architecture_for(model_type)?
-        .load_weights(dir, device, weights)?)
-}
-
-/// [`load_backbone`] with frozen or trainable weights.
-pub fn load_backbone_with(
-    dir: &Path,
-    device: &Device,
-    weights: Weights,
-) -> anyhow::Result<(Box<dyn Backbone>, HfTokenizer)> {
-    let backbone = load_model(dir, device, weights)?;
-    let pad_id = read_model_config(dir)?
-        .get("pad_token_id")
-        .and_then(|v| v.as_u64())
-        .map(|v| v as u32);
-    let tokenizer = HfTokenizer::from_file(&dir.join("tokenizer.json"), pad_id)?;
-    Ok((backbone, tokenizer))
-}
-
-fn read_model_config(dir: &Path) -> anyhow::Result<serde_json::Value> {
-    let config_path = dir.join("config.json");
-    serde_json::from_str(
-        &std::fs::read_to_string(&config_path)
-            .with_context(|| format!("reading {}", config_path.display()))?,
-    )
-    .with_context(|| format!("{} is not JSON", config_path.display()))
-}
-
-/// The plan the flags ask for: a design solved at the experiment's budget, or a one-strategy baseline.
-fn build_plan(
-    args: &Args,
-    exp: &Experiment,
-    backbone: &dyn Backbone,
-) -> anyhow::Result<Vec<LayerAssignment>> {
-    let info = backbone.info();
-    let registries = registries()?;
-    let strategies = exp.strategies(&registries)?;
-    let plan = if let Some(text) = &args.design {
-        let design = Design::parse(text, &StrategyCodes::from_registries(&registries))?;
-        budget::solve(info, &design, &strategies, exp.spec.budget)?
-    } else {
-        let name = args.baseline.as_deref().unwrap_or_default();
-        if name == FULL_FINE_TUNING {
-            // No PEFT module: the trainer trains the backbone's own weights.
-            return Ok(Vec::new());
-        }
-        let mut strategies = strategies;
-        if !strategies.contains_key(name) {
-            strategies.insert(
-                name.to_string(),
-                registries.strategy(name, &ron::Value::Unit)?,
-            );
-        }
-        // One group over all layers with the one strategy; no tolerance check, because a fixed-size strategy
-        // (BitFit) cannot be resized to the budget: the achieved count is printed instead.
-        let design = Design {
-            group_sizes: vec![info.num_layers()],
-            shares: vec![1.0],
-            tuned: vec![true],
-            strategies: vec![BTreeSet::from([name.to_string()])],
-        };
-        budget::allocate(info, &design, &strategies, exp.spec.budget)?
-    };
-    eprintln!(
-        "plan: {} ({} parameters for a target of {}, {:+.2} %)",
-        plan.sizes_text(|n| registries
-            .strategy_entry(n)
-            .map(|e| e.code.to_string())
-            .unwrap_or_else(|_| n.to_string())),
-        plan.achieved,
-        plan.target,
-        100.0 * plan.relative_error()
-    );
-    let mut assignments: Vec<LayerAssignment> = Vec::new();
-    for (layer, name, size) in plan.assignments() {
-        match assignments.last_mut() {
-            Some(last) if last.layer == layer => last.strategies.push((name.to_string(), size)),
-            _ => assignments.push(LayerAssignment {
-                layer,
-                strategies: vec![(name.to_string(), size)],
-            }),
-        }
-    }
-    Ok(assignments)
-}
-
 /// `task, <metric columns…>, primary, trainable_params, seconds, status`; metric columns are the union over tasks.
-fn write_csv(path: &Path, rows: &[(String, TrialOutcome)]) -> anyhow::Result<()> {
+fn write_csv(path: &Path, rows: &[(String, TrainingReport)]) -> anyhow::Result<()> {
     let metrics: BTreeSet<&String> = rows
         .iter()
         .flat_map(|(_, o)| o.metrics.values.keys())

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use peftspace_core::experiment::{self, Experiment};
 use peftspace_core::registry::registries;
 
-use crate::{Exit, Global};
+use super::{Exit, Global};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

@@ -7,7 +7,7 @@
 use candle_core::{DType, Device, Tensor, D};
 use peftspace_backbones::ops::{layer_norm, mask_bias, softmax_last_dim};
 use peftspace_core::backbone::{Backbone, Batch, Encoded, Mode};
-use peftspace_core::data::{Example, TaskData, TaskKind, TextEncoder, Tokens};
+use peftspace_core::data::{Example, TaskData, TaskKind, Tokenize, Tokens};
 use peftspace_core::evaluator::{Evaluator, EvaluatorEntry, Metrics};
 use peftspace_core::hooks::LayerHooks;
 use peftspace_core::registry::{registries, with_registries_mut};
@@ -246,7 +246,7 @@ impl Backbone for ToyBackbone {
 /// Words are `w<number>`; a word's id is its number (mod the vocabulary), after `[CLS]`.
 pub struct ToyTokenizer;
 
-impl TextEncoder for ToyTokenizer {
+impl Tokenize for ToyTokenizer {
     fn encode(&self, text: &str, pair: Option<&str>, max_len: usize) -> Result<Tokens> {
         let word = |w: &str| {
             2 + w.trim_start_matches('w').parse::<u32>().unwrap_or(0) % (VOCAB as u32 - 2)

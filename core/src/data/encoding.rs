@@ -1,4 +1,4 @@
-//! From text to token ids: the [`TextEncoder`] a backbone's tokenizer implements, and padding into a [`Batch`].
+//! From text to token ids: the [`Tokenize`] trait the model folder's tokenizer implements, and padding into a [`Batch`].
 
 use candle_core::{Device, Tensor};
 
@@ -25,8 +25,8 @@ impl Tokens {
 
 /// Turns texts into token ids the way the backbone was pretrained (special tokens, pair layout, truncation).
 ///
-/// Implemented by the backbones' tokenizer; the trainer only calls it. Padding is the trainer's job.
-pub trait TextEncoder: Send + Sync {
+/// Implemented by [`crate::model::Tokenizer`]; the trainer only calls it (tests may give it a stand-in). Padding is the trainer's job.
+pub trait Tokenize: Send + Sync {
     /// Ids of one example (one text or a pair), at most `max_len` long; longer inputs are truncated (for pairs,
     /// the longer text loses tokens first).
     fn encode(&self, text: &str, pair: Option<&str>, max_len: usize) -> Result<Tokens>;

@@ -1,13 +1,12 @@
 //! Tasks: GLUE's TSV files and the user's own TSV/CSV/JSONL files, read into labelled examples.
 //!
 //! A task is read once into [`TaskData`] (strings and labels); tokenisation happens later, in the trainer, through a
-//! [`TextEncoder`] the backbone's tokenizer implements.
+//! [`Tokenize`]r (the model folder's [`crate::model::Tokenizer`]).
 
 mod custom;
 mod encoding;
 mod glue;
 mod table;
-mod tokenizer;
 
 use std::path::{Path, PathBuf};
 
@@ -16,9 +15,8 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
 pub use custom::load_custom;
-pub use encoding::{pad_batch, TextEncoder, Tokens};
+pub use encoding::{pad_batch, Tokenize, Tokens};
 pub use glue::{glue_task, load_glue, GlueTask, GLUE_TASKS};
-pub use tokenizer::HfTokenizer;
 
 use crate::spec::TaskSpec;
 use crate::{Error, Result};

@@ -3,23 +3,11 @@
 use std::collections::BTreeSet;
 
 use super::Parsed;
+use crate::data::{glue_task, GLUE_TASKS};
 use crate::registry::Registries;
 use crate::space::{parse_strategy_set, parse_tuned_pattern};
 use crate::spec::{Dimension, TaskSpec};
 use crate::Result;
-
-/// GLUE task ids and the folder names GLUE ships them under.
-pub const GLUE_TASKS: [(&str, &str); 9] = [
-    ("cola", "CoLA"),
-    ("sst2", "SST-2"),
-    ("mrpc", "MRPC"),
-    ("qqp", "QQP"),
-    ("stsb", "STS-B"),
-    ("mnli", "MNLI"),
-    ("qnli", "QNLI"),
-    ("rte", "RTE"),
-    ("wnli", "WNLI"),
-];
 
 /// Largest number of groups (tuned-group subsets are drawn as bit masks).
 const MAX_GROUPS: usize = 30;
@@ -223,7 +211,7 @@ fn check_tasks(p: &Parsed, reg: &Registries, tasks: &[TaskSpec], at: &str) -> Re
             at,
             format!(
                 "needs at least one task; GLUE ids: {}",
-                known(GLUE_TASKS.map(|t| t.0))
+                known(GLUE_TASKS.iter().map(|t| t.id))
             ),
         ));
     }
@@ -237,13 +225,13 @@ fn check_tasks(p: &Parsed, reg: &Registries, tasks: &[TaskSpec], at: &str) -> Re
             ));
         }
         match &t.custom {
-            None if !GLUE_TASKS.iter().any(|(id, _)| *id == t.id) => {
+            None if glue_task(&t.id).is_err() => {
                 return Err(p.error_at(
                     &format!("{path}.id"),
                     format!(
                         "unknown GLUE task `{}`; known: {} (or describe your own files with `custom`)",
                         t.id,
-                        known(GLUE_TASKS.map(|t| t.0))
+                        known(GLUE_TASKS.iter().map(|t| t.id))
                     ),
                 ));
             }

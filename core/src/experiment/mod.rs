@@ -132,20 +132,6 @@ impl Experiment {
         self.base_dir().join(path)
     }
 
-    /// The backbone folder: `override_dir` (`--model`) if given, else the file's `backbone.path`.
-    pub fn backbone_dir(&self, override_dir: Option<&Path>) -> Option<PathBuf> {
-        override_dir
-            .map(Path::to_path_buf)
-            .or_else(|| self.spec.backbone.path.as_deref().map(|p| self.resolve(p)))
-    }
-
-    /// The GLUE data folder: `override_dir` (`--data-dir`) if given, else the file's `data_dir`.
-    pub fn data_dir(&self, override_dir: Option<&Path>) -> Option<PathBuf> {
-        override_dir
-            .map(Path::to_path_buf)
-            .or_else(|| self.spec.data_dir.as_deref().map(|p| self.resolve(p)))
-    }
-
     /// The dynamic plugins the file lists, resolved against its folder.
     pub fn plugin_paths(&self) -> Vec<PathBuf> {
         self.spec.plugins.iter().map(|p| self.resolve(p)).collect()
@@ -240,34 +226,6 @@ impl Experiment {
             registries: registries.clone(),
         })
     }
-}
-
-/// Reads a backbone's `config.json` and describes it through the architecture registered for its `model_type`
-/// (no weights needed).
-pub fn describe_backbone(dir: &Path, registries: &Registries) -> Result<BackboneInfo> {
-    let config = dir.join("config.json");
-    let text = std::fs::read_to_string(&config).map_err(|e| Error::io(&config, e))?;
-    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Model {
-        path: config.clone(),
-        message: format!("not valid JSON: {e}"),
-    })?;
-    let model_type = value
-        .get("model_type")
-        .and_then(|v| v.as_str())
-        .ok_or_else(|| Error::Model {
-            path: config.clone(),
-            message: "has no string field `model_type`".to_string(),
-        })?;
-    let arch = registries
-        .architecture_for(model_type)
-        .map_err(|e| Error::Model {
-            path: config.clone(),
-            message: e.to_string(),
-        })?;
-    (arch.describe)(&text).map_err(|e| Error::Model {
-        path: config,
-        message: e.to_string(),
-    })
 }
 
 #[cfg(test)]

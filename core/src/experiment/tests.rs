@@ -32,12 +32,12 @@ fn good_with(from: &str, to: &str) -> String {
 #[test]
 fn a_good_file_passes_and_resolves_paths_against_its_folder() {
     let e = check(GOOD).unwrap();
-    assert_eq!(e.backbone_dir(None), Some(PathBuf::from("exp/models/m")));
+    assert_eq!(e.base_dir(), PathBuf::from("exp"));
     assert_eq!(
-        e.backbone_dir(Some(Path::new("/m"))),
-        Some(PathBuf::from("/m"))
+        e.resolve(Path::new("models/m")),
+        PathBuf::from("exp/models/m")
     );
-    assert_eq!(e.data_dir(None), Some(PathBuf::from("exp/../data")));
+    assert_eq!(e.resolve(Path::new("/m")), PathBuf::from("/m"));
     assert_eq!(e.stage("S3").unwrap().0, 1);
     assert!(e
         .stage("S9")

@@ -13,7 +13,7 @@ use crate::stats::{self, ConfidenceInterval};
 use crate::store::ResultStore;
 
 use super::plan::{CandidatePlan, StagePlan};
-use super::trial::{derive_seed, TrialStatus};
+use crate::trial::{child_seed, TrialStatus};
 
 /// Significance level of the stage decisions.
 pub const ALPHA: f64 = 0.05;
@@ -121,7 +121,7 @@ fn population(stage: &str, candidate: &CandidatePlan, store: &ResultStore) -> Ca
         }
     }
     let summary = stats::summary(&scores);
-    let ci_seed = derive_seed(candidate.seed, &["bootstrap"]);
+    let ci_seed = child_seed(candidate.seed, &["bootstrap"]);
     let mut note = String::new();
     if let Some(error) = &candidate.error {
         note = error.clone();
@@ -226,7 +226,7 @@ pub fn decide_stage(stage: &StagePlan, store: &ResultStore, rule: DecisionRule) 
                 other,
                 BOOTSTRAP_RESAMPLES,
                 CI_LEVEL,
-                derive_seed(winner_seed, &["versus", &candidates[i].candidate]),
+                child_seed(winner_seed, &["versus", &candidates[i].candidate]),
             ),
         });
     }

@@ -2,45 +2,31 @@
 //! the winning constraint carried into the next stage, and optional final runs.
 //!
 //! The runner reaches trials only through [`TrialPool`] (which runs many trials, perhaps in other processes) and
-//! [`TrialExecutor`] (which runs one), and designs only through [`SearchSpace`], so it is tested end to end with
+//! [`TrialExecutor`](crate::trial::TrialExecutor) (which runs one), and designs only through [`SearchSpace`], so it is tested end to end with
 //! the [`SyntheticSpace`] and [`SyntheticExecutor`].
 
 mod decision;
-mod design_space;
+mod experiment_space;
 mod plan;
 mod runner;
-mod space;
+mod search_space;
 mod synthetic;
-mod trial;
 
 pub use decision::{
     decide_stage, CandidateStats, Comparison, StageDecision, ALPHA, BOOTSTRAP_RESAMPLES, CI_LEVEL,
 };
-pub use design_space::ExperimentSpace;
+pub use experiment_space::ExperimentSpace;
 pub use plan::{
-    CandidatePlan, FinalMethod, FinalPlan, Plan, PlannedDesign, PlannedTrial, StagePlan,
+    CandidatePlan, FinalMethod, FinalPlan, PlannedDesign, PlannedTrial, SearchPlan, StagePlan,
 };
 pub use runner::{manifest, run_experiment, RunOutcome};
-pub use space::{SampledDesign, SearchSpace};
+pub use search_space::{DesignRecord, SearchSpace};
 pub use synthetic::{SyntheticExecutor, SyntheticSpace};
-pub use trial::{
-    derive_seed, hex_sha256, TrialOutcome, TrialRecord, TrialSpec, TrialStatus, FULL_FINE_TUNING,
-};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::spec::TaskSpec;
+use crate::trial::{TrialExecutor, TrialOutcome, TrialRecord, TrialSpec};
 use crate::{Error, Result};
-
-/// Runs one trial. Trial-specific trouble (divergence, a failed evaluation) is an `Ok` outcome with that status;
-/// an `Err` means the run cannot go on (a missing model, say) and stops it without storing anything.
-pub trait TrialExecutor: Send + Sync {
-    /// Identifies the backbone weights (part of every trial id).
-    fn backbone_identity(&self) -> Result<String>;
-    /// Identifies a task's data after subsampling (part of its trials' ids).
-    fn data_fingerprint(&self, task: &TaskSpec) -> Result<String>;
-    fn run(&self, trial: &TrialSpec) -> Result<TrialOutcome>;
-}
 
 /// Runs a batch of trials and hands each finished one to `done` (always on the calling thread, so only one place
 /// appends to the store). It stops dispatching new trials once `stop` is set.

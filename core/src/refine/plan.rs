@@ -3,11 +3,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::space::SampledDesign;
+use super::search_space::DesignRecord;
 
 /// Everything planned so far, stage by stage.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Plan {
+pub struct SearchPlan {
     /// Experiment name.
     pub experiment: String,
     /// Root seed all design seeds derive from.
@@ -52,7 +52,7 @@ pub struct PlannedDesign {
     pub index: usize,
     /// Seed the design was drawn with (derived from root → stage → candidate → index).
     pub seed: u64,
-    pub design: SampledDesign,
+    pub design: DesignRecord,
     pub trials: Vec<PlannedTrial>,
 }
 
@@ -78,11 +78,11 @@ pub struct FinalPlan {
 pub struct FinalMethod {
     /// `best1`, `best2`, … or a baseline name (`lora`, `full`, …).
     pub name: String,
-    pub design: SampledDesign,
+    pub design: DesignRecord,
     pub trials: Vec<PlannedTrial>,
 }
 
-impl Plan {
+impl SearchPlan {
     /// Every planned trial id with the stage and candidate it belongs to (final runs as stage `final`).
     pub fn trial_contexts(&self) -> Vec<(&str, &str, &PlannedTrial)> {
         let mut out = Vec::new();

@@ -11,16 +11,17 @@ use crate::{Error, Result};
 
 use super::decision::{decide_stage, StageDecision};
 use super::plan::{
-    CandidatePlan, FinalMethod, FinalPlan, Plan, PlannedDesign, PlannedTrial, StagePlan,
+    CandidatePlan, FinalMethod, FinalPlan, PlannedDesign, PlannedTrial, SearchPlan, StagePlan,
 };
-use super::space::{SampledDesign, SearchSpace};
-use super::trial::{derive_seed, TrialRecord, TrialSpec, TrialStatus};
-use super::{Progress, TrialExecutor, TrialPool};
+use super::search_space::{DesignRecord, SearchSpace};
+use super::{Progress, TrialPool};
+use crate::trial::TrialExecutor;
+use crate::trial::{child_seed, TrialRecord, TrialSpec, TrialStatus};
 
 /// What a finished run produced.
 #[derive(Debug)]
 pub struct RunOutcome {
-    pub plan: Plan,
+    pub plan: SearchPlan,
     pub decisions: Vec<StageDecision>,
     /// Trials executed by this invocation.
     pub trials_run: usize,
@@ -132,7 +133,7 @@ pub fn run_experiment(
         fingerprints: BTreeMap::new(),
         executor,
     };
-    let mut plan = Plan {
+    let mut plan = SearchPlan {
         experiment: spec.name.clone(),
         root_seed: spec.seed,
         tasks: spec.tasks.iter().map(|t| t.id.clone()).collect(),
@@ -233,7 +234,7 @@ pub fn run_experiment(
         if let Some(epochs) = final_spec.epochs {
             training.epochs = epochs;
         }
-        let mut methods: Vec<(String, SampledDesign)> = best
+        let mut methods: Vec<(String, DesignRecord)> = best
             .into_iter()
             .enumerate()
             .map(|(i, d)| (format!("best{}", i + 1), d))
@@ -292,7 +293,7 @@ fn plan_stage(
     let mut candidates = Vec::new();
     let mut trials = Vec::new();
     for name in &stage.candidates {
-        let seed = derive_seed(spec.seed, &[&stage.name, name]);
+        let seed = child_seed(spec.seed, &[&stage.name, name]);
         let mut candidate = CandidatePlan {
             name: name.clone(),
             seed,
@@ -311,7 +312,7 @@ fn plan_stage(
                     None => space,
                 };
                 for index in 0..stage.samples {
-                    let design_seed = derive_seed(seed, &[&index.to_string()]);
+                    let design_seed = child_seed(seed, &[&index.to_string()]);
                     let design = match view.sample(design_seed) {
                         Ok(d) => d,
                         Err(e) => {
@@ -410,11 +411,11 @@ fn best_designs(
     decision: &StageDecision,
     store: &ResultStore,
     top: usize,
-) -> Vec<SampledDesign> {
+) -> Vec<DesignRecord> {
     let Some(w) = decision.winner else {
         return Vec::new();
     };
-    let mut scored: Vec<(f64, &SampledDesign)> = Vec::new();
+    let mut scored: Vec<(f64, &DesignRecord)> = Vec::new();
     for design in &stage.candidates[w].designs {
         let primaries: Option<Vec<f64>> = design
             .trials
@@ -432,7 +433,7 @@ fn best_designs(
     }
     // Highest score first; equal scores keep sampling order.
     scored.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let mut out: Vec<SampledDesign> = Vec::new();
+    let mut out: Vec<DesignRecord> = Vec::new();
     for (_, design) in scored {
         if out.len() == top {
             break;
@@ -444,6 +445,6 @@ fn best_designs(
     out
 }
 
-fn save_plan(store: &ResultStore, plan: &Plan) -> Result<()> {
+fn save_plan(store: &ResultStore, plan: &SearchPlan) -> Result<()> {
     store::write_atomically(&store.dir().join(store::PLAN_FILE), &store::pretty(plan)?)
 }

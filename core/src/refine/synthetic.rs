@@ -11,9 +11,9 @@ use std::time::Duration;
 use crate::spec::{Dimension, TaskSpec};
 use crate::{Error, Result};
 
-use super::space::{SampledDesign, SearchSpace};
-use super::trial::{derive_seed, TrialOutcome, TrialSpec, TrialStatus};
-use super::TrialExecutor;
+use super::search_space::{DesignRecord, SearchSpace};
+use crate::trial::TrialExecutor;
+use crate::trial::{child_seed, TrialOutcome, TrialSpec, TrialStatus};
 
 const GROUPINGS: [&str; 5] = [
     "increasing",
@@ -98,10 +98,10 @@ impl SearchSpace for SyntheticSpace {
         Ok(Box::new(next))
     }
 
-    fn sample(&self, seed: u64) -> Result<SampledDesign> {
+    fn sample(&self, seed: u64) -> Result<DesignRecord> {
         let mut state = seed;
         let mut pick = |n: usize| {
-            state = derive_seed(state, &["pick"]);
+            state = child_seed(state, &["pick"]);
             (state % n as u64) as usize
         };
         let grouping = self
@@ -147,7 +147,7 @@ impl SearchSpace for SyntheticSpace {
         let variant = pick(1_000_000);
         let strategy_sets = sets.join("|");
         let target = self.target();
-        Ok(SampledDesign {
+        Ok(DesignRecord {
             text: format!("grouping={grouping} allocation={allocation} tuned={tuned} strategies={strategy_sets} variant={variant}"),
             group_sizes: grouping,
             allocation,
@@ -161,7 +161,7 @@ impl SearchSpace for SyntheticSpace {
         })
     }
 
-    fn baseline(&self, name: &str) -> Result<SampledDesign> {
+    fn baseline(&self, name: &str) -> Result<DesignRecord> {
         let all_ones = "1".repeat(self.groups);
         let (sets, planned) = if name == "full" {
             ("full".to_string(), BACKBONE_PARAMS)
@@ -173,7 +173,7 @@ impl SearchSpace for SyntheticSpace {
                 self.strategies.join(", ")
             )));
         };
-        Ok(SampledDesign {
+        Ok(DesignRecord {
             text: format!("baseline={name}"),
             group_sizes: "uniform".into(),
             allocation: "uniform".into(),
@@ -239,7 +239,7 @@ impl SyntheticExecutor {
 }
 
 fn uniform(seed: u64, path: &[&str]) -> f64 {
-    (derive_seed(seed, path) >> 11) as f64 / (1u64 << 53) as f64
+    (child_seed(seed, path) >> 11) as f64 / (1u64 << 53) as f64
 }
 
 impl TrialExecutor for SyntheticExecutor {
@@ -309,7 +309,7 @@ impl TrialExecutor for SyntheticExecutor {
         if diverged {
             return Ok(TrialOutcome {
                 status: TrialStatus::Diverged {
-                    step: 1 + derive_seed(0, &[&key]) % 50,
+                    step: 1 + child_seed(0, &[&key]) % 50,
                 },
                 metrics: BTreeMap::new(),
                 primary: None,

@@ -9,7 +9,7 @@ mod tables;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::refine::{decide_stage, Plan, StageDecision};
+use crate::refine::{decide_stage, SearchPlan, StageDecision};
 use crate::spec::DecisionRule;
 use crate::store::{self, ResultStore};
 use crate::{Error, Result};
@@ -24,7 +24,7 @@ pub struct Report {
 }
 
 /// Reads `plan.json` of a results directory.
-pub fn read_plan(dir: &Path) -> Result<Plan> {
+pub fn read_plan(dir: &Path) -> Result<SearchPlan> {
     let path = dir.join(store::PLAN_FILE);
     let text = fs::read_to_string(&path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
@@ -44,7 +44,7 @@ pub fn read_plan(dir: &Path) -> Result<Plan> {
     })
 }
 
-fn decision_rule(plan: &Plan) -> DecisionRule {
+fn decision_rule(plan: &SearchPlan) -> DecisionRule {
     match plan.decision_rule.as_str() {
         "HighestMedian" => DecisionRule::HighestMedian,
         _ => DecisionRule::HighestMean,
@@ -52,7 +52,7 @@ fn decision_rule(plan: &Plan) -> DecisionRule {
 }
 
 /// Decides every planned stage from the stored trials.
-pub fn decisions(plan: &Plan, store: &ResultStore) -> Vec<StageDecision> {
+pub fn decisions(plan: &SearchPlan, store: &ResultStore) -> Vec<StageDecision> {
     let rule = decision_rule(plan);
     plan.stages
         .iter()
@@ -68,7 +68,7 @@ pub fn write_reports(dir: &Path) -> Result<Report> {
 }
 
 /// Writes all outputs for a plan and store already in memory.
-pub fn write_reports_from(dir: &Path, plan: &Plan, store: &ResultStore) -> Result<Report> {
+pub fn write_reports_from(dir: &Path, plan: &SearchPlan, store: &ResultStore) -> Result<Report> {
     let decisions = decisions(plan, store);
     let mut files = Vec::new();
     let mut put = |name: String, text: String| -> Result<()> {

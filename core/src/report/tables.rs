@@ -3,8 +3,9 @@
 
 use std::collections::BTreeSet;
 
-use crate::refine::{Plan, StageDecision, TrialStatus};
+use crate::refine::{SearchPlan, StageDecision};
 use crate::store::ResultStore;
+use crate::trial::TrialStatus;
 use crate::{Error, Result};
 
 fn num(x: f64) -> String {
@@ -33,7 +34,7 @@ fn write_row(writer: &mut csv::Writer<Vec<u8>>, row: &[String]) -> Result<()> {
 }
 
 /// One row per planned trial (search stages, then final runs); trials not yet run have status `pending`.
-pub fn trials_csv(plan: &Plan, store: &ResultStore) -> Result<String> {
+pub fn trials_csv(plan: &SearchPlan, store: &ResultStore) -> Result<String> {
     let metric_names: BTreeSet<&str> = store
         .records()
         .iter()
@@ -76,7 +77,7 @@ pub fn trials_csv(plan: &Plan, store: &ResultStore) -> Result<String> {
         String,
         String,
         String,
-        &crate::refine::SampledDesign,
+        &crate::refine::DesignRecord,
         &crate::refine::PlannedTrial,
     )> = Vec::new();
     for stage in &plan.stages {
@@ -165,7 +166,7 @@ pub fn trials_csv(plan: &Plan, store: &ResultStore) -> Result<String> {
 }
 
 /// One row per candidate per stage with the population statistics and the comparison with the winner.
-pub fn stages_csv(plan: &Plan, decisions: &[StageDecision]) -> Result<String> {
+pub fn stages_csv(plan: &SearchPlan, decisions: &[StageDecision]) -> Result<String> {
     let mut w = csv::Writer::from_writer(Vec::new());
     let header = [
         "stage",
@@ -262,7 +263,7 @@ pub fn stages_csv(plan: &Plan, decisions: &[StageDecision]) -> Result<String> {
 /// Paper-style table: one row per method, one column per task plus the average, `mean ± std` over seeds of the
 /// primary score ×100; the average is taken over tasks within each seed first. Trainable % is relative to the
 /// backbone's parameters.
-pub fn final_csv(plan: &Plan, store: &ResultStore) -> Result<String> {
+pub fn final_csv(plan: &SearchPlan, store: &ResultStore) -> Result<String> {
     let Some(final_runs) = &plan.final_runs else {
         return Err(Error::msg("the experiment has no final runs"));
     };

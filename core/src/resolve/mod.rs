@@ -7,8 +7,12 @@ mod unzip;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use crate::data::GlueTask;
-use crate::spec::BackboneSpec;
+use crate::data::{glue_task, GlueTask};
+use crate::model::{
+    shard_names, weight_files, ModelFolder, CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE,
+    WEIGHTS_INDEX_FILE,
+};
+use crate::spec::{BackboneSpec, TaskSpec};
 use crate::{Error, Result};
 
 /// Environment variable naming the backbone folder.
@@ -18,8 +22,15 @@ pub const DATA_ENV: &str = "PEFTSPACE_DATA";
 /// Environment variable naming the cache folder (default: `$XDG_CACHE_HOME/peftspace` or `~/.cache/peftspace`).
 pub const CACHE_ENV: &str = "PEFTSPACE_CACHE";
 
-/// Files a backbone folder must hold.
-pub const MODEL_FILES: [&str; 3] = ["config.json", "model.safetensors", "tokenizer.json"];
+/// What a command needs of a model folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelNeeds {
+    /// `config.json` alone: describing the backbone (layers, shapes, parameter count) to sample designs.
+    Config,
+    /// `config.json`, `tokenizer.json` and the weights (`model.safetensors`, or the index and every shard it
+    /// lists): running the model.
+    Everything,
+}
 
 /// Which source a path came from (shown to the user).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +86,7 @@ impl Resolver {
         flag: Option<&Path>,
         spec: &BackboneSpec,
         spec_dir: &Path,
+        needs: ModelNeeds,
     ) -> Result<Resolved> {
         let local = [
             (flag.map(Path::to_path_buf), Origin::Flag),
@@ -85,38 +97,44 @@ impl Resolver {
             ),
         ];
         if let Some((path, origin)) = local.into_iter().find_map(|(p, o)| p.map(|p| (p, o))) {
-            check_model_dir(&path, origin)?;
+            check_model_dir(&path, origin, needs)?;
             return Ok(Resolved { path, origin });
         }
         let Some(hub_id) = &spec.hub_id else {
-            return Err(Error::msg(format!(
+            return Err(Error::Missing(format!(
                 "no backbone given: pass --model DIR, set {MODEL_ENV}, or set `backbone: (path: \"DIR\")` or \
                  `backbone: (hub_id: \"org/name\")` in the experiment file"
             )));
         };
-        self.hub_model(hub_id)
+        self.hub_model(hub_id, needs)
     }
 
-    fn hub_model(&self, hub_id: &str) -> Result<Resolved> {
+    /// [`Resolver::model`], opened as a [`ModelFolder`].
+    pub fn model_folder(
+        &self,
+        flag: Option<&Path>,
+        spec: &BackboneSpec,
+        spec_dir: &Path,
+        needs: ModelNeeds,
+    ) -> Result<ModelFolder> {
+        ModelFolder::open(self.model(flag, spec, spec_dir, needs)?.path)
+    }
+
+    fn hub_model(&self, hub_id: &str, needs: ModelNeeds) -> Result<Resolved> {
         let hub_cache = self.cache_dir.join("hub");
         let cached = hf_hub::Cache::new(hub_cache.clone()).model(hub_id.to_string());
-        let found: Vec<Option<PathBuf>> = MODEL_FILES.iter().map(|f| cached.get(f)).collect();
-        if let Some(Some(first)) = found.first() {
-            if found.iter().all(Option::is_some) {
-                return Ok(Resolved {
-                    path: parent(first)?,
-                    origin: Origin::Cache,
-                });
-            }
+        let missing = missing_in_cache(&cached, needs);
+        if missing.is_empty() {
+            let config = cached.get(CONFIG_FILE).ok_or_else(|| {
+                Error::msg(format!("model `{hub_id}`: the cache lost {CONFIG_FILE}"))
+            })?;
+            return Ok(Resolved {
+                path: parent(&config)?,
+                origin: Origin::Cache,
+            });
         }
         if self.offline {
-            let missing: Vec<&str> = MODEL_FILES
-                .iter()
-                .zip(&found)
-                .filter(|(_, f)| f.is_none())
-                .map(|(name, _)| *name)
-                .collect();
-            return Err(Error::msg(format!(
+            return Err(Error::Missing(format!(
                 "offline: model `{hub_id}` is not in the cache {} (missing: {}); run once without --offline to \
                  download it, or pass --model DIR / set {MODEL_ENV}",
                 hub_cache.display(),
@@ -129,18 +147,56 @@ impl Resolver {
             .build()
             .map_err(|e| Error::msg(format!("model `{hub_id}`: cannot reach the hub: {e}")))?;
         let repo = api.model(hub_id.to_string());
-        let mut dir = None;
-        for file in MODEL_FILES {
-            let path = repo.get(file).map_err(|e| {
+        let get = |file: &str| {
+            repo.get(file).map_err(|e| {
                 Error::msg(format!("model `{hub_id}`: downloading {file} failed: {e}"))
-            })?;
-            dir = Some(parent(&path)?);
+            })
+        };
+        let config = get(CONFIG_FILE)?;
+        if needs == ModelNeeds::Everything {
+            get(TOKENIZER_FILE)?;
+            // Single-file weights when the repository has them, else the index and its shards.
+            if get(WEIGHTS_FILE).is_err() {
+                let index = get(WEIGHTS_INDEX_FILE).map_err(|e| {
+                    Error::msg(format!(
+                        "{e} (and {WEIGHTS_FILE} could not be downloaded either): the repository needs \
+                         safetensors weights"
+                    ))
+                })?;
+                let text = std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
+                let shards = shard_names(&text).map_err(|message| Error::Model {
+                    path: index.clone(),
+                    message,
+                })?;
+                for shard in shards {
+                    get(&shard)?;
+                }
+            }
         }
-        let path = dir.ok_or_else(|| Error::msg("no model files requested"))?;
         Ok(Resolved {
-            path,
+            path: parent(&config)?,
             origin: Origin::Downloaded,
         })
+    }
+
+    /// The GLUE folder for an experiment's `tasks`: [`Resolver::data`] over the GLUE tasks among them, `None`
+    /// when every task is a custom one (their files are named in the experiment).
+    pub fn glue_data_for(
+        &self,
+        flag: Option<&Path>,
+        spec_data_dir: Option<&Path>,
+        spec_dir: &Path,
+        tasks: &[TaskSpec],
+    ) -> Result<Option<PathBuf>> {
+        let glue: Vec<&GlueTask> = tasks
+            .iter()
+            .filter(|t| t.custom.is_none())
+            .map(|t| glue_task(&t.id))
+            .collect::<Result<_>>()?;
+        if glue.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(self.data(flag, spec_data_dir, spec_dir, &glue)?.path))
     }
 
     /// The folder holding GLUE's task folders: `flag` > [`DATA_ENV`] > the experiment's `data_dir` > the cache's
@@ -162,7 +218,7 @@ impl Resolver {
         ];
         if let Some((path, origin)) = local.into_iter().find_map(|(p, o)| p.map(|p| (p, o))) {
             if !path.is_dir() {
-                return Err(Error::msg(format!(
+                return Err(Error::Missing(format!(
                     "data folder {} ({}) does not exist",
                     path.display(),
                     origin_name(origin)
@@ -184,7 +240,7 @@ impl Resolver {
         }
         if self.offline {
             let names: Vec<&str> = missing.iter().map(|t| t.folder).collect();
-            return Err(Error::msg(format!(
+            return Err(Error::Missing(format!(
                 "offline: GLUE data for {} is not in the cache {}; run once without --offline to download it, or \
                  pass --data-dir DIR / set {DATA_ENV} (DIR holds GLUE's task folders)",
                 names.join(", "),
@@ -229,24 +285,73 @@ pub fn default_cache_dir() -> PathBuf {
     }
 }
 
-fn check_model_dir(dir: &Path, origin: Origin) -> Result<()> {
+/// The files of a model cached from the hub that `needs` asks for and the cache lacks (shards included when an
+/// index is cached).
+fn missing_in_cache(cached: &hf_hub::CacheRepo, needs: ModelNeeds) -> Vec<String> {
+    let mut missing: Vec<String> = Vec::new();
+    let mut want = |file: &str| {
+        if cached.get(file).is_none() {
+            missing.push(file.to_string());
+        }
+    };
+    want(CONFIG_FILE);
+    if needs == ModelNeeds::Config {
+        return missing;
+    }
+    want(TOKENIZER_FILE);
+    if cached.get(WEIGHTS_FILE).is_some() {
+        return missing;
+    }
+    let shards = cached
+        .get(WEIGHTS_INDEX_FILE)
+        .and_then(|index| std::fs::read_to_string(index).ok())
+        .and_then(|text| shard_names(&text).ok());
+    match shards {
+        Some(shards) => {
+            for shard in shards {
+                if cached.get(&shard).is_none() {
+                    missing.push(shard);
+                }
+            }
+        }
+        None => missing.push(format!(
+            "{WEIGHTS_FILE} (or {WEIGHTS_INDEX_FILE} and its shards)"
+        )),
+    }
+    missing
+}
+
+fn check_model_dir(dir: &Path, origin: Origin, needs: ModelNeeds) -> Result<()> {
     if !dir.is_dir() {
         return Err(Error::Model {
             path: dir.to_path_buf(),
-            message: format!("no such folder ({})", origin_name(origin)),
+            message: format!(
+                "no such folder ({}), so {} cannot be read",
+                origin_name(origin),
+                dir.join(CONFIG_FILE).display()
+            ),
         });
     }
-    let missing: Vec<&str> = MODEL_FILES
-        .iter()
-        .copied()
-        .filter(|f| !dir.join(f).is_file())
-        .collect();
+    let mut missing: Vec<String> = Vec::new();
+    if !dir.join(CONFIG_FILE).is_file() {
+        missing.push(CONFIG_FILE.to_string());
+    }
+    if needs == ModelNeeds::Everything {
+        if weight_files(dir).is_err() {
+            missing.push(format!(
+                "{WEIGHTS_FILE} (or {WEIGHTS_INDEX_FILE} and its shards)"
+            ));
+        }
+        if !dir.join(TOKENIZER_FILE).is_file() {
+            missing.push(TOKENIZER_FILE.to_string());
+        }
+    }
     if !missing.is_empty() {
         return Err(Error::Model {
             path: dir.to_path_buf(),
             message: format!(
                 "missing {} ({}); a backbone folder holds a Hugging Face model's config.json, model.safetensors \
-                 and tokenizer.json",
+                 (or sharded safetensors with their index) and tokenizer.json",
                 missing.join(", "),
                 origin_name(origin)
             ),
@@ -377,7 +482,7 @@ mod tests {
     fn model_dir(root: &Path, name: &str) -> PathBuf {
         let dir = root.join(name);
         std::fs::create_dir_all(&dir).expect("mkdir");
-        for f in MODEL_FILES {
+        for f in [CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE] {
             std::fs::write(dir.join(f), "{}").expect("write");
         }
         dir
@@ -397,12 +502,19 @@ mod tests {
         };
         let mut r = resolver(true, &tmp.path().join("cache"));
         r.env_model = Some(b.clone());
-        assert_eq!(r.model(Some(&a), &spec, tmp.path()).expect("flag").path, a);
-        let got = r.model(None, &spec, tmp.path()).expect("env");
+        assert_eq!(
+            r.model(Some(&a), &spec, tmp.path(), ModelNeeds::Everything)
+                .expect("flag")
+                .path,
+            a
+        );
+        let got = r
+            .model(None, &spec, tmp.path(), ModelNeeds::Everything)
+            .expect("env");
         assert_eq!((got.path, got.origin), (b, Origin::Environment));
         r.env_model = None;
         let got = r
-            .model(None, &spec, tmp.path())
+            .model(None, &spec, tmp.path(), ModelNeeds::Everything)
             .expect("experiment, relative to its folder");
         assert_eq!((got.path, got.origin), (c, Origin::ExperimentFile));
     }
@@ -420,9 +532,13 @@ mod tests {
                 hub_id: None,
             },
             tmp.path(),
+            ModelNeeds::Everything,
         );
         let e = e.expect_err("incomplete").to_string();
-        assert!(e.contains("model.safetensors, tokenizer.json"), "{e}");
+        assert!(
+            e.contains("missing model.safetensors (or model.safetensors.index.json and its shards), tokenizer.json"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -434,7 +550,7 @@ mod tests {
             hub_id: Some("sentence-transformers/all-MiniLM-L6-v2".into()),
         };
         let e = r
-            .model(None, &spec, tmp.path())
+            .model(None, &spec, tmp.path(), ModelNeeds::Everything)
             .expect_err("not cached")
             .to_string();
         assert!(
@@ -458,6 +574,7 @@ mod tests {
                     hub_id: None,
                 },
                 tmp.path(),
+                ModelNeeds::Everything,
             )
             .expect_err("nothing");
         assert!(e.to_string().contains(MODEL_ENV));

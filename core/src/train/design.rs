@@ -1,5 +1,6 @@
 //! A design's trainable parts: for each layer of a plan, every strategy builds its module into the hooks.
 
+use crate::budget::LayerAssignment;
 use crate::hooks::DesignHooks;
 use crate::params::ParamStore;
 use crate::registry::registries;
@@ -8,15 +9,6 @@ use crate::spec::{StrategySpec, TrainingSpec};
 use crate::strategy::TuningStrategy;
 use crate::train::optim::ParamGroup;
 use crate::{Error, Result};
-
-/// The strategies of one layer, each with its size (adapter width, prefix length, LoRA rank; ignored by BitFit).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct LayerAssignment {
-    /// Global layer index.
-    pub layer: usize,
-    /// `(strategy name, size)` in the order their modules run.
-    pub strategies: Vec<(String, usize)>,
-}
 
 /// What [`build_design`] made: the hooks the backbone calls and one optimiser group per strategy.
 pub struct BuiltDesign {

@@ -9,19 +9,22 @@
 
 mod batches;
 mod design;
+pub mod executor;
 mod head;
 pub mod optim;
 mod trial;
 
 pub use batches::{eval_batches, training_batches};
-pub use design::{build_design, uniform_plan, BuiltDesign, LayerAssignment};
+pub use design::{build_design, uniform_plan, BuiltDesign};
 pub use head::TaskHead;
 pub use trial::run_trial;
 
 use crate::backbone::Backbone;
-use crate::data::{TaskData, TextEncoder};
+use crate::budget::LayerAssignment;
+use crate::data::{TaskData, Tokenize};
 use crate::evaluator::Metrics;
 use crate::spec::{StrategySpec, TrainingSpec};
+use crate::trial::{TrialOutcome, TrialStatus};
 
 /// Everything one trial needs.
 pub struct TrialInput<'a> {
@@ -31,7 +34,7 @@ pub struct TrialInput<'a> {
     /// must be loaded afresh for each trial.
     pub backbone: &'a dyn Backbone,
     /// The backbone's tokenizer.
-    pub encoder: &'a dyn TextEncoder,
+    pub tokenizer: &'a dyn Tokenize,
     /// Training and evaluation examples (already subsampled).
     pub task: &'a TaskData,
     /// The design: strategies and sizes per layer. Empty = only the task head trains.
@@ -47,39 +50,6 @@ pub struct TrialInput<'a> {
     pub on_epoch: Option<&'a (dyn Fn(&EpochReport) + Sync)>,
 }
 
-/// How a trial ended.
-#[derive(Debug, Clone, PartialEq)]
-pub enum TrialStatus {
-    Completed,
-    /// The loss (or the gradient norm) became NaN or infinite at this 0-based optimiser step.
-    Diverged {
-        step: usize,
-    },
-    /// A tensor operation failed during training; the message says which.
-    Failed(String),
-}
-
-impl TrialStatus {
-    /// `completed`, `diverged` or `failed`: the value written to result files.
-    pub fn label(&self) -> &'static str {
-        match self {
-            TrialStatus::Completed => "completed",
-            TrialStatus::Diverged { .. } => "diverged",
-            TrialStatus::Failed(_) => "failed",
-        }
-    }
-}
-
-impl std::fmt::Display for TrialStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            TrialStatus::Completed => write!(f, "completed"),
-            TrialStatus::Diverged { step } => write!(f, "diverged at step {step}"),
-            TrialStatus::Failed(m) => write!(f, "failed: {m}"),
-        }
-    }
-}
-
 /// One epoch: its mean training loss and the evaluation metrics after it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EpochReport {
@@ -91,9 +61,9 @@ pub struct EpochReport {
     pub seconds: f64,
 }
 
-/// What a trial reports.
+/// What training one trial produced, epoch by epoch; [`TrainingReport::outcome`] is the part a result store keeps.
 #[derive(Debug, Clone, PartialEq)]
-pub struct TrialOutcome {
+pub struct TrainingReport {
     pub status: TrialStatus,
     /// The selected epoch's metrics (`TrainingSpec::select`); default (empty) when no epoch finished.
     pub metrics: Metrics,
@@ -111,8 +81,22 @@ pub struct TrialOutcome {
     pub seconds: f64,
 }
 
+impl TrainingReport {
+    /// The stored outcome: the selected epoch's metrics, the primary score only when the trial ended well.
+    pub fn outcome(&self) -> TrialOutcome {
+        TrialOutcome {
+            status: self.status.clone(),
+            metrics: self.metrics.values.clone(),
+            primary: self.status.is_ok().then_some(self.metrics.primary),
+            trainable_params: self.trainable_params as u64,
+            head_params: self.head_params as u64,
+            seconds: self.seconds,
+        }
+    }
+}
+
 /// Mixes a trial seed with a purpose tag so that init, dropout and data order draw independent streams.
-pub fn derive_seed(seed: u64, purpose: u64) -> u64 {
+pub fn stream_seed(seed: u64, purpose: u64) -> u64 {
     // SplitMix64 finaliser over the combined value.
     let mut z = seed ^ purpose.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);

@@ -10,7 +10,7 @@ use super::batches::{eval_batches, training_batches};
 use super::design::build_design;
 use super::head::TaskHead;
 use super::optim::{clip_factor, global_grad_norm, AdamW, LinearSchedule, ParamGroup};
-use super::{derive_seed, EpochReport, TrialInput, TrialOutcome, TrialStatus};
+use super::{stream_seed, EpochReport, TrainingReport, TrialInput};
 use crate::backbone::{Dropout, Mode};
 use crate::data::{pad_batch, Example, Tokens};
 use crate::evaluator::{Evaluator, Metrics};
@@ -18,6 +18,7 @@ use crate::hooks::DesignHooks;
 use crate::params::ParamStore;
 use crate::registry::registries;
 use crate::spec::Select;
+use crate::trial::TrialStatus;
 use crate::{Error, Result};
 
 const SEED_INIT: u64 = 1;
@@ -29,7 +30,7 @@ const SEED_ORDER: u64 = 3;
 /// Errors (`Err`) are problems with the inputs, found before training starts: an unknown strategy or evaluator, a
 /// layer the backbone lacks, text the tokenizer refuses, an empty task. Once training runs, the outcome's status
 /// says how it ended: a NaN or infinite loss ends it as [`TrialStatus::Diverged`], never a panic.
-pub fn run_trial(input: &TrialInput<'_>) -> Result<TrialOutcome> {
+pub fn run_trial(input: &TrialInput<'_>) -> Result<TrainingReport> {
     let started = Instant::now();
     let training = input.training;
     let task = input.task;
@@ -51,7 +52,7 @@ pub fn run_trial(input: &TrialInput<'_>) -> Result<TrialOutcome> {
     let eval_tokens = tokenize(input, &task.eval)?;
 
     let backbone = input.backbone;
-    let mut store = ParamStore::new(backbone.device(), derive_seed(input.seed, SEED_INIT));
+    let mut store = ParamStore::new(backbone.device(), stream_seed(input.seed, SEED_INIT));
     let design = build_design(
         backbone.info(),
         input.plan,
@@ -91,13 +92,13 @@ pub fn run_trial(input: &TrialInput<'_>) -> Result<TrialOutcome> {
     let steps_per_epoch = train_tokens.len().div_ceil(training.batch_size);
     let total_steps = steps_per_epoch * training.epochs;
     let schedule = LinearSchedule::new(total_steps, training.warmup);
-    let dropout = Dropout::new(derive_seed(input.seed, SEED_DROPOUT));
-    let mut order_rng = StdRng::seed_from_u64(derive_seed(input.seed, SEED_ORDER));
+    let dropout = Dropout::new(stream_seed(input.seed, SEED_DROPOUT));
+    let mut order_rng = StdRng::seed_from_u64(stream_seed(input.seed, SEED_ORDER));
     let bar = progress_bar(input.progress, total_steps as u64, &task.id);
     let train_lengths: Vec<usize> = train_tokens.iter().map(Tokens::len).collect();
 
-    let mut outcome = TrialOutcome {
-        status: TrialStatus::Completed,
+    let mut outcome = TrainingReport {
+        status: TrialStatus::Ok,
         metrics: Metrics::default(),
         selected_epoch: None,
         per_epoch: Vec::new(),
@@ -138,13 +139,15 @@ pub fn run_trial(input: &TrialInput<'_>) -> Result<TrialOutcome> {
             match result {
                 Ok((_, None)) => {
                     bar.abandon_with_message(format!("{}: diverged at step {step}", task.id));
-                    outcome.status = TrialStatus::Diverged { step };
+                    outcome.status = TrialStatus::Diverged { step: step as u64 };
                     return Ok(finish(outcome, step, started, training.select));
                 }
                 Ok((loss, Some(_))) => loss_sum += loss,
                 Err(e) => {
                     bar.abandon();
-                    outcome.status = TrialStatus::Failed(format!("step {step}: {e}"));
+                    outcome.status = TrialStatus::Failed {
+                        message: format!("step {step}: {e}"),
+                    };
                     return Ok(finish(outcome, step, started, training.select));
                 }
             }
@@ -160,8 +163,9 @@ pub fn run_trial(input: &TrialInput<'_>) -> Result<TrialOutcome> {
             Ok(m) => m,
             Err(e) => {
                 bar.abandon();
-                outcome.status =
-                    TrialStatus::Failed(format!("evaluation after epoch {epoch}: {e}"));
+                outcome.status = TrialStatus::Failed {
+                    message: format!("evaluation after epoch {epoch}: {e}"),
+                };
                 return Ok(finish(outcome, step, started, training.select));
             }
         };
@@ -191,11 +195,11 @@ pub fn run_trial(input: &TrialInput<'_>) -> Result<TrialOutcome> {
 }
 
 fn finish(
-    mut outcome: TrialOutcome,
+    mut outcome: TrainingReport,
     steps: usize,
     started: Instant,
     select: Select,
-) -> TrialOutcome {
+) -> TrainingReport {
     outcome.steps = steps;
     outcome.seconds = started.elapsed().as_secs_f64();
     let chosen = match select {
@@ -221,7 +225,7 @@ fn tokenize(input: &TrialInput<'_>, examples: &[Example]) -> Result<Vec<Tokens>>
     let max_len = max_input_len(input.training.max_seq_len, input.backbone.max_positions());
     examples
         .iter()
-        .map(|e| input.encoder.encode(&e.text, e.pair.as_deref(), max_len))
+        .map(|e| input.tokenizer.encode(&e.text, e.pair.as_deref(), max_len))
         .collect()
 }
 
@@ -262,7 +266,7 @@ impl Context<'_> {
     ) -> Result<(f64, candle_core::backprop::GradStore)> {
         let backbone = self.input.backbone;
         let rows: Vec<&Tokens> = indices.iter().map(|&i| &tokens[i]).collect();
-        let batch = pad_batch(&rows, self.input.encoder.pad_id(), backbone.device())?;
+        let batch = pad_batch(&rows, self.input.tokenizer.pad_id(), backbone.device())?;
         let labels: Vec<f32> = indices
             .iter()
             .map(|&i| self.input.task.train[i].label)
@@ -289,7 +293,7 @@ impl Context<'_> {
         let mut predictions = vec![0f64; examples.len()];
         for indices in eval_batches(&lengths, self.input.training.eval_batch_size) {
             let rows: Vec<&Tokens> = indices.iter().map(|&i| &tokens[i]).collect();
-            let batch = pad_batch(&rows, self.input.encoder.pad_id(), backbone.device())?;
+            let batch = pad_batch(&rows, self.input.tokenizer.pad_id(), backbone.device())?;
             let features = backbone.features(&batch, self.hooks, Mode::Eval)?;
             let outputs = self.head.forward(&features.detach(), Mode::Eval, 0.0)?;
             for (&i, p) in indices.iter().zip(self.head.predictions(&outputs)?) {

@@ -15,21 +15,23 @@
 mod pool;
 mod progress;
 mod signals;
-mod trainer;
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
 use anyhow::Context;
-use peftspace_core::experiment::{describe_backbone, Experiment};
+use peftspace_core::experiment::Experiment;
+use peftspace_core::model::ModelFolder;
 use peftspace_core::refine::{
-    self, ExperimentSpace, SearchSpace, SerialPool, SyntheticExecutor, SyntheticSpace,
-    TrialExecutor, TrialPool,
+    self, ExperimentSpace, SearchSpace, SerialPool, SyntheticExecutor, SyntheticSpace, TrialPool,
 };
 use peftspace_core::registry::registries;
+use peftspace_core::resolve::ModelNeeds;
 use peftspace_core::store::{self, ResultStore};
+use peftspace_core::train::executor::TrainingExecutor;
+use peftspace_core::trial::TrialExecutor;
 
-use crate::{Exit, Global};
+use crate::cmd::{Exit, Global};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -52,14 +54,16 @@ pub struct Args {
 pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
     let experiment = super::validate::load_experiment(&args.experiment, global)?;
     let spec = experiment.spec.clone();
-    let executor = make_executor(&experiment, global)?;
-    if args.worker {
-        return pool::serve_trials(executor.as_ref()).map_err(Exit::from);
-    }
     if args.jobs == 0 {
         return Err(Exit::usage(anyhow::anyhow!("--jobs must be at least 1")));
     }
-    let space = make_space(&experiment, global)?;
+    // Resolved once here; workers get the resolved folders, so they never download or resolve differently.
+    let inputs = resolve_inputs(&experiment, global, !args.worker)?;
+    let executor = make_executor(&experiment, &inputs)?;
+    if args.worker {
+        return pool::serve_trials(executor.as_ref()).map_err(Exit::from);
+    }
+    let space = make_space(&experiment, &inputs)?;
     let out = args
         .out
         .clone()
@@ -93,9 +97,15 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
             executor: executor.as_ref(),
         })
     } else {
+        let worker_global = super::Global {
+            model: inputs.model.as_ref().map(|m| m.dir().to_path_buf()),
+            data_dir: inputs.data_dir.clone(),
+            device: inputs.device.map(|d| d.to_string()),
+            ..global.clone()
+        };
         Box::new(pool::ProcessPool::start(
             &args.experiment,
-            global,
+            &worker_global,
             args.jobs,
             threads,
         )?)
@@ -147,43 +157,77 @@ fn synthetic_mode() -> bool {
     std::env::var("PEFTSPACE_EXECUTOR").is_ok_and(|v| v == "synthetic")
 }
 
-/// The trial executor: the synthetic one in development mode, else the trainer.
-fn make_executor(experiment: &Experiment, global: &Global) -> Result<Box<dyn TrialExecutor>, Exit> {
+/// What a real run trains on: the resolved model folder, GLUE data folder and device (all `None` in development
+/// mode, which needs none of them).
+struct RunInputs {
+    model: Option<ModelFolder>,
+    data_dir: Option<PathBuf>,
+    device: Option<peftspace_core::device::DeviceChoice>,
+    opened: Option<candle_core::Device>,
+}
+
+fn resolve_inputs(
+    experiment: &Experiment,
+    global: &Global,
+    announce: bool,
+) -> Result<RunInputs, Exit> {
     if synthetic_mode() {
-        return Ok(Box::new(SyntheticExecutor::from_env()));
+        return Ok(RunInputs {
+            model: None,
+            data_dir: None,
+            device: None,
+            opened: None,
+        });
     }
-    let executor = trainer::TrainerExecutor::new(
-        experiment,
-        global.model.as_deref(),
-        global.data_dir.as_deref(),
-    )
-    .map_err(Exit::usage)?;
-    Ok(Box::new(executor))
+    let model = super::model_folder(global, experiment, ModelNeeds::Everything)?;
+    let data_dir = super::glue_data_dir(global, experiment, &experiment.spec.tasks)?;
+    let (choice, device) = super::device(global)?;
+    if announce {
+        eprintln!("model: {}; device: {choice}", model.dir().display());
+    }
+    Ok(RunInputs {
+        model: Some(model),
+        data_dir,
+        device: Some(choice),
+        opened: Some(device),
+    })
+}
+
+/// The trial executor: the synthetic one in development mode, else the trainer.
+fn make_executor(
+    experiment: &Experiment,
+    inputs: &RunInputs,
+) -> Result<Box<dyn TrialExecutor>, Exit> {
+    match (&inputs.model, &inputs.opened) {
+        (Some(model), Some(device)) => Ok(Box::new(
+            TrainingExecutor::new(
+                experiment,
+                model.clone(),
+                inputs.data_dir.clone(),
+                device.clone(),
+            )
+            .map_err(Exit::library)?,
+        )),
+        _ => Ok(Box::new(SyntheticExecutor::from_env())),
+    }
 }
 
 /// The design space: the synthetic one in development mode, else the experiment's (S0 for its backbone).
-fn make_space(experiment: &Experiment, global: &Global) -> Result<Box<dyn SearchSpace>, Exit> {
+fn make_space(experiment: &Experiment, inputs: &RunInputs) -> Result<Box<dyn SearchSpace>, Exit> {
     let spec = &experiment.spec;
-    if synthetic_mode() {
+    let Some(model) = &inputs.model else {
         let names = spec.strategies.iter().map(|s| s.name.clone()).collect();
         return Ok(Box::new(SyntheticSpace::new(
             spec.groups,
             names,
             spec.budget,
         )));
-    }
+    };
     let reg = registries()?;
-    let dir = experiment
-        .backbone_dir(global.model.as_deref())
-        .ok_or_else(|| {
-            Exit::usage(anyhow::anyhow!(
-            "the experiment names no local backbone folder; pass --model DIR or set PEFTSPACE_MODEL"
-        ))
-        })?;
-    let info = describe_backbone(&dir, &reg)?;
-    let space = experiment.space(&info).map_err(Exit::usage)?;
-    let context = experiment.sample_context(info, &reg).map_err(Exit::usage)?;
-    Ok(Box::new(ExperimentSpace::new(space, context)))
+    let info = model.describe(&reg).map_err(Exit::library)?;
+    Ok(Box::new(
+        ExperimentSpace::for_experiment(experiment, info, &reg).map_err(Exit::usage)?,
+    ))
 }
 
 /// Crate version, plus `git describe` of the working directory when it is a git checkout.

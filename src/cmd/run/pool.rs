@@ -7,10 +7,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 
 use anyhow::Context;
-use peftspace_core::refine::{TrialExecutor, TrialOutcome, TrialPool, TrialSpec, INTERRUPTED};
+use peftspace_core::refine::{TrialPool, INTERRUPTED};
+use peftspace_core::trial::{TrialExecutor, TrialOutcome, TrialSpec};
 use serde::{Deserialize, Serialize};
 
-use crate::Global;
+use crate::cmd::Global;
 
 /// A worker's answer to one trial.
 #[derive(Serialize, Deserialize)]
@@ -89,6 +90,9 @@ impl ProcessPool {
             }
             if global.offline {
                 command.arg("--offline");
+            }
+            if let Some(device) = &global.device {
+                command.arg("--device").arg(device);
             }
             command
                 .arg("run")

@@ -1,7 +1,8 @@
 //! Progress bars: one per stage with the candidate of the latest trial, trials done/total and ETA.
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use peftspace_core::refine::{Progress, StageDecision, TrialRecord};
+use peftspace_core::refine::{Progress, StageDecision};
+use peftspace_core::trial::TrialRecord;
 
 pub struct Bars {
     bar: Option<ProgressBar>,

@@ -9,16 +9,17 @@
 //! Fixed size: `Σ d_out` over the scaled projections (BERT-base: 768 + 768 + 3072 = 4,608 per layer).
 //!
 //! Because this is a dynamic plugin, every tensor operation on the training path goes through
-//! `peftspace_core::plugin_abi::ops()` (see docs/PLUGINS.md for why).
+//! `peftspace_core::tensor_ops::ops()` (see docs/PLUGINS.md for why).
 
 use candle_core::{Tensor, Var};
 use serde::Deserialize;
 
 use peftspace_core::hooks::LayerModule;
 use peftspace_core::params::ParamStore;
-use peftspace_core::plugin_abi::{ops, Registrar};
+use peftspace_core::plugin_abi::Registrar;
 use peftspace_core::shapes::{LayerShape, SiteKind};
 use peftspace_core::strategy::{parse_options, StrategyEntry, TuningStrategy};
+use peftspace_core::tensor_ops::ops;
 use peftspace_core::Result;
 
 /// The projections IA3 rescales.

@@ -1,4 +1,8 @@
-//! What one trial is (design × task × seed under fixed settings), its content-addressed id, and what it produced.
+//! The trial vocabulary every floor shares: what one trial is (design × task × seed under fixed settings), its
+//! content-addressed id, how it ended, what it produced, the stored record, and the [`TrialExecutor`] that runs one.
+//!
+//! The trainer (`train`), the refinement runner (`refine`), the result store (`store`) and reports all speak these
+//! types; none of them is defined twice.
 
 use std::collections::BTreeMap;
 
@@ -7,6 +11,16 @@ use sha2::{Digest, Sha256};
 
 use crate::spec::{StrategySpec, TaskSpec, TrainingSpec};
 use crate::Result;
+
+/// Runs one trial. Trial-specific trouble (divergence, a failed evaluation) is an `Ok` outcome with that status;
+/// an `Err` means the run cannot go on (a missing model, say) and stops it without storing anything.
+pub trait TrialExecutor: Send + Sync {
+    /// Identifies the backbone weights (part of every trial id).
+    fn backbone_identity(&self) -> Result<String>;
+    /// Identifies a task's data after subsampling (part of its trials' ids).
+    fn data_fingerprint(&self, task: &TaskSpec) -> Result<String>;
+    fn run(&self, trial: &TrialSpec) -> Result<TrialOutcome>;
+}
 
 /// The design text of the full fine-tuning baseline: every backbone weight trains (plus the task head), no PEFT
 /// module. Executors recognise it with [`TrialSpec::is_full_fine_tuning`].
@@ -44,7 +58,7 @@ struct TrialIdentity<'a> {
 
 impl TrialSpec {
     /// Builds a trial and its id from the identity fields plus the backbone identity and the task's data
-    /// fingerprint (both supplied by the executor, see [`super::TrialExecutor`]).
+    /// fingerprint (both supplied by the executor, see [`TrialExecutor`]).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         design: &str,
@@ -115,6 +129,16 @@ impl TrialStatus {
     }
 }
 
+impl std::fmt::Display for TrialStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TrialStatus::Ok => write!(f, "ok"),
+            TrialStatus::Diverged { step } => write!(f, "diverged at step {step}"),
+            TrialStatus::Failed { message } => write!(f, "failed: {message}"),
+        }
+    }
+}
+
 /// What an executor reports for one trial.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrialOutcome {
@@ -164,7 +188,7 @@ pub fn hex_sha256(bytes: &[u8]) -> String {
 
 /// A child seed: the first 8 bytes of SHA-256 over the parent seed and a path of names (root → stage → candidate →
 /// design), so every design's seed is fixed by the root seed and its place, whatever else the experiment contains.
-pub fn derive_seed(root: u64, path: &[&str]) -> u64 {
+pub fn child_seed(root: u64, path: &[&str]) -> u64 {
     let mut hasher = Sha256::new();
     hasher.update(root.to_le_bytes());
     for part in path {
@@ -233,12 +257,12 @@ mod tests {
     }
 
     #[test]
-    fn derived_seeds_depend_on_the_whole_path() {
-        let a = derive_seed(1, &["S1", "spindle", "0"]);
-        assert_eq!(a, derive_seed(1, &["S1", "spindle", "0"]));
-        assert_ne!(a, derive_seed(2, &["S1", "spindle", "0"]));
-        assert_ne!(a, derive_seed(1, &["S1", "spindle", "1"]));
+    fn child_seeds_depend_on_the_whole_path() {
+        let a = child_seed(1, &["S1", "spindle", "0"]);
+        assert_eq!(a, child_seed(1, &["S1", "spindle", "0"]));
+        assert_ne!(a, child_seed(2, &["S1", "spindle", "0"]));
+        assert_ne!(a, child_seed(1, &["S1", "spindle", "1"]));
         // Length prefixes keep ("ab", "c") and ("a", "bc") apart.
-        assert_ne!(derive_seed(1, &["ab", "c"]), derive_seed(1, &["a", "bc"]));
+        assert_ne!(child_seed(1, &["ab", "c"]), child_seed(1, &["a", "bc"]));
     }
 }

@@ -1,4 +1,4 @@
-//! [`TextEncoder`] for any Hugging Face `tokenizer.json` (WordPiece, BPE, SentencePiece models alike).
+//! The one tokenizer: [`Tokenize`] for any Hugging Face `tokenizer.json` (WordPiece, BPE, SentencePiece models alike).
 //!
 //! The file's own padding and truncation settings are switched off (MiniLM's file pads everything to 128): the
 //! trainer pads per batch, and truncation to the experiment's `max_seq_len` happens here, longest text first, before
@@ -6,35 +6,66 @@
 
 use std::path::Path;
 
-use tokenizers::{Encoding, PostProcessor, Tokenizer, TruncationDirection};
+use tokenizers::{Encoding, PostProcessor, TruncationDirection};
 
-use super::{TextEncoder, Tokens};
+use crate::data::{Tokenize, Tokens};
 use crate::{Error, Result};
 
-/// A loaded `tokenizer.json`.
-pub struct HfTokenizer {
-    inner: Tokenizer,
+/// A loaded `tokenizer.json` (usually through [`super::ModelFolder::tokenizer`]).
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
     pad_id: u32,
 }
 
-impl HfTokenizer {
+impl Tokenizer {
     /// Loads `tokenizer.json`; `pad_id` is the model's padding id (from `config.json`, usually 0 for BERT, 1 for
-    /// RoBERTa/BART, 0 for T5). When `None`, the tokenizer's own padding token is used, else 0.
+    /// RoBERTa/BART, 0 for T5). When `None`: the file's own padding id, else the id of `[PAD]` or `<pad>`, else 0.
     pub fn from_file(path: &Path, pad_id: Option<u32>) -> Result<Self> {
-        let mut inner = Tokenizer::from_file(path).map_err(|e| Error::Model {
+        if !path.is_file() {
+            return Err(Error::Model {
+                path: path.to_path_buf(),
+                message: "no such file; the model folder needs a tokenizer.json (transformers' fast tokenizer file)"
+                    .to_string(),
+            });
+        }
+        let mut inner = tokenizers::Tokenizer::from_file(path).map_err(|e| Error::Model {
             path: path.to_path_buf(),
             message: format!("cannot read the tokenizer: {e}"),
         })?;
-        let own_pad = inner.get_padding().map(|p| p.pad_id);
+        let own_pad = inner
+            .get_padding()
+            .map(|p| p.pad_id)
+            .or_else(|| inner.token_to_id("[PAD]"))
+            .or_else(|| inner.token_to_id("<pad>"));
         inner.with_padding(None);
         inner.with_truncation(None).map_err(|e| Error::Model {
             path: path.to_path_buf(),
             message: format!("cannot switch off truncation: {e}"),
         })?;
-        Ok(HfTokenizer {
+        Ok(Tokenizer {
             inner,
             pad_id: pad_id.or(own_pad).unwrap_or(0),
         })
+    }
+
+    /// Tokenises examples (a text and an optional pair, each at most `max_len` tokens) into one right-padded batch.
+    pub fn batch(
+        &self,
+        examples: &[(&str, Option<&str>)],
+        max_len: usize,
+        device: &candle_core::Device,
+    ) -> Result<crate::backbone::Batch> {
+        let rows = examples
+            .iter()
+            .map(|(text, pair)| self.encode(text, *pair, max_len))
+            .collect::<Result<Vec<_>>>()?;
+        let refs: Vec<&Tokens> = rows.iter().collect();
+        crate::data::pad_batch(&refs, self.pad_id, device)
+    }
+
+    /// The wrapped `tokenizers` tokenizer (padding and truncation switched off).
+    pub fn inner(&self) -> &tokenizers::Tokenizer {
+        &self.inner
     }
 
     fn piece(&self, text: &str) -> Result<Encoding> {
@@ -44,7 +75,7 @@ impl HfTokenizer {
     }
 }
 
-impl TextEncoder for HfTokenizer {
+impl Tokenize for Tokenizer {
     fn encode(&self, text: &str, pair: Option<&str>, max_len: usize) -> Result<Tokens> {
         let mut first = self.piece(text)?;
         let mut second = pair.map(|p| self.piece(p)).transpose()?;

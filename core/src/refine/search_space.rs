@@ -16,10 +16,10 @@ pub trait SearchSpace: Send + Sync {
     fn constrain(&self, dimension: Dimension, candidate: &str) -> Result<Box<dyn SearchSpace>>;
 
     /// Draws one design; the same seed gives the same design. Fails (saying why) when no design is feasible.
-    fn sample(&self, seed: u64) -> Result<SampledDesign>;
+    fn sample(&self, seed: u64) -> Result<DesignRecord>;
 
     /// A baseline at the experiment's budget: one strategy name in every layer, or `full` (all weights).
-    fn baseline(&self, name: &str) -> Result<SampledDesign>;
+    fn baseline(&self, name: &str) -> Result<DesignRecord>;
 
     /// A one-line description of the constraints so far, for logs and `plan.json`.
     fn describe(&self) -> String;
@@ -33,7 +33,7 @@ pub trait SearchSpace: Send + Sync {
 
 /// A sampled design as the runner stores and reports it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SampledDesign {
+pub struct DesignRecord {
     /// The compact, round-trippable text form; trial ids hash it.
     pub text: String,
     /// Group sizes, e.g. `2,4,4,2`.

@@ -7,8 +7,8 @@ use crate::space::{seeded_rng, DesignSpace, SampleContext, SampleStats};
 use crate::spec::Dimension;
 use crate::{Error, Result};
 
-use super::space::{SampledDesign, SearchSpace};
-use super::trial::FULL_FINE_TUNING;
+use super::search_space::{DesignRecord, SearchSpace};
+use crate::trial::FULL_FINE_TUNING;
 
 /// A design space plus what sampling needs (backbone shapes, strategies, budget, rules).
 pub struct ExperimentSpace {
@@ -27,20 +27,32 @@ impl ExperimentSpace {
         }
     }
 
+    /// S0 of `experiment` for the backbone `info` describes, with the sampler's context.
+    pub fn for_experiment(
+        experiment: &crate::experiment::Experiment,
+        info: crate::shapes::BackboneInfo,
+        registries: &crate::registry::Registries,
+    ) -> Result<Self> {
+        let space = experiment.space(&info)?;
+        let context = experiment.sample_context(info, registries)?;
+        Ok(ExperimentSpace::new(space, context))
+    }
+
     /// Solves a design's budget and describes it for the plan and the CSVs.
     /// Without the tolerance check: a baseline's one strategy may be unable to reach the budget (BitFit's size is
     /// fixed), and a baseline is reported at the size it has (the trainable-% column shows it).
-    fn describe_design(&self, design: Design) -> Result<SampledDesign> {
+    fn describe_design(&self, design: Design) -> Result<DesignRecord> {
         let ctx = &self.context;
-        let plan = crate::budget::allocate(&ctx.info, &design, &ctx.strategies, ctx.fraction)?;
+        let plan =
+            crate::budget::solve_unchecked(&ctx.info, &design, &ctx.strategies, ctx.fraction)?;
         self.summarise(&design, plan.target, plan.achieved)
     }
 
     /// The full fine-tuning baseline: no groups to speak of, all of the backbone trains.
-    fn full_fine_tuning(&self) -> SampledDesign {
+    fn full_fine_tuning(&self) -> DesignRecord {
         let info = &self.context.info;
         let target = (self.context.fraction * info.num_params as f64).round() as u64;
-        SampledDesign {
+        DesignRecord {
             text: FULL_FINE_TUNING.to_string(),
             group_sizes: info.num_layers().to_string(),
             allocation: "1".into(),
@@ -54,14 +66,14 @@ impl ExperimentSpace {
         }
     }
 
-    fn summarise(&self, design: &Design, target: usize, achieved: usize) -> Result<SampledDesign> {
+    fn summarise(&self, design: &Design, target: usize, achieved: usize) -> Result<DesignRecord> {
         let join = |v: Vec<String>, sep: &str| v.join(sep);
         let sets = design
             .strategies
             .iter()
             .map(|s| self.codes.set_to_text(s))
             .collect::<Result<Vec<_>>>()?;
-        Ok(SampledDesign {
+        Ok(DesignRecord {
             text: design.to_text(&self.codes)?,
             group_sizes: join(
                 design.group_sizes.iter().map(|s| s.to_string()).collect(),
@@ -99,7 +111,7 @@ impl SearchSpace for ExperimentSpace {
         }))
     }
 
-    fn sample(&self, seed: u64) -> Result<SampledDesign> {
+    fn sample(&self, seed: u64) -> Result<DesignRecord> {
         let mut rng = seeded_rng(seed);
         let mut stats = SampleStats::default();
         let sampled = self.space.sample(&self.context, &mut rng, &mut stats)?;
@@ -112,7 +124,7 @@ impl SearchSpace for ExperimentSpace {
 
     /// One strategy in every layer: groups as equal as the layers allow, per-layer budget equal, all tuned; or
     /// `full`: every backbone weight trainable (design text [`FULL_FINE_TUNING`]), planned at the backbone's size.
-    fn baseline(&self, name: &str) -> Result<SampledDesign> {
+    fn baseline(&self, name: &str) -> Result<DesignRecord> {
         if name == FULL_FINE_TUNING {
             return Ok(self.full_fine_tuning());
         }

@@ -1,0 +1,258 @@
+//! The trial executor that really trains: one model folder, its frozen backbone loaded once per process (on the
+//! device it was given), task data loaded once per task, and [`run_trial`] for each trial. The full fine-tuning
+//! baseline loads its own trainable copy of the backbone for each trial (the optimiser changes those weights in
+//! place).
+//!
+//! A design's text is parsed and solved by the budget solver into per-layer strategy sizes, exactly as the sampler
+//! solved it when it drew the design. `peftspace train` and `peftspace run` both train through this type.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use candle_core::Device;
+
+use super::{run_trial, EpochReport, TrainingReport, TrialInput};
+use crate::backbone::{Backbone, Weights};
+use crate::budget::{self, BudgetPlan, Strategies};
+use crate::data::{self, TaskData};
+use crate::design::{Design, StrategyCodes};
+use crate::experiment::Experiment;
+use crate::model::{ModelFolder, Tokenizer};
+use crate::registry::{registries, Registries};
+use crate::shapes::BackboneInfo;
+use crate::spec::{StrategySpec, TaskSpec};
+use crate::trial::{hex_sha256, TrialExecutor, TrialOutcome, TrialSpec};
+use crate::{Error, Result};
+
+/// How a trial is watched while it trains (the command line draws a bar and prints each epoch; the runner does
+/// neither).
+#[derive(Default, Clone, Copy)]
+pub struct Watch<'a> {
+    /// Draw a progress bar on stderr (hidden anyway when stderr is not a terminal).
+    pub progress: bool,
+    /// Called after each epoch's evaluation.
+    pub on_epoch: Option<&'a (dyn Fn(&EpochReport) + Sync)>,
+}
+
+/// Trains trials of one experiment on one model folder and device.
+pub struct TrainingExecutor {
+    model: ModelFolder,
+    device: Device,
+    data_dir: Option<PathBuf>,
+    spec_dir: PathBuf,
+    /// Seed of the data subsamples (the experiment's root seed), so every trial of a task sees the same examples.
+    data_seed: u64,
+    registries: Registries,
+    info: BackboneInfo,
+    strategy_specs: Vec<StrategySpec>,
+    codes: StrategyCodes,
+    /// The frozen backbone, loaded on first use (never for full fine-tuning alone).
+    frozen: Mutex<Option<Arc<dyn Backbone>>>,
+    tokenizer: OnceLock<Arc<Tokenizer>>,
+    tasks: Mutex<HashMap<String, Arc<TaskData>>>,
+    identity: OnceLock<String>,
+}
+
+impl TrainingExecutor {
+    /// An executor for `experiment` on `model` (resolved by [`crate::resolve::Resolver`]), reading GLUE tasks from
+    /// `data_dir` and training on `device`. Nothing heavy happens until the first trial.
+    pub fn new(
+        experiment: &Experiment,
+        model: ModelFolder,
+        data_dir: Option<PathBuf>,
+        device: Device,
+    ) -> Result<Self> {
+        let registries = registries()?;
+        let info = model.describe(&registries)?;
+        // Options are checked here, with the experiment file's place, rather than at the first trial.
+        experiment.strategies(&registries)?;
+        Ok(TrainingExecutor {
+            data_dir,
+            spec_dir: experiment.base_dir(),
+            data_seed: experiment.spec.seed,
+            strategy_specs: experiment.spec.strategies.clone(),
+            codes: StrategyCodes::from_registries(&registries),
+            registries,
+            info,
+            model,
+            device,
+            frozen: Mutex::new(None),
+            tokenizer: OnceLock::new(),
+            tasks: Mutex::new(HashMap::new()),
+            identity: OnceLock::new(),
+        })
+    }
+
+    /// The backbone's layers and parameter count (from `config.json`).
+    pub fn info(&self) -> &BackboneInfo {
+        &self.info
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The design a trial's text stands for: parsed, or a one-strategy baseline's text (see [`Self::baseline`]).
+    pub fn design(&self, text: &str) -> Result<Design> {
+        Design::parse(text, &self.codes)
+    }
+
+    /// One strategy in every layer, in one group: the baseline `peftspace train --baseline NAME` trains. The
+    /// strategy need not be one of the experiment's (it then gets its default options).
+    pub fn baseline(&self, strategy: &str) -> Result<Design> {
+        self.registries.strategy_entry(strategy)?;
+        Ok(Design {
+            group_sizes: vec![self.info.num_layers()],
+            shares: vec![1.0],
+            tuned: vec![true],
+            strategies: vec![BTreeSet::from([strategy.to_string()])],
+        })
+    }
+
+    /// The design's exact per-layer sizes at `fraction` of the backbone's parameters. `checked`: refuse a design
+    /// whose sizes miss the budget by more than the solver's tolerance (a sampled design always meets it; a
+    /// baseline may not, BitFit's size being fixed, and is then reported at the size it has).
+    pub fn solve(&self, design: &Design, fraction: f64, checked: bool) -> Result<BudgetPlan> {
+        let strategies = self.strategies_for(design)?;
+        if checked {
+            budget::solve(&self.info, design, &strategies, fraction)
+        } else {
+            budget::solve_unchecked(&self.info, design, &strategies, fraction)
+        }
+    }
+
+    /// The strategies a design names, built with the experiment's options (defaults for those it does not list).
+    fn strategies_for(&self, design: &Design) -> Result<Strategies> {
+        let mut out = Strategies::new();
+        for name in design.strategies.iter().flatten() {
+            if out.contains_key(name) {
+                continue;
+            }
+            let options = self
+                .strategy_specs
+                .iter()
+                .find(|s| &s.name == name)
+                .map_or(ron::Value::Unit, |s| s.options.clone());
+            out.insert(name.clone(), self.registries.strategy(name, &options)?);
+        }
+        Ok(out)
+    }
+
+    /// Short code of a strategy name, for printing plans.
+    pub fn code(&self, name: &str) -> String {
+        self.codes
+            .code(name)
+            .map(str::to_string)
+            .unwrap_or_else(|_| name.to_string())
+    }
+
+    /// Subsample tasks with `seed` instead of the experiment's root seed (`peftspace train` ties the subsample
+    /// to its training seed).
+    pub fn with_data_seed(mut self, seed: u64) -> Self {
+        self.data_seed = seed;
+        self
+    }
+
+    /// The frozen backbone, loaded on first use and shared by every PEFT trial.
+    pub fn frozen(&self) -> Result<Arc<dyn Backbone>> {
+        let mut slot = self
+            .frozen
+            .lock()
+            .map_err(|_| Error::msg("backbone lock poisoned"))?;
+        if let Some(backbone) = slot.as_ref() {
+            return Ok(backbone.clone());
+        }
+        let backbone: Arc<dyn Backbone> = Arc::from(self.model.load(
+            &self.registries,
+            &self.device,
+            Weights::Frozen,
+        )?);
+        *slot = Some(backbone.clone());
+        Ok(backbone)
+    }
+
+    /// The model folder's tokenizer, read once.
+    pub fn tokenizer(&self) -> Result<Arc<Tokenizer>> {
+        if let Some(t) = self.tokenizer.get() {
+            return Ok(t.clone());
+        }
+        let loaded = Arc::new(self.model.tokenizer()?);
+        Ok(self.tokenizer.get_or_init(|| loaded).clone())
+    }
+
+    /// A task's examples after subsampling, read once per task.
+    pub fn task(&self, task: &TaskSpec) -> Result<Arc<TaskData>> {
+        let key = serde_json::to_string(task)
+            .map_err(|e| Error::msg(format!("task {}: {e}", task.id)))?;
+        let mut tasks = self
+            .tasks
+            .lock()
+            .map_err(|_| Error::msg("task cache lock poisoned"))?;
+        if let Some(t) = tasks.get(&key) {
+            return Ok(t.clone());
+        }
+        let loaded = Arc::new(data::load_task(
+            task,
+            self.data_dir.as_deref(),
+            &self.spec_dir,
+            self.data_seed,
+        )?);
+        tasks.insert(key, loaded.clone());
+        Ok(loaded)
+    }
+
+    /// Trains one trial and reports every epoch. No tolerance check on the design's budget here: a sampled design
+    /// passed it when it was drawn (the solver is deterministic, so the sizes are the same), and a baseline may
+    /// miss the budget by construction.
+    pub fn train(&self, trial: &TrialSpec, watch: Watch<'_>) -> Result<TrainingReport> {
+        let tokenizer = self.tokenizer()?;
+        let task = self.task(&trial.task)?;
+        let (backbone, plan): (Arc<dyn Backbone>, _) = if trial.is_full_fine_tuning() {
+            let fresh = self
+                .model
+                .load(&self.registries, &self.device, Weights::Trainable)?;
+            (Arc::from(fresh), Vec::new())
+        } else {
+            let design = self.design(&trial.design)?;
+            let plan = self.solve(&design, trial.budget, false)?;
+            (self.frozen()?, plan.layer_assignments())
+        };
+        run_trial(&TrialInput {
+            backbone: backbone.as_ref(),
+            tokenizer: tokenizer.as_ref(),
+            task: &task,
+            plan: &plan,
+            strategies: &trial.strategies,
+            training: &trial.training,
+            seed: trial.seed,
+            progress: watch.progress,
+            on_epoch: watch.on_epoch,
+        })
+    }
+}
+
+impl TrialExecutor for TrainingExecutor {
+    /// SHA-256 over the folder's config, tokenizer and weight files ([`ModelFolder::identity`]), computed once.
+    fn backbone_identity(&self) -> Result<String> {
+        if let Some(id) = self.identity.get() {
+            return Ok(id.clone());
+        }
+        let id = self.model.identity()?;
+        Ok(self.identity.get_or_init(|| id).clone())
+    }
+
+    /// SHA-256 over the examples the task keeps after subsampling.
+    fn data_fingerprint(&self, task: &TaskSpec) -> Result<String> {
+        let data = self.task(task)?;
+        let text = format!(
+            "{}|{:?}|{}|{:?}|{:?}",
+            data.id, data.kind, data.evaluator, data.train, data.eval
+        );
+        Ok(hex_sha256(text.as_bytes()))
+    }
+
+    fn run(&self, trial: &TrialSpec) -> Result<TrialOutcome> {
+        Ok(self.train(trial, Watch::default())?.outcome())
+    }
+}
