@@ -2,10 +2,7 @@
 
 use serde::Deserialize;
 
-use peftspace_core::shapes::{
-    AttentionKind, AttentionShape, BackboneInfo, LayerShape, LinearSite, NormShape, NormSite,
-    ResidualSite, SiteKind, Stack,
-};
+use peftspace_core::shapes::{BackboneInfo, LayerShape};
 use peftspace_core::Result;
 
 use crate::checkpoint::{config_error, parse_config};
@@ -270,45 +267,12 @@ impl BertConfig {
 
     /// The hook sites and shapes of encoder layer `index`.
     pub fn layer_shape(&self, index: usize) -> LayerShape {
-        let h = self.hidden_size;
-        let i = self.intermediate_size;
-        let site = |kind, d_in, d_out| LinearSite {
-            kind,
-            d_in,
-            d_out,
-            has_bias: true,
-        };
-        LayerShape {
+        LayerShape::bert_encoder_layer(
             index,
-            stack: Stack::Encoder,
-            hidden: h,
-            linear: vec![
-                site(SiteKind::Query, h, h),
-                site(SiteKind::Key, h, h),
-                site(SiteKind::Value, h, h),
-                site(SiteKind::AttnOut, h, h),
-                site(SiteKind::FfnIn, h, i),
-                site(SiteKind::FfnOut, i, h),
-            ],
-            attention: vec![AttentionShape {
-                kind: AttentionKind::SelfAttention,
-                heads: self.num_attention_heads,
-                head_dim: self.head_dim(),
-            }],
-            norms: vec![
-                NormShape {
-                    site: NormSite::Attention,
-                    width: h,
-                    has_bias: true,
-                },
-                NormShape {
-                    site: NormSite::Ffn,
-                    width: h,
-                    has_bias: true,
-                },
-            ],
-            residual: vec![ResidualSite::Attention, ResidualSite::Ffn],
-        }
+            self.hidden_size,
+            self.num_attention_heads,
+            self.intermediate_size,
+        )
     }
 
     /// Layers and parameter count, with or without the pooler.
@@ -335,6 +299,7 @@ pub fn describe(config_json: &str) -> Result<BackboneInfo> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use peftspace_core::shapes::{AttentionKind, ResidualSite, SiteKind, Stack};
 
     const MINILM: &str = r#"{
       "architectures": ["BertModel"], "attention_probs_dropout_prob": 0.1, "hidden_act": "gelu",
