@@ -6,6 +6,7 @@ use peftspace_core::shapes::{BackboneInfo, LayerShape};
 use peftspace_core::Result;
 
 use crate::checkpoint::{config_error, parse_config};
+use crate::ops::Activation;
 
 /// BERT or RoBERTa: the two differ only in how position ids are counted (see [`Flavour::position_offset`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,32 +30,6 @@ impl Flavour {
         match self {
             Flavour::Bert => "bert",
             Flavour::Roberta => "roberta",
-        }
-    }
-}
-
-/// Activation of the FFN (`hidden_act`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Activation {
-    /// Exact GELU with erf (`gelu`).
-    Gelu,
-    /// The tanh approximation (`gelu_new`, `gelu_pytorch_tanh`, `gelu_fast`).
-    GeluTanh,
-    Relu,
-    /// `silu` / `swish`.
-    Silu,
-}
-
-impl Activation {
-    const KNOWN: &'static str = "gelu, gelu_new, gelu_pytorch_tanh, gelu_fast, relu, silu, swish";
-
-    fn parse(name: &str) -> Option<Activation> {
-        match name {
-            "gelu" => Some(Activation::Gelu),
-            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Some(Activation::GeluTanh),
-            "relu" => Some(Activation::Relu),
-            "silu" | "swish" => Some(Activation::Silu),
-            _ => None,
         }
     }
 }
@@ -203,7 +178,7 @@ impl BertConfig {
             config_error(format!(
                 "hidden_act `{}` is not supported; supported: {}",
                 self.hidden_act,
-                Activation::KNOWN
+                Activation::SUPPORTED
             ))
         })
     }
