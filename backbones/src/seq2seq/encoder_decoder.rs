@@ -71,6 +71,7 @@ pub trait Architecture: Send + Sync + 'static {
     /// The architecture's encoder or decoder.
     type Stack: LayerStack<Config = Self::Config>;
 
+    /// Where the architecture's tensors sit in its checkpoints.
     const LAYOUT: CheckpointLayout;
 
     /// Parses and checks the text of `config.json`.
@@ -97,6 +98,7 @@ pub struct EncoderDecoder<A: Architecture> {
     encoder: A::Stack,
     decoder: A::Stack,
     trainable: Vec<Var>,
+    /// `A` itself holds nothing; it only selects the config and stack types above.
     architecture: PhantomData<A>,
 }
 
