@@ -10,9 +10,7 @@ use peftspace_core::hooks::{DesignHooks, LayerHooks};
 use peftspace_core::params::ParamStore;
 use peftspace_core::plugin_loader::load_plugin;
 use peftspace_core::registry::registries;
-use peftspace_core::shapes::{
-    AttentionKind, AttentionShape, LayerShape, LinearSite, SiteKind, Stack,
-};
+use peftspace_core::shapes::{LayerShape, SiteKind};
 
 /// The built plugin libraries.
 struct Libraries {
@@ -113,42 +111,12 @@ fn peftspace(plugin: &Path) -> std::process::Output {
 }
 
 fn bert_base_layer(index: usize) -> LayerShape {
-    let lin = |kind, d_in, d_out| LinearSite {
-        kind,
-        d_in,
-        d_out,
-        has_bias: true,
-    };
-    LayerShape {
-        index,
-        stack: Stack::Encoder,
-        hidden: 768,
-        linear: vec![
-            lin(SiteKind::Query, 768, 768),
-            lin(SiteKind::Key, 768, 768),
-            lin(SiteKind::Value, 768, 768),
-            lin(SiteKind::AttnOut, 768, 768),
-            lin(SiteKind::FfnIn, 768, 3072),
-            lin(SiteKind::FfnOut, 3072, 768),
-        ],
-        attention: vec![AttentionShape {
-            kind: AttentionKind::SelfAttention,
-            heads: 12,
-            head_dim: 64,
-        }],
-        norms: vec![],
-        residual: vec![],
-    }
+    LayerShape::bert_encoder_layer(index, 768, 12, 3072)
 }
 
+/// A BERT-like layer small enough for the gradient check: width 8, FFN 20.
 fn small_layer(index: usize) -> LayerShape {
-    let mut l = bert_base_layer(index);
-    l.hidden = 8;
-    for s in &mut l.linear {
-        s.d_in = if s.kind == SiteKind::FfnOut { 20 } else { 8 };
-        s.d_out = if s.kind == SiteKind::FfnIn { 20 } else { 8 };
-    }
-    l
+    LayerShape::bert_encoder_layer(index, 8, 2, 20)
 }
 
 fn data(shape: &[usize], salt: f32) -> Tensor {

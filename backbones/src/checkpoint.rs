@@ -153,17 +153,9 @@ impl Checkpoint {
             .sum()
     }
 
-    /// A builder that hands out the tensors as f32 on `device`, checking each shape.
-    pub fn var_builder(&self, device: &Device) -> VarBuilder<'static> {
-        let backend: Box<dyn SimpleBackend> = Box::new(F32Backend {
-            tensors: Arc::clone(&self.tensors),
-        });
-        VarBuilder::from_backend(backend, DType::F32, device.clone())
-    }
-
-    /// A builder for `weights`: [`Checkpoint::var_builder`] when frozen; when trainable, one that turns every
-    /// tensor it hands out into a `Var` (the same `Var` each time a name is asked for again, so tied weights stay
-    /// tied) and records it in the returned [`TrainableWeights`]. The model code is the same either way.
+    /// A builder for `weights` that hands out the tensors as f32 on `device`, checking each shape. When trainable, it
+    /// turns every tensor it hands out into a `Var` (the same `Var` each time a name is asked for again, so tied
+    /// weights stay tied) and records it in the returned [`TrainableWeights`]. The model code is the same either way.
     pub fn var_builder_for(
         &self,
         device: &Device,

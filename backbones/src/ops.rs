@@ -191,6 +191,58 @@ pub fn mask_bias(mask: &Tensor, dtype: DType) -> Result<Tensor> {
     bias.reshape((b, 1, 1, s))
 }
 
+/// An FFN activation, by its transformers (`ACT2FN`) names; shared by every backbone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    Relu,
+    /// Exact GELU with erf (`gelu`).
+    GeluErf,
+    /// The tanh approximation (`gelu_new`, `gelu_pytorch_tanh`, `gelu_fast`).
+    GeluTanh,
+    /// `silu` / `swish`.
+    Silu,
+    Tanh,
+}
+
+impl Activation {
+    /// The accepted names, for error messages.
+    pub const SUPPORTED: &'static str =
+        "relu, gelu, gelu_new, gelu_pytorch_tanh, gelu_fast, silu, swish, tanh";
+
+    /// The activation a transformers name stands for, if it is one of [`Activation::SUPPORTED`].
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "relu" => Some(Activation::Relu),
+            "gelu" => Some(Activation::GeluErf),
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Some(Activation::GeluTanh),
+            "silu" | "swish" => Some(Activation::Silu),
+            "tanh" => Some(Activation::Tanh),
+            _ => None,
+        }
+    }
+
+    /// [`Activation::parse`] with an error that names the unknown activation and lists the supported ones.
+    pub fn from_hf_name(name: &str) -> std::result::Result<Self, String> {
+        Self::parse(name).ok_or_else(|| {
+            format!(
+                "unsupported activation `{name}`; supported: {}",
+                Self::SUPPORTED
+            )
+        })
+    }
+
+    /// Applies the activation (every variant has a backward pass in candle).
+    pub fn apply(self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Activation::Relu => x.relu(),
+            Activation::GeluErf => x.gelu_erf(),
+            Activation::GeluTanh => x.gelu(),
+            Activation::Silu => x.silu(),
+            Activation::Tanh => x.tanh(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -385,5 +437,17 @@ mod tests {
             assert!(diff < 1e-4, "{name}: gradients differ by {diff}");
         }
         Ok(())
+    }
+
+    #[test]
+    fn activations_parse_transformers_names() {
+        assert_eq!(Activation::parse("gelu"), Some(Activation::GeluErf));
+        assert_eq!(
+            Activation::from_hf_name("gelu_new"),
+            Ok(Activation::GeluTanh)
+        );
+        assert_eq!(Activation::parse("swish"), Some(Activation::Silu));
+        let err = Activation::from_hf_name("mish").expect_err("mish is not supported");
+        assert!(err.contains("unsupported activation `mish`"), "{err}");
     }
 }

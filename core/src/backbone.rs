@@ -88,10 +88,6 @@ impl Mode<'_> {
             Mode::Train { dropout } => dropout.apply(x, p),
         }
     }
-
-    pub fn is_train(&self) -> bool {
-        matches!(self, Mode::Train { .. })
-    }
 }
 
 /// A pretrained model with hook sites. Loaded frozen (the usual case) its weights are plain tensors, never `Var`s, and

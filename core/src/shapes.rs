@@ -141,6 +141,44 @@ pub struct LayerShape {
 }
 
 impl LayerShape {
+    /// Encoder layer `index` shaped like BERT's (and RoBERTa's): self-attention with `heads` heads of width
+    /// `hidden / heads`, query/key/value/output projections `hidden → hidden`, an FFN `hidden → ffn → hidden`, every
+    /// projection and both LayerNorms (after attention and after the FFN) with a bias, and a residual after each
+    /// sub-layer. `heads` must be positive and should divide `hidden`, as BERT's config requires.
+    pub fn bert_encoder_layer(index: usize, hidden: usize, heads: usize, ffn: usize) -> LayerShape {
+        let biased = |kind, d_in, d_out| LinearSite {
+            kind,
+            d_in,
+            d_out,
+            has_bias: true,
+        };
+        let biased_norm = |site| NormShape {
+            site,
+            width: hidden,
+            has_bias: true,
+        };
+        LayerShape {
+            index,
+            stack: Stack::Encoder,
+            hidden,
+            linear: vec![
+                biased(SiteKind::Query, hidden, hidden),
+                biased(SiteKind::Key, hidden, hidden),
+                biased(SiteKind::Value, hidden, hidden),
+                biased(SiteKind::AttnOut, hidden, hidden),
+                biased(SiteKind::FfnIn, hidden, ffn),
+                biased(SiteKind::FfnOut, ffn, hidden),
+            ],
+            attention: vec![AttentionShape {
+                kind: AttentionKind::SelfAttention,
+                heads,
+                head_dim: hidden / heads,
+            }],
+            norms: vec![biased_norm(NormSite::Attention), biased_norm(NormSite::Ffn)],
+            residual: vec![ResidualSite::Attention, ResidualSite::Ffn],
+        }
+    }
+
     /// The projection of the given kind, if this layer has one.
     pub fn linear_site(&self, kind: SiteKind) -> Option<&LinearSite> {
         self.linear.iter().find(|s| s.kind == kind)
@@ -170,5 +208,52 @@ impl BackboneInfo {
     /// Total number of layers (encoder + decoder).
     pub fn num_layers(&self) -> usize {
         self.layers.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bert_encoder_layer_has_every_site_of_a_bert_layer() {
+        let site = |kind, d_in, d_out| LinearSite {
+            kind,
+            d_in,
+            d_out,
+            has_bias: true,
+        };
+        let expected = LayerShape {
+            index: 5,
+            stack: Stack::Encoder,
+            hidden: 384,
+            linear: vec![
+                site(SiteKind::Query, 384, 384),
+                site(SiteKind::Key, 384, 384),
+                site(SiteKind::Value, 384, 384),
+                site(SiteKind::AttnOut, 384, 384),
+                site(SiteKind::FfnIn, 384, 1536),
+                site(SiteKind::FfnOut, 1536, 384),
+            ],
+            attention: vec![AttentionShape {
+                kind: AttentionKind::SelfAttention,
+                heads: 12,
+                head_dim: 32,
+            }],
+            norms: vec![
+                NormShape {
+                    site: NormSite::Attention,
+                    width: 384,
+                    has_bias: true,
+                },
+                NormShape {
+                    site: NormSite::Ffn,
+                    width: 384,
+                    has_bias: true,
+                },
+            ],
+            residual: vec![ResidualSite::Attention, ResidualSite::Ffn],
+        };
+        assert_eq!(LayerShape::bert_encoder_layer(5, 384, 12, 1536), expected);
     }
 }

@@ -11,10 +11,7 @@ use crate::grouping::{GroupingEntry, GroupingRule};
 use crate::hooks::LayerModule;
 use crate::params::ParamStore;
 use crate::registry::Registries;
-use crate::shapes::{
-    AttentionKind, AttentionShape, BackboneInfo, LayerShape, LinearSite, NormShape, NormSite,
-    ResidualSite, SiteKind, Stack,
-};
+use crate::shapes::{BackboneInfo, LayerShape, SiteKind};
 use crate::space::sample_composition;
 use crate::strategy::{StrategyEntry, TuningStrategy};
 use crate::{Error, Result};
@@ -22,43 +19,7 @@ use rand::RngCore;
 
 /// A BERT encoder layer of width `hidden` and FFN width `ffn`.
 pub fn bert_layer(index: usize, hidden: usize, ffn: usize, heads: usize) -> LayerShape {
-    let lin = |kind, d_in, d_out| LinearSite {
-        kind,
-        d_in,
-        d_out,
-        has_bias: true,
-    };
-    LayerShape {
-        index,
-        stack: Stack::Encoder,
-        hidden,
-        linear: vec![
-            lin(SiteKind::Query, hidden, hidden),
-            lin(SiteKind::Key, hidden, hidden),
-            lin(SiteKind::Value, hidden, hidden),
-            lin(SiteKind::AttnOut, hidden, hidden),
-            lin(SiteKind::FfnIn, hidden, ffn),
-            lin(SiteKind::FfnOut, ffn, hidden),
-        ],
-        attention: vec![AttentionShape {
-            kind: AttentionKind::SelfAttention,
-            heads,
-            head_dim: hidden / heads,
-        }],
-        norms: vec![
-            NormShape {
-                site: NormSite::Attention,
-                width: hidden,
-                has_bias: true,
-            },
-            NormShape {
-                site: NormSite::Ffn,
-                width: hidden,
-                has_bias: true,
-            },
-        ],
-        residual: vec![ResidualSite::Attention, ResidualSite::Ffn],
-    }
+    LayerShape::bert_encoder_layer(index, hidden, heads, ffn)
 }
 
 /// A BERT-like backbone: `layers` layers, with `num_params` as given.

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 
 use peftspace_core::evaluator::{Evaluator, EvaluatorEntry, Metrics};
+use peftspace_core::stats::average_ranks;
 use peftspace_core::{Error, Result};
 
 fn check(predictions: &[f64], labels: &[f64]) -> Result<()> {
@@ -109,27 +110,6 @@ pub fn pearson(predictions: &[f64], labels: &[f64]) -> Result<f64> {
     } else {
         (sxy / denom).clamp(-1.0, 1.0)
     })
-}
-
-/// Ranks starting at 1; tied values share the average of their ranks.
-pub fn average_ranks(values: &[f64]) -> Vec<f64> {
-    let mut order: Vec<usize> = (0..values.len()).collect();
-    order.sort_by(|&a, &b| values[a].total_cmp(&values[b]));
-    let mut ranks = vec![0.0; values.len()];
-    let mut start = 0;
-    while start < order.len() {
-        let mut end = start + 1;
-        while end < order.len() && values[order[end]] == values[order[start]] {
-            end += 1;
-        }
-        // Positions start..end (0-based) hold ranks start+1..=end; their mean is (start + 1 + end) / 2.
-        let rank = (start + 1 + end) as f64 / 2.0;
-        for &i in &order[start..end] {
-            ranks[i] = rank;
-        }
-        start = end;
-    }
-    ranks
 }
 
 /// Spearman rank correlation (Pearson correlation of average ranks).
@@ -287,15 +267,6 @@ mod tests {
         close(matthews_corrcoef(&Y_PRED3, &Y_TRUE3).unwrap(), SK_MCC3);
         close(pearson(&X_REG, &Y_REG).unwrap(), SCIPY_PEARSON);
         close(spearman(&X_REG, &Y_REG).unwrap(), SCIPY_SPEARMAN);
-    }
-
-    #[test]
-    fn ties_get_average_ranks() {
-        assert_eq!(
-            average_ranks(&[3.0, 1.0, 3.0, 2.0, 3.0]),
-            vec![4.0, 1.0, 4.0, 2.0, 4.0]
-        );
-        assert_eq!(average_ranks(&[0.5, 0.5]), vec![1.5, 1.5]);
     }
 
     #[test]

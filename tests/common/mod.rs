@@ -12,8 +12,7 @@ use peftspace_core::evaluator::{Evaluator, EvaluatorEntry, Metrics};
 use peftspace_core::hooks::LayerHooks;
 use peftspace_core::registry::{registries, with_registries_mut};
 use peftspace_core::shapes::{
-    AttentionKind, AttentionShape, BackboneInfo, LayerShape, LinearSite, NormShape, NormSite,
-    ResidualSite, SiteKind, Stack,
+    AttentionKind, BackboneInfo, LayerShape, NormSite, ResidualSite, SiteKind,
 };
 use peftspace_core::Result;
 use rand::rngs::StdRng;
@@ -75,43 +74,7 @@ pub const HEADS: usize = 2;
 pub const MAX_LEN: usize = 32;
 
 fn layer_shape(index: usize) -> LayerShape {
-    let lin = |kind, d_in, d_out| LinearSite {
-        kind,
-        d_in,
-        d_out,
-        has_bias: true,
-    };
-    LayerShape {
-        index,
-        stack: Stack::Encoder,
-        hidden: HIDDEN,
-        linear: vec![
-            lin(SiteKind::Query, HIDDEN, HIDDEN),
-            lin(SiteKind::Key, HIDDEN, HIDDEN),
-            lin(SiteKind::Value, HIDDEN, HIDDEN),
-            lin(SiteKind::AttnOut, HIDDEN, HIDDEN),
-            lin(SiteKind::FfnIn, HIDDEN, 2 * HIDDEN),
-            lin(SiteKind::FfnOut, 2 * HIDDEN, HIDDEN),
-        ],
-        attention: vec![AttentionShape {
-            kind: AttentionKind::SelfAttention,
-            heads: HEADS,
-            head_dim: HIDDEN / HEADS,
-        }],
-        norms: vec![
-            NormShape {
-                site: NormSite::Attention,
-                width: HIDDEN,
-                has_bias: true,
-            },
-            NormShape {
-                site: NormSite::Ffn,
-                width: HIDDEN,
-                has_bias: true,
-            },
-        ],
-        residual: vec![ResidualSite::Attention, ResidualSite::Ffn],
-    }
+    LayerShape::bert_encoder_layer(index, HIDDEN, HEADS, 2 * HIDDEN)
 }
 
 impl ToyBackbone {

@@ -7,7 +7,8 @@ use peftspace_core::shapes::{
 };
 use serde::Deserialize;
 
-use crate::seq2seq::{site, Activation, TokenId};
+use crate::ops::Activation;
+use crate::seq2seq::{site, TokenId};
 
 /// transformers' learned positional embeddings keep two extra rows in front (a fairseq legacy).
 pub const POSITION_OFFSET: usize = 2;

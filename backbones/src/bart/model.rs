@@ -4,13 +4,13 @@ use candle_core::Tensor;
 use candle_nn::VarBuilder;
 use peftspace_core::backbone::Mode;
 use peftspace_core::hooks::LayerHooks;
-use peftspace_core::shapes::{AttentionKind, NormSite, ResidualSite, SiteKind};
+use peftspace_core::shapes::{AttentionKind, NormSite, ResidualSite, SiteKind, Stack};
 use peftspace_core::{Error, Result};
 
 use super::config::{Config, LAYER_NORM_EPS, POSITION_OFFSET};
-use crate::ops::{LayerNorm, Linear};
+use crate::ops::{Activation, LayerNorm, Linear};
 use crate::seq2seq::attention::{attend, AttentionCall};
-use crate::seq2seq::{embed, project, Activation};
+use crate::seq2seq::{embed, project, LayerStack, StackInput};
 
 /// `self_attn` or `encoder_attn`: `q_proj`, `k_proj`, `v_proj`, `out_proj`, scores scaled by `head_dim^-0.5`.
 #[derive(Debug, Clone)]
@@ -106,9 +106,9 @@ impl Layer {
         d: usize,
         heads: usize,
         ffn: usize,
-        decoder: bool,
+        stack: Stack,
     ) -> candle_core::Result<Self> {
-        let cross = if decoder {
+        let cross = if stack == Stack::Decoder {
             Some((
                 Attention::load(
                     vb.pp("encoder_attn"),
@@ -137,15 +137,6 @@ impl Layer {
     }
 }
 
-/// What a stack needs besides its input.
-pub struct StackInput<'a> {
-    pub ids: &'a Tensor,
-    /// Self-attention bias over real keys: padding (encoder) or causal (decoder).
-    pub mask_bias: Tensor,
-    /// Encoder output and the bias that hides its padding (decoder only).
-    pub memory: Option<(&'a Tensor, Tensor)>,
-}
-
 /// Dropout probabilities of a stack.
 #[derive(Debug, Clone, Copy)]
 struct Dropouts {
@@ -156,7 +147,7 @@ struct Dropouts {
 
 /// `BartEncoder` or `BartDecoder`.
 #[derive(Debug, Clone)]
-pub struct Stack {
+pub struct BartStack {
     embed_tokens: Tensor,
     embed_scale: f64,
     positions: Tensor,
@@ -167,32 +158,33 @@ pub struct Stack {
     first_layer: usize,
 }
 
-impl Stack {
-    pub fn load(
+impl LayerStack for BartStack {
+    type Config = Config;
+
+    fn load(
         vb: VarBuilder,
         cfg: &Config,
         embed_tokens: Tensor,
-        decoder: bool,
+        stack: Stack,
         first_layer: usize,
     ) -> candle_core::Result<Self> {
         let d = cfg.d_model;
-        let (n, heads, ffn) = if decoder {
-            (
-                cfg.decoder_layers,
-                cfg.decoder_attention_heads,
-                cfg.decoder_ffn_dim,
-            )
-        } else {
-            (
+        let (n, heads, ffn) = match stack {
+            Stack::Encoder => (
                 cfg.encoder_layers,
                 cfg.encoder_attention_heads,
                 cfg.encoder_ffn_dim,
-            )
+            ),
+            Stack::Decoder => (
+                cfg.decoder_layers,
+                cfg.decoder_attention_heads,
+                cfg.decoder_ffn_dim,
+            ),
         };
         let layers = (0..n)
-            .map(|i| Layer::load(vb.pp(format!("layers.{i}")), d, heads, ffn, decoder))
+            .map(|i| Layer::load(vb.pp(format!("layers.{i}")), d, heads, ffn, stack))
             .collect::<candle_core::Result<Vec<_>>>()?;
-        Ok(Stack {
+        Ok(BartStack {
             embed_tokens,
             embed_scale: cfg.embed_scale(),
             positions: vb.get(
@@ -211,7 +203,7 @@ impl Stack {
         })
     }
 
-    pub fn forward(
+    fn forward(
         &self,
         input: StackInput<'_>,
         hooks: &dyn LayerHooks,

@@ -2,13 +2,11 @@
 
 use serde::Deserialize;
 
-use peftspace_core::shapes::{
-    AttentionKind, AttentionShape, BackboneInfo, LayerShape, LinearSite, NormShape, NormSite,
-    ResidualSite, SiteKind, Stack,
-};
+use peftspace_core::shapes::{BackboneInfo, LayerShape};
 use peftspace_core::Result;
 
 use crate::checkpoint::{config_error, parse_config};
+use crate::ops::Activation;
 
 /// BERT or RoBERTa: the two differ only in how position ids are counted (see [`Flavour::position_offset`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,32 +30,6 @@ impl Flavour {
         match self {
             Flavour::Bert => "bert",
             Flavour::Roberta => "roberta",
-        }
-    }
-}
-
-/// Activation of the FFN (`hidden_act`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Activation {
-    /// Exact GELU with erf (`gelu`).
-    Gelu,
-    /// The tanh approximation (`gelu_new`, `gelu_pytorch_tanh`, `gelu_fast`).
-    GeluTanh,
-    Relu,
-    /// `silu` / `swish`.
-    Silu,
-}
-
-impl Activation {
-    const KNOWN: &'static str = "gelu, gelu_new, gelu_pytorch_tanh, gelu_fast, relu, silu, swish";
-
-    fn parse(name: &str) -> Option<Activation> {
-        match name {
-            "gelu" => Some(Activation::Gelu),
-            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Some(Activation::GeluTanh),
-            "relu" => Some(Activation::Relu),
-            "silu" | "swish" => Some(Activation::Silu),
-            _ => None,
         }
     }
 }
@@ -206,7 +178,7 @@ impl BertConfig {
             config_error(format!(
                 "hidden_act `{}` is not supported; supported: {}",
                 self.hidden_act,
-                Activation::KNOWN
+                Activation::SUPPORTED
             ))
         })
     }
@@ -270,45 +242,12 @@ impl BertConfig {
 
     /// The hook sites and shapes of encoder layer `index`.
     pub fn layer_shape(&self, index: usize) -> LayerShape {
-        let h = self.hidden_size;
-        let i = self.intermediate_size;
-        let site = |kind, d_in, d_out| LinearSite {
-            kind,
-            d_in,
-            d_out,
-            has_bias: true,
-        };
-        LayerShape {
+        LayerShape::bert_encoder_layer(
             index,
-            stack: Stack::Encoder,
-            hidden: h,
-            linear: vec![
-                site(SiteKind::Query, h, h),
-                site(SiteKind::Key, h, h),
-                site(SiteKind::Value, h, h),
-                site(SiteKind::AttnOut, h, h),
-                site(SiteKind::FfnIn, h, i),
-                site(SiteKind::FfnOut, i, h),
-            ],
-            attention: vec![AttentionShape {
-                kind: AttentionKind::SelfAttention,
-                heads: self.num_attention_heads,
-                head_dim: self.head_dim(),
-            }],
-            norms: vec![
-                NormShape {
-                    site: NormSite::Attention,
-                    width: h,
-                    has_bias: true,
-                },
-                NormShape {
-                    site: NormSite::Ffn,
-                    width: h,
-                    has_bias: true,
-                },
-            ],
-            residual: vec![ResidualSite::Attention, ResidualSite::Ffn],
-        }
+            self.hidden_size,
+            self.num_attention_heads,
+            self.intermediate_size,
+        )
     }
 
     /// Layers and parameter count, with or without the pooler.
@@ -335,6 +274,7 @@ pub fn describe(config_json: &str) -> Result<BackboneInfo> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use peftspace_core::shapes::{AttentionKind, ResidualSite, SiteKind, Stack};
 
     const MINILM: &str = r#"{
       "architectures": ["BertModel"], "attention_probs_dropout_prob": 0.1, "hidden_act": "gelu",

@@ -17,7 +17,7 @@ use peftspace_core::Result;
 
 use crate::checkpoint::{read_config, with_config_path, Checkpoint};
 
-pub use config::{describe, Activation, BertConfig, Flavour};
+pub use config::{describe, BertConfig, Flavour};
 pub use model::Bert;
 
 impl Bert {
@@ -31,7 +31,7 @@ impl Bert {
         let (config_path, text) = read_config(dir)?;
         let config = BertConfig::from_json(&text).map_err(|e| with_config_path(e, &config_path))?;
         let checkpoint = Checkpoint::open(dir)?;
-        Bert::from_checkpoint_with(config, &checkpoint, device, weights)
+        Bert::from_checkpoint(config, &checkpoint, device, weights)
     }
 }
 

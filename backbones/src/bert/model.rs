@@ -12,9 +12,9 @@ use peftspace_core::hooks::LayerHooks;
 use peftspace_core::shapes::{AttentionKind, BackboneInfo, NormSite, ResidualSite, SiteKind};
 use peftspace_core::{Error, Result};
 
-use super::config::{Activation, BertConfig, Flavour};
+use super::config::{BertConfig, Flavour};
 use crate::checkpoint::Checkpoint;
-use crate::ops::{mask_bias, softmax_last_dim, LayerNorm, Linear};
+use crate::ops::{mask_bias, softmax_last_dim, Activation, LayerNorm, Linear};
 
 /// Word + position + token-type embeddings, then LayerNorm and dropout.
 struct Embeddings {
@@ -231,12 +231,7 @@ impl FeedForward {
         mode: Mode<'_>,
     ) -> Result<Tensor> {
         let up = hooks.linear(layer, SiteKind::FfnIn, x, self.up.forward(x)?)?;
-        let act = match self.activation {
-            Activation::Gelu => up.gelu_erf()?,
-            Activation::GeluTanh => up.gelu()?,
-            Activation::Relu => up.relu()?,
-            Activation::Silu => up.silu()?,
-        };
+        let act = self.activation.apply(&up)?;
         let out = hooks.linear(layer, SiteKind::FfnOut, &act, self.down.forward(&act)?)?;
         let out = mode.dropout(&out, self.dropout)?;
         let out = hooks.residual(layer, ResidualSite::Ffn, out)?;
@@ -275,17 +270,9 @@ pub struct Bert {
 impl Bert {
     /// Builds the model from a parsed config and opened weights. Tensor names may carry the `bert.` / `roberta.`
     /// prefix of task checkpoints or not; heads outside the encoder (`cls.*`, `lm_head.*`, `classifier.*`) are
-    /// ignored. The pooler is used when the weights have one.
+    /// ignored. The pooler is used when the weights have one. `weights` decides whether they load frozen or as
+    /// `Var`s.
     pub fn from_checkpoint(
-        config: BertConfig,
-        checkpoint: &Checkpoint,
-        device: &Device,
-    ) -> Result<Bert> {
-        Bert::from_checkpoint_with(config, checkpoint, device, Weights::Frozen)
-    }
-
-    /// [`Bert::from_checkpoint`] with frozen or trainable weights.
-    pub fn from_checkpoint_with(
         config: BertConfig,
         checkpoint: &Checkpoint,
         device: &Device,

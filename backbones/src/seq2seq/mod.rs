@@ -1,7 +1,14 @@
-//! Pieces shared by the encoder-decoder backbones (T5, BART): checkpoint access, activations, embeddings, the
-//! decoder input convention and the sequence-classification read-out at the last end-of-sequence token.
+//! Pieces shared by the encoder-decoder backbones (T5, BART): the generic model ([`EncoderDecoder`]), checkpoint
+//! access, embeddings, the decoder input convention and the sequence-classification read-out at the last
+//! end-of-sequence token.
 
 pub mod attention;
+mod encoder_decoder;
+
+pub use encoder_decoder::{
+    describe, load, load_trainable, Architecture, CheckpointLayout, EncoderDecoder, LayerStack,
+    StackInput,
+};
 
 use std::path::Path;
 
@@ -28,13 +35,9 @@ pub fn parse_config<T: DeserializeOwned>(text: &str) -> std::result::Result<T, S
     serde_json::from_str(text).map_err(|e| format!("invalid config: {e}"))
 }
 
-/// Opens the weights of a model folder (memory-mapped, converted to F32 on `device` as they are asked for).
-pub fn open_weights(dir: &Path, device: &Device) -> Result<VarBuilder<'static>> {
-    Ok(Checkpoint::open(dir)?.var_builder(device))
-}
-
-/// [`open_weights`] for frozen or trainable weights; the second value records the `Var`s handed out when trainable.
-pub fn open_weights_for(
+/// Opens the weights of a model folder (memory-mapped, converted to F32 on `device` as they are asked for), frozen or
+/// trainable; the second value records the `Var`s handed out when trainable.
+pub fn open_weights(
     dir: &Path,
     device: &Device,
     weights: Weights,
@@ -97,48 +100,6 @@ impl TokenId {
             TokenId::One(id) => Some(*id),
             TokenId::Many(ids) => ids.first().copied(),
         }
-    }
-}
-
-/// Activation functions, by their transformers names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Activation {
-    Relu,
-    /// Exact GELU (`gelu`).
-    GeluErf,
-    /// Tanh approximation (`gelu_new`, `gelu_pytorch_tanh`, `gelu_fast`).
-    GeluTanh,
-    Silu,
-    Tanh,
-}
-
-impl Activation {
-    /// Parses a transformers `ACT2FN` name.
-    pub fn from_hf_name(name: &str) -> std::result::Result<Self, String> {
-        Ok(match name {
-            "relu" => Activation::Relu,
-            "gelu" => Activation::GeluErf,
-            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Activation::GeluTanh,
-            "silu" | "swish" => Activation::Silu,
-            "tanh" => Activation::Tanh,
-            other => {
-                return Err(format!(
-                    "unsupported activation `{other}`; supported: relu, gelu, gelu_new, gelu_pytorch_tanh, gelu_fast, \
-                     silu, swish, tanh"
-                ))
-            }
-        })
-    }
-
-    /// Applies the activation (every variant has a backward pass in candle).
-    pub fn apply(self, x: &Tensor) -> Result<Tensor> {
-        Ok(match self {
-            Activation::Relu => x.relu()?,
-            Activation::GeluErf => x.gelu_erf()?,
-            Activation::GeluTanh => x.gelu()?,
-            Activation::Silu => x.silu()?,
-            Activation::Tanh => x.tanh()?,
-        })
     }
 }
 
@@ -327,20 +288,5 @@ mod tests {
             err.contains("token id 4 is outside the vocabulary of 4"),
             "{err}"
         );
-    }
-
-    #[test]
-    fn activations_parse_transformers_names() {
-        assert_eq!(
-            Activation::from_hf_name("gelu").unwrap(),
-            Activation::GeluErf
-        );
-        assert_eq!(
-            Activation::from_hf_name("gelu_new").unwrap(),
-            Activation::GeluTanh
-        );
-        assert!(Activation::from_hf_name("mish")
-            .unwrap_err()
-            .contains("unsupported activation `mish`"));
     }
 }

@@ -7,7 +7,8 @@ use peftspace_core::shapes::{
 };
 use serde::Deserialize;
 
-use crate::seq2seq::{site, Activation, TokenId};
+use crate::ops::Activation;
+use crate::seq2seq::{site, TokenId};
 
 /// The fields of a T5 `config.json` this backbone reads; every default is transformers' `T5Config` default.
 #[derive(Debug, Clone, Deserialize)]

@@ -1,16 +1,16 @@
 //! T5 blocks and stacks (pre-norm with T5's RMS norm, no biases), following transformers' `modeling_t5.py`.
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use candle_nn::VarBuilder;
 use peftspace_core::backbone::Mode;
 use peftspace_core::hooks::LayerHooks;
-use peftspace_core::shapes::{AttentionKind, NormSite, ResidualSite, SiteKind};
+use peftspace_core::shapes::{AttentionKind, NormSite, ResidualSite, SiteKind, Stack};
 use peftspace_core::Result;
 
 use super::attention::{load_position_table, position_bias, Attention};
 use super::config::{Config, FeedForward};
 use crate::ops::{rms_norm, Linear};
-use crate::seq2seq::{embed, project};
+use crate::seq2seq::{embed, project, LayerStack, StackInput};
 
 /// `DenseReluDense`: `wi` (or gated `wi_0`·`wi_1`), activation, `wo`.
 #[derive(Debug, Clone)]
@@ -74,7 +74,7 @@ impl Block {
     fn load(
         vb: VarBuilder,
         cfg: &Config,
-        decoder: bool,
+        stack: Stack,
         ff: FeedForward,
     ) -> candle_core::Result<Self> {
         let d = cfg.d_model;
@@ -85,7 +85,7 @@ impl Block {
             cfg,
             AttentionKind::SelfAttention,
         )?;
-        let (cross, ffn_index) = if decoder {
+        let (cross, ffn_index) = if stack == Stack::Decoder {
             let cvb = vb.pp("layer.1");
             let norm = cvb.get(d, "layer_norm.weight")?;
             let attn = Attention::load(
@@ -108,65 +108,53 @@ impl Block {
     }
 }
 
-/// What a stack needs besides its input.
-pub struct StackInput<'a> {
-    pub ids: &'a Tensor,
-    /// Self-attention bias over real keys: padding (encoder) or causal (decoder), without positions.
-    pub mask_bias: Tensor,
-    /// Encoder output and the bias that hides its padding (decoder only).
-    pub memory: Option<(&'a Tensor, Tensor)>,
-}
-
 /// An encoder or decoder `T5Stack`.
 #[derive(Debug, Clone)]
-pub struct Stack {
+pub struct T5Stack {
     embed_tokens: Tensor,
     position_table: Tensor,
     blocks: Vec<Block>,
     final_norm: Tensor,
     /// Global index of the first layer (0 for the encoder, `num_layers` for the decoder).
     first_layer: usize,
-    decoder: bool,
+    stack: Stack,
     eps: f64,
     dropout: f64,
     cfg: Config,
 }
 
-impl Stack {
-    pub fn load(
+impl LayerStack for T5Stack {
+    type Config = Config;
+
+    fn load(
         vb: VarBuilder,
         cfg: &Config,
         embed_tokens: Tensor,
-        decoder: bool,
+        stack: Stack,
         first_layer: usize,
     ) -> candle_core::Result<Self> {
         let ff = cfg.feed_forward().map_err(candle_core::Error::Msg)?;
-        let n = if decoder {
-            cfg.decoder_layers()
-        } else {
-            cfg.num_layers
+        let n = match stack {
+            Stack::Encoder => cfg.num_layers,
+            Stack::Decoder => cfg.decoder_layers(),
         };
         let blocks = (0..n)
-            .map(|i| Block::load(vb.pp(format!("block.{i}")), cfg, decoder, ff))
+            .map(|i| Block::load(vb.pp(format!("block.{i}")), cfg, stack, ff))
             .collect::<candle_core::Result<Vec<_>>>()?;
-        Ok(Stack {
+        Ok(T5Stack {
             embed_tokens,
             position_table: load_position_table(vb.pp("block.0.layer.0.SelfAttention"), cfg)?,
             blocks,
             final_norm: vb.get(cfg.d_model, "final_layer_norm.weight")?,
             first_layer,
-            decoder,
+            stack,
             eps: cfg.layer_norm_epsilon,
             dropout: cfg.dropout_rate,
             cfg: cfg.clone(),
         })
     }
 
-    pub fn device(&self) -> &Device {
-        self.embed_tokens.device()
-    }
-
-    pub fn forward(
+    fn forward(
         &self,
         input: StackInput<'_>,
         hooks: &dyn LayerHooks,
@@ -176,7 +164,8 @@ impl Stack {
         let mut h = mode.dropout(&embed(&self.embed_tokens, input.ids)?, p)?;
         let len = h.dim(1)?;
         // Computed once by the first layer and shared by all layers of the stack, as in T5.
-        let positions = position_bias(&self.position_table, len, len, !self.decoder, &self.cfg)?;
+        let bidirectional = self.stack == Stack::Encoder;
+        let positions = position_bias(&self.position_table, len, len, bidirectional, &self.cfg)?;
         let self_bias = positions.broadcast_add(&input.mask_bias)?;
         for (i, block) in self.blocks.iter().enumerate() {
             let layer = self.first_layer + i;

@@ -8,6 +8,8 @@
 
 use statrs::distribution::{ContinuousCDF, Normal};
 
+use super::ranks::average_ranks_and_ties;
+
 /// How a Mann–Whitney p-value was computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MwuMethod {
@@ -30,7 +32,8 @@ pub fn mann_whitney_u(x: &[f64], y: &[f64]) -> Option<MannWhitneyResult> {
     if n1 == 0 || n2 == 0 {
         return None;
     }
-    let (ranks, tie_sizes) = average_ranks(x.iter().chain(y.iter()).copied().collect());
+    let pooled: Vec<f64> = x.iter().chain(y.iter()).copied().collect();
+    let (ranks, tie_sizes) = average_ranks_and_ties(&pooled);
     let r1: f64 = ranks[..n1].iter().sum();
     let u1 = r1 - (n1 * (n1 + 1)) as f64 / 2.0;
     let u2 = (n1 * n2) as f64 - u1;
@@ -64,29 +67,6 @@ pub fn mann_whitney_u(x: &[f64], y: &[f64]) -> Option<MannWhitneyResult> {
         p_value: p.clamp(0.0, 1.0),
         method: MwuMethod::Asymptotic,
     })
-}
-
-/// Average ranks (1-based) of the pooled values, and the size of every tie group.
-fn average_ranks(values: Vec<f64>) -> (Vec<f64>, Vec<usize>) {
-    let mut order: Vec<usize> = (0..values.len()).collect();
-    order.sort_by(|&a, &b| values[a].total_cmp(&values[b]));
-    let mut ranks = vec![0.0; values.len()];
-    let mut ties = Vec::new();
-    let mut start = 0;
-    while start < order.len() {
-        let mut end = start + 1;
-        while end < order.len() && values[order[end]] == values[order[start]] {
-            end += 1;
-        }
-        // Positions start..end (0-based) share the average of ranks start+1..=end.
-        let rank = (start + 1 + end) as f64 / 2.0;
-        for &i in &order[start..end] {
-            ranks[i] = rank;
-        }
-        ties.push(end - start);
-        start = end;
-    }
-    (ranks, ties)
 }
 
 /// P(U ≥ k) under the null for samples of sizes n1, n2 (no ties).

@@ -8,6 +8,7 @@ mod bootstrap;
 mod holm;
 mod ks;
 mod mann_whitney;
+mod ranks;
 mod welch;
 
 #[cfg(test)]
@@ -17,6 +18,7 @@ pub use bootstrap::{bootstrap_mean_ci, bootstrap_mean_difference_ci, ConfidenceI
 pub use holm::holm_adjust;
 pub use ks::{ks_two_sample, KsMethod, KsResult};
 pub use mann_whitney::{mann_whitney_u, MannWhitneyResult, MwuMethod};
+pub use ranks::{average_ranks, average_ranks_and_ties};
 pub use welch::{welch_t_test, WelchResult};
 
 /// n, mean, median and sample standard deviation (ddof = 1) of a population.

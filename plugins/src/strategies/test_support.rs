@@ -9,43 +9,7 @@ use peftspace_core::shapes::{
 
 /// An encoder layer shaped like BERT's: projections with biases, LayerNorms with biases.
 pub fn bert_layer(index: usize, hidden: usize, heads: usize, ffn: usize) -> LayerShape {
-    let lin = |kind, d_in, d_out| LinearSite {
-        kind,
-        d_in,
-        d_out,
-        has_bias: true,
-    };
-    LayerShape {
-        index,
-        stack: Stack::Encoder,
-        hidden,
-        linear: vec![
-            lin(SiteKind::Query, hidden, hidden),
-            lin(SiteKind::Key, hidden, hidden),
-            lin(SiteKind::Value, hidden, hidden),
-            lin(SiteKind::AttnOut, hidden, hidden),
-            lin(SiteKind::FfnIn, hidden, ffn),
-            lin(SiteKind::FfnOut, ffn, hidden),
-        ],
-        attention: vec![AttentionShape {
-            kind: AttentionKind::SelfAttention,
-            heads,
-            head_dim: hidden / heads,
-        }],
-        norms: vec![
-            NormShape {
-                site: NormSite::Attention,
-                width: hidden,
-                has_bias: true,
-            },
-            NormShape {
-                site: NormSite::Ffn,
-                width: hidden,
-                has_bias: true,
-            },
-        ],
-        residual: vec![ResidualSite::Attention, ResidualSite::Ffn],
-    }
+    LayerShape::bert_encoder_layer(index, hidden, heads, ffn)
 }
 
 /// BERT-base: hidden 768, 12 heads, FFN 3072.
