@@ -29,7 +29,8 @@ pub const FULL_FINE_TUNING: &str = "full";
 /// Everything a trial executor needs to run one trial.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrialSpec {
-    /// Hex SHA-256 of the identity fields (see [`TrialIdentity`]).
+    /// Hex SHA-256 of the identity fields: design, task, seed, training, budget, strategies, backbone identity
+    /// and data fingerprint (see [`TrialSpec::new`]).
     pub id: String,
     /// The design in its compact text form.
     pub design: String,

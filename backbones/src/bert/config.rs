@@ -8,7 +8,7 @@ use peftspace_core::Result;
 use crate::checkpoint::{config_error, parse_config};
 use crate::ops::Activation;
 
-/// BERT or RoBERTa: the two differ only in how position ids are counted (see [`Flavour::position_offset`]).
+/// BERT or RoBERTa: the two differ only in how position ids are counted (see [`BertConfig::position_offset`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flavour {
     Bert,

@@ -2,8 +2,8 @@
 //! the winning constraint carried into the next stage, and optional final runs.
 //!
 //! The runner reaches trials only through [`TrialPool`] (which runs many trials, perhaps in other processes) and
-//! [`TrialExecutor`](crate::trial::TrialExecutor) (which runs one), and designs only through [`SearchSpace`], so it is tested end to end with
-//! the [`SyntheticSpace`] and [`SyntheticExecutor`].
+//! [`TrialExecutor`] (which runs one), and designs only through [`SearchSpace`], so it is tested end to end with the
+//! [`SyntheticSpace`] and [`SyntheticExecutor`].
 
 mod decision;
 mod experiment_space;

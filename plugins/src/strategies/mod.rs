@@ -2,7 +2,7 @@
 //! registry entry and its tests.
 //!
 //! Every strategy creates its trainable variables under `layer.<global index>.<strategy>.…` in the
-//! [`ParamStore`](peftspace_core::params::ParamStore), in the style of Hugging Face PEFT names.
+//! `peftspace_core::params::ParamStore`, in the style of Hugging Face PEFT names.
 
 pub mod adapter;
 pub mod bitfit;
