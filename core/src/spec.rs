@@ -8,6 +8,39 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+/// Longest experiment name accepted (it becomes a folder name, which file systems limit to 255 bytes).
+pub const MAX_NAME_LEN: usize = 100;
+
+/// Checks an experiment name before it becomes the default results folder `results/<name>`: only letters, digits,
+/// `-`, `_` and `.`, not `.` or `..`, at most [`MAX_NAME_LEN`] characters. A name such as `..` or `a/../../x`
+/// would otherwise place the manifest and the CSVs outside `results/`. Returns the reason for a person.
+pub fn check_results_name(name: &str) -> std::result::Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty (it names the results folder)".into());
+    }
+    if name == "." || name == ".." {
+        return Err(format!(
+            "`{name}` is not a folder name (it names the results folder); use letters, digits, `-`, `_` or `.`"
+        ));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(format!(
+            "is {} characters long; at most {MAX_NAME_LEN} (it names the results folder)",
+            name.len()
+        ));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        return Err(format!(
+            "`{name}` contains {bad:?}; a name may hold only letters, digits, `-`, `_` and `.` (it names the \
+             results folder)"
+        ));
+    }
+    Ok(())
+}
+
 /// One experiment: a backbone, tasks, a budget, the design space and the refinement stages.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -23,20 +23,8 @@ pub(super) fn check(p: &Parsed, reg: &Registries) -> Result<()> {
     let s = &p.spec;
     let err = |path: &str, msg: String| Err(p.error_at(path, msg));
 
-    if s.name.trim().is_empty() {
-        return err(
-            "name",
-            "must not be empty (it names the results folder)".into(),
-        );
-    }
-    if s.name.contains(['/', '\\']) {
-        return err(
-            "name",
-            format!(
-                "`{}` must not contain path separators (it names the results folder)",
-                s.name
-            ),
-        );
+    if let Err(reason) = crate::spec::check_results_name(&s.name) {
+        return err("name", reason);
     }
     if s.backbone.path.is_none() && s.backbone.hub_id.is_none() {
         return err(

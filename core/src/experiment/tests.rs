@@ -153,3 +153,17 @@ fn too_many_groups_for_the_backbone_is_placed_at_groups() {
     let err = e.space(&minilm()).unwrap_err().to_string();
     assert!(err.contains("groups") && err.contains("6 layers"), "{err}");
 }
+
+#[test]
+fn names_that_would_leave_the_results_folder_are_refused() {
+    for bad in ["..", ".", "a/b", "a\\\\b", "x y", "caf\u{e9}", ""] {
+        let e = error(&good_with("name: \"t\"", &format!("name: \"{bad}\"")));
+        assert!(e.contains(": name: "), "{bad}: {e}");
+    }
+    let long = "n".repeat(crate::spec::MAX_NAME_LEN + 1);
+    let e = error(&good_with("name: \"t\"", &format!("name: \"{long}\"")));
+    assert!(e.contains("at most"), "{e}");
+    for good in ["t", "glue-v1.2_bert", "..x", "a.b"] {
+        check(&good_with("name: \"t\"", &format!("name: \"{good}\""))).expect(good);
+    }
+}
