@@ -9,12 +9,12 @@ use std::sync::atomic::AtomicBool;
 
 use peftspace_core::device::DeviceChoice;
 use peftspace_core::experiment;
-use peftspace_core::plugin_loader::load_plugins;
+use peftspace_core::plugin_loader::{self, load_plugins};
 use peftspace_core::refine::{self, ExperimentSpace, NoProgress, SerialPool};
 use peftspace_core::registry::registries;
 use peftspace_core::report;
 use peftspace_core::resolve::{ModelNeeds, Resolver};
-use peftspace_core::store::{self, ResultStore};
+use peftspace_core::store::{CodeProvenance, ResultStore};
 use peftspace_core::train::executor::TrainingExecutor;
 
 // The built-in strategies, rules, evaluators and architectures register themselves when their crates are linked.
@@ -53,8 +53,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("results").join(&spec.name));
     std::fs::create_dir_all(&out)?;
-    store::check_manifest(&out, &refine::manifest(spec, &executor)?)?;
+    // Opening the store takes the directory's lock; the manifest is checked under it.
     let mut results = ResultStore::open(&out)?;
+    results.check_manifest(
+        &refine::manifest(spec, &executor)?,
+        &CodeProvenance::new(
+            env!("CARGO_PKG_VERSION"),
+            &plugin_loader::loaded_libraries(),
+        )?,
+        false,
+    )?;
     let outcome = refine::run_experiment(
         spec,
         &space,
@@ -68,7 +76,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
 
     // 5. trials.csv, stages.csv, final.csv and the EDF plots.
-    let written = report::write_reports(&out)?;
+    let written = report::write_reports_for(&results)?;
     println!("{}", report::decisions_table(&written.decisions));
     println!(
         "{} trials run, {} reused; results in {}",

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use peftspace_core::refine::{self, NoProgress, SerialPool, SyntheticExecutor, SyntheticSpace};
 use peftspace_core::spec::{ExperimentSpec, TaskSpec};
-use peftspace_core::store::{self, ResultStore};
+use peftspace_core::store::{CodeProvenance, ResultStore};
 use peftspace_core::trial::{TrialExecutor, TrialOutcome, TrialSpec};
 use peftspace_core::{report, Result};
 
@@ -68,8 +68,12 @@ fn run(
     executor: &dyn TrialExecutor,
 ) -> Result<refine::RunOutcome> {
     let space = space(spec);
-    store::check_manifest(dir, &refine::manifest(spec, executor)?)?;
     let mut results = ResultStore::open(dir)?;
+    results.check_manifest(
+        &refine::manifest(spec, executor)?,
+        &CodeProvenance::new("test", &[] as &[std::path::PathBuf])?,
+        false,
+    )?;
     let mut pool = SerialPool { executor };
     let stop = AtomicBool::new(false);
     refine::run_experiment(

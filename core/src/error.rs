@@ -68,6 +68,12 @@ pub enum Error {
     #[error("{0}")]
     Missing(String),
 
+    /// A results directory is locked by another process; `holder` is that process's own note (pid, host).
+    #[error(
+        "{dir} is in use by {holder}; wait for it to finish (or stop it), or choose another --out"
+    )]
+    Locked { dir: PathBuf, holder: String },
+
     /// Any other invalid argument or state, with a message meant for a person.
     #[error("{0}")]
     Msg(String),

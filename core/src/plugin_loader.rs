@@ -157,6 +157,13 @@ pub fn load_plugin(path: &Path) -> Result<Option<LoadedPlugin>> {
     Ok(Some(report))
 }
 
+/// The libraries loaded into this process so far (canonical paths, sorted): what the result store records the
+/// hashes of.
+pub fn loaded_libraries() -> Vec<PathBuf> {
+    let seen = loaded().lock().unwrap_or_else(|e| e.into_inner());
+    seen.iter().cloned().collect()
+}
+
 /// Loads several plugins in order, stopping at the first failure.
 pub fn load_plugins<P: AsRef<Path>>(paths: &[P]) -> Result<Vec<LoadedPlugin>> {
     let mut out = Vec::new();

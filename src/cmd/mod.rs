@@ -66,13 +66,16 @@ impl Exit {
     }
 
     /// A library error: exit code 2 when the user must fix something they gave or must provide (a missing model
-    /// or data folder, a file offline mode cannot download, an unusable checkpoint), else 1.
+    /// or data folder, a file offline mode cannot download, an unusable checkpoint, a results directory another run
+    /// holds), else 1.
     pub fn library(error: peftspace_core::Error) -> Self {
         use peftspace_core::Error;
         match error {
-            Error::Missing(_) | Error::Model { .. } | Error::Spec { .. } | Error::Data { .. } => {
-                Exit::usage(error)
-            }
+            Error::Missing(_)
+            | Error::Model { .. }
+            | Error::Spec { .. }
+            | Error::Data { .. }
+            | Error::Locked { .. } => Exit::usage(error),
             other => Exit::from(other),
         }
     }

@@ -17,7 +17,8 @@ pub fn run(args: Args, _global: &Global) -> Result<(), Exit> {
             args.dir.display()
         )));
     }
-    let report = peftspace_core::report::write_reports(&args.dir)?;
+    // While a run holds the directory this is refused (exit 2): the run rewrites the reports when it ends.
+    let report = peftspace_core::report::write_reports(&args.dir).map_err(Exit::library)?;
     println!(
         "{}",
         peftspace_core::report::decisions_table(&report.decisions)

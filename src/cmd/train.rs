@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, Context};
+use anyhow::anyhow;
 use peftspace_core::data::glue_task;
 use peftspace_core::design::StrategyCodes;
 use peftspace_core::registry::registries;
@@ -225,8 +225,8 @@ fn write_csv(path: &Path, rows: &[(String, TrainingReport)]) -> anyhow::Result<(
         .iter()
         .flat_map(|(_, o)| o.metrics.values.keys())
         .collect();
-    let mut w =
-        csv::Writer::from_path(path).with_context(|| format!("creating {}", path.display()))?;
+    // Built in memory and written atomically (temporary, fsync, rename): a crash never leaves half a table.
+    let mut w = csv::Writer::from_writer(Vec::new());
     let mut header = vec!["task".to_string()];
     header.extend(metrics.iter().map(|m| m.to_string()));
     header.extend(
@@ -256,6 +256,9 @@ fn write_csv(path: &Path, rows: &[(String, TrainingReport)]) -> anyhow::Result<(
         record.push(o.status.label().to_string());
         w.write_record(&record)?;
     }
-    w.flush()?;
+    let bytes = w
+        .into_inner()
+        .map_err(|e| anyhow::anyhow!("building {}: {e}", path.display()))?;
+    peftspace_core::store::write_bytes_atomically(path, &bytes)?;
     Ok(())
 }

@@ -376,7 +376,7 @@ fn run_trials(
         if !seen.insert(trial.id.clone()) {
             continue;
         }
-        if store.contains(&trial.id) {
+        if store.is_done(&trial.id) {
             done_before += 1;
         } else {
             candidate_of.insert(trial.id.clone(), candidate);

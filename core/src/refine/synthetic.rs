@@ -216,13 +216,15 @@ pub struct SyntheticExecutor {
     pub sleep: Duration,
     /// Designs whose text contains this string always diverge (to test empty populations).
     pub diverge_when_contains: Option<String>,
+    /// Designs whose text contains this string fail (to test `--retry-failed`).
+    pub fail_when_contains: Option<String>,
     /// A file that gets one line with the trial id each time a trial completes (to prove none runs twice).
     pub log: Option<std::path::PathBuf>,
 }
 
 impl SyntheticExecutor {
-    /// Reads `PEFTSPACE_SYNTHETIC_SLEEP_MS`, `PEFTSPACE_SYNTHETIC_DIVERGE` (a substring of design texts) and
-    /// `PEFTSPACE_SYNTHETIC_LOG` (a file path).
+    /// Reads `PEFTSPACE_SYNTHETIC_SLEEP_MS`, `PEFTSPACE_SYNTHETIC_DIVERGE` and `PEFTSPACE_SYNTHETIC_FAIL` (substrings
+    /// of design texts) and `PEFTSPACE_SYNTHETIC_LOG` (a file path).
     pub fn from_env() -> Self {
         let sleep_ms = std::env::var("PEFTSPACE_SYNTHETIC_SLEEP_MS")
             .ok()
@@ -231,6 +233,9 @@ impl SyntheticExecutor {
         SyntheticExecutor {
             sleep: Duration::from_millis(sleep_ms),
             diverge_when_contains: std::env::var("PEFTSPACE_SYNTHETIC_DIVERGE")
+                .ok()
+                .filter(|s| !s.is_empty()),
+            fail_when_contains: std::env::var("PEFTSPACE_SYNTHETIC_FAIL")
                 .ok()
                 .filter(|s| !s.is_empty()),
             log: std::env::var_os("PEFTSPACE_SYNTHETIC_LOG").map(std::path::PathBuf::from),
@@ -306,6 +311,22 @@ impl TrialExecutor for SyntheticExecutor {
         } else {
             (BACKBONE_PARAMS as f64 * trial.budget).round() as u64
         };
+        if self
+            .fail_when_contains
+            .as_deref()
+            .is_some_and(|s| text.contains(s))
+        {
+            return Ok(TrialOutcome {
+                status: TrialStatus::Failed {
+                    message: "synthetic failure (PEFTSPACE_SYNTHETIC_FAIL)".into(),
+                },
+                metrics: BTreeMap::new(),
+                primary: None,
+                trainable_params,
+                head_params: 770,
+                seconds,
+            });
+        }
         if diverged {
             return Ok(TrialOutcome {
                 status: TrialStatus::Diverged {

@@ -60,11 +60,24 @@ pub fn decisions(plan: &SearchPlan, store: &ResultStore) -> Vec<StageDecision> {
         .collect()
 }
 
-/// Writes all outputs into `dir` (reading the store in `dir` without modifying it).
+/// Writes all outputs into `dir` (reading the store in `dir` without modifying it) under a shared lock of the
+/// directory: refused with [`Error::Locked`] while a run holds it, since that run rewrites these files when it
+/// ends. A run that holds the store open calls [`write_reports_for`] instead.
 pub fn write_reports(dir: &Path) -> Result<Report> {
+    let _lock = store::DirLock::acquire(dir, store::LockKind::Shared)?;
     let plan = read_plan(dir)?;
     let store = ResultStore::read(dir)?;
     write_reports_from(dir, &plan, &store)
+}
+
+/// Writes all outputs of the directory of a store opened for appending (whose lock this process holds, so
+/// [`write_reports`] would refuse). The trials are read back from the file rather than taken from memory, so the
+/// tables are byte for byte those `peftspace report` writes later (a float parsed from JSON may print shorter than
+/// the value that was stored).
+pub fn write_reports_for(store: &ResultStore) -> Result<Report> {
+    let plan = read_plan(store.dir())?;
+    let on_disk = ResultStore::read(store.dir())?;
+    write_reports_from(store.dir(), &plan, &on_disk)
 }
 
 /// Writes all outputs for a plan and store already in memory.

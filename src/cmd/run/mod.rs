@@ -9,7 +9,8 @@
 //!
 //! Development mode: with `PEFTSPACE_EXECUTOR=synthetic` the run uses the synthetic design space and executor
 //! (fake scores from the design text, no model); `PEFTSPACE_SYNTHETIC_SLEEP_MS` makes each trial take that long
-//! and `PEFTSPACE_SYNTHETIC_DIVERGE=TEXT` makes every design whose text contains TEXT diverge. The integration
+//! and `PEFTSPACE_SYNTHETIC_DIVERGE=TEXT` (`PEFTSPACE_SYNTHETIC_FAIL=TEXT`) makes every design whose text contains
+//! TEXT diverge (fail). The integration
 //! tests use it.
 
 mod pool;
@@ -22,12 +23,13 @@ use std::sync::atomic::Ordering;
 use anyhow::Context;
 use peftspace_core::experiment::Experiment;
 use peftspace_core::model::ModelFolder;
+use peftspace_core::plugin_loader;
 use peftspace_core::refine::{
     self, ExperimentSpace, SearchSpace, SerialPool, SyntheticExecutor, SyntheticSpace, TrialPool,
 };
 use peftspace_core::registry::registries;
 use peftspace_core::resolve::ModelNeeds;
-use peftspace_core::store::{self, ResultStore};
+use peftspace_core::store::{self, CodeProvenance, ManifestCheck, ResultStore};
 use peftspace_core::train::executor::TrainingExecutor;
 use peftspace_core::trial::TrialExecutor;
 
@@ -46,6 +48,13 @@ pub struct Args {
     /// Compute threads per worker. Default: the available cores divided by --jobs (at least 1).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Continue a results directory although the code that wrote it differs (peftspace version or plugin hashes);
+    /// the change is recorded in the manifest's history.
+    #[arg(long)]
+    pub allow_code_change: bool,
+    /// Run again the trials stored as `failed` (diverged trials are results and stay).
+    #[arg(long)]
+    pub retry_failed: bool,
     /// Internal: run trials sent as JSON lines on stdin and answer on stdout.
     #[arg(long, hide = true)]
     pub worker: bool,
@@ -70,9 +79,19 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
         .unwrap_or_else(|| PathBuf::from("results").join(&spec.name));
     let manifest = refine::manifest(&spec, executor.as_ref())?;
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
-    store::check_manifest(&out, &manifest)?;
-    store::save_provenance(&out, &experiment.source, &code_version())?;
-    let mut results = ResultStore::open(&out)?;
+    // Opening the store takes the directory's lock: a second run on it stops here (exit 2) naming the holder.
+    let mut results = ResultStore::open(&out).map_err(Exit::library)?;
+    let code = CodeProvenance::new(code_version(), &plugin_loader::loaded_libraries())?;
+    if let ManifestCheck::CodeChanged(changes) =
+        results.check_manifest(&manifest, &code, args.allow_code_change)?
+    {
+        eprintln!(
+            "note: continuing with different code (--allow-code-change), recorded in the manifest:\n  {}",
+            changes.join("\n  ")
+        );
+    }
+    results.save_provenance(&experiment.source, &code.version)?;
+    results.set_retry_failed(args.retry_failed);
     if results.repaired_bytes > 0 {
         eprintln!(
             "note: cut off a torn last line ({} bytes) of {}; that trial runs again",
@@ -124,7 +143,7 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
     progress.clear();
     // Whatever happened, render what the store holds.
     if out.join(store::PLAN_FILE).exists() {
-        let report = peftspace_core::report::write_reports(&out)?;
+        let report = peftspace_core::report::write_reports_for(&results)?;
         println!(
             "{}",
             peftspace_core::report::decisions_table(&report.decisions)
@@ -230,20 +249,12 @@ fn make_space(experiment: &Experiment, inputs: &RunInputs) -> Result<Box<dyn Sea
     ))
 }
 
-/// Crate version, plus `git describe` of the working directory when it is a git checkout.
-fn code_version() -> String {
-    let mut version = format!("peftspace {}", env!("CARGO_PKG_VERSION"));
-    let described = std::process::Command::new("git")
-        .args(["describe", "--always", "--dirty", "--tags"])
-        .stderr(std::process::Stdio::null())
-        .output();
-    if let Ok(o) = described {
-        if o.status.success() {
-            version.push_str(&format!(
-                " (git {})",
-                String::from_utf8_lossy(&o.stdout).trim()
-            ));
-        }
+/// Crate version, plus `git describe` of the checkout the binary was built from (see `build.rs`).
+pub fn code_version() -> String {
+    let described = env!("PEFTSPACE_GIT_DESCRIBE");
+    if described.is_empty() {
+        format!("peftspace {}", env!("CARGO_PKG_VERSION"))
+    } else {
+        format!("peftspace {} (git {described})", env!("CARGO_PKG_VERSION"))
     }
-    version
 }

@@ -10,15 +10,29 @@
 //!   results.
 //! * `plan.json` — the trials each stage planned (written by the refinement runner), so `peftspace report` can
 //!   rebuild every table from the directory alone.
+//! * `run.lock` — the lock a writing run holds (see [`DirLock`]); opening a store for appending takes it
+//!   exclusively, so two runs never interleave their trials, and cutting a torn last line can never cut a line
+//!   another process is still writing.
+//!
+//! Every whole-file write goes through [`write_atomically`] (a unique temporary, a rename, a directory `fsync`).
+
+mod files;
+mod lock;
+mod manifest;
+mod provenance;
+
+pub use files::{sync_dir, sync_parent, temp_sibling, write_atomically, write_bytes_atomically};
+pub use lock::{DirLock, LockKind, LOCK_FILE};
+pub(crate) use manifest::pretty;
+pub use manifest::ManifestCheck;
+pub use provenance::{sha256_file, sha256_hex, CodeProvenance, HistoryEntry, PluginHash};
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
-
-use crate::trial::TrialRecord;
+use crate::trial::{TrialRecord, TrialStatus};
 use crate::{Error, Result};
 
 pub const TRIALS_FILE: &str = "trials.jsonl";
@@ -35,12 +49,18 @@ pub struct ResultStore {
     by_id: HashMap<String, usize>,
     /// Bytes of a torn last line that were cut off when the store was opened.
     pub repaired_bytes: u64,
+    /// Held by a store opened for appending, for as long as it lives.
+    _lock: Option<DirLock>,
+    /// Whether stored `failed` trials count as not done (`peftspace run --retry-failed`).
+    retry_failed: bool,
 }
 
 impl ResultStore {
-    /// Opens (creating if needed) the store in `dir` for appending; cuts off a torn last line.
+    /// Opens (creating if needed) the store in `dir` for appending and takes the directory's lock exclusively
+    /// (refused with [`Error::Locked`] naming the holder while another run has it); cuts off a torn last line.
     pub fn open(dir: &Path) -> Result<Self> {
         fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let lock = DirLock::acquire(dir, LockKind::Exclusive)?;
         let path = dir.join(TRIALS_FILE);
         let mut file = OpenOptions::new()
             .read(true)
@@ -51,6 +71,8 @@ impl ResultStore {
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)
             .map_err(|e| Error::io(&path, e))?;
+        // A new trials.jsonl (and run.lock) must survive a crash as directory entries too.
+        sync_dir(dir)?;
         let (records, good_len) = parse_lines(&path, &bytes)?;
         let repaired_bytes = (bytes.len() - good_len) as u64;
         if repaired_bytes > 0 {
@@ -64,6 +86,8 @@ impl ResultStore {
             records: Vec::new(),
             by_id: HashMap::new(),
             repaired_bytes,
+            _lock: Some(lock),
+            retry_failed: false,
         };
         for record in records {
             store.remember(record);
@@ -71,7 +95,9 @@ impl ResultStore {
         Ok(store)
     }
 
-    /// Reads the store in `dir` without modifying it (a torn last line is ignored, not cut).
+    /// Reads the store in `dir` without modifying it (a torn last line is ignored, not cut) and without locking:
+    /// lines are appended whole, so a reader sees a prefix of the trials (take a [`LockKind::Shared`] lock to
+    /// keep a run out while writing files derived from them).
     pub fn read(dir: &Path) -> Result<Self> {
         let path = dir.join(TRIALS_FILE);
         let bytes = match fs::read(&path) {
@@ -86,6 +112,8 @@ impl ResultStore {
             records: Vec::new(),
             by_id: HashMap::new(),
             repaired_bytes: (bytes.len() - good_len) as u64,
+            _lock: None,
+            retry_failed: false,
         };
         for record in records {
             store.remember(record);
@@ -94,11 +122,29 @@ impl ResultStore {
     }
 
     fn remember(&mut self, record: TrialRecord) {
-        // A trial stored twice (two runs racing on one directory) keeps its first result.
-        if !self.by_id.contains_key(&record.id) {
-            self.by_id.insert(record.id.clone(), self.records.len());
-            self.records.push(record);
+        match self.by_id.get(&record.id) {
+            None => {
+                self.by_id.insert(record.id.clone(), self.records.len());
+                self.records.push(record);
+            }
+            // A failed trial that was run again (`--retry-failed`): the later line wins.
+            Some(&i) if is_failed(&self.records[i]) => self.records[i] = record,
+            // Otherwise a trial stored twice keeps its first result (only possible in stores written before
+            // results directories were locked).
+            Some(_) => {}
         }
+    }
+
+    /// Makes stored `failed` trials count as not done, so the runner runs them again; their new line replaces
+    /// the failed one. Diverged trials are results (the design diverges) and are never retried.
+    pub fn set_retry_failed(&mut self, retry: bool) {
+        self.retry_failed = retry;
+    }
+
+    /// Whether the trial has a stored result the runner should reuse.
+    pub fn is_done(&self, id: &str) -> bool {
+        self.get(id)
+            .is_some_and(|r| !(self.retry_failed && is_failed(r)))
     }
 
     pub fn dir(&self) -> &Path {
@@ -127,7 +173,7 @@ impl ResultStore {
 
     /// Appends one finished trial: one `write` of the whole line, then `fsync`.
     pub fn append(&mut self, record: TrialRecord) -> Result<()> {
-        if self.contains(&record.id) {
+        if self.get(&record.id).is_some_and(|r| !is_failed(r)) {
             return Ok(());
         }
         let path = self.dir.join(TRIALS_FILE);
@@ -145,6 +191,10 @@ impl ResultStore {
         self.remember(record);
         Ok(())
     }
+}
+
+fn is_failed(record: &TrialRecord) -> bool {
+    matches!(record.outcome.status, TrialStatus::Failed { .. })
 }
 
 /// Parses complete lines; returns the records and the byte length of the valid prefix. Only the last line may be
@@ -187,95 +237,10 @@ fn parse_lines(path: &Path, bytes: &[u8]) -> Result<(Vec<TrialRecord>, usize)> {
     Ok((records, bytes.len()))
 }
 
-/// Writes `manifest` to `dir/manifest.json` if there is none; otherwise compares and explains any difference.
-pub fn check_manifest(dir: &Path, manifest: &Value) -> Result<()> {
-    let path = dir.join(MANIFEST_FILE);
-    match fs::read_to_string(&path) {
-        Ok(text) => {
-            let stored: Value = serde_json::from_str(&text).map_err(|e| Error::Data {
-                path: path.clone(),
-                line: e.line(),
-                message: format!(
-                    "unreadable manifest ({e}); delete the directory or choose another --out"
-                ),
-            })?;
-            let mut differences = Vec::new();
-            diff_values("", &stored, manifest, &mut differences);
-            if differences.is_empty() {
-                Ok(())
-            } else {
-                Err(Error::msg(format!(
-                    "{} holds results of a different experiment; these settings changed since:\n  {}\n\
-                     They change trial ids or the plan, so the stored trials would not be reused. \
-                     Choose a new --out directory, or delete {} to start afresh.",
-                    dir.display(),
-                    differences.join("\n  "),
-                    dir.display()
-                )))
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            write_atomically(&path, &pretty(manifest)?)
-        }
-        Err(e) => Err(Error::io(&path, e)),
-    }
-}
-
-/// Lists `path: stored → now` for every leaf that differs (arrays compared element by element).
-fn diff_values(path: &str, stored: &Value, now: &Value, out: &mut Vec<String>) {
-    match (stored, now) {
-        (Value::Object(a), Value::Object(b)) => {
-            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
-            for key in keys {
-                let child = if path.is_empty() {
-                    key.clone()
-                } else {
-                    format!("{path}.{key}")
-                };
-                diff_values(
-                    &child,
-                    a.get(key).unwrap_or(&Value::Null),
-                    b.get(key).unwrap_or(&Value::Null),
-                    out,
-                );
-            }
-        }
-        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
-            for (i, (x, y)) in a.iter().zip(b).enumerate() {
-                diff_values(&format!("{path}[{i}]"), x, y, out);
-            }
-        }
-        _ if stored != now => out.push(format!("{path}: {stored} → {now}")),
-        _ => {}
-    }
-}
-
-/// Saves the experiment file's text and the code version next to the results (overwriting older copies).
-pub fn save_provenance(dir: &Path, experiment_text: &str, version: &str) -> Result<()> {
-    write_atomically(&dir.join(EXPERIMENT_COPY), experiment_text)?;
-    write_atomically(&dir.join(VERSION_FILE), &format!("{version}\n"))
-}
-
-/// Writes a file through a temporary sibling and a rename, so readers never see half of it.
-pub fn write_atomically(path: &Path, text: &str) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    {
-        let mut file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        file.write_all(text.as_bytes())
-            .map_err(|e| Error::io(&tmp, e))?;
-        file.sync_all().map_err(|e| Error::io(&tmp, e))?;
-    }
-    fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
-}
-
-pub(crate) fn pretty(value: &impl serde::Serialize) -> Result<String> {
-    serde_json::to_string_pretty(value).map_err(|e| Error::msg(format!("cannot serialise: {e}")))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trial::{TrialOutcome, TrialStatus};
+    use crate::trial::TrialOutcome;
 
     fn record(id: &str, primary: f64) -> TrialRecord {
         TrialRecord {
@@ -341,19 +306,24 @@ mod tests {
     }
 
     #[test]
-    fn changed_manifest_is_explained() {
+    fn a_retried_failed_trial_replaces_the_failed_line_and_ok_lines_stay_first() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let first =
-            serde_json::json!({"training": {"epochs": 3}, "samples": 10, "tasks": ["sst2"]});
-        check_manifest(dir.path(), &first).expect("first write");
-        check_manifest(dir.path(), &first).expect("same manifest");
-        let changed = serde_json::json!({"training": {"epochs": 1}, "samples": 10, "tasks": ["sst2", "mrpc"]});
-        let err = check_manifest(dir.path(), &changed)
-            .err()
-            .expect("differs")
-            .to_string();
-        assert!(err.contains("training.epochs: 3 → 1"), "{err}");
-        assert!(err.contains("tasks:"), "{err}");
-        assert!(err.contains("--out"), "{err}");
+        let mut store = ResultStore::open(dir.path()).expect("open");
+        let mut failed = record("a", 0.0);
+        failed.outcome.status = TrialStatus::Failed {
+            message: "out of memory".into(),
+        };
+        failed.outcome.primary = None;
+        store.append(failed).expect("append");
+        assert!(store.is_done("a"));
+        store.set_retry_failed(true);
+        assert!(!store.is_done("a"));
+        store.append(record("a", 0.7)).expect("retry result");
+        assert!(store.is_done("a"));
+        store.append(record("a", 0.1)).expect("ignored");
+        drop(store);
+        let store = ResultStore::read(dir.path()).expect("read");
+        assert_eq!(store.len(), 1);
+        assert_eq!(store.get("a").and_then(|r| r.outcome.primary), Some(0.7));
     }
 }
