@@ -27,6 +27,27 @@ pub fn config_error(message: impl Into<String>) -> Error {
     }
 }
 
+/// Largest width accepted from a `config.json` (hidden size, FFN size, heads, head size, positions, buckets): far
+/// above real models, and small enough that every parameter count computed from the config fits in 64 bits.
+pub const MAX_CONFIG_WIDTH: usize = 1 << 20;
+/// Largest number of layers per stack accepted from a `config.json`.
+pub const MAX_CONFIG_LAYERS: usize = 1 << 12;
+/// Largest vocabulary accepted from a `config.json`.
+pub const MAX_CONFIG_VOCAB: usize = 1 << 24;
+
+/// Refuses config values beyond those limits, naming the field: an absurd `hidden_size` (say 2^32) would overflow
+/// the parameter arithmetic (a panic in debug builds) or ask for an impossible allocation.
+pub fn check_config_limits(fields: &[(&str, usize, usize)]) -> std::result::Result<(), String> {
+    for &(name, value, max) in fields {
+        if value > max {
+            return Err(format!(
+                "`{name}` = {value} is beyond what peftspace supports (at most {max})"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Deserialises `config.json` text into an architecture's config struct; syntax and type errors carry line:col.
 pub fn parse_config<T: DeserializeOwned>(text: &str) -> Result<T> {
     serde_json::from_str(text).map_err(|e| Error::Spec {
@@ -259,11 +280,15 @@ fn is_float(dtype: safetensors::Dtype) -> bool {
     matches!(dtype, F16 | BF16 | F32 | F64)
 }
 
+/// Largest safetensors header accepted (the safetensors crate's own limit): the length field is read from the file,
+/// and a header is read into memory whole, so an absurd length must not become an absurd allocation.
+pub const MAX_SAFETENSORS_HEADER: u64 = 100_000_000;
+
 /// Reads a safetensors header and checks that the file holds every byte it announces; returns the tensor names.
 ///
 /// The safetensors reader would also reject a short file, but with a message that does not say "truncated"; an
 /// interrupted download is the usual cause, so we say so.
-fn check_safetensors_file(path: &Path) -> Result<Vec<String>> {
+pub fn check_safetensors_file(path: &Path) -> Result<Vec<String>> {
     let bad = |message: String| Error::Model {
         path: path.to_path_buf(),
         message,
@@ -277,13 +302,20 @@ fn check_safetensors_file(path: &Path) -> Result<Vec<String>> {
         ))
     })?;
     let header_len = u64::from_le_bytes(len_bytes);
+    if header_len > MAX_SAFETENSORS_HEADER {
+        return Err(bad(format!(
+            "not a safetensors file: the header announces {header_len} bytes (at most {MAX_SAFETENSORS_HEADER})"
+        )));
+    }
     if header_len > file_len.saturating_sub(8) {
         return Err(bad(format!(
             "truncated or not a safetensors file: the header announces {header_len} bytes but the file has {file_len}; \
              download it again"
         )));
     }
-    let mut header = vec![0u8; header_len as usize];
+    let header_len_usize = usize::try_from(header_len)
+        .map_err(|_| bad(format!("the header announces {header_len} bytes")))?;
+    let mut header = vec![0u8; header_len_usize];
     file.read_exact(&mut header)
         .map_err(|e| Error::io(path, e))?;
     let header: BTreeMap<String, serde_json::Value> = serde_json::from_slice(&header)
@@ -302,7 +334,8 @@ fn check_safetensors_file(path: &Path) -> Result<Vec<String>> {
         data_end = data_end.max(end);
         names.push(name);
     }
-    let needed = 8 + header_len + data_end;
+    // Offsets come from the file: add without overflowing (an absurd offset is a short file, not a panic).
+    let needed = (8 + header_len).saturating_add(data_end);
     if file_len < needed {
         return Err(bad(format!(
             "truncated safetensors file: the header announces {needed} bytes but the file has {file_len}; download it \

@@ -77,6 +77,15 @@ impl Design {
         if !self.tuned.iter().any(|&t| t) {
             return Err(Error::msg("a design needs at least one tuned group"));
         }
+        let total = self
+            .group_sizes
+            .iter()
+            .try_fold(0usize, |acc, &n| acc.checked_add(n));
+        if total.is_none_or(|t| t > MAX_LAYERS) {
+            return Err(Error::msg(format!(
+                "the group sizes sum to more than {MAX_LAYERS} layers; no backbone has that many"
+            )));
+        }
         for i in 0..g {
             let name = group_name(i);
             if self.group_sizes[i] == 0 {
@@ -161,6 +170,9 @@ fn join<T: std::fmt::Display>(items: impl Iterator<Item = T>) -> String {
     s
 }
 
+/// Most layers a design may span (far above any real backbone; keeps every sum of group sizes exact).
+pub const MAX_LAYERS: usize = 1 << 20;
+
 fn parse_design(text: &str, codes: &StrategyCodes) -> std::result::Result<Design, String> {
     let mut fields: BTreeMap<&str, &str> = BTreeMap::new();
     for token in text.split_whitespace() {
@@ -185,6 +197,15 @@ fn parse_design(text: &str, codes: &StrategyCodes) -> std::result::Result<Design
         })
         .collect::<std::result::Result<Vec<_>, _>>()?;
     let g = group_sizes.len();
+    // Sums of group sizes (layers, tuned layers, group starts) must not overflow, in debug builds least of all.
+    let total = group_sizes
+        .iter()
+        .try_fold(0usize, |acc, &n| acc.checked_add(n));
+    if total.is_none_or(|t| t > MAX_LAYERS) {
+        return Err(format!(
+            "the group sizes sum to more than {MAX_LAYERS} layers; no backbone has that many"
+        ));
+    }
 
     let strategies_text = fields
         .get("s")

@@ -124,6 +124,30 @@ impl Config {
     }
 
     fn check(&self) -> std::result::Result<(), String> {
+        use crate::checkpoint::{MAX_CONFIG_LAYERS, MAX_CONFIG_VOCAB, MAX_CONFIG_WIDTH};
+        crate::checkpoint::check_config_limits(&[
+            ("d_model", self.d_model, MAX_CONFIG_WIDTH),
+            ("encoder_ffn_dim", self.encoder_ffn_dim, MAX_CONFIG_WIDTH),
+            ("decoder_ffn_dim", self.decoder_ffn_dim, MAX_CONFIG_WIDTH),
+            (
+                "encoder_attention_heads",
+                self.encoder_attention_heads,
+                MAX_CONFIG_WIDTH,
+            ),
+            (
+                "decoder_attention_heads",
+                self.decoder_attention_heads,
+                MAX_CONFIG_WIDTH,
+            ),
+            (
+                "max_position_embeddings",
+                self.max_position_embeddings,
+                MAX_CONFIG_WIDTH,
+            ),
+            ("encoder_layers", self.encoder_layers, MAX_CONFIG_LAYERS),
+            ("decoder_layers", self.decoder_layers, MAX_CONFIG_LAYERS),
+            ("vocab_size", self.vocab_size, MAX_CONFIG_VOCAB),
+        ])?;
         for (name, value) in [
             ("d_model", self.d_model),
             ("vocab_size", self.vocab_size),

@@ -130,6 +130,33 @@ impl BertConfig {
                 self.model_type
             )));
         }
+        use crate::checkpoint::{MAX_CONFIG_LAYERS, MAX_CONFIG_VOCAB, MAX_CONFIG_WIDTH};
+        crate::checkpoint::check_config_limits(&[
+            ("hidden_size", self.hidden_size, MAX_CONFIG_WIDTH),
+            (
+                "intermediate_size",
+                self.intermediate_size,
+                MAX_CONFIG_WIDTH,
+            ),
+            (
+                "num_attention_heads",
+                self.num_attention_heads,
+                MAX_CONFIG_WIDTH,
+            ),
+            (
+                "max_position_embeddings",
+                self.max_position_embeddings,
+                MAX_CONFIG_WIDTH,
+            ),
+            ("type_vocab_size", self.type_vocab_size, MAX_CONFIG_WIDTH),
+            (
+                "num_hidden_layers",
+                self.num_hidden_layers,
+                MAX_CONFIG_LAYERS,
+            ),
+            ("vocab_size", self.vocab_size, MAX_CONFIG_VOCAB),
+        ])
+        .map_err(config_error)?;
         if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
             return Err(config_error(format!(
                 "hidden_size {} is not a multiple of num_attention_heads {}",

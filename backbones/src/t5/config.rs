@@ -120,6 +120,36 @@ impl Config {
     }
 
     fn check(&self) -> std::result::Result<(), String> {
+        use crate::checkpoint::{MAX_CONFIG_LAYERS, MAX_CONFIG_VOCAB, MAX_CONFIG_WIDTH};
+        crate::checkpoint::check_config_limits(&[
+            ("d_model", self.d_model, MAX_CONFIG_WIDTH),
+            ("d_kv", self.d_kv, MAX_CONFIG_WIDTH),
+            ("d_ff", self.d_ff, MAX_CONFIG_WIDTH),
+            ("num_heads", self.num_heads, MAX_CONFIG_WIDTH),
+            // heads × d_kv is the attention width.
+            (
+                "num_heads × d_kv",
+                self.num_heads.saturating_mul(self.d_kv),
+                MAX_CONFIG_WIDTH,
+            ),
+            (
+                "relative_attention_num_buckets",
+                self.relative_attention_num_buckets,
+                MAX_CONFIG_WIDTH,
+            ),
+            (
+                "relative_attention_max_distance",
+                self.relative_attention_max_distance,
+                MAX_CONFIG_WIDTH,
+            ),
+            ("num_layers", self.num_layers, MAX_CONFIG_LAYERS),
+            (
+                "num_decoder_layers",
+                self.decoder_layers(),
+                MAX_CONFIG_LAYERS,
+            ),
+            ("vocab_size", self.vocab_size, MAX_CONFIG_VOCAB),
+        ])?;
         for (name, value) in [
             ("d_model", self.d_model),
             ("d_kv", self.d_kv),

@@ -28,7 +28,22 @@ impl Tokenizer {
                     .to_string(),
             });
         }
-        let mut inner = tokenizers::Tokenizer::from_file(path).map_err(|e| Error::Model {
+        // tokenizers 0.23 panics (`expect("Helper")`) on some malformed `decoder` sections instead of returning an
+        // error; a bad file must stay an error, so the panic is caught here and reported like any other.
+        let loaded = std::panic::catch_unwind(|| tokenizers::Tokenizer::from_file(path)).map_err(
+            |panic| {
+                let reason = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "the tokenizer library panicked".into());
+                Error::Model {
+                    path: path.to_path_buf(),
+                    message: format!("cannot read the tokenizer: malformed file ({reason})"),
+                }
+            },
+        )?;
+        let mut inner = loaded.map_err(|e| Error::Model {
             path: path.to_path_buf(),
             message: format!("cannot read the tokenizer: {e}"),
         })?;
