@@ -218,6 +218,8 @@ pub struct SyntheticExecutor {
     pub diverge_when_contains: Option<String>,
     /// A file that gets one line with the trial id each time a trial completes (to prove none runs twice).
     pub log: Option<std::path::PathBuf>,
+    /// The device name recorded in each outcome (nothing runs on it: this tests which worker got which device).
+    pub device: Option<String>,
 }
 
 impl SyntheticExecutor {
@@ -234,6 +236,7 @@ impl SyntheticExecutor {
                 .ok()
                 .filter(|s| !s.is_empty()),
             log: std::env::var_os("PEFTSPACE_SYNTHETIC_LOG").map(std::path::PathBuf::from),
+            device: None,
         }
     }
 }
@@ -316,6 +319,7 @@ impl TrialExecutor for SyntheticExecutor {
                 trainable_params,
                 head_params: 770,
                 seconds,
+                device: self.device.clone(),
             });
         }
         let primary = (0.7
@@ -335,6 +339,7 @@ impl TrialExecutor for SyntheticExecutor {
             trainable_params,
             head_params: 770,
             seconds,
+            device: self.device.clone(),
         })
     }
 }
