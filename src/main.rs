@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod cmd;
+mod logging;
 
 // The built-in plugins and backbones register themselves with `inventory`; naming the crates here makes sure the
 // linker keeps them in the binary.
@@ -37,6 +38,12 @@ pub struct Global {
     /// Never touch the network; fail with a list of what is missing instead.
     #[arg(long, global = true)]
     pub offline: bool,
+    /// More diagnostics on stderr: -v debug, -vv trace with span timings. `RUST_LOG` overrides the filter.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// How diagnostics are written on stderr: `text` for people, `json` (one object per line) for machines.
+    #[arg(long, global = true, value_enum, default_value_t = logging::LogFormat::Text)]
+    pub log_format: logging::LogFormat,
 }
 
 #[derive(Subcommand, Debug)]
@@ -85,6 +92,7 @@ impl Exit {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    logging::init(cli.global.verbose, cli.global.log_format);
     let result = cmd::load_plugins(&cli.global).and_then(|()| match cli.command {
         Command::List(a) => cmd::list::run(a, &cli.global),
         Command::Validate(a) => cmd::validate::run(a, &cli.global),

@@ -20,7 +20,7 @@ pub use design_space::ExperimentSpace;
 pub use plan::{
     CandidatePlan, FinalMethod, FinalPlan, Plan, PlannedDesign, PlannedTrial, StagePlan,
 };
-pub use runner::{manifest, run_experiment, RunOutcome};
+pub use runner::{manifest, run_experiment, trial_span, RunOutcome};
 pub use space::{SampledDesign, SearchSpace};
 pub use synthetic::{SyntheticExecutor, SyntheticSpace};
 pub use trial::{
@@ -69,7 +69,7 @@ impl TrialPool for SerialPool<'_> {
             if stop.load(Ordering::SeqCst) {
                 return Err(Error::msg(INTERRUPTED));
             }
-            let outcome = self.executor.run(&trial)?;
+            let outcome = trial_span(&trial).in_scope(|| self.executor.run(&trial))?;
             done(&trial, outcome)?;
         }
         Ok(())

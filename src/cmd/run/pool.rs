@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 
 use anyhow::Context;
-use peftspace_core::refine::{TrialExecutor, TrialOutcome, TrialPool, TrialSpec, INTERRUPTED};
+use peftspace_core::refine::{
+    trial_span, TrialExecutor, TrialOutcome, TrialPool, TrialSpec, INTERRUPTED,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::Global;
@@ -33,7 +35,7 @@ pub fn serve_trials(executor: &dyn TrialExecutor) -> anyhow::Result<()> {
         }
         let trial: TrialSpec =
             serde_json::from_str(&line).context("parsing a trial sent by the parent")?;
-        let answer = match executor.run(&trial) {
+        let answer = match trial_span(&trial).in_scope(|| executor.run(&trial)) {
             Ok(outcome) => Answer {
                 id: trial.id,
                 outcome: Some(outcome),
@@ -90,6 +92,13 @@ impl ProcessPool {
             if global.offline {
                 command.arg("--offline");
             }
+            // Workers log like the parent (to the stderr they share with it); `RUST_LOG` reaches them as inherited.
+            for _ in 0..global.verbose {
+                command.arg("--verbose");
+            }
+            command
+                .arg("--log-format")
+                .arg(global.log_format.flag_value());
             command
                 .arg("run")
                 .arg(experiment)
