@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
-use peftspace_core::refine::{TrialPool, INTERRUPTED};
+use peftspace_core::refine::{trial_span, TrialPool, INTERRUPTED};
 use peftspace_core::trial::{TrialExecutor, TrialOutcome, TrialSpec};
 use serde::{Deserialize, Serialize};
 
@@ -36,7 +36,7 @@ pub fn serve_trials(executor: &dyn TrialExecutor) -> anyhow::Result<()> {
         }
         let trial: TrialSpec =
             serde_json::from_str(&line).context("parsing a trial sent by the parent")?;
-        let answer = match executor.run(&trial) {
+        let answer = match trial_span(&trial).in_scope(|| executor.run(&trial)) {
             Ok(outcome) => Answer {
                 id: trial.id,
                 outcome: Some(outcome),
@@ -104,6 +104,13 @@ impl ProcessPool {
             if let Some(device) = device.as_ref().or(global.device.as_ref()) {
                 command.arg("--device").arg(device);
             }
+            // Workers log like the parent (to the stderr they share with it); `RUST_LOG` reaches them as inherited.
+            for _ in 0..global.verbose {
+                command.arg("--verbose");
+            }
+            command
+                .arg("--log-format")
+                .arg(global.log_format.flag_value());
             command
                 .arg("run")
                 .arg(experiment)
