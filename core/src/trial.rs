@@ -155,6 +155,10 @@ pub struct TrialOutcome {
     pub head_params: u64,
     /// Wall-clock seconds of the trial.
     pub seconds: f64,
+    /// Where it ran (`cpu`, `cuda:0`, …): recorded, but not part of the trial's identity, so a trial stored on
+    /// one device counts on any other. Absent in records written before devices were recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 /// One stored line of the result store: the trial and what it produced.

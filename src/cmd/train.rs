@@ -66,9 +66,10 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
         .unwrap_or(1);
     let tasks = selected_tasks(&spec, &args).map_err(Exit::usage)?;
 
+    // The device first: a wrong one is refused before anything is downloaded.
+    let (choice, device) = super::device(global)?;
     let model = super::model_folder(global, &exp, ModelNeeds::Everything)?;
     let data_dir = super::glue_data_dir(global, &exp, &tasks)?;
-    let (choice, device) = super::device(global)?;
     eprintln!("device: {choice}");
     // `train` subsamples a task with its training seed, as it always has.
     let executor = TrainingExecutor::new(&exp, model, data_dir, device)

@@ -220,6 +220,8 @@ pub struct SyntheticExecutor {
     pub fail_when_contains: Option<String>,
     /// A file that gets one line with the trial id each time a trial completes (to prove none runs twice).
     pub log: Option<std::path::PathBuf>,
+    /// The device name recorded in each outcome (nothing runs on it: this tests which worker got which device).
+    pub device: Option<String>,
 }
 
 impl SyntheticExecutor {
@@ -239,6 +241,7 @@ impl SyntheticExecutor {
                 .ok()
                 .filter(|s| !s.is_empty()),
             log: std::env::var_os("PEFTSPACE_SYNTHETIC_LOG").map(std::path::PathBuf::from),
+            device: None,
         }
     }
 }
@@ -325,6 +328,7 @@ impl TrialExecutor for SyntheticExecutor {
                 trainable_params,
                 head_params: 770,
                 seconds,
+                device: self.device.clone(),
             });
         }
         if diverged {
@@ -337,6 +341,7 @@ impl TrialExecutor for SyntheticExecutor {
                 trainable_params,
                 head_params: 770,
                 seconds,
+                device: self.device.clone(),
             });
         }
         let primary = (0.7
@@ -356,6 +361,7 @@ impl TrialExecutor for SyntheticExecutor {
             trainable_params,
             head_params: 770,
             seconds,
+            device: self.device.clone(),
         })
     }
 }

@@ -68,6 +68,7 @@ pub fn trials_csv(plan: &SearchPlan, store: &ResultStore) -> Result<String> {
             "status_detail",
             "head_params",
             "seconds",
+            "device",
         ]
         .map(String::from),
     );
@@ -150,11 +151,13 @@ pub fn trials_csv(plan: &SearchPlan, store: &ResultStore) -> Result<String> {
                     detail,
                     r.outcome.head_params.to_string(),
                     num(r.outcome.seconds),
+                    r.outcome.device.clone().unwrap_or_default(),
                 ]);
             }
             None => row.extend([
                 String::new(),
                 "pending".into(),
+                String::new(),
                 String::new(),
                 String::new(),
                 String::new(),

@@ -12,6 +12,7 @@ mod design;
 pub mod executor;
 mod head;
 pub mod optim;
+pub mod probe;
 mod trial;
 
 pub use batches::{eval_batches, training_batches};
@@ -91,6 +92,7 @@ impl TrainingReport {
             trainable_params: self.trainable_params as u64,
             head_params: self.head_params as u64,
             seconds: self.seconds,
+            device: None,
         }
     }
 }
