@@ -16,7 +16,7 @@ use peftspace_core::spec::CustomTaskSpec;
 use peftspace_core::{budget, experiment};
 use proptest::prelude::*;
 use proptest::sample::Index;
-use proptest::test_runner::{Config, TestRunner};
+use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
 
 // The built-in entries must be in the registries, as in the binary.
 use peftspace_backbones as _;
@@ -109,12 +109,31 @@ fn mutate(seed: &str, edits: &[Edit]) -> String {
     chars.into_iter().collect()
 }
 
+/// A fixed seed, so the corpus is the same on every run (a failure reproduces); `PEFTSPACE_FUZZ_SEED=N` explores
+/// another corpus of the same size.
 fn runner() -> TestRunner {
+    let seed = std::env::var("PEFTSPACE_FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_0017);
     TestRunner::new(Config {
         cases: CASES,
         failure_persistence: None,
+        rng_seed: RngSeed::Fixed(seed),
         ..Config::default()
     })
+}
+
+/// Runs `test` on `CASES` generated values; a panic inside fails the test with the minimal input that caused it.
+fn fuzz<S: Strategy>(strategy: &S, test: impl Fn(S::Value) -> Result<(), TestCaseError>) {
+    let count = std::cell::Cell::new(0u32);
+    runner()
+        .run(strategy, |value| {
+            count.set(count.get() + 1);
+            test(value)
+        })
+        .expect("no panic");
+    assert!(count.get() >= CASES, "only {} cases ran", count.get());
 }
 
 fn reg() -> Registries {
@@ -147,21 +166,19 @@ fn ron_experiments() {
     experiment::parse_str(EXPERIMENT, "fuzz.ron")
         .and_then(|p| p.validate(reg))
         .expect("the seed experiment is valid");
-    runner()
-        .run(&edits(), |e| {
-            let text = mutate(EXPERIMENT, &e);
-            if let Ok(parsed) = experiment::parse_str(&text, "fuzz.ron") {
-                if let Ok(exp) = parsed.validate(reg) {
-                    let _ = peftspace_core::refine::ExperimentSpace::for_experiment(
-                        &exp,
-                        info.clone(),
-                        reg,
-                    );
-                }
+    fuzz(&edits(), |e| {
+        let text = mutate(EXPERIMENT, &e);
+        if let Ok(parsed) = experiment::parse_str(&text, "fuzz.ron") {
+            if let Ok(exp) = parsed.validate(reg) {
+                let _ = peftspace_core::refine::ExperimentSpace::for_experiment(
+                    &exp,
+                    info.clone(),
+                    reg,
+                );
             }
-            Ok(())
-        })
-        .expect("no panic");
+        }
+        Ok(())
+    });
 }
 
 #[test]
@@ -181,16 +198,14 @@ fn design_texts() {
         "g=18446744073709551615,1 s=L|L",
         "g=1,1 a=1e308,1e308 t=11 s=B|ALPB",
     ];
-    runner()
-        .run(&(any::<Index>(), edits()), |(seed, e)| {
-            let text = mutate(seed.get::<&str>(&seeds), &e);
-            if let Ok(design) = Design::parse(&text, &codes) {
-                let _ = budget::solve(&info, &design, &strategies, 0.005);
-                let _ = budget::solve_unchecked(&info, &design, &strategies, 0.5);
-            }
-            Ok(())
-        })
-        .expect("no panic");
+    fuzz(&(any::<Index>(), edits()), |(seed, e)| {
+        let text = mutate(seed.get::<&str>(&seeds), &e);
+        if let Ok(design) = Design::parse(&text, &codes) {
+            let _ = budget::solve(&info, &design, &strategies, 0.005);
+            let _ = budget::solve_unchecked(&info, &design, &strategies, 0.5);
+        }
+        Ok(())
+    });
 }
 
 fn custom_spec(ext: &str, text: &str, label: &str, labels: &[&str]) -> CustomTaskSpec {
@@ -222,44 +237,40 @@ fn custom_tsv_csv_jsonl() {
         .iter()
         .map(|(ext, _)| read(&custom.join(format!("train.{ext}"))))
         .collect();
-    runner()
-        .run(&(any::<Index>(), edits(), edits()), |(kind, e1, e2)| {
-            let k = kind.index(kinds.len());
-            let (ext, spec) = &kinds[k];
-            std::fs::write(
-                dir.path().join(format!("train.{ext}")),
-                mutate(&seeds[k], &e1),
-            )
-            .expect("write");
-            std::fs::write(
-                dir.path().join(format!("eval.{ext}")),
-                mutate(&seeds[k], &e2),
-            )
-            .expect("write");
-            let _ = load_custom("fuzz", spec, dir.path());
-            Ok(())
-        })
-        .expect("no panic");
+    fuzz(&(any::<Index>(), edits(), edits()), |(kind, e1, e2)| {
+        let k = kind.index(kinds.len());
+        let (ext, spec) = &kinds[k];
+        std::fs::write(
+            dir.path().join(format!("train.{ext}")),
+            mutate(&seeds[k], &e1),
+        )
+        .expect("write");
+        std::fs::write(
+            dir.path().join(format!("eval.{ext}")),
+            mutate(&seeds[k], &e2),
+        )
+        .expect("write");
+        let _ = load_custom("fuzz", spec, dir.path());
+        Ok(())
+    });
 }
 
 #[test]
 fn glue_tsv() {
     let dir = tempfile::tempdir().expect("tempdir");
     let glue = fixtures().join("glue");
-    runner()
-        .run(&(any::<Index>(), edits(), edits()), |(task, e1, e2)| {
-            let task = glue_task(task.get(GLUE_TASKS).id).expect("task");
-            let folder = dir.path().join(task.folder);
-            std::fs::create_dir_all(&folder).expect("folder");
-            for (file, e) in [(task.train_file, &e1), (task.eval_file, &e2)] {
-                let seed =
-                    std::fs::read_to_string(glue.join(task.folder).join(file)).unwrap_or_default();
-                std::fs::write(folder.join(file), mutate(&seed, e)).expect("write");
-            }
-            let _ = load_glue(task, dir.path());
-            Ok(())
-        })
-        .expect("no panic");
+    fuzz(&(any::<Index>(), edits(), edits()), |(task, e1, e2)| {
+        let task = glue_task(task.get(GLUE_TASKS).id).expect("task");
+        let folder = dir.path().join(task.folder);
+        std::fs::create_dir_all(&folder).expect("folder");
+        for (file, e) in [(task.train_file, &e1), (task.eval_file, &e2)] {
+            let seed =
+                std::fs::read_to_string(glue.join(task.folder).join(file)).unwrap_or_default();
+            std::fs::write(folder.join(file), mutate(&seed, e)).expect("write");
+        }
+        let _ = load_glue(task, dir.path());
+        Ok(())
+    });
 }
 
 #[test]
@@ -271,16 +282,14 @@ fn config_json() {
         .iter()
         .map(|m| read(&fixtures().join(m).join("config.json")))
         .collect();
-    runner()
-        .run(&(any::<Index>(), edits()), |(model, e)| {
-            let text = mutate(model.get::<String>(&seeds), &e);
-            std::fs::write(dir.path().join("config.json"), text).expect("write");
-            if let Ok(folder) = ModelFolder::open(dir.path()) {
-                let _ = folder.describe(reg);
-            }
-            Ok(())
-        })
-        .expect("no panic");
+    fuzz(&(any::<Index>(), edits()), |(model, e)| {
+        let text = mutate(model.get::<String>(&seeds), &e);
+        std::fs::write(dir.path().join("config.json"), text).expect("write");
+        if let Ok(folder) = ModelFolder::open(dir.path()) {
+            let _ = folder.describe(reg);
+        }
+        Ok(())
+    });
 }
 
 #[test]
@@ -301,21 +310,19 @@ fn safetensors_headers() {
     let path = dir.path().join("model.safetensors");
     // The length field: the true one, a random one, or the true one of the mutated header.
     let length = prop_oneof![Just(None), any::<u64>().prop_map(Some)];
-    runner()
-        .run(&(edits(), length, any::<Index>()), |(e, length, cut)| {
-            let header = mutate(&header, &e);
-            let len = length.unwrap_or(header.len() as u64);
-            let mut bytes = len.to_le_bytes().to_vec();
-            bytes.extend_from_slice(header.as_bytes());
-            bytes.extend_from_slice(&data[..cut.index(data.len() + 1)]);
-            std::fs::write(&path, &bytes).expect("write");
-            if peftspace_backbones::checkpoint::check_safetensors_file(&path).is_ok() {
-                let _ = ModelFolder::open(dir.path())
-                    .and_then(|m| m.load(reg, &Device::Cpu, Weights::Frozen));
-            }
-            Ok(())
-        })
-        .expect("no panic");
+    fuzz(&(edits(), length, any::<Index>()), |(e, length, cut)| {
+        let header = mutate(&header, &e);
+        let len = length.unwrap_or(header.len() as u64);
+        let mut bytes = len.to_le_bytes().to_vec();
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.extend_from_slice(&data[..cut.index(data.len() + 1)]);
+        std::fs::write(&path, &bytes).expect("write");
+        if peftspace_backbones::checkpoint::check_safetensors_file(&path).is_ok() {
+            let _ = ModelFolder::open(dir.path())
+                .and_then(|m| m.load(reg, &Device::Cpu, Weights::Frozen));
+        }
+        Ok(())
+    });
 }
 
 #[test]
@@ -326,19 +333,17 @@ fn tokenizer_json() {
         .map(|m| read(&fixtures().join(m).join("tokenizer.json")))
         .collect();
     let path = dir.path().join("tokenizer.json");
-    runner()
-        .run(&(any::<Index>(), edits()), |(seed, e)| {
-            std::fs::write(&path, mutate(seed.get::<String>(&seeds), &e)).expect("write");
-            if let Ok(tokenizer) = Tokenizer::from_file(&path, Some(0)) {
-                let _ = tokenizer.batch(
-                    &[("hello world", None), ("a b", Some("c d"))],
-                    16,
-                    &Device::Cpu,
-                );
-            }
-            Ok(())
-        })
-        .expect("no panic");
+    fuzz(&(any::<Index>(), edits()), |(seed, e)| {
+        std::fs::write(&path, mutate(seed.get::<String>(&seeds), &e)).expect("write");
+        if let Ok(tokenizer) = Tokenizer::from_file(&path, Some(0)) {
+            let _ = tokenizer.batch(
+                &[("hello world", None), ("a b", Some("c d"))],
+                16,
+                &Device::Cpu,
+            );
+        }
+        Ok(())
+    });
 }
 
 #[test]
@@ -346,22 +351,20 @@ fn plugin_files() {
     let dir = tempfile::tempdir().expect("tempdir");
     // Random bytes, never an ELF/Mach-O/PE header: the dynamic loader is not built to survive crafted libraries,
     // and a plugin is trusted native code anyway (docs/PLUGINS.md); what must not crash is our side of the check.
-    runner()
-        .run(
-            &(prop::collection::vec(any::<u8>(), 0..4096), any::<u32>()),
-            |(mut bytes, n)| {
-                if bytes.len() >= 2 && (bytes[0] == 0x7f || bytes[0] == b'M' || bytes[0] >= 0xca) {
-                    bytes[0] = b'#';
-                }
-                let path = dir.path().join(format!("libfuzz{n}.so"));
-                std::fs::write(&path, &bytes).expect("write");
-                let result = peftspace_core::plugin_loader::load_plugin(&path);
-                prop_assert!(result.is_err(), "random bytes loaded as a plugin");
-                let _ = std::fs::remove_file(&path);
-                Ok(())
-            },
-        )
-        .expect("no panic");
+    fuzz(
+        &(prop::collection::vec(any::<u8>(), 0..4096), any::<u32>()),
+        |(mut bytes, n)| {
+            if bytes.len() >= 2 && (bytes[0] == 0x7f || bytes[0] == b'M' || bytes[0] >= 0xca) {
+                bytes[0] = b'#';
+            }
+            let path = dir.path().join(format!("libfuzz{n}.so"));
+            std::fs::write(&path, &bytes).expect("write");
+            let result = peftspace_core::plugin_loader::load_plugin(&path);
+            prop_assert!(result.is_err(), "random bytes loaded as a plugin");
+            let _ = std::fs::remove_file(&path);
+            Ok(())
+        },
+    );
     // A real library without the plugin symbol.
     for candidate in [
         "/lib/x86_64-linux-gnu/libm.so.6",

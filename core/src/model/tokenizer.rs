@@ -31,16 +31,12 @@ impl Tokenizer {
         // tokenizers 0.23 panics (`expect("Helper")`) on some malformed `decoder` sections instead of returning an
         // error; a bad file must stay an error, so the panic is caught here and reported like any other.
         let loaded = std::panic::catch_unwind(|| tokenizers::Tokenizer::from_file(path)).map_err(
-            |panic| {
-                let reason = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "the tokenizer library panicked".into());
-                Error::Model {
-                    path: path.to_path_buf(),
-                    message: format!("cannot read the tokenizer: malformed file ({reason})"),
-                }
+            |panic| Error::Model {
+                path: path.to_path_buf(),
+                message: format!(
+                    "cannot read the tokenizer: malformed file ({})",
+                    panic_reason(panic.as_ref())
+                ),
             },
         )?;
         let mut inner = loaded.map_err(|e| Error::Model {
@@ -92,6 +88,27 @@ impl Tokenizer {
 
 impl Tokenize for Tokenizer {
     fn encode(&self, text: &str, pair: Option<&str>, max_len: usize) -> Result<Tokens> {
+        // tokenizers panics on some inconsistent files it accepted (a post-processor template naming a sequence
+        // or special token it does not have indexes out of bounds); a bad tokenizer.json must stay an error.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.encode_unguarded(text, pair, max_len)
+        }))
+        .unwrap_or_else(|panic| {
+            Err(Error::msg(format!(
+                "the tokenizer failed on `{}`: {} (is tokenizer.json consistent?)",
+                text.chars().take(40).collect::<String>(),
+                panic_reason(panic.as_ref())
+            )))
+        })
+    }
+
+    fn pad_id(&self) -> u32 {
+        self.pad_id
+    }
+}
+
+impl Tokenizer {
+    fn encode_unguarded(&self, text: &str, pair: Option<&str>, max_len: usize) -> Result<Tokens> {
         let mut first = self.piece(text)?;
         let mut second = pair.map(|p| self.piece(p)).transpose()?;
         let added = self
@@ -122,8 +139,13 @@ impl Tokenize for Tokenizer {
             type_ids: full.get_type_ids().to_vec(),
         })
     }
+}
 
-    fn pad_id(&self) -> u32 {
-        self.pad_id
-    }
+/// The message of a caught panic.
+fn panic_reason(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "the tokenizer library panicked".into())
 }
