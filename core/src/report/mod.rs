@@ -102,12 +102,13 @@ fn file_safe(name: &str) -> String {
         .collect()
 }
 
-/// A plain-text table of the decisions, for the terminal.
+/// A plain-text table of the decisions, for the terminal. Scores are fractions, as in the CSVs; `ref` is the
+/// reference score (majority class or mean predictor) a population must beat to have learned anything.
 pub fn decisions_table(decisions: &[StageDecision]) -> String {
     let mut out = String::new();
     out.push_str(&format!(
-        "{:<6} {:<22} {:>4} {:>8} {:>8} {:>8} {:>19} {:>8} {:>8}  {}\n",
-        "stage", "candidate", "n", "mean", "median", "std", "95% CI", "MW p", "Holm p", "chosen"
+        "{:<6} {:<22} {:>4} {:>8} {:>8} {:>8} {:>8} {:>19} {:>8} {:>8}  {}\n",
+        "stage", "candidate", "n", "mean", "median", "std", "ref", "95% CI", "MW p", "Holm p", "chosen"
     ));
     for decision in decisions {
         for c in &decision.candidates {
@@ -120,27 +121,32 @@ pub fn decisions_table(decisions: &[StageDecision]) -> String {
                 .map_or(("-".to_string(), "-".to_string()), |v| {
                     (format!("{:.3}", v.u_p), format!("{:.3}", v.u_p_holm))
                 });
-            let chosen = if c.chosen {
-                if c.significant {
+            let mut flags = Vec::new();
+            if c.chosen {
+                flags.push(if decision.tied {
+                    "- (no decision: all populations equal)"
+                } else if c.significant {
                     "*"
                 } else {
                     "* (not significant)"
-                }
-            } else {
-                ""
-            };
+                });
+            }
+            if c.designs_learned == Some(0) {
+                flags.push("did not learn");
+            }
             out.push_str(&format!(
-                "{:<6} {:<22} {:>4} {:>8} {:>8} {:>8} {:>19} {:>8} {:>8}  {}\n",
+                "{:<6} {:<22} {:>4} {:>8} {:>8} {:>8} {:>8} {:>19} {:>8} {:>8}  {}\n",
                 c.stage,
                 c.candidate,
                 c.n,
                 fmt4(c.mean),
                 fmt4(c.median),
                 fmt4(c.std),
+                fmt4(c.reference),
                 ci,
                 p,
                 holm,
-                chosen
+                flags.join("; ")
             ));
         }
     }

@@ -68,6 +68,8 @@ pub fn trials_csv(plan: &SearchPlan, store: &ResultStore) -> Result<String> {
             "status_detail",
             "head_params",
             "seconds",
+            "reference",
+            "learned",
         ]
         .map(String::from),
     );
@@ -150,11 +152,17 @@ pub fn trials_csv(plan: &SearchPlan, store: &ResultStore) -> Result<String> {
                     detail,
                     r.outcome.head_params.to_string(),
                     num(r.outcome.seconds),
+                    opt(r.outcome.reference),
+                    r.outcome
+                        .learned()
+                        .map_or(String::new(), |l| l.to_string()),
                 ]);
             }
             None => row.extend([
                 String::new(),
                 "pending".into(),
+                String::new(),
+                String::new(),
                 String::new(),
                 String::new(),
                 String::new(),
@@ -198,6 +206,8 @@ pub fn stages_csv(plan: &SearchPlan, decisions: &[StageDecision]) -> Result<Stri
         "welch_p_holm",
         "diff_ci_low",
         "diff_ci_high",
+        "reference",
+        "designs_learned",
         "note",
     ];
     write_row(&mut w, &header.map(String::from))?;
@@ -252,6 +262,8 @@ pub fn stages_csv(plan: &SearchPlan, decisions: &[StageDecision]) -> Result<Stri
                     .map_or(String::new(), |ci| num(ci.low)),
                 v.and_then(|v| v.diff_ci)
                     .map_or(String::new(), |ci| num(ci.high)),
+                num(c.reference),
+                c.designs_learned.map_or(String::new(), |n| n.to_string()),
                 c.note.clone(),
             ];
             write_row(&mut w, &row)?;

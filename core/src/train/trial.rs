@@ -106,6 +106,7 @@ pub fn run_trial(input: &TrialInput<'_>) -> Result<TrainingReport> {
         head_params: head.num_params(),
         steps: 0,
         seconds: 0.0,
+        reference: Some(task.reference(evaluator.as_ref())?),
     };
     let context = Context {
         input,

@@ -57,6 +57,10 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
     if args.jobs == 0 {
         return Err(Exit::usage(anyhow::anyhow!("--jobs must be at least 1")));
     }
+    if !args.worker && !synthetic_mode() {
+        // Bad task files are the user's to fix (exit 2), found before anything is loaded or trained.
+        experiment.check_data().map_err(Exit::usage)?;
+    }
     // Resolved once here; workers get the resolved folders, so they never download or resolve differently.
     let inputs = resolve_inputs(&experiment, global, !args.worker)?;
     let executor = make_executor(&experiment, &inputs)?;
