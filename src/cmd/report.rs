@@ -18,16 +18,6 @@ pub fn run(args: Args, _global: &Global) -> Result<(), Exit> {
         )));
     }
     let report = peftspace_core::report::write_reports(&args.dir)?;
-    println!(
-        "{}",
-        peftspace_core::report::decisions_table(&report.decisions)
-    );
-    for d in &report.decisions {
-        println!("{}", d.summary);
-    }
-    println!("wrote:");
-    for f in &report.files {
-        println!("  {}", f.display());
-    }
+    print!("{}", report.to_terminal());
     Ok(())
 }

@@ -14,13 +14,36 @@ use crate::spec::DecisionRule;
 use crate::store::{self, ResultStore};
 use crate::{Error, Result};
 
-pub use tables::{final_csv, stages_csv, trials_csv};
+pub use tables::{final_csv, final_table, stages_csv, trials_csv};
 
 /// What `write_reports` produced.
 #[derive(Debug)]
 pub struct Report {
     pub decisions: Vec<StageDecision>,
     pub files: Vec<PathBuf>,
+    /// The final runs for the terminal ([`final_table`]), when the experiment has them.
+    pub final_table: Option<String>,
+}
+
+impl Report {
+    /// What `run` and `report` print: the stage table, each stage's summary, the final runs, the files written.
+    pub fn to_terminal(&self) -> String {
+        let mut out = decisions_table(&self.decisions);
+        out.push('\n');
+        for d in &self.decisions {
+            out.push_str(&d.summary);
+            out.push('\n');
+        }
+        if let Some(table) = &self.final_table {
+            out.push('\n');
+            out.push_str(table);
+        }
+        out.push_str("wrote:\n");
+        for f in &self.files {
+            out.push_str(&format!("  {}\n", f.display()));
+        }
+        out
+    }
 }
 
 /// Reads `plan.json` of a results directory.
@@ -79,14 +102,20 @@ pub fn write_reports_from(dir: &Path, plan: &SearchPlan, store: &ResultStore) ->
     };
     put("trials.csv".into(), trials_csv(plan, store)?)?;
     put("stages.csv".into(), stages_csv(plan, &decisions)?)?;
+    let mut final_text = None;
     if plan.final_runs.is_some() {
         put("final.csv".into(), final_csv(plan, store)?)?;
+        final_text = Some(final_table(plan, store)?);
     }
     for decision in decisions.iter().filter(|d| !d.candidates.is_empty()) {
         let svg = edf_plot::edf_svg(decision)?;
         put(format!("edf_{}.svg", file_safe(&decision.stage)), svg)?;
     }
-    Ok(Report { decisions, files })
+    Ok(Report {
+        decisions,
+        files,
+        final_table: final_text,
+    })
 }
 
 /// Keeps letters, digits, `-` and `_`; anything else becomes `_`.

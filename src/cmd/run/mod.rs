@@ -129,22 +129,12 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
     // Whatever happened, render what the store holds.
     if out.join(store::PLAN_FILE).exists() {
         let report = peftspace_core::report::write_reports(&out)?;
-        println!(
-            "{}",
-            peftspace_core::report::decisions_table(&report.decisions)
-        );
-        for d in &report.decisions {
-            println!("{}", d.summary);
-        }
-        println!("wrote:");
-        for f in &report.files {
-            println!("  {}", f.display());
-        }
+        print!("{}", report.to_terminal());
     }
     match outcome {
         Ok(o) => {
             println!(
-                "{} trials run now, {} reused from earlier runs",
+                "{} trials run now, {} reused from earlier runs of this experiment",
                 o.trials_run, o.trials_reused
             );
             Ok(())
