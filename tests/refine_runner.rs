@@ -163,7 +163,10 @@ fn s0_to_s4_writes_all_outputs_and_stage_statistics_match_trials() {
     // Seeds whose run ended well (a synthetic trial sometimes diverges).
     let n: usize = final_rows[0]["sst2_n"].parse().expect("a count");
     assert!((1..=3).contains(&n), "{:?}", final_rows[0]);
-    assert_eq!(final_rows[3]["sst2"], "0.5", "the synthetic tasks' reference");
+    assert_eq!(
+        final_rows[3]["sst2"], "0.5",
+        "the synthetic tasks' reference"
+    );
     assert_eq!(final_rows[2]["trainable_pct"], "100.0000");
     let svg = std::fs::read_to_string(dir.path().join("edf_S1.svg")).expect("svg");
     assert!(

@@ -163,7 +163,10 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
             let of_what = if full {
                 "all weights".to_string()
             } else {
-                format!("{share:.3} % of {num_params}; the budget is {} %", spec.budget * 100.0)
+                format!(
+                    "{share:.3} % of {num_params}; the budget is {} %",
+                    spec.budget * 100.0
+                )
             };
             eprintln!(
                 "trainable parameters: {} ({of_what}) + task head {}",

@@ -55,7 +55,11 @@ pub fn custom_kind(spec: &CustomTaskSpec) -> std::result::Result<TaskKind, KindP
 
 /// A person's explanation of a [`KindProblem`], with the fix; `found` are values of the label column of the
 /// training file (quoted in the suggestion when known).
-pub fn kind_problem_message(spec: &CustomTaskSpec, problem: &KindProblem, found: &[String]) -> String {
+pub fn kind_problem_message(
+    spec: &CustomTaskSpec,
+    problem: &KindProblem,
+    found: &[String],
+) -> String {
     let quoted = |values: &[String]| {
         values
             .iter()

@@ -248,8 +248,8 @@ fn check_tasks(p: &Parsed, reg: &Registries, tasks: &[TaskSpec], at: &str) -> Re
                     }
                 }
                 if let Err(problem) = crate::data::custom_kind(c) {
-                    let found = crate::data::label_values(c, &super::base_dir(&p.file))
-                        .unwrap_or_default();
+                    let found =
+                        crate::data::label_values(c, &super::base_dir(&p.file)).unwrap_or_default();
                     let field = match problem {
                         crate::data::KindProblem::MissingLabels => "custom",
                         crate::data::KindProblem::RegressionWithLabels

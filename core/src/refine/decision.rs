@@ -144,7 +144,9 @@ fn population(stage: &str, candidate: &CandidatePlan, store: &ResultStore) -> Ca
                 scores
                     .iter()
                     .zip(&r)
-                    .filter(|(s, r)| crate::trial::beats_reference(Some(**s), Some(**r)) == Some(true))
+                    .filter(|(s, r)| {
+                        crate::trial::beats_reference(Some(**s), Some(**r)) == Some(true)
+                    })
                     .count(),
             ),
         ),

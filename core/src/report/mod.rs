@@ -137,7 +137,17 @@ pub fn decisions_table(decisions: &[StageDecision]) -> String {
     let mut out = String::new();
     out.push_str(&format!(
         "{:<6} {:<22} {:>4} {:>8} {:>8} {:>8} {:>8} {:>19} {:>8} {:>8}  {}\n",
-        "stage", "candidate", "n", "mean", "median", "std", "ref", "95% CI", "MW p", "Holm p", "chosen"
+        "stage",
+        "candidate",
+        "n",
+        "mean",
+        "median",
+        "std",
+        "ref",
+        "95% CI",
+        "MW p",
+        "Holm p",
+        "chosen"
     ));
     for decision in decisions {
         for c in &decision.candidates {

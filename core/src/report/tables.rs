@@ -153,9 +153,7 @@ pub fn trials_csv(plan: &SearchPlan, store: &ResultStore) -> Result<String> {
                     r.outcome.head_params.to_string(),
                     num(r.outcome.seconds),
                     opt(r.outcome.reference),
-                    r.outcome
-                        .learned()
-                        .map_or(String::new(), |l| l.to_string()),
+                    r.outcome.learned().map_or(String::new(), |l| l.to_string()),
                 ]);
             }
             None => row.extend([
@@ -452,7 +450,10 @@ pub fn final_csv(plan: &SearchPlan, store: &ResultStore) -> Result<String> {
 /// reference row.
 pub fn final_table(plan: &SearchPlan, store: &ResultStore) -> Result<String> {
     let (names, rows) = final_rows(plan, store)?;
-    let mut out = format!("final runs (primary score, % — mean ± std over seeds (n)):\n{:<12}", "method");
+    let mut out = format!(
+        "final runs (primary score, % — mean ± std over seeds (n)):\n{:<12}",
+        "method"
+    );
     for name in &names {
         out.push_str(&format!(" {name:>22}"));
     }
