@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """PyTorch + Hugging Face PEFT reference for peftspace's training step.
 
-Two modes, both on CPU with a fixed number of threads:
+Two modes, on CPU with a fixed number of threads (or on a GPU with `--device cuda`):
 
   step   examples/s of one LoRA training step (forward, backward, AdamW) at a fixed sequence length and batch size,
-         and the process's peak RSS; the same measurement `peftspace`'s `bench_train_step` test prints.
+         and the process's peak RSS; the same measurement `peftspace`'s `train_step` example prints.
   sst2   LoRA fine-tuning on a seeded SST-2 subsample, dev accuracy (calibrates the real-data tests).
 
 Usage:
@@ -33,12 +33,17 @@ def lora_model(model_dir, rank, labels=2):
 
 def step_benchmark(args):
     torch.manual_seed(0)
-    model = lora_model(args.model, args.rank)
+    device = torch.device(args.device)
+    model = lora_model(args.model, args.rank).to(device)
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    ids = torch.randint(1000, 20000, (args.batch, args.seq))
+    ids = torch.randint(1000, 20000, (args.batch, args.seq), device=device)
     mask = torch.ones_like(ids)
-    labels = torch.randint(0, 2, (args.batch,))
+    labels = torch.randint(0, 2, (args.batch,), device=device)
+    def sync():
+        # GPU kernels run asynchronously: wait for them before reading the clock.
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
     def one_step():
         out = model(input_ids=ids, attention_mask=mask, labels=labels)
         out.loss.backward()
@@ -46,13 +51,15 @@ def step_benchmark(args):
         optimizer.zero_grad()
     for _ in range(args.warmup):
         one_step()
+    sync()
     start = time.perf_counter()
     for _ in range(args.steps):
         one_step()
+    sync()
     seconds = time.perf_counter() - start
     rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    print(f"torch {torch.__version__} threads {torch.get_num_threads()} seq {args.seq} batch {args.batch} "
+    print(f"torch {torch.__version__} device {device} threads {torch.get_num_threads()} seq {args.seq} batch {args.batch} "
           f"rank {args.rank} trainable {trainable}: {args.steps * args.batch / seconds:.1f} examples/s "
           f"({seconds / args.steps * 1000:.0f} ms/step), peak RSS {rss_mib:.0f} MiB")
 
@@ -119,6 +126,7 @@ def main():
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--max-len", type=int, default=128)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (step mode)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     if args.mode == "step":

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod cmd;
+mod logging;
 
 use cmd::Global;
 
@@ -43,6 +44,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    logging::init(cli.global.verbose, cli.global.log_format);
     let result = cmd::load_plugins(&cli.global).and_then(|()| match cli.command {
         Command::List(a) => cmd::list::run(a, &cli.global),
         Command::Validate(a) => cmd::validate::run(a, &cli.global),

@@ -4,13 +4,11 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{Device, Tensor};
-use peftspace_core::backbone::Mode;
-use peftspace_core::budget::LayerAssignment;
+use candle_core::Device;
+use peftspace_core::backbone::Weights;
 use peftspace_core::model::ModelFolder;
-use peftspace_core::params::ParamStore;
-use peftspace_core::spec::TrainingSpec;
-use peftspace_core::train::build_design;
+use peftspace_core::registry::registries;
+use peftspace_core::train::probe::{design_gradients, every_layer};
 
 // The built-in strategies and backbones register through `inventory`: name the crates so they are linked.
 use peftspace_backbones as _;
@@ -27,52 +25,16 @@ const SIZES: [(&str, usize); 4] = [("adapter", 2), ("prefix", 2), ("lora", 2), (
 
 fn check(model: &str, strategies: &[(&str, usize)]) {
     let device = Device::Cpu;
-    let dir = fixture(model);
-    let backbone = peftspace_backbones::load(&dir, &device).expect("fixture loads");
-    let info = backbone.info().clone();
-    let plan: Vec<LayerAssignment> = (0..info.num_layers())
-        .map(|layer| LayerAssignment {
-            layer,
-            strategies: strategies
-                .iter()
-                .map(|(n, s)| (n.to_string(), *s))
-                .collect(),
-        })
-        .collect();
-    let mut store = ParamStore::new(&device, 11);
-    let built = build_design(&info, &plan, &[], &TrainingSpec::default(), &mut store)
-        .expect("design builds");
-    assert_eq!(
-        built.trainable_params,
-        store.num_scalars(),
-        "{model} {strategies:?}"
-    );
-    // LoRA's A only gets a gradient once B is non-zero (true of LoRA itself); move every variable off its
-    // initial value so each one's gradient is informative.
-    for (_, var) in store.named_vars() {
-        let moved = (var.as_tensor() + 0.05).expect("shift");
-        var.set(&moved).expect("set");
-    }
-    let tokenizer = ModelFolder::open(&dir)
-        .and_then(|m| m.tokenizer())
-        .expect("tokenizer");
-    let batch = tokenizer
-        .batch(&[("hello world", None), ("the cat sat", None)], 16, &device)
-        .expect("batch");
-    let features = backbone
-        .features(&batch, &built.hooks, Mode::Eval)
-        .expect("forward");
-    let weights = Tensor::arange(0f32, features.dim(1).unwrap() as f32, &device).unwrap();
-    let loss = features
-        .broadcast_mul(&(weights / 7.0).unwrap().sin().unwrap())
-        .unwrap()
-        .sum_all()
-        .unwrap();
-    let grads = loss.backward().expect("backward");
-    for (name, var) in store.named_vars() {
-        let g = grads
-            .get(var)
-            .unwrap_or_else(|| panic!("{model} {strategies:?}: no gradient for {name}"));
+    let folder = ModelFolder::open(fixture(model)).expect("fixture opens");
+    let backbone = folder
+        .load(&registries().expect("registries"), &device, Weights::Frozen)
+        .expect("fixture loads");
+    let tokenizer = folder.tokenizer().expect("tokenizer");
+    let plan = every_layer(backbone.as_ref(), strategies);
+    let gradients = design_gradients(backbone.as_ref(), &tokenizer, &plan, 11)
+        .unwrap_or_else(|e| panic!("{model} {strategies:?}: {e}"));
+    assert!(!gradients.is_empty(), "{model} {strategies:?}");
+    for (name, g) in gradients {
         let size = g
             .abs()
             .unwrap()

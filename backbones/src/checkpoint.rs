@@ -59,23 +59,6 @@ pub fn with_config_path(error: Error, path: &Path) -> Error {
     }
 }
 
-/// Reads `config.json` of a model folder: its path and its text.
-pub fn read_config(dir: &Path) -> Result<(PathBuf, String)> {
-    if !dir.is_dir() {
-        return Err(Error::Model {
-            path: dir.to_path_buf(),
-            message: "not a folder; pass a Hugging Face model folder (config.json, model.safetensors, tokenizer.json)"
-                .to_string(),
-        });
-    }
-    let path = dir.join(CONFIG_FILE);
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::Model {
-        message: format!("cannot read the model configuration: {e}"),
-        path: path.clone(),
-    })?;
-    Ok((path, text))
-}
-
 /// The memory-mapped weights of a model folder.
 pub struct Checkpoint {
     files: Vec<PathBuf>,

@@ -291,6 +291,7 @@ mod tests {
                 head_params: 2,
                 seconds: 1.5,
                 reference: None,
+                device: None,
             },
         }
     }

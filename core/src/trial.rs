@@ -155,6 +155,10 @@ pub struct TrialOutcome {
     pub head_params: u64,
     /// Wall-clock seconds of the trial.
     pub seconds: f64,
+    /// Where it ran (`cpu`, `cuda:0`, …): recorded, but not part of the trial's identity, so a trial stored on
+    /// one device counts on any other. Absent in records written before devices were recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
     /// The task's reference score ([`crate::data::TaskData::reference`]: majority class, mean predictor) on
     /// the same evaluation set; absent in records stored before it was computed.
     #[serde(default, skip_serializing_if = "Option::is_none")]

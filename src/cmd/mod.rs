@@ -38,6 +38,12 @@ pub struct Global {
     /// present, else `cpu`.
     #[arg(long, global = true, env = DEVICE_ENV)]
     pub device: Option<String>,
+    /// More diagnostics on stderr: -v debug, -vv trace with span timings. `RUST_LOG` overrides the filter.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// How diagnostics are written on stderr: `text` for people, `json` (one object per line) for machines.
+    #[arg(long, global = true, value_enum, default_value_t = crate::logging::LogFormat::Text)]
+    pub log_format: crate::logging::LogFormat,
 }
 
 /// An error with the exit code it should end the process with.

@@ -68,9 +68,10 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
     // Bad task files are the user's to fix (exit 2), found before the model is loaded.
     exp.check_tasks_data(&tasks, "tasks").map_err(Exit::usage)?;
 
+    // The device first: a wrong one is refused before anything is downloaded.
+    let (choice, device) = super::device(global)?;
     let model = super::model_folder(global, &exp, ModelNeeds::Everything)?;
     let data_dir = super::glue_data_dir(global, &exp, &tasks)?;
-    let (choice, device) = super::device(global)?;
     eprintln!("device: {choice}");
     // `train` subsamples a task with its training seed, as it always has.
     let executor = TrainingExecutor::new(&exp, model, data_dir, device)

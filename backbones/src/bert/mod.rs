@@ -15,7 +15,8 @@ use candle_core::Device;
 use peftspace_core::backbone::{ArchitectureEntry, Backbone, Weights};
 use peftspace_core::Result;
 
-use crate::checkpoint::{read_config, with_config_path, Checkpoint};
+use crate::checkpoint::{with_config_path, Checkpoint};
+use peftspace_core::model::read_config;
 
 pub use config::{describe, BertConfig, Flavour};
 pub use model::Bert;

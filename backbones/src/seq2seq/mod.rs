@@ -21,12 +21,12 @@ use peftspace_core::{Error, Result};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use crate::checkpoint::{self, Checkpoint, TrainableWeights};
+use crate::checkpoint::{Checkpoint, TrainableWeights};
 use crate::ops::Linear;
 
 /// Reads `config.json` of a model folder and parses it with `parse` (which also checks it); errors name the file.
 pub fn read_config<T>(dir: &Path, parse: fn(&str) -> std::result::Result<T, String>) -> Result<T> {
-    let (path, text) = checkpoint::read_config(dir)?;
+    let (path, text) = peftspace_core::model::read_config(dir)?;
     parse(&text).map_err(|message| Error::Model { path, message })
 }
 

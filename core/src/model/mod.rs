@@ -45,19 +45,7 @@ impl ModelFolder {
     /// Opens a folder: reads `config.json` and its `model_type`. Weights and tokenizer are read when asked for.
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self> {
         let dir = dir.into();
-        if !dir.is_dir() {
-            return Err(Error::Model {
-                path: dir,
-                message: "not a folder; pass a Hugging Face model folder (config.json, model.safetensors, \
-                          tokenizer.json)"
-                    .to_string(),
-            });
-        }
-        let config_path = dir.join(CONFIG_FILE);
-        let config_text = std::fs::read_to_string(&config_path).map_err(|e| Error::Model {
-            message: format!("cannot read the model configuration: {e}"),
-            path: config_path.clone(),
-        })?;
+        let (config_path, config_text) = read_config(&dir)?;
         #[derive(serde::Deserialize)]
         struct Head {
             model_type: Option<String>,
@@ -202,6 +190,25 @@ impl ModelFolder {
             other => other,
         }
     }
+}
+
+/// Reads `config.json` of a model folder: its path and its text.
+pub fn read_config(dir: &Path) -> Result<(PathBuf, String)> {
+    if !dir.is_dir() {
+        return Err(Error::Model {
+            path: dir.to_path_buf(),
+            message:
+                "not a folder; pass a Hugging Face model folder (config.json, model.safetensors, \
+                      tokenizer.json)"
+                    .to_string(),
+        });
+    }
+    let path = dir.join(CONFIG_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::Model {
+        message: format!("cannot read the model configuration: {e}"),
+        path: path.clone(),
+    })?;
+    Ok((path, text))
 }
 
 fn file_name(path: &Path) -> String {

@@ -19,7 +19,7 @@ pub use experiment_space::ExperimentSpace;
 pub use plan::{
     CandidatePlan, FinalMethod, FinalPlan, PlannedDesign, PlannedTrial, SearchPlan, StagePlan,
 };
-pub use runner::{manifest, run_experiment, RunOutcome};
+pub use runner::{manifest, run_experiment, trial_span, RunOutcome};
 pub use search_space::{DesignRecord, SearchSpace};
 pub use synthetic::{SyntheticExecutor, SyntheticSpace};
 
@@ -55,7 +55,7 @@ impl TrialPool for SerialPool<'_> {
             if stop.load(Ordering::SeqCst) {
                 return Err(Error::msg(INTERRUPTED));
             }
-            let outcome = self.executor.run(&trial)?;
+            let outcome = trial_span(&trial).in_scope(|| self.executor.run(&trial))?;
             done(&trial, outcome)?;
         }
         Ok(())

@@ -169,6 +169,7 @@ pub fn run_experiment(
     // The space so far: S0 until the first winner narrows it.
     let mut narrowed: Option<Box<dyn SearchSpace>> = None;
     for stage in &stages {
+        let _stage_span = tracing::info_span!("stage", name = %stage.name).entered();
         let current: &dyn SearchSpace = narrowed.as_deref().unwrap_or(space);
         if let Some(reason) = stage.dimension.and_then(|d| current.inapplicable(d)) {
             plan.stages.push(StagePlan {
@@ -278,6 +279,7 @@ pub fn run_experiment(
         }
         plan.final_runs = Some(final_plan);
         save_plan(store, &plan)?;
+        let _stage_span = tracing::info_span!("stage", name = "final").entered();
         run_trials("final", trials, pool, store, progress, stop, &mut counts)?;
     }
     Ok(RunOutcome {
@@ -400,12 +402,24 @@ fn run_trials(
             missing.push(trial);
         }
     }
+    tracing::debug!(
+        total = seen.len(),
+        stored = done_before,
+        to_run = missing.len(),
+        "stage trials"
+    );
     progress.stage_started(stage, seen.len(), done_before);
     if missing.is_empty() {
         return Ok(());
     }
     let mut on_done = |trial: &TrialSpec, outcome: super::TrialOutcome| -> Result<()> {
         let record = TrialRecord::new(trial, outcome);
+        tracing::debug!(
+            id = short_id(&trial.id),
+            status = ?record.outcome.status,
+            seconds = record.outcome.seconds,
+            "trial finished"
+        );
         if let TrialStatus::Failed { message } = &record.outcome.status {
             tracing::warn!("trial {} failed: {message}", record.id);
         }
@@ -459,6 +473,22 @@ fn best_designs(
         }
     }
     out
+}
+
+/// A span for running one trial, wherever it runs (this process or a worker), so its events name the trial.
+pub fn trial_span(trial: &TrialSpec) -> tracing::Span {
+    tracing::info_span!(
+        "trial",
+        id = short_id(&trial.id),
+        design = %trial.design,
+        task = %trial.task.id,
+        seed = trial.seed
+    )
+}
+
+/// The first 12 hex digits of a trial id: enough to find it in `trials.jsonl`, short enough to read in a log.
+fn short_id(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
 }
 
 fn save_plan(store: &ResultStore, plan: &SearchPlan) -> Result<()> {

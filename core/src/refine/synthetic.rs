@@ -221,6 +221,8 @@ pub struct SyntheticExecutor {
     pub diverge_when_contains: Option<String>,
     /// A file that gets one line with the trial id each time a trial completes (to prove none runs twice).
     pub log: Option<std::path::PathBuf>,
+    /// The device name recorded in each outcome (nothing runs on it: this tests which worker got which device).
+    pub device: Option<String>,
 }
 
 impl SyntheticExecutor {
@@ -237,6 +239,7 @@ impl SyntheticExecutor {
                 .ok()
                 .filter(|s| !s.is_empty()),
             log: std::env::var_os("PEFTSPACE_SYNTHETIC_LOG").map(std::path::PathBuf::from),
+            device: None,
         }
     }
 }
@@ -320,6 +323,7 @@ impl TrialExecutor for SyntheticExecutor {
                 head_params: 770,
                 seconds,
                 reference: Some(SYNTHETIC_REFERENCE),
+                device: self.device.clone(),
             });
         }
         let primary = (0.7
@@ -340,6 +344,7 @@ impl TrialExecutor for SyntheticExecutor {
             head_params: 770,
             seconds,
             reference: Some(SYNTHETIC_REFERENCE),
+            device: self.device.clone(),
         })
     }
 }

@@ -68,6 +68,7 @@ pub fn trials_csv(plan: &SearchPlan, store: &ResultStore) -> Result<String> {
             "status_detail",
             "head_params",
             "seconds",
+            "device",
             "reference",
             "learned",
         ]
@@ -152,13 +153,16 @@ pub fn trials_csv(plan: &SearchPlan, store: &ResultStore) -> Result<String> {
                     detail,
                     r.outcome.head_params.to_string(),
                     num(r.outcome.seconds),
+                    r.outcome.device.clone().unwrap_or_default(),
                     opt(r.outcome.reference),
                     r.outcome.learned().map_or(String::new(), |l| l.to_string()),
                 ]);
             }
+            // primary, status, then detail, head_params, seconds, device, reference, learned.
             None => row.extend([
                 String::new(),
                 "pending".into(),
+                String::new(),
                 String::new(),
                 String::new(),
                 String::new(),

@@ -232,6 +232,15 @@ impl TrainingExecutor {
     }
 }
 
+/// `cpu`, `cuda:N` or `metal:N`, as `--device` names it.
+pub fn device_name(device: &Device) -> String {
+    match device.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".to_string(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+    }
+}
+
 impl TrialExecutor for TrainingExecutor {
     /// SHA-256 over the folder's config, tokenizer and weight files ([`ModelFolder::identity`]), computed once.
     fn backbone_identity(&self) -> Result<String> {
@@ -253,6 +262,8 @@ impl TrialExecutor for TrainingExecutor {
     }
 
     fn run(&self, trial: &TrialSpec) -> Result<TrialOutcome> {
-        Ok(self.train(trial, Watch::default())?.outcome())
+        let mut outcome = self.train(trial, Watch::default())?.outcome();
+        outcome.device = Some(device_name(&self.device));
+        Ok(outcome)
     }
 }

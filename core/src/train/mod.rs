@@ -12,6 +12,7 @@ mod design;
 pub mod executor;
 mod head;
 pub mod optim;
+pub mod probe;
 mod trial;
 
 pub use batches::{eval_batches, training_batches};
@@ -94,6 +95,7 @@ impl TrainingReport {
             head_params: self.head_params as u64,
             seconds: self.seconds,
             reference: self.reference.as_ref().map(|m| m.primary),
+            device: None,
         }
     }
 }

@@ -30,6 +30,10 @@ const SEED_ORDER: u64 = 3;
 /// Errors (`Err`) are problems with the inputs, found before training starts: an unknown strategy or evaluator, a
 /// layer the backbone lacks, text the tokenizer refuses, an empty task. Once training runs, the outcome's status
 /// says how it ended: a NaN or infinite loss ends it as [`TrialStatus::Diverged`], never a panic.
+#[tracing::instrument(
+    skip_all,
+    fields(task = %input.task.id, seed = input.seed, layers = input.plan.len())
+)]
 pub fn run_trial(input: &TrialInput<'_>) -> Result<TrainingReport> {
     let started = Instant::now();
     let training = input.training;
@@ -96,6 +100,13 @@ pub fn run_trial(input: &TrialInput<'_>) -> Result<TrainingReport> {
     let mut order_rng = StdRng::seed_from_u64(stream_seed(input.seed, SEED_ORDER));
     let bar = progress_bar(input.progress, total_steps as u64, &task.id);
     let train_lengths: Vec<usize> = train_tokens.iter().map(Tokens::len).collect();
+    tracing::debug!(
+        train_examples = train_tokens.len(),
+        eval_examples = eval_tokens.len(),
+        steps_per_epoch,
+        total_steps,
+        "training starts"
+    );
 
     let mut outcome = TrainingReport {
         status: TrialStatus::Ok,
@@ -117,8 +128,12 @@ pub fn run_trial(input: &TrialInput<'_>) -> Result<TrainingReport> {
     let mut step = 0usize;
     for epoch in 1..=training.epochs {
         let batches = training_batches(&train_lengths, training.batch_size, &mut order_rng);
+        let _epoch_span = tracing::info_span!("epoch", epoch, batches = batches.len()).entered();
+        let epoch_started = Instant::now();
         let mut loss_sum = 0.0;
         for batch in &batches {
+            let _step_span = tracing::debug_span!("step", step, rows = batch.len()).entered();
+            let step_started = Instant::now();
             let result =
                 context
                     .train_step(batch, &train_tokens, &dropout)
@@ -130,6 +145,7 @@ pub fn run_trial(input: &TrialInput<'_>) -> Result<TrainingReport> {
                         if !norm.is_finite() {
                             return Ok((f64::NAN, None));
                         }
+                        let _update_span = tracing::debug_span!("update").entered();
                         optimizer.step(
                             &grads,
                             schedule.factor(step),
@@ -139,11 +155,23 @@ pub fn run_trial(input: &TrialInput<'_>) -> Result<TrainingReport> {
                     });
             match result {
                 Ok((_, None)) => {
+                    tracing::debug!(
+                        step,
+                        "the loss or the gradient norm is not finite: diverged"
+                    );
                     bar.abandon_with_message(format!("{}: diverged at step {step}", task.id));
                     outcome.status = TrialStatus::Diverged { step: step as u64 };
                     return Ok(finish(outcome, step, started, training.select));
                 }
-                Ok((loss, Some(_))) => loss_sum += loss,
+                Ok((loss, Some(norm))) => {
+                    loss_sum += loss;
+                    tracing::trace!(
+                        loss,
+                        grad_norm = norm,
+                        seconds = step_started.elapsed().as_secs_f64(),
+                        "step done"
+                    );
+                }
                 Err(e) => {
                     bar.abandon();
                     outcome.status = TrialStatus::Failed {
@@ -160,6 +188,14 @@ pub fn run_trial(input: &TrialInput<'_>) -> Result<TrainingReport> {
             ));
             bar.inc(1);
         }
+        // Training time apart from evaluation: a slow epoch shows whether the steps or the scoring dominate.
+        let train_seconds = epoch_started.elapsed().as_secs_f64();
+        tracing::debug!(
+            batches = batches.len(),
+            train_seconds,
+            seconds_per_step = train_seconds / batches.len().max(1) as f64,
+            "epoch trained"
+        );
         let metrics = match context.evaluate(&eval_tokens) {
             Ok(m) => m,
             Err(e) => {
@@ -170,6 +206,7 @@ pub fn run_trial(input: &TrialInput<'_>) -> Result<TrainingReport> {
                 return Ok(finish(outcome, step, started, training.select));
             }
         };
+        tracing::debug!(primary = metrics.primary, "epoch evaluated");
         let report = EpochReport {
             epoch,
             train_loss: loss_sum / batches.len().max(1) as f64,
@@ -273,20 +310,24 @@ impl Context<'_> {
             .map(|&i| self.input.task.train[i].label)
             .collect();
         let mode = Mode::Train { dropout };
+        let forward_span = tracing::debug_span!("forward").entered();
         let features = backbone.features(&batch, self.hooks, mode)?;
         let outputs = self
             .head
             .forward(&features, mode, self.input.training.dropout)?;
         let loss = self.head.loss(&outputs, &labels)?;
         let value = loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+        drop(forward_span);
         if !value.is_finite() {
             // No backward pass through a NaN graph; the caller ends the trial.
             return Ok((value, candle_core::backprop::GradStore::default()));
         }
+        let _backward_span = tracing::debug_span!("backward").entered();
         Ok((value, loss.backward()?))
     }
 
     /// Scores the evaluation set with dropout off.
+    #[tracing::instrument(level = "debug", skip_all, fields(examples = tokens.len()))]
     fn evaluate(&self, tokens: &[Tokens]) -> Result<Metrics> {
         let backbone = self.input.backbone;
         let examples = &self.input.task.eval;

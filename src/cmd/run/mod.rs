@@ -46,6 +46,10 @@ pub struct Args {
     /// Compute threads per worker. Default: the available cores divided by --jobs (at least 1).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Devices the workers use, round-robin (`0,1` = cuda:0 and cuda:1; `cpu`, `cuda:N` also accepted; a device
+    /// may repeat, e.g. `--jobs 4 --devices 0,0,1,1`); overrides --device. Default: every worker uses --device.
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    pub devices: Vec<String>,
     /// Internal: run trials sent as JSON lines on stdin and answer on stdout.
     #[arg(long, hide = true)]
     pub worker: bool,
@@ -61,9 +65,23 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
         // Bad task files are the user's to fix (exit 2), found before anything is loaded or trained.
         experiment.check_data().map_err(Exit::usage)?;
     }
+    let worker_devices = worker_devices(args.jobs, &args.devices).map_err(Exit::usage)?;
+    // With one process and --devices, that process trains on the first device; with workers, the parent trains
+    // nothing and stays on the CPU.
+    let own_global = match worker_devices.first() {
+        Some(device) if args.jobs == 1 => Global {
+            device: Some(device.to_string()),
+            ..global.clone()
+        },
+        Some(_) => Global {
+            device: Some("cpu".into()),
+            ..global.clone()
+        },
+        None => global.clone(),
+    };
     // Resolved once here; workers get the resolved folders, so they never download or resolve differently.
-    let inputs = resolve_inputs(&experiment, global, !args.worker)?;
-    let executor = make_executor(&experiment, &inputs)?;
+    let inputs = resolve_inputs(&experiment, &own_global, !args.worker)?;
+    let executor = make_executor(&experiment, &inputs, &own_global)?;
     if args.worker {
         return pool::serve_trials(executor.as_ref()).map_err(Exit::from);
     }
@@ -92,6 +110,8 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
         );
     }
     let stop = signals::install_interrupt_handler();
+    // GPU memory per worker, refreshed by the pool after each trial when workers run on CUDA.
+    let gpu_memory = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
     let threads = args.threads.unwrap_or_else(|| {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         (cores / args.jobs).max(1)
@@ -104,17 +124,26 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
         let worker_global = super::Global {
             model: inputs.model.as_ref().map(|m| m.dir().to_path_buf()),
             data_dir: inputs.data_dir.clone(),
-            device: inputs.device.map(|d| d.to_string()),
+            device: global.device.clone(),
             ..global.clone()
         };
+        let devices: Vec<Option<String>> = (0..args.jobs)
+            .map(|i| {
+                worker_devices
+                    .get(i % worker_devices.len().max(1))
+                    .map(|d| d.to_string())
+                    .or_else(|| inputs.device.map(|d| d.to_string()))
+            })
+            .collect();
         Box::new(pool::ProcessPool::start(
             &args.experiment,
             &worker_global,
-            args.jobs,
+            &devices,
             threads,
+            gpu_memory.clone(),
         )?)
     };
-    let mut progress = progress::Bars::new();
+    let mut progress = progress::Bars::new(gpu_memory);
     let outcome = refine::run_experiment(
         &spec,
         space.as_ref(),
@@ -173,9 +202,10 @@ fn resolve_inputs(
             opened: None,
         });
     }
+    // The device first: a wrong one is refused before anything is downloaded.
+    let (choice, device) = super::device(global)?;
     let model = super::model_folder(global, experiment, ModelNeeds::Everything)?;
     let data_dir = super::glue_data_dir(global, experiment, &experiment.spec.tasks)?;
-    let (choice, device) = super::device(global)?;
     if announce {
         eprintln!("model: {}; device: {choice}", model.dir().display());
     }
@@ -187,10 +217,32 @@ fn resolve_inputs(
     })
 }
 
-/// The trial executor: the synthetic one in development mode, else the trainer.
+/// The device of each worker, round-robin over `--devices` (empty when not given).
+fn worker_devices(
+    jobs: usize,
+    devices: &[String],
+) -> Result<Vec<peftspace_core::device::DeviceChoice>, peftspace_core::Error> {
+    use peftspace_core::device::DeviceChoice;
+    let parsed = devices
+        .iter()
+        .map(|d| match d.trim().parse::<usize>() {
+            Ok(index) => Ok(DeviceChoice::Cuda(index)),
+            Err(_) => DeviceChoice::parse(d),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(if parsed.is_empty() {
+        parsed
+    } else {
+        (0..jobs).map(|i| parsed[i % parsed.len()]).collect()
+    })
+}
+
+/// The trial executor: the synthetic one in development mode (recording the `--device` it was given, without
+/// opening it), else the trainer.
 fn make_executor(
     experiment: &Experiment,
     inputs: &RunInputs,
+    global: &Global,
 ) -> Result<Box<dyn TrialExecutor>, Exit> {
     match (&inputs.model, &inputs.opened) {
         (Some(model), Some(device)) => Ok(Box::new(
@@ -202,7 +254,10 @@ fn make_executor(
             )
             .map_err(Exit::library)?,
         )),
-        _ => Ok(Box::new(SyntheticExecutor::from_env())),
+        _ => Ok(Box::new(SyntheticExecutor {
+            device: global.device.clone(),
+            ..SyntheticExecutor::from_env()
+        })),
     }
 }
 

@@ -1,13 +1,15 @@
 //! Parallel trials in worker processes: the parent sends one trial per line, a worker answers one line.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
-use peftspace_core::refine::{TrialPool, INTERRUPTED};
+use peftspace_core::refine::{trial_span, TrialPool, INTERRUPTED};
 use peftspace_core::trial::{TrialExecutor, TrialOutcome, TrialSpec};
 use serde::{Deserialize, Serialize};
 
@@ -34,7 +36,7 @@ pub fn serve_trials(executor: &dyn TrialExecutor) -> anyhow::Result<()> {
         }
         let trial: TrialSpec =
             serde_json::from_str(&line).context("parsing a trial sent by the parent")?;
-        let answer = match executor.run(&trial) {
+        let answer = match trial_span(&trial).in_scope(|| executor.run(&trial)) {
             Ok(outcome) => Answer {
                 id: trial.id,
                 outcome: Some(outcome),
@@ -63,21 +65,29 @@ struct Worker {
 pub struct ProcessPool {
     workers: Vec<Worker>,
     answers: mpsc::Receiver<(usize, Option<String>)>,
+    /// Whether any worker runs on a GPU (then `gpu_memory` is refreshed after each trial).
+    on_cuda: bool,
+    gpu_memory: Arc<Mutex<String>>,
 }
 
 impl ProcessPool {
-    /// Starts `jobs` copies of this program in worker mode with `threads` compute threads each.
+    /// Starts one copy of this program in worker mode per entry of `devices` (its `--device`, or the global one
+    /// when `None`), with `threads` compute threads each.
     pub fn start(
         experiment: &Path,
         global: &Global,
-        jobs: usize,
+        devices: &[Option<String>],
         threads: usize,
+        gpu_memory: Arc<Mutex<String>>,
     ) -> anyhow::Result<Self> {
         let exe =
             std::env::current_exe().context("finding the peftspace executable to start workers")?;
         let (sender, answers) = mpsc::channel();
-        let mut workers = Vec::with_capacity(jobs);
-        for index in 0..jobs {
+        let mut workers = Vec::with_capacity(devices.len());
+        let on_cuda = devices
+            .iter()
+            .any(|d| d.as_deref().is_some_and(|d| d.starts_with("cuda")));
+        for (index, device) in devices.iter().enumerate() {
             let mut command = Command::new(&exe);
             if let Some(model) = &global.model {
                 command.arg("--model").arg(model);
@@ -91,9 +101,16 @@ impl ProcessPool {
             if global.offline {
                 command.arg("--offline");
             }
-            if let Some(device) = &global.device {
+            if let Some(device) = device.as_ref().or(global.device.as_ref()) {
                 command.arg("--device").arg(device);
             }
+            // Workers log like the parent (to the stderr they share with it); `RUST_LOG` reaches them as inherited.
+            for _ in 0..global.verbose {
+                command.arg("--verbose");
+            }
+            command
+                .arg("--log-format")
+                .arg(global.log_format.flag_value());
             command
                 .arg("run")
                 .arg(experiment)
@@ -129,7 +146,12 @@ impl ProcessPool {
                 busy: None,
             });
         }
-        Ok(ProcessPool { workers, answers })
+        Ok(ProcessPool {
+            workers,
+            answers,
+            on_cuda,
+            gpu_memory,
+        })
     }
 
     fn send(&mut self, index: usize, trial: TrialSpec) -> peftspace_core::Result<()> {
@@ -150,6 +172,55 @@ impl ProcessPool {
         worker.busy = Some(trial);
         Ok(())
     }
+}
+
+impl ProcessPool {
+    /// GPU memory each worker holds, from `nvidia-smi` (which reports it per process), as `GPU MiB w0 1234, w1 …`.
+    /// Left as it was when `nvidia-smi` is not there or fails.
+    fn refresh_gpu_memory(&self) {
+        let Ok(out) = Command::new("nvidia-smi")
+            .args([
+                "--query-compute-apps=pid,used_memory",
+                "--format=csv,noheader,nounits",
+            ])
+            .stderr(Stdio::null())
+            .output()
+        else {
+            return;
+        };
+        if !out.status.success() {
+            return;
+        }
+        let used = gpu_memory_by_pid(&String::from_utf8_lossy(&out.stdout));
+        let parts: Vec<String> = self
+            .workers
+            .iter()
+            .enumerate()
+            .map(|(i, w)| match used.get(&w.child.id()) {
+                Some(mib) => format!("w{i} {mib}"),
+                None => format!("w{i} -"),
+            })
+            .collect();
+        if let Ok(mut text) = self.gpu_memory.lock() {
+            *text = format!("GPU MiB {}", parts.join(", "));
+        }
+    }
+}
+
+/// `pid, used MiB` lines of `nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader,nounits`, summed
+/// per process (a process may hold memory on several GPUs).
+fn gpu_memory_by_pid(csv: &str) -> HashMap<u32, u64> {
+    let mut used = HashMap::new();
+    for line in csv.lines() {
+        let mut fields = line.split(',').map(str::trim);
+        if let (Some(Ok(pid)), Some(Ok(mib))) = (
+            fields.next().map(str::parse::<u32>),
+            fields.next().map(str::parse::<u64>),
+        ) {
+            *used.entry(pid).or_insert(0) += mib;
+        }
+    }
+    used
 }
 
 impl TrialPool for ProcessPool {
@@ -193,6 +264,9 @@ impl TrialPool for ProcessPool {
                         "worker {index} answered an unexpected trial"
                     ))
                 })?;
+            if self.on_cuda {
+                self.refresh_gpu_memory();
+            }
             match (answer.outcome, answer.error) {
                 (Some(outcome), _) => done(&trial, outcome)?,
                 (None, error) => {
@@ -230,5 +304,18 @@ impl Drop for ProcessPool {
             }
             let _ = worker.child.wait();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gpu_memory_lines_are_summed_per_process() {
+        let used = gpu_memory_by_pid("101, 1200\n102, 800\n101, 300\nnot a line\n");
+        assert_eq!(used.get(&101), Some(&1500));
+        assert_eq!(used.get(&102), Some(&800));
+        assert_eq!(used.len(), 2);
     }
 }

@@ -1,5 +1,7 @@
 //! Progress bars: one per stage with the candidate of the latest trial, trials done/total and ETA.
 
+use std::sync::{Arc, Mutex};
+
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use peftspace_core::refine::{Progress, StageDecision};
 use peftspace_core::trial::TrialRecord;
@@ -7,13 +9,16 @@ use peftspace_core::trial::TrialRecord;
 pub struct Bars {
     bar: Option<ProgressBar>,
     not_ok: usize,
+    /// GPU memory per worker (empty unless workers run on CUDA), shown after the candidate.
+    gpu_memory: Arc<Mutex<String>>,
 }
 
 impl Bars {
-    pub fn new() -> Self {
+    pub fn new(gpu_memory: Arc<Mutex<String>>) -> Self {
         Bars {
             bar: None,
             not_ok: 0,
+            gpu_memory,
         }
     }
 
@@ -62,7 +67,17 @@ impl Progress for Bars {
             } else {
                 String::new()
             };
-            bar.set_message(format!("candidate {candidate}{extra}"));
+            let memory = self
+                .gpu_memory
+                .lock()
+                .map(|m| m.clone())
+                .unwrap_or_default();
+            let memory = if memory.is_empty() {
+                memory
+            } else {
+                format!("  {memory}")
+            };
+            bar.set_message(format!("candidate {candidate}{extra}{memory}"));
         }
     }
 

@@ -1,13 +1,17 @@
-//! Throughput of one training step, MiniLM + LoRA r = 12 on q and v, fixed sequence length and batch size: the
-//! number `BENCHMARKS.md` sets next to `benches/torch_train_step.py step`. Ignored by default; run in release:
-//! `RAYON_NUM_THREADS=2 PEFTSPACE_SHARED=… cargo test --release --test train_bench -- --ignored --nocapture`.
+//! Throughput of one training step, MiniLM + LoRA r = 12 on q and v, fixed sequence length and batch size, on the
+//! CPU or a GPU: the number `BENCHMARKS.md` sets next to `benches/torch_train_step.py step`.
+//!
+//! `cargo run --release --example train_step -- MODEL_DIR [--device cpu|cuda:N] [--seq 128] [--batch 16] [--steps 10]`
+//! Set `RAYON_NUM_THREADS` to fix the CPU thread count (candle's CPU kernels read it).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use peftspace_core::backbone::{Batch, Dropout, Mode};
+use peftspace_core::backbone::{Batch, Dropout, Mode, Weights};
 use peftspace_core::data::TaskKind;
+use peftspace_core::device::DeviceChoice;
+use peftspace_core::model::ModelFolder;
 use peftspace_core::params::ParamStore;
 use peftspace_core::registry::registries;
 use peftspace_core::spec::{StrategySpec, TrainingSpec};
@@ -16,12 +20,6 @@ use peftspace_core::train::{build_design, uniform_plan, TaskHead};
 
 use peftspace_backbones as _;
 use peftspace_plugins as _;
-
-fn shared() -> PathBuf {
-    std::env::var_os("PEFTSPACE_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"))
-}
 
 fn peak_rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -32,24 +30,28 @@ fn peak_rss_mib() -> f64 {
         .map_or(f64::NAN, |kib| kib / 1024.0)
 }
 
-#[test]
-#[ignore = "real-data: needs ../shared (PEFTSPACE_SHARED); a benchmark, run it in release"]
-fn bench_train_step() -> peftspace_core::Result<()> {
-    let seq: usize = std::env::var("BENCH_SEQ")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(128);
-    let batch_size: usize = std::env::var("BENCH_BATCH")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(16);
-    let steps: usize = std::env::var("BENCH_STEPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10);
-    let device = Device::Cpu;
-    let dir = shared().join("models/all-MiniLM-L6-v2");
-    let backbone = (registries()?.architecture_for("bert")?.load)(&dir, &device)?;
+/// `--name value` from the command line, parsed, or `default`.
+fn option<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> Result<T, String> {
+    match args.iter().position(|a| a == name) {
+        None => Ok(default),
+        Some(i) => args
+            .get(i + 1)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| format!("{name} needs a value")),
+    }
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let usage =
+        "usage: train_step MODEL_DIR [--device cpu|cuda:N] [--seq 128] [--batch 16] [--steps 10]";
+    let dir = PathBuf::from(args.first().filter(|a| !a.starts_with("--")).ok_or(usage)?);
+    let seq: usize = option(&args, "--seq", 128)?;
+    let batch_size: usize = option(&args, "--batch", 16)?;
+    let steps: usize = option(&args, "--steps", 10)?;
+    let choice = DeviceChoice::parse(&option(&args, "--device", "cpu".to_string())?)?;
+    let device = choice.open()?;
+    let backbone = ModelFolder::open(&dir)?.load(&registries()?, &device, Weights::Frozen)?;
     let mut store = ParamStore::new(&device, 0);
     let training = TrainingSpec::default();
     let plan = uniform_plan(backbone.info(), "lora", 12);
@@ -89,18 +91,23 @@ fn bench_train_step() -> peftspace_core::Result<()> {
     let dropout = Dropout::new(1);
     // Seconds spent in the forward pass, the backward pass and the update, summed over the timed steps.
     let mut phases = [0f64; 3];
+    // On a GPU the kernels run asynchronously: wait for them before reading the clock.
+    let sync = |d: &Device| d.synchronize();
     let mut step = |phases: &mut [f64; 3]| -> peftspace_core::Result<()> {
         let t = Instant::now();
         let mode = Mode::Train { dropout: &dropout };
         let features = backbone.features(&batch, &design.hooks, mode)?;
         let loss = head.loss(&head.forward(&features, mode, 0.1)?, &labels)?;
+        sync(&device)?;
         phases[0] += t.elapsed().as_secs_f64();
         let t = Instant::now();
         let grads = loss.backward()?;
+        sync(&device)?;
         phases[1] += t.elapsed().as_secs_f64();
         let t = Instant::now();
         let norm = global_grad_norm(&grads, &vars)?;
         optimizer.step(&grads, 1.0, clip_factor(norm, 1.0))?;
+        sync(&device)?;
         phases[2] += t.elapsed().as_secs_f64();
         Ok(())
     };
@@ -111,9 +118,10 @@ fn bench_train_step() -> peftspace_core::Result<()> {
     for _ in 0..steps {
         step(&mut phases)?;
     }
+    sync(&device)?;
     let seconds = start.elapsed().as_secs_f64();
     println!(
-        "peftspace (candle) threads {} seq {seq} batch {batch_size} trainable {}: {:.1} examples/s ({:.0} ms/step), \
+        "peftspace (candle) device {choice} threads {} seq {seq} batch {batch_size} trainable {}: {:.1} examples/s ({:.0} ms/step), \
          peak RSS {:.0} MiB; per step: forward {:.0} ms, backward {:.0} ms, update {:.0} ms",
         std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all".into()),
         design.trainable_params + head.num_params(),
