@@ -105,7 +105,7 @@ mod tests {
             .expect_err("no cuda")
             .to_string();
         assert!(
-            e.contains("built without CUDA") && e.contains("--features cuda"),
+            e.contains("built without CUDA") && e.contains("cuda-build.sh"),
             "{e}"
         );
         assert_eq!(DeviceChoice::default_for_build(), DeviceChoice::Cpu);
