@@ -34,12 +34,14 @@ fi
 )
 
 # libcuda.so comes with the GPU driver, which a build machine lacks: link against a stub exporting the driver API's
-# symbols (empty bodies; the real library is loaded at run time).
+# symbols (empty bodies; the real library is loaded at run time). Every `cu…` name in cuda.h counts, the versioned
+# ones included (`#define cuMemAlloc cuMemAlloc_v2`: the binary references `cuMemAlloc_v2`).
 mkdir -p "$CU/lib/stubs"
-if [ ! -e "$CU/lib/stubs/libcuda.so" ]; then
-  grep -oE '\bcu[A-Z][A-Za-z0-9_]*\s*\(' "$CU/include/cuda.h" | tr -d ' (' | sort -u \
+if [ ! -e "$CU/lib/stubs/libcuda.so" ] || [ ! -e "$CU/lib/stubs/versioned" ]; then
+  grep -oE '\bcu[A-Z][A-Za-z0-9_]*' "$CU/include/cuda.h" | sort -u \
     | sed 's/.*/void &(void) {}/' > "$CU/lib/stubs/libcuda_stub.c"
   cc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$CU/lib/stubs/libcuda.so" "$CU/lib/stubs/libcuda_stub.c"
+  touch "$CU/lib/stubs/versioned"
 fi
 
 export PATH="$CU/bin:$PATH"

@@ -215,7 +215,8 @@ fn custom_spec(ext: &str, text: &str, label: &str, labels: &[&str]) -> CustomTas
         text: text.into(),
         text_pair: None,
         label: label.into(),
-        labels: labels.iter().map(|s| s.to_string()).collect(),
+        labels: Some(labels.iter().map(|s| s.to_string()).collect()),
+        kind: None,
         header: true,
         metric: None,
     }

@@ -254,7 +254,11 @@ fn the_cli_loads_the_plugin_and_refuses_broken_ones() {
     let cases = [
         (libs.abi_mismatch.clone(), "ABI mismatch"),
         (libs.no_header.clone(), "no PEFTSPACE_PLUGIN symbol"),
-        (text.clone(), "not a loadable shared library"),
+        // The loader's own reason follows libloading's "dlopen failed".
+        (
+            text.clone(),
+            "not a loadable shared library: dlopen failed: ",
+        ),
         (
             dir.path().join("missing.so"),
             "cannot read the plugin library",

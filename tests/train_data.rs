@@ -160,7 +160,8 @@ fn custom(
         text: text.into(),
         text_pair: pair.map(str::to_string),
         label: label.into(),
-        labels: labels.iter().map(|s| s.to_string()).collect(),
+        labels: Some(labels.iter().map(|s| s.to_string()).collect()),
+        kind: None,
         header: true,
         metric: None,
     }

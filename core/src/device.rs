@@ -50,8 +50,8 @@ impl DeviceChoice {
             DeviceChoice::Cuda(index) => {
                 if !cfg!(feature = "cuda") {
                     return Err(Error::Missing(format!(
-                        "device cuda:{index}: this peftspace was built without CUDA; rebuild with \
-                         `cargo build --release --features cuda` or use --device cpu"
+                        "device cuda:{index}: this peftspace was built without CUDA; build it with the `cuda` \
+                         feature (`scripts/cuda-build.sh --release`, see the README) or use --device cpu"
                     )));
                 }
                 Device::new_cuda(index).map_err(|e| {
@@ -105,7 +105,7 @@ mod tests {
             .expect_err("no cuda")
             .to_string();
         assert!(
-            e.contains("built without CUDA") && e.contains("--features cuda"),
+            e.contains("built without CUDA") && e.contains("cuda-build.sh"),
             "{e}"
         );
         assert_eq!(DeviceChoice::default_for_build(), DeviceChoice::Cpu);

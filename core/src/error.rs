@@ -10,11 +10,12 @@ pub enum Error {
     Candle(#[from] candle_core::Error),
 
     /// Reading or writing a file failed.
-    #[error("{path}: {source}")]
+    // The OS error is part of the message and deliberately not a `source`: printing the chain (`{:#}`) would
+    // otherwise repeat it ("…: No such file or directory: No such file or directory").
+    #[error("{path}: {cause}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 
     /// An experiment file (or another user-written file) is invalid at a known place.
@@ -92,7 +93,7 @@ impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            cause: source,
         }
     }
 }

@@ -26,6 +26,21 @@ pub struct LoadedPlugin {
     pub architectures: Vec<String>,
 }
 
+/// An error with its causes: libloading's `dlopen failed` keeps the loader's own reason (a missing symbol, a wrong
+/// ELF class, …) in its source, which is what the user needs to read.
+fn with_reason(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        let reason = c.to_string();
+        if !text.contains(&reason) {
+            text = format!("{text}: {reason}");
+        }
+        cause = c.source();
+    }
+    text
+}
+
 fn err(path: &Path, message: impl Into<String>) -> Error {
     Error::Plugin {
         path: path.to_path_buf(),
@@ -57,8 +72,12 @@ pub fn load_plugin(path: &Path) -> Result<Option<LoadedPlugin>> {
     }
 
     // SAFETY: loading runs the library's initialisers. That is the point of a plugin; the user named this file.
-    let library = unsafe { libloading::Library::new(&canonical) }
-        .map_err(|e| err(path, format!("not a loadable shared library: {e}")))?;
+    let library = unsafe { libloading::Library::new(&canonical) }.map_err(|e| {
+        err(
+            path,
+            format!("not a loadable shared library: {}", with_reason(&e)),
+        )
+    })?;
     let header: &PluginHeader = {
         // SAFETY: the symbol's address is read as a pointer to the header; its contents are checked field by field
         // (magic, then layout version) before anything else in it is trusted.

@@ -147,9 +147,16 @@ pub struct CustomTaskSpec {
     pub text_pair: Option<String>,
     /// Column of the label. Required.
     pub label: String,
-    /// Label values in class order for classification; empty means regression. Default: empty.
-    #[serde(default)]
-    pub labels: Vec<String>,
+    /// Label values in class order for classification (`["neg", "pos"]`); `[]` makes the task a regression.
+    /// Required unless `kind: Regression`: left out, a classification task would silently become a regression.
+    // Written as a plain list whether given or not (`None` as `[]`), so trial ids and manifests are what they were
+    // when this field was a list defaulting to empty.
+    #[serde(default, serialize_with = "defaults::labels_as_list")]
+    pub labels: Option<Vec<String>>,
+    /// `Classification` or `Regression`. Default: from `labels` (a list of classes, or `[]` for regression).
+    // Not serialised: once checked it adds nothing to `labels`, and leaving it out keeps trial ids unchanged.
+    #[serde(default, skip_serializing)]
+    pub kind: Option<CustomKind>,
     /// Whether TSV/CSV files start with a header row. Default: true.
     #[serde(default = "defaults::yes")]
     pub header: bool,
@@ -159,13 +166,23 @@ pub struct CustomTaskSpec {
     pub metric: Option<String>,
 }
 
+/// What a custom task predicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CustomKind {
+    /// One of the `labels` (scored by `accuracy` unless `metric` says otherwise).
+    Classification,
+    /// A real value per example (scored by `pearson_spearman` unless `metric` says otherwise).
+    Regression,
+}
+
 /// One strategy designs may use.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StrategySpec {
     /// Registry name (`adapter`, `prefix`, `lora`, `bitfit`, or a plugin's). Required.
     pub name: String,
-    /// The strategy's own options, e.g. `(rank_sites: ["q", "v"], alpha: 16.0)`. Default: the strategy's defaults.
+    /// The strategy's own options, e.g. `(targets: ["q", "v"], alpha: 16.0)` for LoRA (every strategy's fields are
+    /// listed in `docs/EXPERIMENTS.md`). Default: the strategy's defaults.
     #[serde(default = "defaults::unit")]
     pub options: ron::Value,
     /// Learning rate for this strategy's parameters. Default: `training.learning_rate`.
@@ -325,6 +342,12 @@ mod defaults {
     }
     pub fn yes() -> bool {
         true
+    }
+    pub fn labels_as_list<S: serde::Serializer>(
+        labels: &Option<Vec<String>>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serde::Serialize::serialize(labels.as_deref().unwrap_or(&[]), serializer)
     }
     pub fn unit() -> ron::Value {
         ron::Value::Unit

@@ -159,6 +159,31 @@ pub struct TrialOutcome {
     /// one device counts on any other. Absent in records written before devices were recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
+    /// The task's reference score ([`crate::data::TaskData::reference`]: majority class, mean predictor) on
+    /// the same evaluation set; absent in records stored before it was computed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<f64>,
+}
+
+/// Scores within this of the reference count as equal to it (a float sum of the same accuracy).
+const REFERENCE_TOLERANCE: f64 = 1e-9;
+
+/// Whether a score beats a reference score; `None` when either is unknown.
+pub fn beats_reference(score: Option<f64>, reference: Option<f64>) -> Option<bool> {
+    match (score, reference) {
+        (Some(s), Some(r)) if s.is_finite() && r.is_finite() => Some(s > r + REFERENCE_TOLERANCE),
+        _ => None,
+    }
+}
+
+impl TrialOutcome {
+    /// Whether the trial beat its task's reference score: `Some(false)` is a trial that learned nothing.
+    pub fn learned(&self) -> Option<bool> {
+        if !self.status.is_ok() {
+            return None;
+        }
+        beats_reference(self.primary, self.reference)
+    }
 }
 
 /// One stored line of the result store: the trial and what it produced.

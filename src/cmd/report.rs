@@ -19,16 +19,6 @@ pub fn run(args: Args, _global: &Global) -> Result<(), Exit> {
     }
     // While a run holds the directory this is refused (exit 2): the run rewrites the reports when it ends.
     let report = peftspace_core::report::write_reports(&args.dir).map_err(Exit::library)?;
-    println!(
-        "{}",
-        peftspace_core::report::decisions_table(&report.decisions)
-    );
-    for d in &report.decisions {
-        println!("{}", d.summary);
-    }
-    println!("wrote:");
-    for f in &report.files {
-        println!("  {}", f.display());
-    }
+    print!("{}", report.to_terminal());
     Ok(())
 }

@@ -65,6 +65,8 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
         .or_else(|| spec.seeds.first().copied())
         .unwrap_or(1);
     let tasks = selected_tasks(&spec, &args).map_err(Exit::usage)?;
+    // Bad task files are the user's to fix (exit 2), found before the model is loaded.
+    exp.check_tasks_data(&tasks, "tasks").map_err(Exit::usage)?;
 
     // The device first: a wrong one is refused before anything is downloaded.
     let (choice, device) = super::device(global)?;
@@ -117,7 +119,7 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
 
     let mut rows = Vec::new();
     for task_spec in &tasks {
-        let task = executor.task(task_spec)?;
+        let task = executor.task(task_spec).map_err(Exit::library)?;
         eprintln!(
             "{}: {} training / {} evaluation examples, seed {seed}",
             task.id,
@@ -158,18 +160,28 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
             },
         )?;
         if rows.is_empty() {
+            let share = 100.0 * report.trainable_params as f64 / num_params as f64;
+            let of_what = if full {
+                "all weights".to_string()
+            } else {
+                format!(
+                    "{share:.3} % of {num_params}; the budget is {} %",
+                    spec.budget * 100.0
+                )
+            };
             eprintln!(
-                "trainable parameters: {} ({} {:.3} % of {}) + task head {}",
-                report.trainable_params,
-                if full { "all weights," } else { "budget" },
-                100.0 * report.trainable_params as f64 / num_params as f64,
-                num_params,
-                report.head_params
+                "trainable parameters: {} ({of_what}) + task head {}",
+                report.trainable_params, report.head_params
             );
         }
         println!(
-            "{}: {} = {:.4} ({}, {:.0} s)",
-            task.id, task.evaluator, report.metrics.primary, report.status, report.seconds
+            "{}: {} = {:.4} ({}, {:.0} s){}",
+            task.id,
+            task.evaluator,
+            report.metrics.primary,
+            report.status,
+            report.seconds,
+            reference_note(&report, task.kind.reference_name())
         );
         rows.push((task.id.clone(), report));
     }
@@ -178,6 +190,18 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
         eprintln!("wrote {}", out.display());
     }
     Ok(())
+}
+
+/// `; majority class 0.5092`, and `: did not learn` when the score does not beat it.
+fn reference_note(report: &TrainingReport, name: &str) -> String {
+    let Some(reference) = &report.reference else {
+        return String::new();
+    };
+    let verdict = match report.learned() {
+        Some(false) => format!(": did not learn (the score does not beat the {name}'s)"),
+        _ => String::new(),
+    };
+    format!("; {name} {:.4}{verdict}", reference.primary)
 }
 
 fn selected_tasks(spec: &ExperimentSpec, args: &Args) -> anyhow::Result<Vec<TaskSpec>> {
@@ -220,7 +244,8 @@ fn selected_tasks(spec: &ExperimentSpec, args: &Args) -> anyhow::Result<Vec<Task
     Ok(tasks)
 }
 
-/// `task, <metric columns…>, primary, trainable_params, seconds, status`; metric columns are the union over tasks.
+/// `task, <metric columns…>, primary, trainable_params, head_params, seconds, status, reference, learned`; metric
+/// columns are the union over tasks; scores are fractions.
 fn write_csv(path: &Path, rows: &[(String, TrainingReport)]) -> anyhow::Result<()> {
     let metrics: BTreeSet<&String> = rows
         .iter()
@@ -237,6 +262,8 @@ fn write_csv(path: &Path, rows: &[(String, TrainingReport)]) -> anyhow::Result<(
             "head_params",
             "seconds",
             "status",
+            "reference",
+            "learned",
         ]
         .map(String::from),
     );
@@ -255,6 +282,12 @@ fn write_csv(path: &Path, rows: &[(String, TrainingReport)]) -> anyhow::Result<(
         record.push(o.head_params.to_string());
         record.push(format!("{:.1}", o.seconds));
         record.push(o.status.label().to_string());
+        record.push(
+            o.reference
+                .as_ref()
+                .map_or(String::new(), |r| format!("{:.6}", r.primary)),
+        );
+        record.push(o.learned().map_or(String::new(), |l| l.to_string()));
         w.write_record(&record)?;
     }
     let bytes = w

@@ -1,4 +1,5 @@
-//! `peftspace validate FILE`: parse and check an experiment file; errors are one line `file:line:col: message`.
+//! `peftspace validate FILE`: parse and check an experiment file and its custom task files; errors are one line
+//! `file:line:col: message` (`file:line: message` in a data file), exit code 2.
 
 use std::path::{Path, PathBuf};
 
@@ -41,6 +42,8 @@ pub fn load_experiment(file: &Path, global: &Global) -> Result<Experiment, Exit>
 
 pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
     let exp = load_experiment(&args.file, global)?;
+    // Everything that needs no model: custom task files are read and checked as training would read them.
+    exp.check_data().map_err(Exit::usage)?;
     let s = &exp.spec;
     println!(
         "{}: ok ({} task(s), {} strateg{}, {} group(s), {} stage(s), budget {} %)",

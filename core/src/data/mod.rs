@@ -14,10 +14,11 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
-pub use custom::load_custom;
+pub use custom::{custom_kind, kind_problem_message, label_values, load_custom, KindProblem};
 pub use encoding::{pad_batch, Tokenize, Tokens};
 pub use glue::{glue_task, load_glue, GlueTask, GLUE_TASKS};
 
+use crate::evaluator::{Evaluator, Metrics};
 use crate::spec::TaskSpec;
 use crate::{Error, Result};
 
@@ -40,6 +41,14 @@ pub enum TaskKind {
 }
 
 impl TaskKind {
+    /// What the reference score ([`TaskData::reference`]) predicts, for messages.
+    pub fn reference_name(&self) -> &'static str {
+        match self {
+            TaskKind::Classification { .. } => "majority class",
+            TaskKind::Regression => "mean predictor",
+        }
+    }
+
     /// Width of the task head's output: the number of classes, or 1 for regression.
     pub fn outputs(&self) -> usize {
         match self {
@@ -65,6 +74,37 @@ pub struct TaskData {
 }
 
 impl TaskData {
+    /// The score a model gets without learning anything: the training set's majority class predicted for every
+    /// evaluation example (classification), or the training mean (regression), scored by `evaluator`. For
+    /// accuracy this is the majority class's share; MCC and correlations are 0; F1 is that of always answering
+    /// the majority class. A trial that does not beat it learned nothing.
+    pub fn reference(&self, evaluator: &dyn Evaluator) -> Result<Metrics> {
+        let constant = match &self.kind {
+            TaskKind::Classification { labels } => {
+                let mut counts = vec![0usize; labels.len()];
+                for e in &self.train {
+                    if let Some(c) = counts.get_mut(e.label as usize) {
+                        *c += 1;
+                    }
+                }
+                // Ties go to the earlier class, so the reference does not depend on the examples' order.
+                let mut best = 0;
+                for (i, &c) in counts.iter().enumerate() {
+                    if c > counts[best] {
+                        best = i;
+                    }
+                }
+                best as f64
+            }
+            TaskKind::Regression => {
+                let n = self.train.len().max(1) as f64;
+                self.train.iter().map(|e| f64::from(e.label)).sum::<f64>() / n
+            }
+        };
+        let labels: Vec<f64> = self.eval.iter().map(|e| f64::from(e.label)).collect();
+        evaluator.score(&vec![constant; labels.len()], &labels)
+    }
+
     /// Keeps a seeded random subset of at most `max_train` training and `max_eval` evaluation examples.
     ///
     /// The subsets keep the files' order, so a larger `max_*` with the same seed does not reshuffle the data.

@@ -42,7 +42,16 @@ fn line_of_byte(bytes: &[u8], offset: usize) -> usize {
 /// Reads a tab-separated file without quoting (GLUE's layout: a field never contains a tab or a newline).
 /// Every row must have as many fields as the header (or as `columns` when there is no header).
 pub(crate) fn read_tsv(path: &Path, header: bool, columns: Option<usize>) -> Result<Table> {
-    let text = read_text(path)?;
+    read_tsv_text(path, &read_text(path)?, header, columns)
+}
+
+/// [`read_tsv`] on a file's text already read.
+pub(crate) fn read_tsv_text(
+    path: &Path,
+    text: &str,
+    header: bool,
+    columns: Option<usize>,
+) -> Result<Table> {
     let mut lines = text
         .split('\n')
         .enumerate()

@@ -235,10 +235,18 @@ fn check_tasks(p: &Parsed, reg: &Registries, tasks: &[TaskSpec], at: &str) -> Re
                         ));
                     }
                 }
-                if c.labels.len() == 1 {
+                if let Err(problem) = crate::data::custom_kind(c) {
+                    let found =
+                        crate::data::label_values(c, &super::base_dir(&p.file)).unwrap_or_default();
+                    let field = match problem {
+                        crate::data::KindProblem::MissingLabels => "custom",
+                        crate::data::KindProblem::RegressionWithLabels
+                        | crate::data::KindProblem::ClassificationWithoutLabels => "custom.kind",
+                        _ => "custom.labels",
+                    };
                     return Err(p.error_at(
-                        &format!("{path}.custom.labels"),
-                        "a classification task needs at least two labels (leave it empty for regression)",
+                        &format!("{path}.{field}"),
+                        crate::data::kind_problem_message(c, &problem, &found),
                     ));
                 }
             }

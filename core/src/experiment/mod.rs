@@ -13,7 +13,7 @@ use crate::budget::Strategies;
 use crate::registry::Registries;
 use crate::shapes::BackboneInfo;
 use crate::space::{DesignSpace, SampleContext};
-use crate::spec::{ExperimentSpec, GroupStacks, StageSpec};
+use crate::spec::{ExperimentSpec, GroupStacks, StageSpec, TaskSpec};
 use crate::{Error, Result};
 
 /// A parsed experiment file (pass 1 done: syntax, field names and types are right).
@@ -135,6 +135,54 @@ impl Experiment {
     /// The dynamic plugins the file lists, resolved against its folder.
     pub fn plugin_paths(&self) -> Vec<PathBuf> {
         self.spec.plugins.iter().map(|p| self.resolve(p)).collect()
+    }
+
+    /// Reads every custom task's files (search and final-run tasks) and checks them as training would: the files
+    /// exist and parse, the named columns exist, every label is one of `labels` (a number for regression), no file
+    /// is empty. Needs no model. Errors are `file:line: message` in the data file, or placed in this file.
+    pub fn check_data(&self) -> Result<()> {
+        self.check_tasks_data(&self.spec.tasks, "tasks")?;
+        if let Some(tasks) = self.spec.final_runs.as_ref().and_then(|f| f.tasks.as_ref()) {
+            self.check_tasks_data(tasks, "final_runs.tasks")?;
+        }
+        Ok(())
+    }
+
+    /// [`Self::check_data`] for some tasks; `at` is where they are listed (`tasks` or `final_runs.tasks`), to place
+    /// errors. Tasks that are not custom (GLUE's) are skipped: their folder is found later.
+    pub fn check_tasks_data(&self, tasks: &[TaskSpec], at: &str) -> Result<()> {
+        for (i, task) in tasks.iter().enumerate() {
+            let Some(custom) = &task.custom else { continue };
+            // A subset of the search tasks (`train --task`) is placed at the task's own line.
+            let index = match at {
+                "tasks" => self
+                    .spec
+                    .tasks
+                    .iter()
+                    .position(|t| t.id == task.id)
+                    .unwrap_or(i),
+                _ => i,
+            };
+            let place = format!("{at}[{index}].custom");
+            for (field, file) in [("train", &custom.train), ("eval", &custom.eval)] {
+                let path = self.resolve(file);
+                if !path.is_file() {
+                    return Err(self.error_at(
+                        &format!("{place}.{field}"),
+                        format!(
+                            "no file {}; paths are relative to the experiment file's folder ({})",
+                            path.display(),
+                            self.base_dir().display()
+                        ),
+                    ));
+                }
+            }
+            crate::data::load_custom(&task.id, custom, &self.base_dir()).map_err(|e| match e {
+                Error::Msg(message) => self.error_at(&place, message),
+                other => other,
+            })?;
+        }
+        Ok(())
     }
 
     /// The experiment's strategy names, in file order.

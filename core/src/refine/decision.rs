@@ -46,6 +46,11 @@ pub struct CandidateStats {
     pub versus_winner: Option<Comparison>,
     pub chosen: bool,
     pub significant: bool,
+    /// Mean reference score of the scored designs (majority class, mean predictor; a design's is the mean over its
+    /// trials, like its score); NaN when unknown.
+    pub reference: f64,
+    /// Scored designs whose score beats their reference; `None` when the references are unknown.
+    pub designs_learned: Option<usize>,
     /// The scores of the population, in design order (used for EDFs and recomputation).
     #[serde(skip)]
     pub scores: Vec<f64>,
@@ -75,8 +80,13 @@ pub struct Comparison {
 pub struct StageDecision {
     pub stage: String,
     pub candidates: Vec<CandidateStats>,
-    /// Index of the chosen candidate; `None` when no candidate has a single scored design.
+    /// Index of the chosen candidate; `None` when no candidate has a single scored design. When `tied`, the first
+    /// candidate, kept only so that the search can go on.
     pub winner: Option<usize>,
+    /// Two or more populations, all with the same scores: the stage cannot prefer one.
+    pub tied: bool,
+    /// No scored design of any candidate beats the task's reference score.
+    pub did_not_learn: bool,
     pub summary: String,
 }
 
@@ -90,8 +100,10 @@ impl StageDecision {
 fn population(stage: &str, candidate: &CandidatePlan, store: &ResultStore) -> CandidateStats {
     let (mut ok, mut diverged, mut failed, mut missing) = (0, 0, 0, 0);
     let mut scores = Vec::new();
+    let mut references: Vec<Option<f64>> = Vec::new();
     for design in &candidate.designs {
         let mut sum = 0.0;
+        let mut reference_sum = Some(0.0);
         let mut complete = !design.trials.is_empty();
         for trial in &design.trials {
             match store
@@ -101,6 +113,8 @@ fn population(stage: &str, candidate: &CandidatePlan, store: &ResultStore) -> Ca
                 Some((TrialStatus::Ok, Some(primary))) => {
                     ok += 1;
                     sum += primary;
+                    let reference = store.get(&trial.id).and_then(|r| r.outcome.reference);
+                    reference_sum = reference_sum.zip(reference).map(|(a, b)| a + b);
                 }
                 Some((TrialStatus::Diverged { .. }, _)) => {
                     diverged += 1;
@@ -117,14 +131,35 @@ fn population(stage: &str, candidate: &CandidatePlan, store: &ResultStore) -> Ca
             }
         }
         if complete {
-            scores.push(sum / design.trials.len() as f64);
+            let n = design.trials.len() as f64;
+            scores.push(sum / n);
+            references.push(reference_sum.map(|r| r / n));
         }
     }
+    let known: Option<Vec<f64>> = references.iter().copied().collect();
+    let (reference, designs_learned) = match known.filter(|r| !r.is_empty()) {
+        Some(r) => (
+            r.iter().sum::<f64>() / r.len() as f64,
+            Some(
+                scores
+                    .iter()
+                    .zip(&r)
+                    .filter(|(s, r)| {
+                        crate::trial::beats_reference(Some(**s), Some(**r)) == Some(true)
+                    })
+                    .count(),
+            ),
+        ),
+        None => (f64::NAN, None),
+    };
     let summary = stats::summary(&scores);
     let ci_seed = child_seed(candidate.seed, &["bootstrap"]);
     let mut note = String::new();
     if let Some(error) = &candidate.error {
         note = error.clone();
+    }
+    if designs_learned == Some(0) {
+        note = format!("did not learn: no design beats the reference score {reference:.4}");
     }
     if scores.is_empty() {
         let why = format!(
@@ -155,6 +190,8 @@ fn population(stage: &str, candidate: &CandidatePlan, store: &ResultStore) -> Ca
         versus_winner: None,
         chosen: false,
         significant: false,
+        reference,
+        designs_learned,
         scores,
         note,
     }
@@ -167,6 +204,8 @@ pub fn decide_stage(stage: &StagePlan, store: &ResultStore, rule: DecisionRule) 
             stage: stage.name.clone(),
             candidates: Vec::new(),
             winner: None,
+            tied: false,
+            did_not_learn: false,
             summary: format!("{}: skipped: {reason}", stage.name),
         };
     }
@@ -194,6 +233,8 @@ pub fn decide_stage(stage: &StagePlan, store: &ResultStore, rule: DecisionRule) 
             stage: stage.name.clone(),
             candidates,
             winner: None,
+            tied: false,
+            did_not_learn: false,
             summary: format!(
                 "{}: no candidate has a scored design; the stage cannot decide",
                 stage.name
@@ -251,14 +292,37 @@ pub fn decide_stage(stage: &StagePlan, store: &ResultStore, rule: DecisionRule) 
         .filter(|c| c.n == 0)
         .map(|c| c.candidate.clone())
         .collect();
+    let scored: Vec<&CandidateStats> = candidates.iter().filter(|c| c.n > 0).collect();
+    let tied = scored.len() > 1 && {
+        let sorted = |c: &CandidateStats| {
+            let mut s = c.scores.clone();
+            s.sort_by(f64::total_cmp);
+            s
+        };
+        let first = sorted(scored[0]);
+        scored.iter().all(|c| sorted(c) == first)
+    };
+    let did_not_learn = scored.iter().all(|c| c.designs_learned == Some(0));
     let winner_row = &mut candidates[w];
     winner_row.chosen = true;
-    winner_row.significant = !others.is_empty() && not_significant.is_empty();
-    let mut summary = format!(
-        "{}: chose `{}` (n = {}, mean {:.4}, median {:.4})",
-        stage.name, winner_row.candidate, winner_row.n, winner_row.mean, winner_row.median
-    );
-    if others.is_empty() {
+    winner_row.significant = !tied && !others.is_empty() && not_significant.is_empty();
+    let mut summary = if tied {
+        // Any "choice" would be the candidate order, not the data; the search still needs one to go on.
+        winner_row.note = "no decision possible: all populations equal; kept to continue".into();
+        format!(
+            "{}: no decision possible: all populations equal (n = {}, mean {:.4}); the search goes on with the \
+             first candidate `{}`",
+            stage.name, winner_row.n, winner_row.mean, winner_row.candidate
+        )
+    } else {
+        format!(
+            "{}: chose `{}` (n = {}, mean {:.4}, median {:.4})",
+            stage.name, winner_row.candidate, winner_row.n, winner_row.mean, winner_row.median
+        )
+    };
+    if tied {
+        // The summary already says why nothing was chosen.
+    } else if others.is_empty() {
         summary.push_str("; no other candidate had a scored design to compare with");
         winner_row.note = "chosen without comparison".into();
     } else if not_significant.is_empty() {
@@ -272,6 +336,19 @@ pub fn decide_stage(stage: &StagePlan, store: &ResultStore, rule: DecisionRule) 
         ));
         winner_row.note = format!("advantage not significant vs {list}");
     }
+    if did_not_learn {
+        summary.push_str(&format!(
+            "; did not learn: no design beats the reference score {:.4} (majority class or mean predictor)",
+            winner_row.reference
+        ));
+    }
+    if winner_row.designs_learned == Some(0) && !winner_row.note.contains("did not learn") {
+        winner_row.note = if winner_row.note.is_empty() {
+            "did not learn".to_string()
+        } else {
+            format!("{}; did not learn", winner_row.note)
+        };
+    }
     if !empty.is_empty() {
         summary.push_str(&format!("; empty populations: {}", empty.join(", ")));
     }
@@ -279,6 +356,8 @@ pub fn decide_stage(stage: &StagePlan, store: &ResultStore, rule: DecisionRule) 
         stage: stage.name.clone(),
         candidates,
         winner: Some(w),
+        tied,
+        did_not_learn,
         summary,
     }
 }

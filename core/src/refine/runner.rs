@@ -25,7 +25,8 @@ pub struct RunOutcome {
     pub decisions: Vec<StageDecision>,
     /// Trials executed by this invocation.
     pub trials_run: usize,
-    /// Planned trials found in the store from an earlier invocation.
+    /// Planned trials found in the store from an earlier invocation (not those this invocation stored, such as a
+    /// final run that equals a stage's trial).
     pub trials_reused: usize,
 }
 
@@ -159,7 +160,11 @@ pub fn run_experiment(
             })
             .collect()
     };
-    let mut counts = (0usize, 0usize);
+    let mut counts = Counts {
+        run: 0,
+        reused: 0,
+        stored_before: store.records().iter().map(|r| r.id.clone()).collect(),
+    };
     let mut decisions = Vec::new();
     // The space so far: S0 until the first winner narrows it.
     let mut narrowed: Option<Box<dyn SearchSpace>> = None;
@@ -280,8 +285,8 @@ pub fn run_experiment(
     Ok(RunOutcome {
         plan,
         decisions,
-        trials_run: counts.0,
-        trials_reused: counts.1,
+        trials_run: counts.run,
+        trials_reused: counts.reused,
     })
 }
 
@@ -359,6 +364,15 @@ fn plan_stage(
     Ok((plan, trials))
 }
 
+/// Trials this invocation ran, and those an earlier one had stored.
+struct Counts {
+    run: usize,
+    reused: usize,
+    /// Ids in the store when this invocation began: only these count as reused (a final run equal to a stage's
+    /// trial of this same invocation is neither run again nor reused from an earlier run).
+    stored_before: HashSet<String>,
+}
+
 /// Runs the trials not yet stored (each distinct id once) and appends their records.
 #[allow(clippy::too_many_arguments)]
 fn run_trials(
@@ -368,7 +382,7 @@ fn run_trials(
     store: &mut ResultStore,
     progress: &mut dyn Progress,
     stop: &AtomicBool,
-    counts: &mut (usize, usize),
+    counts: &mut Counts,
 ) -> Result<()> {
     let mut seen = HashSet::new();
     let mut candidate_of = BTreeMap::new();
@@ -380,12 +394,14 @@ fn run_trials(
         }
         if store.is_done(&trial.id) {
             done_before += 1;
+            if counts.stored_before.contains(&trial.id) {
+                counts.reused += 1;
+            }
         } else {
             candidate_of.insert(trial.id.clone(), candidate);
             missing.push(trial);
         }
     }
-    counts.1 += done_before;
     tracing::debug!(
         total = seen.len(),
         stored = done_before,
@@ -408,7 +424,7 @@ fn run_trials(
             tracing::warn!("trial {} failed: {message}", record.id);
         }
         store.append(record.clone())?;
-        counts.0 += 1;
+        counts.run += 1;
         let candidate = candidate_of
             .get(&trial.id)
             .map(String::as_str)

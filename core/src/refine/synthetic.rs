@@ -25,6 +25,9 @@ const GROUPINGS: [&str; 5] = [
 const ALLOCATIONS: [&str; 3] = ["increasing", "uniform", "decreasing"];
 /// The synthetic backbone: 12 layers of 1,000,000 parameters each.
 const BACKBONE_PARAMS: u64 = 12_000_000;
+/// The reference score of every synthetic task: a balanced binary task's majority class. Synthetic scores sit
+/// near 0.7, so synthetic designs learn.
+const SYNTHETIC_REFERENCE: f64 = 0.5;
 
 /// A space over named patterns; constraints fix a dimension to one candidate.
 #[derive(Debug, Clone)]
@@ -329,6 +332,7 @@ impl TrialExecutor for SyntheticExecutor {
                 head_params: 770,
                 seconds,
                 device: self.device.clone(),
+                reference: Some(SYNTHETIC_REFERENCE),
             });
         }
         if diverged {
@@ -341,6 +345,7 @@ impl TrialExecutor for SyntheticExecutor {
                 trainable_params,
                 head_params: 770,
                 seconds,
+                reference: Some(SYNTHETIC_REFERENCE),
                 device: self.device.clone(),
             });
         }
@@ -361,6 +366,7 @@ impl TrialExecutor for SyntheticExecutor {
             trainable_params,
             head_params: 770,
             seconds,
+            reference: Some(SYNTHETIC_REFERENCE),
             device: self.device.clone(),
         })
     }

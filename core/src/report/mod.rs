@@ -14,13 +14,36 @@ use crate::spec::DecisionRule;
 use crate::store::{self, ResultStore};
 use crate::{Error, Result};
 
-pub use tables::{final_csv, stages_csv, trials_csv};
+pub use tables::{final_csv, final_table, stages_csv, trials_csv};
 
 /// What `write_reports` produced.
 #[derive(Debug)]
 pub struct Report {
     pub decisions: Vec<StageDecision>,
     pub files: Vec<PathBuf>,
+    /// The final runs for the terminal ([`final_table`]), when the experiment has them.
+    pub final_table: Option<String>,
+}
+
+impl Report {
+    /// What `run` and `report` print: the stage table, each stage's summary, the final runs, the files written.
+    pub fn to_terminal(&self) -> String {
+        let mut out = decisions_table(&self.decisions);
+        out.push('\n');
+        for d in &self.decisions {
+            out.push_str(&d.summary);
+            out.push('\n');
+        }
+        if let Some(table) = &self.final_table {
+            out.push('\n');
+            out.push_str(table);
+        }
+        out.push_str("wrote:\n");
+        for f in &self.files {
+            out.push_str(&format!("  {}\n", f.display()));
+        }
+        out
+    }
 }
 
 /// Reads `plan.json` of a results directory.
@@ -92,14 +115,20 @@ pub fn write_reports_from(dir: &Path, plan: &SearchPlan, store: &ResultStore) ->
     };
     put("trials.csv".into(), trials_csv(plan, store)?)?;
     put("stages.csv".into(), stages_csv(plan, &decisions)?)?;
+    let mut final_text = None;
     if plan.final_runs.is_some() {
         put("final.csv".into(), final_csv(plan, store)?)?;
+        final_text = Some(final_table(plan, store)?);
     }
     for decision in decisions.iter().filter(|d| !d.candidates.is_empty()) {
         let svg = edf_plot::edf_svg(decision)?;
         put(format!("edf_{}.svg", file_safe(&decision.stage)), svg)?;
     }
-    Ok(Report { decisions, files })
+    Ok(Report {
+        decisions,
+        files,
+        final_table: final_text,
+    })
 }
 
 /// Keeps letters, digits, `-` and `_`; anything else becomes `_`.
@@ -115,12 +144,23 @@ fn file_safe(name: &str) -> String {
         .collect()
 }
 
-/// A plain-text table of the decisions, for the terminal.
+/// A plain-text table of the decisions, for the terminal. Scores are fractions, as in the CSVs; `ref` is the
+/// reference score (majority class or mean predictor) a population must beat to have learned anything.
 pub fn decisions_table(decisions: &[StageDecision]) -> String {
     let mut out = String::new();
     out.push_str(&format!(
-        "{:<6} {:<22} {:>4} {:>8} {:>8} {:>8} {:>19} {:>8} {:>8}  {}\n",
-        "stage", "candidate", "n", "mean", "median", "std", "95% CI", "MW p", "Holm p", "chosen"
+        "{:<6} {:<22} {:>4} {:>8} {:>8} {:>8} {:>8} {:>19} {:>8} {:>8}  {}\n",
+        "stage",
+        "candidate",
+        "n",
+        "mean",
+        "median",
+        "std",
+        "ref",
+        "95% CI",
+        "MW p",
+        "Holm p",
+        "chosen"
     ));
     for decision in decisions {
         for c in &decision.candidates {
@@ -133,27 +173,32 @@ pub fn decisions_table(decisions: &[StageDecision]) -> String {
                 .map_or(("-".to_string(), "-".to_string()), |v| {
                     (format!("{:.3}", v.u_p), format!("{:.3}", v.u_p_holm))
                 });
-            let chosen = if c.chosen {
-                if c.significant {
+            let mut flags = Vec::new();
+            if c.chosen {
+                flags.push(if decision.tied {
+                    "- (no decision: all populations equal)"
+                } else if c.significant {
                     "*"
                 } else {
                     "* (not significant)"
-                }
-            } else {
-                ""
-            };
+                });
+            }
+            if c.designs_learned == Some(0) {
+                flags.push("did not learn");
+            }
             out.push_str(&format!(
-                "{:<6} {:<22} {:>4} {:>8} {:>8} {:>8} {:>19} {:>8} {:>8}  {}\n",
+                "{:<6} {:<22} {:>4} {:>8} {:>8} {:>8} {:>8} {:>19} {:>8} {:>8}  {}\n",
                 c.stage,
                 c.candidate,
                 c.n,
                 fmt4(c.mean),
                 fmt4(c.median),
                 fmt4(c.std),
+                fmt4(c.reference),
                 ci,
                 p,
                 holm,
-                chosen
+                flags.join("; ")
             ));
         }
     }

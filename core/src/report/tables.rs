@@ -69,6 +69,8 @@ pub fn trials_csv(plan: &SearchPlan, store: &ResultStore) -> Result<String> {
             "head_params",
             "seconds",
             "device",
+            "reference",
+            "learned",
         ]
         .map(String::from),
     );
@@ -152,11 +154,16 @@ pub fn trials_csv(plan: &SearchPlan, store: &ResultStore) -> Result<String> {
                     r.outcome.head_params.to_string(),
                     num(r.outcome.seconds),
                     r.outcome.device.clone().unwrap_or_default(),
+                    opt(r.outcome.reference),
+                    r.outcome.learned().map_or(String::new(), |l| l.to_string()),
                 ]);
             }
+            // primary, status, then detail, head_params, seconds, device, reference, learned.
             None => row.extend([
                 String::new(),
                 "pending".into(),
+                String::new(),
+                String::new(),
                 String::new(),
                 String::new(),
                 String::new(),
@@ -201,6 +208,8 @@ pub fn stages_csv(plan: &SearchPlan, decisions: &[StageDecision]) -> Result<Stri
         "welch_p_holm",
         "diff_ci_low",
         "diff_ci_high",
+        "reference",
+        "designs_learned",
         "note",
     ];
     write_row(&mut w, &header.map(String::from))?;
@@ -255,6 +264,8 @@ pub fn stages_csv(plan: &SearchPlan, decisions: &[StageDecision]) -> Result<Stri
                     .map_or(String::new(), |ci| num(ci.low)),
                 v.and_then(|v| v.diff_ci)
                     .map_or(String::new(), |ci| num(ci.high)),
+                num(c.reference),
+                c.designs_learned.map_or(String::new(), |n| n.to_string()),
                 c.note.clone(),
             ];
             write_row(&mut w, &row)?;
@@ -263,43 +274,37 @@ pub fn stages_csv(plan: &SearchPlan, decisions: &[StageDecision]) -> Result<Stri
     finish(w)
 }
 
-/// Paper-style table: one row per method, one column per task plus the average, `mean ± std` over seeds of the
-/// primary score ×100; the average is taken over tasks within each seed first. Trainable % is relative to the
-/// backbone's parameters.
-pub fn final_csv(plan: &SearchPlan, store: &ResultStore) -> Result<String> {
+/// One method of the final runs: per task and for the average over tasks, the scores over seeds.
+struct FinalRow {
+    method: String,
+    design: String,
+    trainable: u64,
+    trainable_pct: String,
+    /// Per task, then the average: the seeds' scores (the average is taken over tasks within each seed first).
+    columns: Vec<Vec<f64>>,
+    /// Per task, then the average: the mean reference score of the runs (NaN when unknown).
+    references: Vec<f64>,
+    ok: usize,
+    not_ok: usize,
+}
+
+fn final_rows(plan: &SearchPlan, store: &ResultStore) -> Result<(Vec<String>, Vec<FinalRow>)> {
     let Some(final_runs) = &plan.final_runs else {
         return Err(Error::msg("the experiment has no final runs"));
     };
-    let mut w = csv::Writer::from_writer(Vec::new());
-    let mut header = vec![
-        "method".to_string(),
-        "design".into(),
-        "trainable_params".into(),
-        "trainable_pct".into(),
-    ];
-    header.extend(final_runs.tasks.iter().cloned());
-    header.extend([
-        "average".to_string(),
-        "runs_ok".into(),
-        "runs_not_ok".into(),
-    ]);
-    write_row(&mut w, &header)?;
+    let mut rows = Vec::new();
     for method in &final_runs.methods {
         let mut not_ok = 0;
         let mut ok = 0;
         let mut trainable = method.design.planned_params;
-        let score = |task: &str, seed: u64| -> Option<f64> {
+        let record = |task: &str, seed: u64| {
             let t = method
                 .trials
                 .iter()
                 .find(|t| t.task == task && t.seed == seed)?;
-            let r = store.get(&t.id)?;
-            r.outcome
-                .status
-                .is_ok()
-                .then_some(r.outcome.primary)
-                .flatten()
+            store.get(&t.id).filter(|r| r.outcome.status.is_ok())
         };
+        let score = |task: &str, seed: u64| record(task, seed).and_then(|r| r.outcome.primary);
         for t in &method.trials {
             match store.get(&t.id) {
                 Some(r) if r.outcome.status.is_ok() => {
@@ -318,43 +323,177 @@ pub fn final_csv(plan: &SearchPlan, store: &ResultStore) -> Result<String> {
         } else {
             String::new()
         };
-        let mut row = vec![
-            method.name.clone(),
-            method.design.text.clone(),
-            trainable.to_string(),
-            pct,
-        ];
+        let mut columns = Vec::new();
+        let mut references = Vec::new();
         for task in &final_runs.tasks {
-            let values: Vec<f64> = final_runs
+            columns.push(
+                final_runs
+                    .seeds
+                    .iter()
+                    .filter_map(|&s| score(task, s))
+                    .collect(),
+            );
+            let refs: Vec<f64> = final_runs
                 .seeds
                 .iter()
-                .filter_map(|&s| score(task, s))
+                .filter_map(|&s| record(task, s).and_then(|r| r.outcome.reference))
                 .collect();
-            row.push(mean_std(&values));
+            references.push(crate::stats::summary(&refs).mean);
         }
-        let averages: Vec<f64> = final_runs
-            .seeds
-            .iter()
-            .filter_map(|&s| {
-                let per_task: Option<Vec<f64>> =
-                    final_runs.tasks.iter().map(|t| score(t, s)).collect();
-                per_task.map(|v| v.iter().sum::<f64>() / v.len() as f64)
-            })
-            .collect();
-        row.push(mean_std(&averages));
-        row.push(ok.to_string());
-        row.push(not_ok.to_string());
-        write_row(&mut w, &row)?;
+        columns.push(
+            final_runs
+                .seeds
+                .iter()
+                .filter_map(|&s| {
+                    let per_task: Option<Vec<f64>> =
+                        final_runs.tasks.iter().map(|t| score(t, s)).collect();
+                    per_task.map(|v| v.iter().sum::<f64>() / v.len() as f64)
+                })
+                .collect(),
+        );
+        let task_refs = &references[..];
+        let average_ref = if task_refs.is_empty() {
+            f64::NAN
+        } else {
+            task_refs.iter().sum::<f64>() / task_refs.len() as f64
+        };
+        references.push(average_ref);
+        rows.push(FinalRow {
+            method: method.name.clone(),
+            design: method.design.text.clone(),
+            trainable,
+            trainable_pct: pct,
+            columns,
+            references,
+            ok,
+            not_ok,
+        });
+    }
+    let mut names = final_runs.tasks.clone();
+    names.push("average".into());
+    Ok((names, rows))
+}
+
+/// The tasks (and the average) on which a method's mean score does not beat the reference.
+fn not_learned(row: &FinalRow, names: &[String]) -> Vec<String> {
+    names
+        .iter()
+        .zip(row.columns.iter().zip(&row.references))
+        .filter(|(_, (scores, reference))| {
+            let mean = crate::stats::summary(scores).mean;
+            !scores.is_empty()
+                && crate::trial::beats_reference(Some(mean), Some(**reference)) == Some(false)
+        })
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+/// Paper-style table: one row per method, for each task and the average over tasks the mean primary score over
+/// seeds (a fraction, as in every CSV), its standard deviation (ddof = 1) and the number of seeds; the average is
+/// taken over tasks within each seed first. Trainable % is relative to the backbone's parameters. A last row,
+/// `reference`, holds the tasks' reference scores (majority class or mean predictor); `note` names the tasks on
+/// which a method did not beat them.
+pub fn final_csv(plan: &SearchPlan, store: &ResultStore) -> Result<String> {
+    let (names, rows) = final_rows(plan, store)?;
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let mut header = vec![
+        "method".to_string(),
+        "design".into(),
+        "trainable_params".into(),
+        "trainable_pct".into(),
+    ];
+    for name in &names {
+        header.extend([name.clone(), format!("{name}_std"), format!("{name}_n")]);
+    }
+    header.extend(["runs_ok".to_string(), "runs_not_ok".into(), "note".into()]);
+    write_row(&mut w, &header)?;
+    for row in &rows {
+        let mut out = vec![
+            row.method.clone(),
+            row.design.clone(),
+            row.trainable.to_string(),
+            row.trainable_pct.clone(),
+        ];
+        for scores in &row.columns {
+            let s = crate::stats::summary(scores);
+            out.extend([
+                if s.n == 0 { String::new() } else { num(s.mean) },
+                if s.n < 2 { String::new() } else { num(s.std) },
+                s.n.to_string(),
+            ]);
+        }
+        let missed = not_learned(row, &names);
+        out.extend([
+            row.ok.to_string(),
+            row.not_ok.to_string(),
+            if missed.is_empty() {
+                String::new()
+            } else {
+                format!("did not learn: {}", missed.join(", "))
+            },
+        ]);
+        write_row(&mut w, &out)?;
+    }
+    if let Some(first) = rows.first() {
+        let mut out = vec![
+            "reference".to_string(),
+            "majority class / mean predictor".into(),
+            "0".into(),
+            "0.0000".into(),
+        ];
+        for reference in &first.references {
+            out.extend([num(*reference), String::new(), String::new()]);
+        }
+        out.extend([String::new(), String::new(), String::new()]);
+        write_row(&mut w, &out)?;
     }
     finish(w)
 }
 
-/// `mean ± std` of scores ×100 with two decimals (std with ddof = 1; `mean` alone for one value).
+/// The final runs for the terminal: `mean ± std (n)` per task and on average, in percent (labelled), then the
+/// reference row.
+pub fn final_table(plan: &SearchPlan, store: &ResultStore) -> Result<String> {
+    let (names, rows) = final_rows(plan, store)?;
+    let mut out = format!(
+        "final runs (primary score, % — mean ± std over seeds (n)):\n{:<12}",
+        "method"
+    );
+    for name in &names {
+        out.push_str(&format!(" {name:>22}"));
+    }
+    out.push('\n');
+    for row in &rows {
+        out.push_str(&format!("{:<12}", row.method));
+        for scores in &row.columns {
+            out.push_str(&format!(" {:>22}", mean_std(scores)));
+        }
+        let missed = not_learned(row, &names);
+        if !missed.is_empty() {
+            out.push_str(&format!("  did not learn: {}", missed.join(", ")));
+        }
+        out.push('\n');
+    }
+    if let Some(first) = rows.first() {
+        out.push_str(&format!("{:<12}", "reference"));
+        for r in &first.references {
+            let cell = if r.is_finite() {
+                format!("{:.2}", 100.0 * r)
+            } else {
+                "-".into()
+            };
+            out.push_str(&format!(" {cell:>22}"));
+        }
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// `mean ± std (n)` of scores ×100 with two decimals (std with ddof = 1; no std for one value).
 fn mean_std(values: &[f64]) -> String {
     let s = crate::stats::summary(values);
     match s.n {
-        0 => String::new(),
-        1 => format!("{:.2}", 100.0 * s.mean),
-        _ => format!("{:.2} ± {:.2}", 100.0 * s.mean, 100.0 * s.std),
+        0 => "-".into(),
+        1 => format!("{:.2} (1)", 100.0 * s.mean),
+        n => format!("{:.2} ± {:.2} ({n})", 100.0 * s.mean, 100.0 * s.std),
     }
 }

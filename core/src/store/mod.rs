@@ -255,6 +255,7 @@ mod tests {
                 trainable_params: 10,
                 head_params: 2,
                 seconds: 1.5,
+                reference: None,
                 device: None,
             },
         }

@@ -80,6 +80,8 @@ pub struct TrainingReport {
     pub steps: usize,
     /// Wall time of the whole trial (tokenising, training, evaluating).
     pub seconds: f64,
+    /// The task's reference metrics (majority class or mean predictor, [`TaskData::reference`]).
+    pub reference: Option<Metrics>,
 }
 
 impl TrainingReport {
@@ -92,8 +94,16 @@ impl TrainingReport {
             trainable_params: self.trainable_params as u64,
             head_params: self.head_params as u64,
             seconds: self.seconds,
+            reference: self.reference.as_ref().map(|m| m.primary),
             device: None,
         }
+    }
+}
+
+impl TrainingReport {
+    /// Whether the selected epoch beat the reference score (`Some(false)`: the model learned nothing).
+    pub fn learned(&self) -> Option<bool> {
+        self.outcome().learned()
     }
 }
 

@@ -117,6 +117,9 @@ pub fn run_trial(input: &TrialInput<'_>) -> Result<TrainingReport> {
         head_params: head.num_params(),
         steps: 0,
         seconds: 0.0,
+        // Unknown rather than fatal when it cannot be scored (non-finite training labels): the trial itself then
+        // reports what is wrong (it diverges at its first step).
+        reference: task.reference(evaluator.as_ref()).ok(),
     };
     let context = Context {
         input,

@@ -70,6 +70,10 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
     if args.jobs == 0 {
         return Err(Exit::usage(anyhow::anyhow!("--jobs must be at least 1")));
     }
+    if !args.worker && !synthetic_mode() {
+        // Bad task files are the user's to fix (exit 2), found before anything is loaded or trained.
+        experiment.check_data().map_err(Exit::usage)?;
+    }
     let worker_devices = worker_devices(args.jobs, &args.devices).map_err(Exit::usage)?;
     // With one process and --devices, that process trains on the first device; with workers, the parent trains
     // nothing and stays on the CPU.
@@ -173,22 +177,12 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
     // Whatever happened, render what the store holds.
     if out.join(store::PLAN_FILE).exists() {
         let report = peftspace_core::report::write_reports_for(&results)?;
-        println!(
-            "{}",
-            peftspace_core::report::decisions_table(&report.decisions)
-        );
-        for d in &report.decisions {
-            println!("{}", d.summary);
-        }
-        println!("wrote:");
-        for f in &report.files {
-            println!("  {}", f.display());
-        }
+        print!("{}", report.to_terminal());
     }
     match outcome {
         Ok(o) => {
             println!(
-                "{} trials run now, {} reused from earlier runs",
+                "{} trials run now, {} reused from earlier runs of this experiment",
                 o.trials_run, o.trials_reused
             );
             Ok(())
