@@ -206,41 +206,76 @@ impl DesignSpace {
 
     /// Whether a design lies in this space (rules resolved through `registries`).
     pub fn admits(&self, design: &Design, registries: &Registries) -> Result<bool> {
-        if design.check().is_err()
-            || design.groups() != self.groups
-            || design.layers() != self.layers
-        {
-            return Ok(false);
+        Ok(self.exclusion(design, registries)?.is_none())
+    }
+
+    /// Why `design` is not in this space (the first constraint it breaks), or `None` when it is.
+    pub fn exclusion(&self, design: &Design, registries: &Registries) -> Result<Option<String>> {
+        let bits =
+            |v: &[bool]| -> String { v.iter().map(|&t| if t { '1' } else { '0' }).collect() };
+        if let Err(e) = design.check() {
+            return Ok(Some(format!("the design itself is invalid: {e}")));
+        }
+        if design.groups() != self.groups {
+            return Ok(Some(format!(
+                "it has {} groups; the space has {}",
+                design.groups(),
+                self.groups
+            )));
+        }
+        if design.layers() != self.layers {
+            return Ok(Some(format!(
+                "its groups cover {} layers; the space has {}",
+                design.layers(),
+                self.layers
+            )));
         }
         if !self.grouping_admits(&design.group_sizes, registries)? {
-            return Ok(false);
+            return Ok(Some(format!(
+                "its group sizes {:?} are not `{}` grouping",
+                design.group_sizes, self.grouping
+            )));
         }
         if !registries.allocation(&self.allocation)?.admits(
             &design.shares,
             &design.group_sizes,
             &design.tuned,
         ) {
-            return Ok(false);
+            return Ok(Some(format!(
+                "its budget shares are not `{}` allocation",
+                self.allocation
+            )));
         }
-        if self.tuned.as_ref().is_some_and(|t| *t != design.tuned) {
-            return Ok(false);
+        if let Some(tuned) = self.tuned.as_ref().filter(|t| **t != design.tuned) {
+            return Ok(Some(format!(
+                "it tunes groups {}; the space tunes {}",
+                bits(&design.tuned),
+                bits(tuned)
+            )));
         }
         for g in 0..self.groups {
             if !design.tuned[g] {
                 continue;
             }
             let set = &design.strategies[g];
-            if !set.iter().all(|n| self.available.contains(n)) {
-                return Ok(false);
+            if let Some(unknown) = set.iter().find(|n| !self.available.contains(*n)) {
+                return Ok(Some(format!(
+                    "group {} uses `{unknown}`, which is not one of the experiment's strategies ({})",
+                    group_name(g),
+                    self.available.join(", ")
+                )));
             }
-            if self.strategy_sets[g]
-                .as_ref()
-                .is_some_and(|fixed| fixed != set)
-            {
-                return Ok(false);
+            if let Some(fixed) = self.strategy_sets[g].as_ref().filter(|fixed| *fixed != set) {
+                let join = |s: &BTreeSet<String>| s.iter().cloned().collect::<Vec<_>>().join("+");
+                return Ok(Some(format!(
+                    "group {} uses {}; the space fixes {}",
+                    group_name(g),
+                    join(set),
+                    join(fixed)
+                )));
             }
         }
-        Ok(true)
+        Ok(None)
     }
 
     /// Draws one design from the space, without looking at the budget. Order of draws: group sizes, tuned groups,

@@ -142,3 +142,46 @@ fn an_infeasible_space_says_why() {
     assert_eq!(stats.rejected, MAX_DRAWS);
     assert_eq!(stats.rejection_rate(), 1.0);
 }
+
+#[test]
+fn exclusion_names_the_constraint_a_design_breaks() {
+    let reg = registries();
+    let codes = crate::design::StrategyCodes::from_registries(&reg);
+    let design = |text: &str| Design::parse(text, &codes).unwrap();
+    let space = DesignSpace::new(6, 4, names())
+        .unwrap()
+        .constrain(Dimension::Grouping, "first_largest")
+        .unwrap();
+    let reason = space
+        .exclusion(&design("g=1,2,2,1 s=L|L|L|L"), &reg)
+        .unwrap()
+        .expect("1,2,2,1 is not first_largest");
+    assert!(
+        reason.contains("[1, 2, 2, 1]") && reason.contains("`first_largest` grouping"),
+        "{reason}"
+    );
+    assert!(!space.admits(&design("g=1,2,2,1 s=L|L|L|L"), &reg).unwrap());
+    let reason = space
+        .exclusion(&design("g=2,2,2 s=L|L|L"), &reg)
+        .unwrap()
+        .expect("three groups");
+    assert!(reason.contains("3 groups; the space has 4"), "{reason}");
+    let tuned = DesignSpace::new(6, 4, names())
+        .unwrap()
+        .constrain(Dimension::TunedGroups, "0111")
+        .unwrap();
+    let reason = tuned
+        .exclusion(&design("g=1,2,2,1 s=L|L|L|L"), &reg)
+        .unwrap()
+        .expect("all four tuned");
+    assert!(
+        reason.contains("tunes groups 1111; the space tunes 0111"),
+        "{reason}"
+    );
+    assert_eq!(
+        tuned
+            .exclusion(&design("g=1,2,2,1 t=0111 s=-|L|L|L"), &reg)
+            .unwrap(),
+        None
+    );
+}

@@ -75,8 +75,11 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
         let design = Design::parse(text, &codes).map_err(Exit::usage)?;
         let plan = budget::solve(&ctx.info, &design, &ctx.strategies, ctx.fraction)
             .map_err(Exit::usage)?;
-        if !space.admits(&design, &reg)? {
-            eprintln!("note: this design is not in the space {}", space.describe());
+        if let Some(reason) = space.exclusion(&design, &reg)? {
+            eprintln!(
+                "note: this design is not in the space {}: {reason}",
+                space.describe()
+            );
         }
         rows.push(Row {
             index: 0,

@@ -55,7 +55,13 @@ fn draw<'a>(
         .x_desc("design score (mean primary score over tasks)")
         .y_desc("fraction of designs ≤ score")
         .draw()?;
-    for (i, c) in decision.candidates.iter().enumerate() {
+    // Curves that coincide must all stay visible, the chosen one above all: the others are drawn first, each wider
+    // than the next, and the chosen one last and thinnest, so identical curves show as nested bands of their colours.
+    let mut order: Vec<usize> = (0..decision.candidates.len()).collect();
+    order.sort_by_key(|&i| decision.candidates[i].chosen);
+    let others = order.len().saturating_sub(1) as u32;
+    for (rank, &i) in order.iter().enumerate() {
+        let c = &decision.candidates[i];
         let edf = Edf::new(&c.scores);
         if edf.is_empty() {
             continue;
@@ -71,7 +77,11 @@ fn draw<'a>(
         points.push((hi + pad, 1.0));
         let marker = if c.chosen { " (chosen)" } else { "" };
         let label = format!("{}{}: n={}, mean={:.4}", c.candidate, marker, c.n, c.mean);
-        let width = if c.chosen { 3 } else { 2 };
+        let width = if c.chosen {
+            2
+        } else {
+            3 + 2 * (others - (rank as u32).min(others))
+        };
         chart
             .draw_series(LineSeries::new(points, color.stroke_width(width)))?
             .label(label)
@@ -87,4 +97,59 @@ fn draw<'a>(
         .draw()?;
     root.present()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::refine::CandidateStats;
+
+    fn candidate(name: &str, chosen: bool) -> CandidateStats {
+        CandidateStats {
+            stage: "S1".into(),
+            candidate: name.to_string(),
+            designs_planned: 3,
+            draws: 3,
+            rejected: 0,
+            n: 3,
+            trials_ok: 3,
+            trials_diverged: 0,
+            trials_failed: 0,
+            trials_missing: 0,
+            mean: 0.5,
+            median: 0.5,
+            std: 0.1,
+            ci: None,
+            versus_winner: None,
+            chosen,
+            significant: false,
+            reference: f64::NAN,
+            designs_learned: None,
+            scores: vec![0.4, 0.5, 0.6],
+            note: String::new(),
+        }
+    }
+
+    #[test]
+    fn identical_curves_keep_the_chosen_one_on_top() {
+        let decision = StageDecision {
+            stage: "S1".into(),
+            candidates: vec![candidate("chosen-one", true), candidate("twin", false)],
+            winner: Some(0),
+            tied: true,
+            did_not_learn: false,
+            summary: String::new(),
+        };
+        let svg = edf_svg(&decision).expect("draws");
+        let polylines: Vec<&str> = svg.lines().filter(|l| l.contains("<polyline")).collect();
+        // The last curve drawn is the chosen one (thinnest), after its wider identical twin.
+        let widths: Vec<&str> = polylines
+            .iter()
+            .filter_map(|l| l.split("stroke-width=\"").nth(1))
+            .filter_map(|w| w.split('"').next())
+            .collect();
+        assert!(widths.len() >= 2, "{svg}");
+        let curve_widths = &widths[widths.len() - 2..];
+        assert_eq!(curve_widths, ["5", "2"], "{widths:?}");
+    }
 }
