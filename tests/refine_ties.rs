@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicBool;
 
 use peftspace_core::refine::{self, NoProgress, SerialPool, SyntheticExecutor, SyntheticSpace};
 use peftspace_core::spec::{ExperimentSpec, TaskSpec};
-use peftspace_core::store::{self, ResultStore};
+use peftspace_core::store::{CodeProvenance, ResultStore};
 use peftspace_core::trial::{TrialExecutor, TrialOutcome, TrialSpec, TrialStatus};
 use peftspace_core::{report, Result};
 
@@ -45,12 +45,14 @@ fn decisions(executor: &Constant) -> Vec<refine::StageDecision> {
         spec.strategies.iter().map(|s| s.name.clone()).collect(),
         spec.budget,
     );
-    store::check_manifest(
-        dir.path(),
-        &refine::manifest(&spec, executor).expect("manifest"),
-    )
-    .expect("fresh directory");
     let mut results = ResultStore::open(dir.path()).expect("store");
+    results
+        .check_manifest(
+            &refine::manifest(&spec, executor).expect("manifest"),
+            &CodeProvenance::new("test", &[] as &[std::path::PathBuf]).expect("provenance"),
+            false,
+        )
+        .expect("fresh directory");
     refine::run_experiment(
         &spec,
         &space,
@@ -61,6 +63,8 @@ fn decisions(executor: &Constant) -> Vec<refine::StageDecision> {
         &AtomicBool::new(false),
     )
     .expect("the run goes on through tied stages");
+    // The run's lock goes with its store; `report` then takes it shared.
+    drop(results);
     report::write_reports(dir.path())
         .expect("reports")
         .decisions
