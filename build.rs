@@ -16,11 +16,10 @@ fn git(args: &[&str]) -> Option<String> {
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     let described = git(&["describe", "--always", "--dirty", "--tags"]);
-    // Describe again when HEAD moves or the index changes (a commit, a checkout, a staged edit).
+    // Describe again when HEAD moves (a commit, a checkout). Not on index changes: `git describe --dirty` itself
+    // refreshes the index, so watching it would rebuild this crate at every other cargo invocation.
     if let Some(git_dir) = git(&["rev-parse", "--git-dir"]) {
-        for file in ["HEAD", "index"] {
-            println!("cargo:rerun-if-changed={git_dir}/{file}");
-        }
+        println!("cargo:rerun-if-changed={git_dir}/HEAD");
     }
     if let Some(common) = git(&["rev-parse", "--git-common-dir"]) {
         println!("cargo:rerun-if-changed={common}/refs/heads");
