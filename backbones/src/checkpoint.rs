@@ -19,7 +19,7 @@ use peftspace_core::backbone::Weights;
 use peftspace_core::model::{weight_files, CONFIG_FILE};
 use peftspace_core::{Error, Result};
 
-/// An error about `config.json` raised where its full path is not known yet; [`with_config_path`] completes it.
+/// An error about `config.json` raised where its full path is not known yet; `peftspace_core::model::with_config_path` completes it.
 pub fn config_error(message: impl Into<String>) -> Error {
     Error::Model {
         path: PathBuf::from(CONFIG_FILE),
@@ -56,28 +56,6 @@ pub fn parse_config<T: DeserializeOwned>(text: &str) -> Result<T> {
         col: e.column(),
         message: format!("{e} (line {}, column {})", e.line(), e.column()),
     })
-}
-
-/// Replaces the bare `config.json` of errors from [`config_error`] / [`parse_config`] with the real path.
-pub fn with_config_path(error: Error, path: &Path) -> Error {
-    match error {
-        Error::Model { path: p, message } if p == Path::new(CONFIG_FILE) => Error::Model {
-            path: path.to_path_buf(),
-            message,
-        },
-        Error::Spec {
-            file,
-            line,
-            col,
-            message,
-        } if file == CONFIG_FILE => Error::Spec {
-            file: path.display().to_string(),
-            line,
-            col,
-            message,
-        },
-        other => other,
-    }
 }
 
 /// The memory-mapped weights of a model folder.

@@ -15,8 +15,8 @@ use candle_core::Device;
 use peftspace_core::backbone::{ArchitectureEntry, Backbone, Weights};
 use peftspace_core::Result;
 
-use crate::checkpoint::{with_config_path, Checkpoint};
-use peftspace_core::model::read_config;
+use crate::checkpoint::Checkpoint;
+use peftspace_core::model::{read_config, with_config_path};
 
 pub use config::{describe, BertConfig, Flavour};
 pub use model::Bert;

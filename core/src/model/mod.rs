@@ -110,7 +110,7 @@ impl ModelFolder {
     /// Layers, shapes and parameter count, from `config.json` alone (no weights are read).
     pub fn describe(&self, registries: &Registries) -> Result<BackboneInfo> {
         let entry = self.architecture(registries)?;
-        (entry.describe)(&self.config_text).map_err(|e| self.with_config_path(e))
+        (entry.describe)(&self.config_text).map_err(|e| with_config_path(e, &self.config_path))
     }
 
     /// Loads the model onto `device`, frozen (shared by every PEFT trial) or trainable (full fine-tuning: every
@@ -124,7 +124,7 @@ impl ModelFolder {
         let entry = self.architecture(registries)?;
         entry
             .load_weights(&self.dir, device, weights)
-            .map_err(|e| self.with_config_path(e))
+            .map_err(|e| with_config_path(e, &self.config_path))
     }
 
     /// The folder's `tokenizer.json`, padding with `config.json`'s `pad_token_id` when it names one.
@@ -168,27 +168,27 @@ impl ModelFolder {
             .map(|b| format!("{b:02x}"))
             .collect())
     }
+}
 
-    /// Errors an architecture raised about a bare `config.json` name the real file instead.
-    fn with_config_path(&self, error: Error) -> Error {
-        match error {
-            Error::Model { path, message } if path == Path::new(CONFIG_FILE) => Error::Model {
-                path: self.config_path.clone(),
-                message,
-            },
-            Error::Spec {
-                file,
-                line,
-                col,
-                message,
-            } if file == CONFIG_FILE => Error::Spec {
-                file: self.config_path.display().to_string(),
-                line,
-                col,
-                message,
-            },
-            other => other,
-        }
+/// Errors an architecture raised about a bare `config.json` (it parses text, not files) name the real file instead.
+pub fn with_config_path(error: Error, path: &Path) -> Error {
+    match error {
+        Error::Model { path: p, message } if p == Path::new(CONFIG_FILE) => Error::Model {
+            path: path.to_path_buf(),
+            message,
+        },
+        Error::Spec {
+            file,
+            line,
+            col,
+            message,
+        } if file == CONFIG_FILE => Error::Spec {
+            file: path.display().to_string(),
+            line,
+            col,
+            message,
+        },
+        other => other,
     }
 }
 
