@@ -5,7 +5,7 @@
 //!   trial ends. A process killed mid-write can leave at most one torn last line; opening the store detects it
 //!   (no final newline, or not valid JSON) and cuts it off, so the trial is simply run again.
 //! * `manifest.json` — the parts of the experiment that trial ids and the plan depend on. Reopening with a
-//!   different manifest is refused with the list of fields that differ (see [`check_manifest`]).
+//!   different manifest is refused with the list of fields that differ (see [`ResultStore::check_manifest`]).
 //! * `experiment.ron` and `version.txt` — a copy of the experiment file and the code version that produced the
 //!   results.
 //! * `plan.json` — the trials each stage planned (written by the refinement runner), so `peftspace report` can
