@@ -40,18 +40,8 @@ fn synthetic_run() -> Command {
 
 /// One custom task of a few short examples on the tiny BERT fixture, one epoch of two batches.
 fn write_tiny_experiment(dir: &Path) -> PathBuf {
-    let mut train = String::from("text\tlabel\n");
-    for i in 0..16 {
-        let (text, label) = if i % 2 == 0 {
-            ("the cat sat on the mat", "pos")
-        } else {
-            ("a dog runs in the park", "neg")
-        };
-        train.push_str(&format!("{text}\t{label}\n"));
-    }
-    let eval = "text\tlabel\nthe cat sat on the mat\tpos\na dog runs in the park\tneg\n";
-    std::fs::write(dir.join("train.tsv"), train).expect("write train");
-    std::fs::write(dir.join("eval.tsv"), eval).expect("write eval");
+    std::fs::write(dir.join("train.tsv"), refine_support::toy_tsv(16)).expect("write train");
+    std::fs::write(dir.join("eval.tsv"), refine_support::toy_tsv(2)).expect("write eval");
     let spec = format!(
         r#"ExperimentSpec(
     name: "tiny-logging",

@@ -35,15 +35,7 @@ fn text(bytes: &[u8]) -> String {
 
 /// A custom two-class task on the tiny BERT fixture.
 fn tiny_experiment(dir: &Path) -> PathBuf {
-    let mut rows = String::from("text\tlabel\n");
-    for i in 0..16 {
-        rows.push_str(if i % 2 == 0 {
-            "the cat sat on the mat\tpos\n"
-        } else {
-            "a dog runs in the park\tneg\n"
-        });
-    }
-    std::fs::write(dir.join("data.tsv"), rows).expect("write data");
+    std::fs::write(dir.join("data.tsv"), refine_support::toy_tsv(16)).expect("write data");
     let spec = format!(
         r#"ExperimentSpec(
     name: "messages",

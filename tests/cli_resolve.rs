@@ -32,15 +32,7 @@ fn fill_hub_cache(cache: &Path, files: &[&str]) {
 
 /// An experiment over custom tasks whose backbone is given by hub id only.
 fn write_experiment(dir: &Path) -> PathBuf {
-    let mut train = String::from("text\tlabel\n");
-    for i in 0..16 {
-        let (text, label) = if i % 2 == 0 {
-            ("the cat sat on the mat", "pos")
-        } else {
-            ("a dog runs in the park", "neg")
-        };
-        train.push_str(&format!("{text}\t{label}\n"));
-    }
+    let train = refine_support::toy_tsv(16);
     std::fs::write(dir.join("train.tsv"), &train).expect("write train");
     std::fs::write(dir.join("eval.tsv"), &train).expect("write eval");
     let spec = format!(

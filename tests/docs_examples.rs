@@ -6,6 +6,8 @@
 use peftspace_backbones as _;
 use peftspace_plugins as _;
 
+mod cargo_support;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -86,27 +88,6 @@ fn the_lora_options_once_documented_in_spec_rs_are_refused_and_the_real_ones_acc
     assert!(registries.strategy("lora", &right).is_ok());
 }
 
-/// Removes the variables cargo sets for this test, so that the nested build matches a shell's (see
-/// `tests/plugin_loading.rs`).
-fn as_from_a_shell(command: &mut Command) {
-    for (key, _) in std::env::vars_os() {
-        let key = key.to_string_lossy().into_owned();
-        let described = key.starts_with("CARGO_PKG_")
-            || key.starts_with("CARGO_BIN_")
-            || key.starts_with("CARGO_MANIFEST_")
-            || [
-                "CARGO_CRATE_NAME",
-                "CARGO_TARGET_TMPDIR",
-                "CARGO_PRIMARY_PACKAGE",
-                "CARGO_RUSTC_CURRENT_DIR",
-            ]
-            .contains(&key.as_str());
-        if described {
-            command.env_remove(&key);
-        }
-    }
-}
-
 #[test]
 fn the_plugin_commands_of_plugins_md_build_and_load_the_plugin() {
     let text = doc("PLUGINS.md");
@@ -133,7 +114,7 @@ fn the_plugin_commands_of_plugins_md_build_and_load_the_plugin() {
     let bin = Path::new(env!("CARGO_BIN_EXE_peftspace"));
     let profile_dir = bin.parent().expect("target/debug");
     let mut build = Command::new(env!("CARGO"));
-    as_from_a_shell(&mut build);
+    cargo_support::as_from_a_shell(&mut build);
     let args: Vec<&str> = lines[0].split_whitespace().skip(1).collect();
     let args: Vec<&str> = args
         .iter()

@@ -1,6 +1,8 @@
 //! Dynamic plugins end to end: build the IA3 example (and two broken variants), load them through the CLI and
 //! in-process, and train the loaded strategy one step.
 
+mod cargo_support;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -26,24 +28,7 @@ fn libraries() -> &'static Libraries {
     LIBS.get_or_init(|| {
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
         let mut cargo = Command::new(env!("CARGO"));
-        // Cargo describes this test to it through CARGO_* variables; some dependencies' build scripts track them
-        // (ring: CARGO_MANIFEST_DIR), so passing them on would rebuild half the workspace. Build as a shell would.
-        for (key, _) in std::env::vars_os() {
-            let key = key.to_string_lossy().into_owned();
-            let described = key.starts_with("CARGO_PKG_")
-                || key.starts_with("CARGO_BIN_")
-                || key.starts_with("CARGO_MANIFEST_")
-                || [
-                    "CARGO_CRATE_NAME",
-                    "CARGO_TARGET_TMPDIR",
-                    "CARGO_PRIMARY_PACKAGE",
-                    "CARGO_RUSTC_CURRENT_DIR",
-                ]
-                .contains(&key.as_str());
-            if described {
-                cargo.env_remove(&key);
-            }
-        }
+        cargo_support::as_from_a_shell(&mut cargo);
         // Same profile as the test run, so the workspace's own crates are reused rather than rebuilt.
         let out = cargo
             .args([

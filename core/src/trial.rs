@@ -96,6 +96,27 @@ impl TrialSpec {
 }
 
 impl TrialSpec {
+    /// A trial run outside any result store (`peftspace train`): nothing looks it up, so it gets no id, and the
+    /// backbone's weights need not be hashed for one.
+    pub fn unstored(
+        design: &str,
+        task: &TaskSpec,
+        seed: u64,
+        training: &TrainingSpec,
+        budget: f64,
+        strategies: &[StrategySpec],
+    ) -> Self {
+        TrialSpec {
+            id: String::new(),
+            design: design.to_string(),
+            task: task.clone(),
+            seed,
+            training: training.clone(),
+            budget,
+            strategies: strategies.to_vec(),
+        }
+    }
+
     /// Whether this trial is the full fine-tuning baseline (its executor must load the backbone with trainable
     /// weights, afresh for this trial).
     pub fn is_full_fine_tuning(&self) -> bool {

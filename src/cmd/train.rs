@@ -11,7 +11,7 @@ use peftspace_core::resolve::ModelNeeds;
 use peftspace_core::spec::{ExperimentSpec, TaskSpec};
 use peftspace_core::train::executor::{TrainingExecutor, Watch};
 use peftspace_core::train::{EpochReport, TrainingReport};
-use peftspace_core::trial::{TrialExecutor, TrialSpec, FULL_FINE_TUNING};
+use peftspace_core::trial::{TrialSpec, FULL_FINE_TUNING};
 
 use super::{Exit, Global};
 
@@ -142,16 +142,14 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
                 r.seconds
             );
         };
-        let trial = TrialSpec::new(
+        let trial = TrialSpec::unstored(
             &design,
             task_spec,
             seed,
             &spec.training,
             spec.budget,
             &spec.strategies,
-            &executor.backbone_identity()?,
-            &executor.data_fingerprint(task_spec)?,
-        )?;
+        );
         let report = executor.train(
             &trial,
             Watch {

@@ -31,6 +31,20 @@ pub fn experiment_ron(samples: usize) -> String {
     )
 }
 
+/// A two-class TSV (`text`, `label` with `pos`/`neg`) of `rows` short examples, the classes alternating: a task the
+/// tiny fixtures train on in a moment.
+pub fn toy_tsv(rows: usize) -> String {
+    let mut tsv = String::from("text\tlabel\n");
+    for i in 0..rows {
+        tsv.push_str(if i % 2 == 0 {
+            "the cat sat on the mat\tpos\n"
+        } else {
+            "a dog runs in the park\tneg\n"
+        });
+    }
+    tsv
+}
+
 pub fn read_csv(path: &Path) -> Vec<BTreeMap<String, String>> {
     let mut reader =
         csv::Reader::from_path(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));

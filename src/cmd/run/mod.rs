@@ -149,7 +149,7 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
         let devices: Vec<Option<String>> = (0..args.jobs)
             .map(|i| {
                 worker_devices
-                    .get(i % worker_devices.len().max(1))
+                    .get(i)
                     .map(|d| d.to_string())
                     .or_else(|| inputs.device.map(|d| d.to_string()))
             })
