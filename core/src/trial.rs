@@ -85,12 +85,7 @@ impl TrialSpec {
             .map_err(|e| crate::Error::msg(format!("cannot serialise a trial identity: {e}")))?;
         Ok(TrialSpec {
             id: hex_sha256(canonical.as_bytes()),
-            design: design.to_string(),
-            task: task.clone(),
-            seed,
-            training: training.clone(),
-            budget,
-            strategies: strategies.to_vec(),
+            ..TrialSpec::unstored(design, task, seed, training, budget, strategies)
         })
     }
 }
