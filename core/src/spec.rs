@@ -88,6 +88,12 @@ pub struct ExperimentSpec {
     /// How a stage picks its winner. Default: `HighestMean`.
     #[serde(default)]
     pub decision: DecisionRule,
+    /// Race the candidates of every stage: sample designs in rounds and drop candidates that are significantly
+    /// worse than the best so far, instead of training all `samples` designs of every candidate. Default: none
+    /// (the full protocol).
+    // Left out of the serialised form when absent, so manifests written before racing existed stay valid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub race: Option<RaceSpec>,
     /// Runs after the last stage: best designs and baselines with more seeds. Default: none.
     #[serde(default)]
     pub final_runs: Option<FinalRunsSpec>,
@@ -267,6 +273,28 @@ pub enum DecisionRule {
     HighestMean,
     /// The highest median.
     HighestMedian,
+}
+
+/// A race within each stage (`core::refine::race`). A stage's `samples` is the most designs a candidate gets.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaceSpec {
+    /// Designs every candidate gets before the first look. Default: 10.
+    pub min_samples: usize,
+    /// Designs added to every candidate still in the race between two looks. Default: 5.
+    pub batch: usize,
+    /// Family-wise error rate of the stage's eliminations, spread evenly over the planned looks. Default: 0.05.
+    pub alpha: f64,
+}
+
+impl Default for RaceSpec {
+    fn default() -> Self {
+        RaceSpec {
+            min_samples: 10,
+            batch: 5,
+            alpha: 0.05,
+        }
+    }
 }
 
 /// Runs after the search: the discovered space's best designs and single-strategy baselines.

@@ -5,6 +5,12 @@
 //! diverged, failed or missing trial has no score: it is left out of the population and counted.
 //! A comparison is *significant* when its Holm-adjusted Mann–Whitney p-value is below [`ALPHA`]; the winner's
 //! row is significant only if every comparison is. KS and Welch p-values are reported alongside.
+//!
+//! A raced stage ([`super::race`]) decides over the designs its rounds used: the winner is the survivor the rule
+//! prefers, and significance is the race's, whose eliminations keep their error rate under repeated looks (a
+//! candidate is significant when the race dropped it; the winner when every other scored candidate was dropped).
+//! The Mann–Whitney, KS and Welch columns are then computed on the final populations as usual, for description
+//! only: after a race they are not valid tests at level [`ALPHA`].
 
 use serde::Serialize;
 
@@ -12,7 +18,8 @@ use crate::spec::DecisionRule;
 use crate::stats::{self, ConfidenceInterval};
 use crate::store::ResultStore;
 
-use super::plan::{CandidatePlan, StagePlan};
+use super::plan::{CandidatePlan, PlannedDesign, StagePlan};
+use super::race::{race, DesignScore, RaceCandidate, RaceEntry, RaceState};
 use crate::trial::{child_seed, TrialStatus};
 
 /// Significance level of the stage decisions.
@@ -51,6 +58,8 @@ pub struct CandidateStats {
     pub reference: f64,
     /// Scored designs whose score beats their reference; `None` when the references are unknown.
     pub designs_learned: Option<usize>,
+    /// What the stage's race did with this candidate (raced stages only).
+    pub race: Option<RaceCandidate>,
     /// The scores of the population, in design order (used for EDFs and recomputation).
     #[serde(skip)]
     pub scores: Vec<f64>,
@@ -87,7 +96,83 @@ pub struct StageDecision {
     pub tied: bool,
     /// No scored design of any candidate beats the task's reference score.
     pub did_not_learn: bool,
+    /// The race, for a raced stage.
+    pub race: Option<RaceSummary>,
     pub summary: String,
+}
+
+/// How far a stage's race went and what it cost against the full protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct RaceSummary {
+    pub looks_done: usize,
+    pub looks_planned: usize,
+    /// One candidate left or the last look made; false while a run is under way or was interrupted.
+    pub finished: bool,
+    pub alpha: f64,
+    pub alpha_per_look: f64,
+    /// Trials of the designs the race used.
+    pub trials_used: usize,
+    /// Trials of `max_samples` designs for every candidate: what the full protocol trains.
+    pub trials_full: usize,
+}
+
+impl RaceSummary {
+    fn describe(&self) -> String {
+        let saved = self.trials_full.saturating_sub(self.trials_used);
+        let share = if self.trials_full == 0 {
+            0.0
+        } else {
+            100.0 * saved as f64 / self.trials_full as f64
+        };
+        let progress = if self.finished {
+            String::new()
+        } else {
+            " (race not finished)".to_string()
+        };
+        format!(
+            "race: {} of {} rounds{progress}, {} trials of the full protocol's {} (saved {saved}, {share:.0} %)",
+            self.looks_done, self.looks_planned, self.trials_used, self.trials_full
+        )
+    }
+}
+
+/// A design as the race sees it: scored when every trial ended well, unscored when one did not, pending while a
+/// trial is not done (a failed one counts as not done under `--retry-failed`).
+pub(crate) fn design_score(design: &PlannedDesign, store: &ResultStore) -> DesignScore {
+    let mut sum = 0.0;
+    let mut pending = design.trials.is_empty();
+    for trial in &design.trials {
+        match store.get(&trial.id) {
+            Some(r) if store.is_done(&trial.id) => match (&r.outcome.status, r.outcome.primary) {
+                (TrialStatus::Ok, Some(primary)) => sum += primary,
+                _ => return DesignScore::Unscored,
+            },
+            _ => pending = true,
+        }
+    }
+    if pending {
+        DesignScore::Pending
+    } else {
+        DesignScore::Scored(sum / design.trials.len() as f64)
+    }
+}
+
+/// Replays a raced stage's race from its plan and the store.
+pub(crate) fn race_state(
+    stage: &StagePlan,
+    store: &ResultStore,
+    rule: DecisionRule,
+) -> Option<RaceState> {
+    let plan = stage.race?;
+    let entries: Vec<RaceEntry> = stage
+        .candidates
+        .iter()
+        .map(|c| RaceEntry {
+            designs: c.designs.iter().map(|d| design_score(d, store)).collect(),
+            exhausted: c.error.is_some(),
+        })
+        .collect();
+    Some(race(&plan, rule, &entries))
 }
 
 impl StageDecision {
@@ -97,11 +182,18 @@ impl StageDecision {
 }
 
 /// Scores of a candidate's designs plus trial counts.
-fn population(stage: &str, candidate: &CandidatePlan, store: &ResultStore) -> CandidateStats {
+/// Only the first `limit` designs count (the race's, in a raced stage).
+fn population(
+    stage: &str,
+    candidate: &CandidatePlan,
+    store: &ResultStore,
+    limit: usize,
+) -> CandidateStats {
     let (mut ok, mut diverged, mut failed, mut missing) = (0, 0, 0, 0);
     let mut scores = Vec::new();
     let mut references: Vec<Option<f64>> = Vec::new();
-    for design in &candidate.designs {
+    let designs = &candidate.designs[..limit.min(candidate.designs.len())];
+    for design in designs {
         let mut sum = 0.0;
         let mut reference_sum = Some(0.0);
         let mut complete = !design.trials.is_empty();
@@ -175,9 +267,9 @@ fn population(stage: &str, candidate: &CandidatePlan, store: &ResultStore) -> Ca
     CandidateStats {
         stage: stage.to_string(),
         candidate: candidate.name.clone(),
-        designs_planned: candidate.designs.len(),
-        draws: candidate.designs.iter().map(|d| d.design.draws).sum(),
-        rejected: candidate.designs.iter().map(|d| d.design.rejected).sum(),
+        designs_planned: designs.len(),
+        draws: designs.iter().map(|d| d.design.draws).sum(),
+        rejected: designs.iter().map(|d| d.design.rejected).sum(),
         n: summary.n,
         trials_ok: ok,
         trials_diverged: diverged,
@@ -192,6 +284,7 @@ fn population(stage: &str, candidate: &CandidatePlan, store: &ResultStore) -> Ca
         significant: false,
         reference,
         designs_learned,
+        race: None,
         scores,
         note,
     }
@@ -206,22 +299,33 @@ pub fn decide_stage(stage: &StagePlan, store: &ResultStore, rule: DecisionRule) 
             winner: None,
             tied: false,
             did_not_learn: false,
+            race: None,
             summary: format!("{}: skipped: {reason}", stage.name),
         };
     }
+    let raced = race_state(stage, store, rule);
     let mut candidates: Vec<CandidateStats> = stage
         .candidates
         .iter()
-        .map(|c| population(&stage.name, c, store))
+        .enumerate()
+        .map(|(i, c)| {
+            let limit = raced
+                .as_ref()
+                .map_or(c.designs.len(), |r| r.candidates[i].designs);
+            let mut stats = population(&stage.name, c, store, limit);
+            stats.race = raced.as_ref().map(|r| r.candidates[i]);
+            stats
+        })
         .collect();
+    let race = raced.as_ref().map(|r| race_summary(stage, r));
     let key = |c: &CandidateStats| match rule {
         DecisionRule::HighestMean => c.mean,
         DecisionRule::HighestMedian => c.median,
     };
-    // Highest key among non-empty populations; ties go to the earlier candidate.
+    // Highest key among non-empty populations (in a race, among the survivors); ties go to the earlier candidate.
     let mut winner: Option<usize> = None;
     for (i, c) in candidates.iter().enumerate() {
-        if c.n == 0 {
+        if c.n == 0 || c.race.is_some_and(|r| r.dropped_in.is_some()) {
             continue;
         }
         if winner.is_none_or(|w| key(c) > key(&candidates[w])) {
@@ -235,6 +339,7 @@ pub fn decide_stage(stage: &StagePlan, store: &ResultStore, rule: DecisionRule) 
             winner: None,
             tied: false,
             did_not_learn: false,
+            race,
             summary: format!(
                 "{}: no candidate has a scored design; the stage cannot decide",
                 stage.name
@@ -280,7 +385,11 @@ pub fn decide_stage(stage: &StagePlan, store: &ResultStore, rule: DecisionRule) 
         comparison.ks_p_holm = ks_holm[k];
         comparison.u_p_holm = u_holm[k];
         comparison.welch_p_holm = welch_holm[k];
-        let significant = comparison.u_p_holm < ALPHA;
+        // In a race only its eliminations are tests at a known level.
+        let significant = match candidates[i].race {
+            Some(r) => r.dropped_in.is_some(),
+            None => comparison.u_p_holm < ALPHA,
+        };
         if !significant {
             not_significant.push(candidates[i].candidate.clone());
         }
@@ -325,6 +434,19 @@ pub fn decide_stage(stage: &StagePlan, store: &ResultStore, rule: DecisionRule) 
     } else if others.is_empty() {
         summary.push_str("; no other candidate had a scored design to compare with");
         winner_row.note = "chosen without comparison".into();
+    } else if let Some(r) = &race {
+        if not_significant.is_empty() {
+            summary.push_str(&format!(
+                "; every other candidate dropped by the race (family-wise error ≤ {})",
+                r.alpha
+            ));
+        } else {
+            let list = not_significant.join(", ");
+            summary.push_str(&format!(
+                "; NOT significant against {list} (still in the race when it ended)"
+            ));
+            winner_row.note = format!("advantage not significant vs {list}");
+        }
     } else if not_significant.is_empty() {
         summary.push_str(&format!(
             "; better than every other candidate (Holm-adjusted Mann–Whitney p < {ALPHA})"
@@ -352,12 +474,50 @@ pub fn decide_stage(stage: &StagePlan, store: &ResultStore, rule: DecisionRule) 
     if !empty.is_empty() {
         summary.push_str(&format!("; empty populations: {}", empty.join(", ")));
     }
+    if let Some(r) = &race {
+        let dropped: Vec<String> = candidates
+            .iter()
+            .filter_map(|c| {
+                let r = c.race?;
+                Some(format!(
+                    "{} in round {} (p = {:.2e})",
+                    c.candidate, r.dropped_in?, r.drop_p?
+                ))
+            })
+            .collect();
+        if !dropped.is_empty() {
+            summary.push_str(&format!("; dropped {}", dropped.join(", ")));
+        }
+        summary.push_str(&format!("; {}", r.describe()));
+    }
     StageDecision {
         stage: stage.name.clone(),
         candidates,
         winner: Some(w),
         tied,
         did_not_learn,
+        race,
         summary,
+    }
+}
+
+/// The race's rounds and trials against the full protocol (`max_samples` designs for every candidate).
+fn race_summary(stage: &StagePlan, state: &RaceState) -> RaceSummary {
+    let per_design = stage
+        .candidates
+        .iter()
+        .flat_map(|c| c.designs.first())
+        .map(|d| d.trials.len())
+        .next()
+        .unwrap_or(0);
+    let designs_used: usize = state.candidates.iter().map(|c| c.designs).sum();
+    RaceSummary {
+        looks_done: state.looks_done,
+        looks_planned: state.looks.len(),
+        finished: state.finished(),
+        alpha: state.plan.alpha,
+        alpha_per_look: state.plan.alpha / state.looks.len() as f64,
+        trials_used: designs_used * per_design,
+        trials_full: stage.candidates.len() * state.plan.max_samples * per_design,
     }
 }

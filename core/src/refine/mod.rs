@@ -8,6 +8,7 @@
 mod decision;
 mod experiment_space;
 mod plan;
+mod race;
 mod runner;
 mod search_space;
 mod synthetic;
@@ -19,6 +20,7 @@ pub use experiment_space::ExperimentSpace;
 pub use plan::{
     CandidatePlan, FinalMethod, FinalPlan, PlannedDesign, PlannedTrial, SearchPlan, StagePlan,
 };
+pub use race::{race, DesignScore, NextLook, RaceCandidate, RaceEntry, RacePlan, RaceState};
 pub use runner::{manifest, run_experiment, trial_span, RunOutcome};
 pub use search_space::{DesignRecord, SearchSpace};
 pub use synthetic::{SyntheticExecutor, SyntheticSpace};

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::race::RacePlan;
 use super::search_space::DesignRecord;
 
 /// Everything planned so far, stage by stage.
@@ -33,6 +34,9 @@ pub struct StagePlan {
     /// Why the stage was skipped (it does not apply to the space so far), if it was.
     #[serde(default)]
     pub skipped: Option<String>,
+    /// The stage's race, when the experiment races (then each candidate holds the designs its rounds drew).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub race: Option<RacePlan>,
 }
 
 /// One candidate's population.

@@ -9,10 +9,11 @@ use crate::spec::{Dimension, ExperimentSpec, TaskSpec, TrainingSpec};
 use crate::store::{self, ResultStore};
 use crate::{Error, Result};
 
-use super::decision::{decide_stage, StageDecision};
+use super::decision::{decide_stage, race_state, StageDecision};
 use super::plan::{
     CandidatePlan, FinalMethod, FinalPlan, PlannedDesign, PlannedTrial, SearchPlan, StagePlan,
 };
+use super::race::{NextLook, RacePlan, RaceState};
 use super::search_space::{DesignRecord, SearchSpace};
 use super::{Progress, TrialPool};
 use crate::trial::TrialExecutor;
@@ -106,6 +107,15 @@ struct StageToRun {
     dimension: Option<Dimension>,
     candidates: Vec<String>,
     samples: usize,
+    /// The experiment's root seed.
+    root_seed: u64,
+}
+
+impl StageToRun {
+    /// Derived from root → stage → candidate.
+    fn candidate_seed(&self, candidate: &str) -> u64 {
+        child_seed(self.root_seed, &[&self.name, candidate])
+    }
 }
 
 /// Runs the whole experiment, resuming from whatever the store already holds.
@@ -148,6 +158,7 @@ pub fn run_experiment(
             dimension: None,
             candidates: vec!["any".into()],
             samples: spec.samples,
+            root_seed: spec.seed,
         }]
     } else {
         spec.stages
@@ -157,6 +168,7 @@ pub fn run_experiment(
                 dimension: Some(s.dimension),
                 candidates: s.candidates.clone(),
                 samples: s.samples.unwrap_or(spec.samples),
+                root_seed: spec.seed,
             })
             .collect()
     };
@@ -180,6 +192,7 @@ pub fn run_experiment(
                 space: current.describe(),
                 candidates: Vec::new(),
                 skipped: Some(reason),
+                race: None,
             });
             save_plan(store, &plan)?;
             let stage_plan = plan
@@ -191,22 +204,45 @@ pub fn run_experiment(
             decisions.push(decision);
             continue;
         }
-        let (stage_plan, trials) = plan_stage(spec, stage, current, &mut factory)?;
-        plan.stages.push(stage_plan);
-        save_plan(store, &plan)?;
+        if let Some(race) = &spec.race {
+            plan.stages.push(new_stage_plan(
+                stage,
+                current,
+                Some(RacePlan::new(race, stage.samples)),
+            ));
+            let mut rounds = Rounds {
+                pool: &mut *pool,
+                progress: &mut *progress,
+                stop,
+                counts: &mut counts,
+            };
+            run_race(
+                spec,
+                stage,
+                current,
+                &mut factory,
+                &mut plan,
+                store,
+                &mut rounds,
+            )?;
+        } else {
+            let (stage_plan, trials) = plan_stage(spec, stage, current, &mut factory)?;
+            plan.stages.push(stage_plan);
+            save_plan(store, &plan)?;
+            run_trials(
+                &stage.name,
+                trials,
+                pool,
+                store,
+                progress,
+                stop,
+                &mut counts,
+            )?;
+        }
         let stage_plan = plan
             .stages
             .last()
             .ok_or_else(|| Error::msg("internal: stage plan missing"))?;
-        run_trials(
-            &stage.name,
-            trials,
-            pool,
-            store,
-            progress,
-            stop,
-            &mut counts,
-        )?;
         let decision = decide_stage(stage_plan, store, spec.decision);
         progress.stage_decided(&decision);
         let winner = decision.winner_name().map(str::to_string);
@@ -290,6 +326,33 @@ pub fn run_experiment(
     })
 }
 
+/// A stage's plan with every candidate's seed and no design yet.
+fn new_stage_plan(
+    stage: &StageToRun,
+    space: &dyn SearchSpace,
+    race: Option<RacePlan>,
+) -> StagePlan {
+    StagePlan {
+        name: stage.name.clone(),
+        dimension: stage
+            .dimension
+            .map_or_else(|| "None".to_string(), |d| format!("{d:?}")),
+        space: space.describe(),
+        candidates: stage
+            .candidates
+            .iter()
+            .map(|name| CandidatePlan {
+                name: name.clone(),
+                seed: stage.candidate_seed(name),
+                designs: Vec::new(),
+                error: None,
+            })
+            .collect(),
+        skipped: None,
+        race,
+    }
+}
+
 /// Samples every candidate's population and builds its trials (candidate-major order).
 fn plan_stage(
     spec: &ExperimentSpec,
@@ -297,71 +360,168 @@ fn plan_stage(
     space: &dyn SearchSpace,
     factory: &mut TrialFactory<'_>,
 ) -> Result<(StagePlan, Vec<(String, TrialSpec)>)> {
-    let mut candidates = Vec::new();
+    let mut plan = new_stage_plan(stage, space, None);
     let mut trials = Vec::new();
-    for name in &stage.candidates {
-        let seed = child_seed(spec.seed, &[&stage.name, name]);
-        let mut candidate = CandidatePlan {
-            name: name.clone(),
-            seed,
-            designs: Vec::new(),
-            error: None,
+    for candidate in &mut plan.candidates {
+        extend_candidate(
+            spec,
+            stage,
+            space,
+            candidate,
+            stage.samples,
+            factory,
+            &mut trials,
+        )?;
+    }
+    Ok((plan, trials))
+}
+
+/// Draws a candidate's designs up to `upto` (design i from H(candidate seed, i), whatever was drawn before) and
+/// adds their trials to `trials`. A candidate that cannot be applied, or whose sampling fails, keeps the reason.
+fn extend_candidate(
+    spec: &ExperimentSpec,
+    stage: &StageToRun,
+    space: &dyn SearchSpace,
+    candidate: &mut CandidatePlan,
+    upto: usize,
+    factory: &mut TrialFactory<'_>,
+    trials: &mut Vec<(String, TrialSpec)>,
+) -> Result<()> {
+    if candidate.error.is_some() || candidate.designs.len() >= upto {
+        return Ok(());
+    }
+    let narrowed = match stage.dimension {
+        Some(dimension) => match space.constrain(dimension, &candidate.name) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                candidate.error = Some(format!("candidate cannot be applied: {e}"));
+                return Ok(());
+            }
+        },
+        None => None,
+    };
+    let view: &dyn SearchSpace = narrowed.as_deref().unwrap_or(space);
+    for index in candidate.designs.len()..upto {
+        let design_seed = child_seed(candidate.seed, &[&index.to_string()]);
+        let design = match view.sample(design_seed) {
+            Ok(d) => d,
+            Err(e) => {
+                candidate.error = Some(format!("sampling stopped at design {index}: {e}"));
+                break;
+            }
         };
-        let narrowed = match stage.dimension {
-            Some(dimension) => space.constrain(dimension, name).map(Some),
-            None => Ok(None),
-        };
-        match narrowed {
-            Err(e) => candidate.error = Some(format!("candidate cannot be applied: {e}")),
-            Ok(narrowed) => {
-                let view: &dyn SearchSpace = match &narrowed {
-                    Some(b) => b.as_ref(),
-                    None => space,
-                };
-                for index in 0..stage.samples {
-                    let design_seed = child_seed(seed, &[&index.to_string()]);
-                    let design = match view.sample(design_seed) {
-                        Ok(d) => d,
-                        Err(e) => {
-                            candidate.error =
-                                Some(format!("sampling stopped at design {index}: {e}"));
-                            break;
-                        }
-                    };
-                    let mut planned = Vec::new();
-                    for task in &spec.tasks {
-                        for &train_seed in &spec.seeds {
-                            let trial =
-                                factory.trial(&design.text, task, train_seed, &spec.training)?;
-                            planned.push(PlannedTrial {
-                                id: trial.id.clone(),
-                                task: task.id.clone(),
-                                seed: train_seed,
-                            });
-                            trials.push((name.clone(), trial));
-                        }
-                    }
-                    candidate.designs.push(PlannedDesign {
-                        index,
-                        seed: design_seed,
-                        design,
-                        trials: planned,
-                    });
-                }
+        let mut planned = Vec::new();
+        for task in &spec.tasks {
+            for &train_seed in &spec.seeds {
+                let trial = factory.trial(&design.text, task, train_seed, &spec.training)?;
+                planned.push(PlannedTrial {
+                    id: trial.id.clone(),
+                    task: task.id.clone(),
+                    seed: train_seed,
+                });
+                trials.push((candidate.name.clone(), trial));
             }
         }
-        candidates.push(candidate);
+        candidate.designs.push(PlannedDesign {
+            index,
+            seed: design_seed,
+            design,
+            trials: planned,
+        });
     }
-    let plan = StagePlan {
-        name: stage.name.clone(),
-        dimension: stage
-            .dimension
-            .map_or_else(|| "None".to_string(), |d| format!("{d:?}")),
-        space: space.describe(),
-        candidates,
-        skipped: None,
-    };
-    Ok((plan, trials))
+    Ok(())
+}
+
+/// What running a round's trials needs besides the store.
+struct Rounds<'a> {
+    pool: &'a mut dyn TrialPool,
+    progress: &'a mut dyn Progress,
+    stop: &'a AtomicBool,
+    counts: &'a mut Counts,
+}
+
+/// Runs a raced stage (the last one in `plan`) round by round. Before each round the race is replayed from the
+/// plan and the store alone, so a rerun after a kill draws the same designs, finds their trials stored and goes
+/// on from the first round that is not complete.
+fn run_race(
+    spec: &ExperimentSpec,
+    stage: &StageToRun,
+    space: &dyn SearchSpace,
+    factory: &mut TrialFactory<'_>,
+    plan: &mut SearchPlan,
+    store: &mut ResultStore,
+    rounds: &mut Rounds<'_>,
+) -> Result<()> {
+    let mut asked: Option<NextLook> = None;
+    let mut reported = 0;
+    loop {
+        let stage_plan = plan
+            .stages
+            .last_mut()
+            .ok_or_else(|| Error::msg("internal: stage plan missing"))?;
+        let state = race_state(stage_plan, store, spec.decision)
+            .ok_or_else(|| Error::msg("internal: a raced stage has no race"))?;
+        for look in reported + 1..=state.looks_done {
+            rounds.progress.note(&round_note(stage_plan, &state, look));
+        }
+        reported = state.looks_done;
+        let Some(next) = state.next else {
+            return Ok(());
+        };
+        if asked.as_ref() == Some(&next) {
+            return Err(Error::msg(format!(
+                "internal: round {} of stage {} did not complete its trials",
+                next.look, stage.name
+            )));
+        }
+        let mut trials = Vec::new();
+        for &c in &next.candidates {
+            extend_candidate(
+                spec,
+                stage,
+                space,
+                &mut stage_plan.candidates[c],
+                next.designs,
+                factory,
+                &mut trials,
+            )?;
+        }
+        save_plan(store, plan)?;
+        run_trials(
+            &format!("{} r{}", stage.name, next.look),
+            trials,
+            rounds.pool,
+            store,
+            rounds.progress,
+            rounds.stop,
+            rounds.counts,
+        )?;
+        asked = Some(next);
+    }
+}
+
+/// One line for a finished round: its design count and whom it dropped.
+fn round_note(stage: &StagePlan, state: &RaceState, look: usize) -> String {
+    let dropped: Vec<String> = state
+        .candidates
+        .iter()
+        .zip(&stage.candidates)
+        .filter(|(r, _)| r.dropped_in == Some(look))
+        .map(|(r, c)| format!("{} (p = {:.2e})", c.name, r.drop_p.unwrap_or(f64::NAN)))
+        .collect();
+    let n = state.looks.get(look - 1).copied().unwrap_or(0);
+    if dropped.is_empty() {
+        format!(
+            "{} round {look} ({n} designs each): nobody dropped",
+            stage.name
+        )
+    } else {
+        format!(
+            "{} round {look} ({n} designs each): dropped {}",
+            stage.name,
+            dropped.join(", ")
+        )
+    }
 }
 
 /// Trials this invocation ran, and those an earlier one had stored.

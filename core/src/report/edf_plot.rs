@@ -109,6 +109,7 @@ mod tests {
             stage: "S1".into(),
             candidate: name.to_string(),
             designs_planned: 3,
+            race: None,
             draws: 3,
             rejected: 0,
             n: 3,
@@ -138,6 +139,7 @@ mod tests {
             winner: Some(0),
             tied: true,
             did_not_learn: false,
+            race: None,
             summary: String::new(),
         };
         let svg = edf_svg(&decision).expect("draws");
