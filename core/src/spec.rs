@@ -287,6 +287,35 @@ pub struct RaceSpec {
     pub alpha: f64,
 }
 
+impl RaceSpec {
+    /// The first field that is out of range, with the reason for a person (the experiment check places it in the
+    /// file; `report --replay-race` names the flag).
+    pub fn problem(&self) -> Option<(&'static str, String)> {
+        if self.min_samples < 2 {
+            return Some((
+                "min_samples",
+                format!(
+                    "{} designs per candidate cannot show a difference; at least 2 (e.g. 10)",
+                    self.min_samples
+                ),
+            ));
+        }
+        if self.batch == 0 {
+            return Some((
+                "batch",
+                "must add at least 1 design per round (e.g. 5)".into(),
+            ));
+        }
+        if !(self.alpha.is_finite() && self.alpha > 0.0 && self.alpha < 1.0) {
+            return Some((
+                "alpha",
+                format!("{} is not an error rate in (0, 1); e.g. 0.05", self.alpha),
+            ));
+        }
+        None
+    }
+}
+
 impl Default for RaceSpec {
     fn default() -> Self {
         RaceSpec {

@@ -98,6 +98,34 @@ pub(super) fn check(p: &Parsed, reg: &Registries) -> Result<()> {
         return err("samples", "must be at least 1 design per candidate".into());
     }
 
+    if let Some(race) = &s.race {
+        if let Some((field, reason)) = race.problem() {
+            return err(&format!("race.{field}"), reason);
+        }
+        let smallest = s
+            .stages
+            .iter()
+            .enumerate()
+            .filter_map(|(i, st)| Some((format!("stages[{i}].samples"), st.samples?)))
+            // The experiment's `samples` counts where a stage does not set its own (and for S0 alone).
+            .chain(
+                (s.stages.is_empty() || s.stages.iter().any(|st| st.samples.is_none()))
+                    .then(|| ("samples".to_string(), s.samples)),
+            )
+            .filter(|(_, n)| *n < race.min_samples)
+            .min_by_key(|(_, n)| *n);
+        if let Some((place, n)) = smallest {
+            return err(
+                "race.min_samples",
+                format!(
+                    "{} exceeds `{place}` ({n}), the most designs a candidate may get; lower `min_samples` or raise \
+                     `{place}`",
+                    race.min_samples
+                ),
+            );
+        }
+    }
+
     let mut stage_names = BTreeSet::new();
     for (i, stage) in s.stages.iter().enumerate() {
         let path = format!("stages[{i}]");

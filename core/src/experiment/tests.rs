@@ -167,3 +167,39 @@ fn names_that_would_leave_the_results_folder_are_refused() {
         check(&good_with("name: \"t\"", &format!("name: \"{good}\""))).expect(good);
     }
 }
+
+#[test]
+fn race_settings_are_checked_where_they_are_written() {
+    let ok = good_with(
+        "budget: 0.005,",
+        "budget: 0.005, race: (min_samples: 10, batch: 5),",
+    );
+    let e = check(&ok).unwrap();
+    assert_eq!(e.spec.race.map(|r| r.alpha), Some(0.05));
+    let e = error(&good_with(
+        "budget: 0.005,",
+        "budget: 0.005, race: (batch: 0),",
+    ));
+    assert!(
+        e.starts_with("exp/x.ron:6:") && e.contains("race.batch"),
+        "{e}"
+    );
+    let e = error(&good_with(
+        "budget: 0.005,",
+        "budget: 0.005, race: (alpha: 1.5),",
+    ));
+    assert!(e.contains("race.alpha") && e.contains("(0, 1)"), "{e}");
+    let e = error(&good_with(
+        "budget: 0.005,",
+        "budget: 0.005, samples: 8, race: (min_samples: 10),",
+    ));
+    assert!(
+        e.contains("race.min_samples") && e.contains("`samples` (8)"),
+        "{e}"
+    );
+    let e = error(&good_with(
+        "budget: 0.005,",
+        "budget: 0.005, race: (min_samples: 1),",
+    ));
+    assert!(e.contains("at least 2"), "{e}");
+}

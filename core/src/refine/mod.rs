@@ -9,18 +9,21 @@ mod decision;
 mod experiment_space;
 mod plan;
 mod race;
+mod replay;
 mod runner;
 mod search_space;
 mod synthetic;
 
 pub use decision::{
-    decide_stage, CandidateStats, Comparison, StageDecision, ALPHA, BOOTSTRAP_RESAMPLES, CI_LEVEL,
+    decide_stage, CandidateStats, Comparison, RaceSummary, StageDecision, ALPHA,
+    BOOTSTRAP_RESAMPLES, CI_LEVEL,
 };
 pub use experiment_space::ExperimentSpace;
 pub use plan::{
     CandidatePlan, FinalMethod, FinalPlan, PlannedDesign, PlannedTrial, SearchPlan, StagePlan,
 };
 pub use race::{race, DesignScore, NextLook, RaceCandidate, RaceEntry, RacePlan, RaceState};
+pub use replay::{replay_race, replay_table, RaceReplay};
 pub use runner::{manifest, run_experiment, trial_span, RunOutcome};
 pub use search_space::{DesignRecord, SearchSpace};
 pub use synthetic::{SyntheticExecutor, SyntheticSpace};

@@ -67,6 +67,17 @@ pub fn read_plan(dir: &Path) -> Result<SearchPlan> {
     })
 }
 
+/// Replays a race over a stored run (`peftspace report DIR --replay-race …`): per stage, whether racing reaches the
+/// decision of the stored populations and with how many of their trials. Reads the directory under a shared lock
+/// and writes nothing.
+pub fn race_replay(dir: &Path, race: &crate::spec::RaceSpec) -> Result<String> {
+    let _lock = store::DirLock::acquire(dir, store::LockKind::Shared)?;
+    let plan = read_plan(dir)?;
+    let store = ResultStore::read(dir)?;
+    let replays = crate::refine::replay_race(&plan, &store, race, decision_rule(&plan));
+    Ok(crate::refine::replay_table(&replays))
+}
+
 fn decision_rule(plan: &SearchPlan) -> DecisionRule {
     match plan.decision_rule.as_str() {
         "HighestMedian" => DecisionRule::HighestMedian,
@@ -175,16 +186,22 @@ pub fn decisions_table(decisions: &[StageDecision]) -> String {
                 });
             let mut flags = Vec::new();
             if c.chosen {
-                flags.push(if decision.tied {
-                    "- (no decision: all populations equal)"
-                } else if c.significant {
-                    "*"
-                } else {
-                    "* (not significant)"
-                });
+                flags.push(
+                    if decision.tied {
+                        "- (no decision: all populations equal)"
+                    } else if c.significant {
+                        "*"
+                    } else {
+                        "* (not significant)"
+                    }
+                    .to_string(),
+                );
             }
             if c.designs_learned == Some(0) {
-                flags.push("did not learn");
+                flags.push("did not learn".to_string());
+            }
+            if let Some((round, p)) = c.race.and_then(|r| Some((r.dropped_in?, r.drop_p?))) {
+                flags.push(format!("dropped in round {round} (p = {p:.1e})"));
             }
             out.push_str(&format!(
                 "{:<6} {:<22} {:>4} {:>8} {:>8} {:>8} {:>8} {:>19} {:>8} {:>8}  {}\n",

@@ -210,6 +210,11 @@ pub fn stages_csv(plan: &SearchPlan, decisions: &[StageDecision]) -> Result<Stri
         "diff_ci_high",
         "reference",
         "designs_learned",
+        "dropped_in_round",
+        "drop_p",
+        "race_rounds",
+        "race_trials",
+        "race_trials_full",
         "note",
     ];
     write_row(&mut w, &header.map(String::from))?;
@@ -266,8 +271,20 @@ pub fn stages_csv(plan: &SearchPlan, decisions: &[StageDecision]) -> Result<Stri
                     .map_or(String::new(), |ci| num(ci.high)),
                 num(c.reference),
                 c.designs_learned.map_or(String::new(), |n| n.to_string()),
-                c.note.clone(),
             ];
+            let mut row = row;
+            // Race columns: empty in a stage that did not race; `-` for a candidate the race kept.
+            match (c.race, decision.race) {
+                (Some(r), Some(stage_race)) => row.extend([
+                    r.dropped_in.map_or("-".to_string(), |l| l.to_string()),
+                    r.drop_p.map_or(String::new(), num),
+                    format!("{}/{}", stage_race.looks_done, stage_race.looks_planned),
+                    stage_race.trials_used.to_string(),
+                    stage_race.trials_full.to_string(),
+                ]),
+                _ => row.extend(std::iter::repeat_n(String::new(), 5)),
+            }
+            row.push(c.note.clone());
             write_row(&mut w, &row)?;
         }
     }
