@@ -10,6 +10,7 @@ mod experiment_space;
 mod plan;
 mod race;
 mod replay;
+mod rounds;
 mod runner;
 mod search_space;
 mod synthetic;

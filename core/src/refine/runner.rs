@@ -9,11 +9,12 @@ use crate::spec::{Dimension, ExperimentSpec, TaskSpec, TrainingSpec};
 use crate::store::{self, ResultStore};
 use crate::{Error, Result};
 
-use super::decision::{decide_stage, race_state, StageDecision};
+use super::decision::{decide_stage, StageDecision};
 use super::plan::{
     CandidatePlan, FinalMethod, FinalPlan, PlannedDesign, PlannedTrial, SearchPlan, StagePlan,
 };
-use super::race::{NextLook, RacePlan, RaceState};
+use super::race::RacePlan;
+use super::rounds::{run_race, Rounds};
 use super::search_space::{DesignRecord, SearchSpace};
 use super::{Progress, TrialPool};
 use crate::trial::TrialExecutor;
@@ -67,7 +68,7 @@ fn task_key(task: &TaskSpec) -> String {
 }
 
 /// Builds trial specs with ids, caching the executor's identities.
-struct TrialFactory<'a> {
+pub(super) struct TrialFactory<'a> {
     spec: &'a ExperimentSpec,
     backbone: String,
     fingerprints: BTreeMap<String, String>,
@@ -102,11 +103,11 @@ impl TrialFactory<'_> {
 }
 
 /// A stage to run: its name, the dimension it constrains (none for the plain S0 population) and candidates.
-struct StageToRun {
-    name: String,
-    dimension: Option<Dimension>,
+pub(super) struct StageToRun {
+    pub(super) name: String,
+    pub(super) dimension: Option<Dimension>,
     candidates: Vec<String>,
-    samples: usize,
+    pub(super) samples: usize,
     /// The experiment's root seed.
     root_seed: u64,
 }
@@ -378,7 +379,7 @@ fn plan_stage(
 
 /// Draws a candidate's designs up to `upto` (design i from H(candidate seed, i), whatever was drawn before) and
 /// adds their trials to `trials`. A candidate that cannot be applied, or whose sampling fails, keeps the reason.
-fn extend_candidate(
+pub(super) fn extend_candidate(
     spec: &ExperimentSpec,
     stage: &StageToRun,
     space: &dyn SearchSpace,
@@ -432,100 +433,8 @@ fn extend_candidate(
     Ok(())
 }
 
-/// What running a round's trials needs besides the store.
-struct Rounds<'a> {
-    pool: &'a mut dyn TrialPool,
-    progress: &'a mut dyn Progress,
-    stop: &'a AtomicBool,
-    counts: &'a mut Counts,
-}
-
-/// Runs a raced stage (the last one in `plan`) round by round. Before each round the race is replayed from the
-/// plan and the store alone, so a rerun after a kill draws the same designs, finds their trials stored and goes
-/// on from the first round that is not complete.
-fn run_race(
-    spec: &ExperimentSpec,
-    stage: &StageToRun,
-    space: &dyn SearchSpace,
-    factory: &mut TrialFactory<'_>,
-    plan: &mut SearchPlan,
-    store: &mut ResultStore,
-    rounds: &mut Rounds<'_>,
-) -> Result<()> {
-    let mut asked: Option<NextLook> = None;
-    let mut reported = 0;
-    loop {
-        let stage_plan = plan
-            .stages
-            .last_mut()
-            .ok_or_else(|| Error::msg("internal: stage plan missing"))?;
-        let state = race_state(stage_plan, store, spec.decision)
-            .ok_or_else(|| Error::msg("internal: a raced stage has no race"))?;
-        for look in reported + 1..=state.looks_done {
-            rounds.progress.note(&round_note(stage_plan, &state, look));
-        }
-        reported = state.looks_done;
-        let Some(next) = state.next else {
-            return Ok(());
-        };
-        if asked.as_ref() == Some(&next) {
-            return Err(Error::msg(format!(
-                "internal: round {} of stage {} did not complete its trials",
-                next.look, stage.name
-            )));
-        }
-        let mut trials = Vec::new();
-        for &c in &next.candidates {
-            extend_candidate(
-                spec,
-                stage,
-                space,
-                &mut stage_plan.candidates[c],
-                next.designs,
-                factory,
-                &mut trials,
-            )?;
-        }
-        save_plan(store, plan)?;
-        run_trials(
-            &format!("{} r{}", stage.name, next.look),
-            trials,
-            rounds.pool,
-            store,
-            rounds.progress,
-            rounds.stop,
-            rounds.counts,
-        )?;
-        asked = Some(next);
-    }
-}
-
-/// One line for a finished round: its design count and whom it dropped.
-fn round_note(stage: &StagePlan, state: &RaceState, look: usize) -> String {
-    let dropped: Vec<String> = state
-        .candidates
-        .iter()
-        .zip(&stage.candidates)
-        .filter(|(r, _)| r.dropped_in == Some(look))
-        .map(|(r, c)| format!("{} (p = {:.2e})", c.name, r.drop_p.unwrap_or(f64::NAN)))
-        .collect();
-    let n = state.looks.get(look - 1).copied().unwrap_or(0);
-    if dropped.is_empty() {
-        format!(
-            "{} round {look} ({n} designs each): nobody dropped",
-            stage.name
-        )
-    } else {
-        format!(
-            "{} round {look} ({n} designs each): dropped {}",
-            stage.name,
-            dropped.join(", ")
-        )
-    }
-}
-
 /// Trials this invocation ran, and those an earlier one had stored.
-struct Counts {
+pub(super) struct Counts {
     run: usize,
     reused: usize,
     /// Ids in the store when this invocation began: only these count as reused (a final run equal to a stage's
@@ -535,7 +444,7 @@ struct Counts {
 
 /// Runs the trials not yet stored (each distinct id once) and appends their records.
 #[allow(clippy::too_many_arguments)]
-fn run_trials(
+pub(super) fn run_trials(
     stage: &str,
     trials: Vec<(String, TrialSpec)>,
     pool: &mut dyn TrialPool,
@@ -651,6 +560,6 @@ fn short_id(id: &str) -> &str {
     id.get(..12).unwrap_or(id)
 }
 
-fn save_plan(store: &ResultStore, plan: &SearchPlan) -> Result<()> {
+pub(super) fn save_plan(store: &ResultStore, plan: &SearchPlan) -> Result<()> {
     store::write_atomically(&store.dir().join(store::PLAN_FILE), &store::pretty(plan)?)
 }
