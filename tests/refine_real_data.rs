@@ -1,7 +1,8 @@
 //! Real-data suite: a reduced quickstart (N = 3, tiny SST-2 subsets, 1 epoch) runs S1→S4 on MiniLM end to end,
 //! writes all four outputs, and every statistic in stages.csv equals a recomputation from trials.csv
 //! (`tests/stats_reference/check_pvalues.py` does the same with SciPy when `PEFTSPACE_PYTHON` names a Python with
-//! SciPy).
+//! SciPy). A race on MiniLM is killed with `kill -9` mid-run and resumed: the rerun draws the same designs in the same
+//! rounds and trains no stored trial again.
 
 mod refine_support;
 
