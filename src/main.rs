@@ -40,6 +40,8 @@ enum Command {
     Run(cmd::run::Args),
     /// Re-render tables and plots from stored results.
     Report(cmd::report::Args),
+    /// Trust plugin libraries so that experiment files naming them may load them.
+    Trust(cmd::trust::Args),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +55,7 @@ fn main() -> ExitCode {
         Command::Train(a) => cmd::train::run(a, &cli.global),
         Command::Run(a) => cmd::run::run(a, &cli.global),
         Command::Report(a) => cmd::report::run(a, &cli.global),
+        Command::Trust(a) => cmd::trust::run(a, &cli.global),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

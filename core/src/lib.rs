@@ -19,6 +19,7 @@ pub mod model;
 pub mod params;
 pub mod plugin_abi;
 pub mod plugin_loader;
+pub mod plugin_trust;
 pub mod refine;
 pub mod registry;
 pub mod report;

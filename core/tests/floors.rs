@@ -29,7 +29,14 @@ const FLOORS: [&[&str]; 5] = [
         "spec",
     ],
     &["data", "model", "budget", "space", "trial"],
-    &["experiment", "resolve", "plugin_loader", "store", "train"],
+    &[
+        "experiment",
+        "resolve",
+        "plugin_loader",
+        "plugin_trust",
+        "store",
+        "train",
+    ],
     &["refine", "report"],
 ];
 

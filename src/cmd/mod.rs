@@ -8,6 +8,7 @@ pub mod report;
 pub mod run;
 pub mod sample;
 pub mod train;
+pub mod trust;
 pub mod validate;
 
 use std::path::PathBuf;

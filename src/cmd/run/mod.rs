@@ -141,6 +141,9 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
         })
     } else {
         let worker_global = super::Global {
+            // Workers load exactly the libraries this process loaded (those the experiment file names included,
+            // which passed the trust check here).
+            plugins: plugin_loader::loaded_libraries(),
             model: inputs.model.as_ref().map(|m| m.dir().to_path_buf()),
             data_dir: inputs.data_dir.clone(),
             device: global.device.clone(),
