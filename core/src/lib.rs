@@ -15,6 +15,7 @@ pub mod evaluator;
 pub mod experiment;
 pub mod grouping;
 pub mod hooks;
+pub mod interrupt;
 pub mod model;
 pub mod params;
 pub mod plugin_abi;

@@ -17,6 +17,7 @@ const FLOORS: [&[&str]; 5] = [
         "allocation",
         "tensor_ops",
         "device",
+        "interrupt",
     ],
     &[
         "hooks",

@@ -263,8 +263,14 @@ impl TrialExecutor for SyntheticExecutor {
     }
 
     fn run(&self, trial: &TrialSpec) -> Result<TrialOutcome> {
-        if !self.sleep.is_zero() {
-            std::thread::sleep(self.sleep);
+        // The pause is cut into 10 ms "steps" that each honour a stop request, like the trainer's steps.
+        let step = Duration::from_millis(10);
+        let mut slept = Duration::ZERO;
+        while slept < self.sleep {
+            crate::interrupt::check()?;
+            let nap = step.min(self.sleep - slept);
+            std::thread::sleep(nap);
+            slept += nap;
         }
         if let Some(path) = &self.log {
             use std::io::Write;

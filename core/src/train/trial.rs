@@ -134,6 +134,10 @@ pub fn run_trial(input: &TrialInput<'_>) -> Result<TrainingReport> {
         let epoch_started = Instant::now();
         let mut loss_sum = 0.0;
         for batch in &batches {
+            if crate::interrupt::requested() {
+                bar.abandon();
+                return Err(Error::Interrupted);
+            }
             let _step_span = tracing::debug_span!("step", step, rows = batch.len()).entered();
             let step_started = Instant::now();
             let result =
@@ -200,6 +204,10 @@ pub fn run_trial(input: &TrialInput<'_>) -> Result<TrainingReport> {
         );
         let metrics = match context.evaluate(&eval_tokens) {
             Ok(m) => m,
+            Err(Error::Interrupted) => {
+                bar.abandon();
+                return Err(Error::Interrupted);
+            }
             Err(e) => {
                 bar.abandon();
                 outcome.status = TrialStatus::Failed {
@@ -336,6 +344,7 @@ impl Context<'_> {
         let lengths: Vec<usize> = tokens.iter().map(Tokens::len).collect();
         let mut predictions = vec![0f64; examples.len()];
         for indices in eval_batches(&lengths, self.input.training.eval_batch_size) {
+            crate::interrupt::check()?;
             let rows: Vec<&Tokens> = indices.iter().map(|&i| &tokens[i]).collect();
             let batch = pad_batch(&rows, self.input.tokenizer.pad_id(), backbone.device())?;
             let features = backbone.features(&batch, self.hooks, Mode::Eval)?;

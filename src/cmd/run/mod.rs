@@ -4,8 +4,9 @@
 //! worker mode (`peftspace run EXP.ron --worker`), each with its own thread count, sends them one trial at a time
 //! as a JSON line and reads the outcome back. Only this process appends to the store, so it stays consistent.
 //!
-//! Ctrl-C once: no new trials start, in-flight ones finish and are stored (workers ignore the signal).
-//! Ctrl-C twice: in-flight trials are abandoned. Either way rerunning the same command resumes.
+//! Ctrl-C once: no new trial starts, the trials in flight stop after their current training step and are not
+//! stored; exit code 130. Ctrl-C twice: the workers' process group is killed at once. Either way rerunning the same
+//! command resumes, and no worker outlives the run (see `signals`).
 //!
 //! Development mode: with `PEFTSPACE_EXECUTOR=synthetic` the run uses the synthetic design space and executor
 //! (fake scores from the design text, no model); `PEFTSPACE_SYNTHETIC_SLEEP_MS` makes each trial take that long
