@@ -42,6 +42,8 @@ enum Command {
     Report(cmd::report::Args),
     /// Trust plugin libraries so that experiment files naming them may load them.
     Trust(cmd::trust::Args),
+    /// Run the trials of one task file and write their results (what `run --executor slurm` submits).
+    Trial(cmd::trial::Args),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +58,7 @@ fn main() -> ExitCode {
         Command::Run(a) => cmd::run::run(a, &cli.global),
         Command::Report(a) => cmd::report::run(a, &cli.global),
         Command::Trust(a) => cmd::trust::run(a, &cli.global),
+        Command::Trial(a) => cmd::trial::run(a, &cli.global),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

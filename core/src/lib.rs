@@ -25,6 +25,7 @@ pub mod refine;
 pub mod registry;
 pub mod report;
 pub mod resolve;
+pub mod scale_out;
 pub mod shapes;
 pub mod space;
 pub mod spec;

@@ -8,6 +8,7 @@ pub mod report;
 pub mod run;
 pub mod sample;
 pub mod train;
+pub mod trial;
 pub mod trust;
 pub mod validate;
 

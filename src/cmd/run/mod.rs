@@ -16,6 +16,7 @@
 
 mod pool;
 mod progress;
+mod scale_out;
 mod signals;
 
 use std::path::PathBuf;
@@ -29,6 +30,7 @@ use peftspace_core::refine::{
     self, ExperimentSpace, SearchSpace, SerialPool, SyntheticExecutor, SyntheticSpace, TrialPool,
 };
 use peftspace_core::registry::registries;
+use peftspace_core::scale_out::slurm::SlurmPool;
 use peftspace_core::resolve::ModelNeeds;
 use peftspace_core::store::{self, CodeProvenance, ManifestCheck, ResultStore};
 use peftspace_core::train::executor::TrainingExecutor;
@@ -63,6 +65,18 @@ pub struct Args {
     /// Internal: run trials sent as JSON lines on stdin and answer on stdout.
     #[arg(long, hide = true)]
     pub worker: bool,
+    #[command(flatten)]
+    pub scale_out: scale_out::ExecutorArgs,
+}
+
+/// The trial executor for `experiment` with `global`'s model, data and device (the synthetic one in development
+/// mode): what worker processes and `peftspace trial` run trials with.
+pub fn executor_for(
+    experiment: &Experiment,
+    global: &Global,
+) -> Result<Box<dyn TrialExecutor>, Exit> {
+    let inputs = resolve_inputs(experiment, global, false)?;
+    make_executor(experiment, &inputs, global)
 }
 
 pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
@@ -75,6 +89,7 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
         // Bad task files are the user's to fix (exit 2), found before anything is loaded or trained.
         experiment.check_data().map_err(Exit::usage)?;
     }
+    args.scale_out.check(args.jobs, &args.devices)?;
     let worker_devices = worker_devices(args.jobs, &args.devices).map_err(Exit::usage)?;
     // With one process and --devices, that process trains on the first device; with workers, the parent trains
     // nothing and stays on the CPU.
@@ -136,7 +151,25 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         (cores / args.jobs).max(1)
     });
-    let mut pool: Box<dyn TrialPool + '_> = if args.jobs == 1 {
+    let notify = |text: &str| eprintln!("{text}");
+    let mut pool: Box<dyn TrialPool + '_> = if args.scale_out.executor == scale_out::ExecutorKind::Slurm {
+        let context = scale_out::task_context(
+            &args.experiment,
+            inputs.model.as_ref().map(|m| m.dir()),
+            inputs.data_dir.as_deref(),
+            global,
+        )?;
+        let program = std::env::current_exe()
+            .context("finding the peftspace executable the Slurm tasks run")?;
+        Box::new(SlurmPool::new(
+            args.scale_out.options(),
+            context,
+            program,
+            &out,
+            &scale_out::confirm_on_terminal,
+            &notify,
+        ))
+    } else if args.jobs == 1 {
         Box::new(SerialPool {
             executor: executor.as_ref(),
         })
