@@ -216,3 +216,70 @@ fn a_killed_coordinator_is_replaced_by_one_that_adopts_the_array() {
     assert_eq!(ran.len(), scores(&out).len());
     assert!(ran.values().all(|&n| n == 1), "{ran:?}");
 }
+
+/// Trials stored in a results directory.
+fn stored(out: &Path) -> usize {
+    std::fs::read_to_string(out.join("trials.jsonl")).map_or(0, |t| t.lines().count())
+}
+
+#[test]
+#[ignore = "needs a Slurm cluster: scripts/slurm-start.sh, SLURM_CONF"]
+fn a_search_moves_from_local_to_slurm_and_back_and_ctrl_c_leaves_the_array_to_adopt() {
+    let work = tempfile::tempdir().expect("tmp");
+    experiment(work.path());
+    let out = work.path().join("out");
+    // Local, killed after two trials.
+    let mut local = peftspace(work.path())
+        .args(["run", "exp.ron", "--out", "out"])
+        .env("PEFTSPACE_SYNTHETIC_SLEEP_MS", "400")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("local run");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while stored(&out) < 2 {
+        assert!(Instant::now() < deadline, "the local run stored nothing");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    local.kill().expect("kill");
+    local.wait().expect("reap");
+    let before = stored(&out);
+
+    // Slurm continues; Ctrl-C without a terminal leaves the array running (exit 130).
+    let mut coordinator = slurm_run(work.path(), "out")
+        .env("PEFTSPACE_SYNTHETIC_SLEEP_MS", "1500")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("slurm run");
+    let job = active_job(&out);
+    running_task(&job);
+    // SAFETY: a signal to a child we started.
+    unsafe { libc::kill(coordinator.id() as i32, libc::SIGINT) };
+    let status = coordinator.wait().expect("wait");
+    assert_eq!(status.code(), Some(130));
+
+    // Local now would train beside the array: refused, naming it.
+    let refused = peftspace(work.path())
+        .args(["run", "exp.ron", "--out", "out"])
+        .output()
+        .expect("local again");
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains(&job));
+
+    // Slurm adopts the array and finishes; back to local, nothing is left to run.
+    let adopted = slurm_run(work.path(), "out").output().expect("slurm again");
+    assert!(adopted.status.success(), "{}", String::from_utf8_lossy(&adopted.stderr));
+    assert!(String::from_utf8_lossy(&adopted.stderr).contains("adopting"));
+    let total = stored(&out);
+    assert!(total > before);
+    let back = peftspace(work.path())
+        .args(["run", "exp.ron", "--out", "out"])
+        .output()
+        .expect("local at the end");
+    assert!(back.status.success(), "{}", String::from_utf8_lossy(&back.stderr));
+    assert!(String::from_utf8_lossy(&back.stdout).contains("0 trials run now"));
+    assert_eq!(stored(&out), total);
+    let ran = ran(work.path());
+    assert_eq!(ran.len(), total);
+    assert!(ran.values().all(|&n| n == 1), "{ran:?}");
+}

@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use std::sync::atomic::AtomicBool;
+
+use crate::refine::TrialPool;
 use crate::store::{sha256_file, write_atomically};
 use crate::trial::{TrialExecutor, TrialOutcome, TrialSpec};
 use crate::{Error, Result};
@@ -161,4 +164,107 @@ pub fn read_result(dir: &Path, id: &str) -> Result<Option<TrialOutcome>> {
         });
     }
     Ok(Some(result.outcome))
+}
+
+/// The folder of result files under a results directory (where `run --executor slurm` points its tasks).
+pub fn results_folder(results_dir: &Path) -> PathBuf {
+    results_dir.join("slurm").join("results")
+}
+
+/// Hands over the trials whose result files exist in `dir` (written by tasks run elsewhere, e.g. by another
+/// scheduler, and not yet stored), then lets `inner` run the rest: whatever executor continues a search, it never
+/// trains a trial whose result is already on disk.
+pub struct CollectResults<'p> {
+    pub inner: Box<dyn TrialPool + 'p>,
+    pub dir: PathBuf,
+}
+
+impl TrialPool for CollectResults<'_> {
+    fn run_batch(
+        &mut self,
+        trials: Vec<TrialSpec>,
+        stop: &AtomicBool,
+        done: &mut dyn FnMut(&TrialSpec, TrialOutcome) -> Result<()>,
+    ) -> Result<()> {
+        let mut rest = Vec::with_capacity(trials.len());
+        for trial in trials {
+            match read_result(&self.dir, &trial.id)? {
+                Some(outcome) => {
+                    done(&trial, outcome)?;
+                    let _ = std::fs::remove_file(result_path(&self.dir, &trial.id));
+                }
+                None => rest.push(trial),
+            }
+        }
+        if rest.is_empty() {
+            return Ok(());
+        }
+        self.inner.run_batch(rest, stop, done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::refine::{SerialPool, SyntheticExecutor};
+    use crate::spec::{TaskSpec, TrainingSpec};
+
+    fn trial(design: &str) -> TrialSpec {
+        let task = TaskSpec {
+            id: "sst2".into(),
+            max_train: None,
+            max_eval: None,
+            custom: None,
+        };
+        TrialSpec::new(design, &task, 1, &TrainingSpec::default(), 0.01, &[], "bb", "data").expect("id")
+    }
+
+    #[test]
+    fn a_task_file_round_trips_runs_and_its_results_are_collected_before_anything_trains() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let results = results_folder(dir.path());
+        let (a, b) = (trial("grouping=spindle"), trial("grouping=uniform"));
+        let task = TaskFile {
+            format: TASK_FORMAT,
+            experiment: dir.path().join("exp.ron"),
+            model: None,
+            data_dir: None,
+            plugins: Vec::new(),
+            offline: true,
+            device: None,
+            results: results.clone(),
+            trials: vec![a.clone()],
+        };
+        let file = dir.path().join("task.json");
+        task.write(&file).expect("write");
+        let read = TaskFile::read(&file).expect("read");
+        assert_eq!(read, task);
+        assert_eq!(read.run(&SyntheticExecutor::default()).expect("runs"), 1);
+        let expected = SyntheticExecutor::default().run(&a).expect("outcome");
+
+        // `a` has a result on disk: collected, not run; only `b` reaches the executor (which logs what it runs).
+        let log = dir.path().join("ran.log");
+        let executor = SyntheticExecutor {
+            log: Some(log.clone()),
+            ..Default::default()
+        };
+        let mut pool = CollectResults {
+            inner: Box::new(SerialPool { executor: &executor }),
+            dir: results.clone(),
+        };
+        let mut got = Vec::new();
+        pool.run_batch(vec![a.clone(), b.clone()], &AtomicBool::new(false), &mut |t, o| {
+            got.push((t.id.clone(), o));
+            Ok(())
+        })
+        .expect("batch");
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0], (a.id.clone(), expected));
+        assert_eq!(std::fs::read_to_string(&log).expect("log"), format!("{}\n", b.id));
+        assert!(!result_path(&results, &a.id).exists(), "a collected result stays behind");
+
+        std::fs::write(&file, "{\"format\": 9}").expect("write");
+        let e = TaskFile::read(&file).unwrap_err().to_string();
+        assert!(e.contains("task.json") && e.contains("not a peftspace task file"), "{e}");
+    }
 }

@@ -151,7 +151,7 @@ impl<'a> SlurmPool<'a> {
     }
 
     fn results_dir(&self) -> PathBuf {
-        self.dir.join("results")
+        super::results_folder(self.dir.parent().unwrap_or(&self.dir))
     }
 
     fn active_path(&self) -> PathBuf {
@@ -464,6 +464,24 @@ impl<'a> SlurmPool<'a> {
             ));
         }
         Ok(())
+    }
+}
+
+/// The Slurm array a coordinator of `results_dir` left in flight (its job id, or its job name when the id was never
+/// recorded), if any: a local run must not train those trials beside it.
+pub fn array_in_flight(results_dir: &Path) -> Result<Option<String>> {
+    let path = results_dir.join("slurm").join("active.json");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let active: ActiveArray = serde_json::from_str(&text).map_err(|e| Error::Data {
+                path: path.clone(),
+                line: 1,
+                message: format!("unreadable record of the array in flight: {e}"),
+            })?;
+            Ok(Some(active.job_id.unwrap_or(active.name)))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(&path, e)),
     }
 }
 

@@ -31,6 +31,7 @@ use peftspace_core::refine::{
 };
 use peftspace_core::registry::registries;
 use peftspace_core::scale_out::slurm::SlurmPool;
+use peftspace_core::scale_out::{results_folder, CollectResults};
 use peftspace_core::resolve::ModelNeeds;
 use peftspace_core::store::{self, CodeProvenance, ManifestCheck, ResultStore};
 use peftspace_core::train::executor::TrainingExecutor;
@@ -128,6 +129,16 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
             changes.join("\n  ")
         );
     }
+    if args.scale_out.executor != scale_out::ExecutorKind::Slurm {
+        if let Some(job) = peftspace_core::scale_out::slurm::array_in_flight(&out)? {
+            return Err(Exit::usage(anyhow::anyhow!(
+                "a Slurm array ({job}) started by an earlier run of {} may still be training its trials; continue \
+                 with --executor slurm to adopt it, or cancel it (scancel {job}) and delete {}",
+                out.display(),
+                out.join("slurm").join("active.json").display()
+            )));
+        }
+    }
     results.save_provenance(&experiment.source, &code.version)?;
     results.set_retry_failed(args.retry_failed);
     if results.repaired_bytes > 0 {
@@ -199,6 +210,11 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
             gpu_memory.clone(),
         )?)
     };
+    // Results of tasks run elsewhere (`peftspace trial`) are stored before anything is trained again.
+    let mut pool: Box<dyn TrialPool + '_> = Box::new(CollectResults {
+        inner: pool,
+        dir: results_folder(&out),
+    });
     let mut progress = progress::Bars::new(gpu_memory);
     let outcome = refine::run_experiment(
         &spec,
