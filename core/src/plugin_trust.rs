@@ -30,7 +30,10 @@ pub enum Verdict {
     /// No entry for this path.
     Unknown,
     /// An entry for this path, but the file's bytes changed since it was trusted.
-    Changed { trusted: String, found: String },
+    Changed {
+        trusted: String,
+        found: String,
+    },
 }
 
 /// The trust file's entries, in file order.
@@ -43,11 +46,16 @@ pub struct TrustList {
 /// The trust file's location: [`TRUST_FILE_ENV`], else the user's configuration folder; `None` when neither
 /// `XDG_CONFIG_HOME` nor `HOME` is set.
 pub fn default_trust_file() -> Option<PathBuf> {
-    let non_empty = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let non_empty = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     if let Some(file) = non_empty(TRUST_FILE_ENV) {
         return Some(file);
     }
-    let config = non_empty("XDG_CONFIG_HOME").or_else(|| non_empty("HOME").map(|h| h.join(".config")))?;
+    let config =
+        non_empty("XDG_CONFIG_HOME").or_else(|| non_empty("HOME").map(|h| h.join(".config")))?;
     Some(config.join("peftspace").join("trusted-plugins"))
 }
 
@@ -73,13 +81,15 @@ impl TrustList {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let malformed = |why: &str| Error::Data {
+            let malformed = |why: &str| {
+                Error::Data {
                 path: file.to_path_buf(),
                 line: index + 1,
                 message: format!(
                     "{why}; each line is `<sha256>  <absolute path>` (as `sha256sum` prints it; `peftspace trust PATH` \
                      writes it)"
                 ),
+            }
             };
             let (hash, path) = line
                 .split_once(char::is_whitespace)
@@ -87,7 +97,9 @@ impl TrustList {
             // `sha256sum` marks binary mode with `*` before the name.
             let path = path.trim_start().trim_start_matches('*');
             if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(malformed("the first field is not a SHA-256 (64 hex digits)"));
+                return Err(malformed(
+                    "the first field is not a SHA-256 (64 hex digits)",
+                ));
             }
             if !Path::new(path).is_absolute() {
                 return Err(malformed("the path is not absolute"));
@@ -143,7 +155,9 @@ impl TrustList {
         if let Some(dir) = self.file.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
-        let mut text = String::from("# Plugin libraries peftspace may load when an experiment file names them.\n");
+        let mut text = String::from(
+            "# Plugin libraries peftspace may load when an experiment file names them.\n",
+        );
         for e in &self.entries {
             text.push_str(&format!("{}  {}\n", e.sha256, e.path.display()));
         }
@@ -195,9 +209,15 @@ mod tests {
         assert_eq!(list.entries.len(), 1, "re-trusting replaces the entry");
         assert_eq!(list.verdict(&lib).unwrap(), Verdict::Trusted);
         std::fs::write(&lib, b"rebuilt").unwrap();
-        assert!(matches!(list.verdict(&lib).unwrap(), Verdict::Changed { .. }));
+        assert!(matches!(
+            list.verdict(&lib).unwrap(),
+            Verdict::Changed { .. }
+        ));
         let message = untrusted_error(&lib, &list.verdict(&lib).unwrap(), Some(&file)).to_string();
-        assert!(message.contains("changed since it was trusted") && message.contains("peftspace trust"), "{message}");
+        assert!(
+            message.contains("changed since it was trusted") && message.contains("peftspace trust"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -4,3 +4,4 @@ pub mod allocation;
 pub mod evaluators;
 pub mod grouping;
 pub mod strategies;
+pub mod text_metrics;

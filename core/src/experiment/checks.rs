@@ -278,13 +278,22 @@ fn check_tasks(
                             });
                         } else {
                             return Err(p.error_at(
+                                &format!("{path}.custom.metric"),
+                                format!(
+                                    "unknown evaluator `{m}`; known: {}",
+                                    known(reg.evaluators.keys())
+                                ),
+                            ));
+                        }
+                    } else if reg.evaluator(m).is_ok_and(|e| e.scores_texts()) {
+                        return Err(p.error_at(
                             &format!("{path}.custom.metric"),
                             format!(
-                                "unknown evaluator `{m}`; known: {}",
+                                "evaluator `{m}` scores generated text, but this task predicts labels or values; \
+                                 use accuracy, f1, mcc, pearson, … (known: {})",
                                 known(reg.evaluators.keys())
                             ),
                         ));
-                        }
                     }
                 }
                 if let Err(problem) = crate::data::custom_kind(c) {

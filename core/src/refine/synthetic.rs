@@ -248,7 +248,8 @@ impl SyntheticExecutor {
                 .filter(|s| !s.is_empty()),
             log: std::env::var_os("PEFTSPACE_SYNTHETIC_LOG").map(std::path::PathBuf::from),
             device: None,
-            crash_once: std::env::var_os("PEFTSPACE_SYNTHETIC_CRASH_ONCE").map(std::path::PathBuf::from),
+            crash_once: std::env::var_os("PEFTSPACE_SYNTHETIC_CRASH_ONCE")
+                .map(std::path::PathBuf::from),
         }
     }
 }
@@ -269,7 +270,12 @@ impl TrialExecutor for SyntheticExecutor {
     fn run(&self, trial: &TrialSpec) -> Result<TrialOutcome> {
         if let Some(marker) = &self.crash_once {
             // `create_new` makes exactly one process win, however many run at once.
-            if std::fs::OpenOptions::new().write(true).create_new(true).open(marker).is_ok() {
+            if std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(marker)
+                .is_ok()
+            {
                 std::process::exit(3);
             }
         }

@@ -102,7 +102,10 @@ impl Downloader {
             .header("Content-Length")
             .and_then(|v| v.trim().parse().ok());
         // Never read more than the size we expect (or the server declared), plus one byte to notice excess.
-        let limit = expected.map(|e| e.size).or(declared).map_or(u64::MAX, |n| n.saturating_add(1));
+        let limit = expected
+            .map(|e| e.size)
+            .or(declared)
+            .map_or(u64::MAX, |n| n.saturating_add(1));
         let mut bytes = Vec::new();
         response
             .into_reader()

@@ -22,14 +22,46 @@ pub const MRPC_CORPUS_URL: &str =
 /// the `dev_ids.tsv` shipped in GLUE's MRPC folder. `QQP-clean.zip` (the cleaned QQP that replaced `QQP.zip`) has
 /// no published hash: it is checked against the length the server declares and the archive's own structure only.
 pub const OFFICIAL_FILES: [(&str, u64, &str); 9] = [
-    ("CoLA.zip", 376_971, "f212fcd832b8f7b435fb991f101abf89f96b933ab400603bf198960dfc32cbff"),
-    ("SST-2.zip", 7_439_277, "d67e16fb55739c1b32cdce9877596db1c127dc322d93c082281f64057c16deaa"),
-    ("STS-B.zip", 802_872, "e60a6393de5a8b5b9bac5020a1554b54e3691f9d600b775bd131e613ac179c85"),
-    ("MNLI.zip", 312_783_507, "e7c1d896d26ed6caf700110645df426cc2d8ebf02a5ab743d5a5c68ac1c83633"),
-    ("QNLIv2.zip", 10_627_589, "e634e78627a29adaecd4f955359b22bf5e70f2cbd93b493f2d624138a0c0e5f5"),
-    ("RTE.zip", 697_150, "6bf86de103ecd335f3441bd43574d23fef87ecc695977a63b82d5efb206556ee"),
-    ("WNLI.zip", 28_999, "ae0e8e4d16f4d46d4a0a566ec7ecceccfd3fbfaa4a7a4b4e02848c0f2561ac46"),
-    ("mrpc_dev_ids.tsv", 6_222, "971d7767d81b997fd9060ade0ec23c4fc31cbb226a55d1bd4a1bac474eb81dc7"),
+    (
+        "CoLA.zip",
+        376_971,
+        "f212fcd832b8f7b435fb991f101abf89f96b933ab400603bf198960dfc32cbff",
+    ),
+    (
+        "SST-2.zip",
+        7_439_277,
+        "d67e16fb55739c1b32cdce9877596db1c127dc322d93c082281f64057c16deaa",
+    ),
+    (
+        "STS-B.zip",
+        802_872,
+        "e60a6393de5a8b5b9bac5020a1554b54e3691f9d600b775bd131e613ac179c85",
+    ),
+    (
+        "MNLI.zip",
+        312_783_507,
+        "e7c1d896d26ed6caf700110645df426cc2d8ebf02a5ab743d5a5c68ac1c83633",
+    ),
+    (
+        "QNLIv2.zip",
+        10_627_589,
+        "e634e78627a29adaecd4f955359b22bf5e70f2cbd93b493f2d624138a0c0e5f5",
+    ),
+    (
+        "RTE.zip",
+        697_150,
+        "6bf86de103ecd335f3441bd43574d23fef87ecc695977a63b82d5efb206556ee",
+    ),
+    (
+        "WNLI.zip",
+        28_999,
+        "ae0e8e4d16f4d46d4a0a566ec7ecceccfd3fbfaa4a7a4b4e02848c0f2561ac46",
+    ),
+    (
+        "mrpc_dev_ids.tsv",
+        6_222,
+        "971d7767d81b997fd9060ade0ec23c4fc31cbb226a55d1bd4a1bac474eb81dc7",
+    ),
     (
         "msr_paraphrase_train.txt",
         1_047_044,
@@ -112,9 +144,13 @@ impl GlueSource {
         std::fs::create_dir_all(&staging.0).map_err(|e| Error::io(&staging.0, e))?;
         if task.folder == "MRPC" {
             let raw = self.fetch(&self.mrpc_corpus_url, "msr_paraphrase_train.txt")?;
-            let ids = self.fetch(&format!("{}/mrpc_dev_ids.tsv", self.base_url), "mrpc_dev_ids.tsv")?;
+            let ids = self.fetch(
+                &format!("{}/mrpc_dev_ids.tsv", self.base_url),
+                "mrpc_dev_ids.tsv",
+            )?;
             let to_text = |b: Vec<u8>, what: &str| {
-                String::from_utf8(b).map_err(|_| Error::msg(format!("MRPC: downloaded {what} is not UTF-8")))
+                String::from_utf8(b)
+                    .map_err(|_| Error::msg(format!("MRPC: downloaded {what} is not UTF-8")))
             };
             let (train, dev) = split_mrpc(&to_text(raw, "corpus")?, &to_text(ids, "dev ids")?)?;
             let dir = staging.0.join("MRPC");
@@ -125,10 +161,14 @@ impl GlueSource {
             }
         } else {
             let archive = glue_archive(task.folder).ok_or_else(|| {
-                Error::msg(format!("no download known for GLUE folder `{}`", task.folder))
+                Error::msg(format!(
+                    "no download known for GLUE folder `{}`",
+                    task.folder
+                ))
             })?;
             let bytes = self.fetch(&format!("{}/{archive}", self.base_url), archive)?;
-            unzip::extract(&bytes, &staging.0).map_err(|e| Error::msg(format!("{archive}: {e}")))?;
+            unzip::extract(&bytes, &staging.0)
+                .map_err(|e| Error::msg(format!("{archive}: {e}")))?;
         }
         let unpacked = staging.0.join(task.folder);
         if !glue_files_present(task, &staging.0) {
@@ -231,14 +271,20 @@ mod tests {
                 let _ = reader.read_line(&mut request);
                 loop {
                     let mut header = String::new();
-                    if reader.read_line(&mut header).map_or(true, |n| n == 0) || header.trim().is_empty() {
+                    if reader.read_line(&mut header).map_or(true, |n| n == 0)
+                        || header.trim().is_empty()
+                    {
                         break;
                     }
                 }
-                log.lock().expect("log").push(request.split_whitespace().nth(1).unwrap_or("").to_string());
+                log.lock()
+                    .expect("log")
+                    .push(request.split_whitespace().nth(1).unwrap_or("").to_string());
                 let answer = script[n.min(script.len() - 1)];
                 let head = |code: u16, len: usize| {
-                    format!("HTTP/1.1 {code} X\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n")
+                    format!(
+                        "HTTP/1.1 {code} X\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
+                    )
                 };
                 let _ = match answer {
                     Answer::Whole => stream
@@ -278,27 +324,44 @@ mod tests {
     #[test]
     fn a_broken_transfer_is_retried_and_a_final_failure_names_url_and_reason() {
         let body = b"0123456789abcdef".repeat(64);
-        let (base, seen) = serve(body.clone(), vec![Answer::CutShort, Answer::Status(503), Answer::Whole]);
+        let (base, seen) = serve(
+            body.clone(),
+            vec![Answer::CutShort, Answer::Status(503), Answer::Whole],
+        );
         let url = format!("{base}/file.bin");
-        let got = quick(3).fetch(&url, Some(&expected(&body))).expect("third attempt");
+        let got = quick(3)
+            .fetch(&url, Some(&expected(&body)))
+            .expect("third attempt");
         assert_eq!(got, body);
         assert_eq!(seen.lock().unwrap().len(), 3);
 
         let (base, _) = serve(body.clone(), vec![Answer::CutShort]);
         let url = format!("{base}/file.bin");
         let e = quick(2).fetch(&url, None).unwrap_err().to_string();
-        assert!(e.contains(&url) && e.contains("after 2 attempts") && e.contains("broke off"), "{e}");
+        assert!(
+            e.contains(&url) && e.contains("after 2 attempts") && e.contains("broke off"),
+            "{e}"
+        );
 
         let (base, _) = serve(body.clone(), vec![Answer::Stall]);
-        let e = quick(1).fetch(&format!("{base}/slow"), None).unwrap_err().to_string();
-        assert!(e.contains("slow") && e.contains("broke off"), "a stalled read times out: {e}");
+        let e = quick(1)
+            .fetch(&format!("{base}/slow"), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("slow") && e.contains("broke off"),
+            "a stalled read times out: {e}"
+        );
     }
 
     #[test]
     fn a_missing_file_or_wrong_bytes_fail_at_once() {
         let body = b"the real archive".to_vec();
         let (base, seen) = serve(body.clone(), vec![Answer::Status(404)]);
-        let e = quick(4).fetch(&format!("{base}/gone.zip"), None).unwrap_err().to_string();
+        let e = quick(4)
+            .fetch(&format!("{base}/gone.zip"), None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("HTTP 404") && e.contains("gone.zip"), "{e}");
         assert_eq!(seen.lock().unwrap().len(), 1, "a 404 is not retried");
 
@@ -307,7 +370,10 @@ mod tests {
             .fetch(&format!("{base}/x.zip"), Some(&expected(&body)))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("sha256") && e.contains(&hex_sha256(&body)), "{e}");
+        assert!(
+            e.contains("sha256") && e.contains(&hex_sha256(&body)),
+            "{e}"
+        );
         assert_eq!(seen.lock().unwrap().len(), 1);
     }
 
@@ -324,16 +390,25 @@ mod tests {
         let source = |base: String| GlueSource {
             base_url: base,
             mrpc_corpus_url: String::new(),
-            expected: [("SST-2.zip".to_string(), expected(&archive))].into_iter().collect(),
+            expected: [("SST-2.zip".to_string(), expected(&archive))]
+                .into_iter()
+                .collect(),
             downloader: quick(2),
         };
 
         // Every attempt breaks off: an error, and nothing under the task's name (nor a leftover staging folder).
         let (base, _) = serve(archive.clone(), vec![Answer::CutShort]);
-        let e = source(base).download(task, &glue_dir).unwrap_err().to_string();
+        let e = source(base)
+            .download(task, &glue_dir)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("SST-2.zip") && e.contains("broke off"), "{e}");
         assert!(!glue_files_present(task, &glue_dir));
-        assert_eq!(std::fs::read_dir(&glue_dir).expect("ls").count(), 0, "staging left behind");
+        assert_eq!(
+            std::fs::read_dir(&glue_dir).expect("ls").count(),
+            0,
+            "staging left behind"
+        );
 
         // The resolver, offline, does not take anything for the data.
         let resolver = |offline: bool, base: String| super::super::Resolver {
@@ -351,13 +426,17 @@ mod tests {
 
         // Online again with a working server: downloaded, checked, installed; then found in the cache.
         let (base, _) = serve(archive.clone(), vec![Answer::Whole]);
-        let got = resolver(false, base).data(None, None, cache.path(), &[task]).expect("downloads");
+        let got = resolver(false, base)
+            .data(None, None, cache.path(), &[task])
+            .expect("downloads");
         assert_eq!(got.origin, crate::resolve::Origin::Downloaded);
         assert_eq!(
             std::fs::read_to_string(glue_dir.join("SST-2/dev.tsv")).expect("dev"),
             "sentence\tlabel\nfine\t1\n"
         );
-        let got = resolver(true, String::new()).data(None, None, cache.path(), &[task]).expect("cached");
+        let got = resolver(true, String::new())
+            .data(None, None, cache.path(), &[task])
+            .expect("cached");
         assert_eq!(got.origin, crate::resolve::Origin::Cache);
     }
 

@@ -12,13 +12,13 @@ pub use glue::{split_mrpc, GlueSource};
 use std::path::{Path, PathBuf};
 
 use crate::data::{glue_task, GlueTask};
-use glue::glue_files_present;
 use crate::model::{
     shard_names, weight_files, ModelFolder, CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE,
     WEIGHTS_INDEX_FILE,
 };
 use crate::spec::{BackboneSpec, TaskSpec};
 use crate::{Error, Result};
+use glue::glue_files_present;
 
 /// Environment variable naming the backbone folder.
 pub const MODEL_ENV: &str = "PEFTSPACE_MODEL";
@@ -547,13 +547,19 @@ mod tests {
         std::os::unix::fs::symlink(blobs.join(&etag), &link).expect("link");
         verify_hub_file("org/m", WEIGHTS_FILE, &link).expect("intact");
         std::fs::write(blobs.join(&etag), b"weigh").expect("truncate");
-        let e = verify_hub_file("org/m", WEIGHTS_FILE, &link).unwrap_err().to_string();
+        let e = verify_hub_file("org/m", WEIGHTS_FILE, &link)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("corrupt") && e.contains(&etag), "{e}");
-        assert!(!blobs.join(&etag).exists() && !link.exists(), "the bad blob stays in the cache");
+        assert!(
+            !blobs.join(&etag).exists() && !link.exists(),
+            "the bad blob stays in the cache"
+        );
         // A small file (git SHA-1 ETag) is not hashed.
         let sha1 = "a".repeat(40);
         std::fs::write(blobs.join(&sha1), b"{}").expect("write");
         std::os::unix::fs::symlink(blobs.join(&sha1), snapshot.join(CONFIG_FILE)).expect("link");
-        verify_hub_file("org/m", CONFIG_FILE, &snapshot.join(CONFIG_FILE)).expect("not an LFS file");
+        verify_hub_file("org/m", CONFIG_FILE, &snapshot.join(CONFIG_FILE))
+            .expect("not an LFS file");
     }
 }

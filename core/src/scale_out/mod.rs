@@ -216,7 +216,17 @@ mod tests {
             max_eval: None,
             custom: None,
         };
-        TrialSpec::new(design, &task, 1, &TrainingSpec::default(), 0.01, &[], "bb", "data").expect("id")
+        TrialSpec::new(
+            design,
+            &task,
+            1,
+            &TrainingSpec::default(),
+            0.01,
+            &[],
+            "bb",
+            "data",
+        )
+        .expect("id")
     }
 
     #[test]
@@ -249,22 +259,37 @@ mod tests {
             ..Default::default()
         };
         let mut pool = CollectResults {
-            inner: Box::new(SerialPool { executor: &executor }),
+            inner: Box::new(SerialPool {
+                executor: &executor,
+            }),
             dir: results.clone(),
         };
         let mut got = Vec::new();
-        pool.run_batch(vec![a.clone(), b.clone()], &AtomicBool::new(false), &mut |t, o| {
-            got.push((t.id.clone(), o));
-            Ok(())
-        })
+        pool.run_batch(
+            vec![a.clone(), b.clone()],
+            &AtomicBool::new(false),
+            &mut |t, o| {
+                got.push((t.id.clone(), o));
+                Ok(())
+            },
+        )
         .expect("batch");
         assert_eq!(got.len(), 2);
         assert_eq!(got[0], (a.id.clone(), expected));
-        assert_eq!(std::fs::read_to_string(&log).expect("log"), format!("{}\n", b.id));
-        assert!(!result_path(&results, &a.id).exists(), "a collected result stays behind");
+        assert_eq!(
+            std::fs::read_to_string(&log).expect("log"),
+            format!("{}\n", b.id)
+        );
+        assert!(
+            !result_path(&results, &a.id).exists(),
+            "a collected result stays behind"
+        );
 
         std::fs::write(&file, "{\"format\": 9}").expect("write");
         let e = TaskFile::read(&file).unwrap_err().to_string();
-        assert!(e.contains("task.json") && e.contains("not a peftspace task file"), "{e}");
+        assert!(
+            e.contains("task.json") && e.contains("not a peftspace task file"),
+            "{e}"
+        );
     }
 }

@@ -62,7 +62,8 @@ fn expand(spec: &str) -> Vec<usize> {
 pub(crate) fn parse_show_job(text: &str) -> Vec<TaskState> {
     let mut tasks = Vec::new();
     for line in text.lines() {
-        let (Some(spec), Some(state)) = (field(line, "ArrayTaskId"), field(line, "JobState")) else {
+        let (Some(spec), Some(state)) = (field(line, "ArrayTaskId"), field(line, "JobState"))
+        else {
             continue;
         };
         let exit_code = field(line, "ExitCode").unwrap_or("0:0").to_string();

@@ -161,11 +161,15 @@ impl<'a> SlurmPool<'a> {
     fn read_active(&self) -> Result<Option<ActiveArray>> {
         let path = self.active_path();
         match std::fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| Error::Data {
-                path,
-                line: 1,
-                message: format!("unreadable record of the array in flight: {e}; delete it if no array runs"),
-            }),
+            Ok(text) => serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|e| Error::Data {
+                    path,
+                    line: 1,
+                    message: format!(
+                        "unreadable record of the array in flight: {e}; delete it if no array runs"
+                    ),
+                }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io(&path, e)),
         }
@@ -299,7 +303,10 @@ impl<'a> SlurmPool<'a> {
             if stderr.contains("Invalid job id") {
                 return Ok(None);
             }
-            return Err(Error::msg(format!("scontrol show job {job_id} failed: {}", stderr.trim())));
+            return Err(Error::msg(format!(
+                "scontrol show job {job_id} failed: {}",
+                stderr.trim()
+            )));
         }
         Ok(Some(parse_show_job(&String::from_utf8_lossy(&out.stdout))))
     }
@@ -310,7 +317,11 @@ impl<'a> SlurmPool<'a> {
             Command::new("squeue").args(["-h", "-t", "all", "--name", name, "-o", "%F"]),
             "squeue",
         )?;
-        Ok(out.lines().map(str::trim).find(|l| !l.is_empty()).map(String::from))
+        Ok(out
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .map(String::from))
     }
 
     /// Records a task that ended without a result; returns the trials to store as failed (retries spent).
@@ -322,7 +333,10 @@ impl<'a> SlurmPool<'a> {
         state: &str,
         exit_code: &str,
     ) -> Result<Vec<(String, String)>> {
-        let log = active.submission.join("logs").join(format!("{job}_{index}.out"));
+        let log = active
+            .submission
+            .join("logs")
+            .join(format!("{job}_{index}.out"));
         let mut spent = Vec::new();
         for trial in &active.tasks[index] {
             let attempt = {
@@ -426,7 +440,10 @@ impl<'a> SlurmPool<'a> {
                     (Some(_), Some(_)) => continue,
                     // Known array without this task: a pending task cancelled on its own vanishes.
                     (Some(_), None) => ("CANCELLED".to_string(), "-".to_string()),
-                    (None, _) => ("UNKNOWN (Slurm no longer knows the job)".to_string(), "-".to_string()),
+                    (None, _) => (
+                        "UNKNOWN (Slurm no longer knows the job)".to_string(),
+                        "-".to_string(),
+                    ),
                 };
                 // A result may have landed between the two looks.
                 if active.tasks[index]
@@ -437,7 +454,9 @@ impl<'a> SlurmPool<'a> {
                     continue;
                 }
                 settled[index] = true;
-                for (id, message) in self.task_failed(active, &job_name, index, &state, &exit_code)? {
+                for (id, message) in
+                    self.task_failed(active, &job_name, index, &state, &exit_code)?
+                {
                     if let Some(trial) = pending.remove(&id) {
                         done(&trial, failed_outcome(message))?;
                     }
@@ -506,7 +525,8 @@ impl TrialPool for SlurmPool<'_> {
         stop: &AtomicBool,
         done: &mut dyn FnMut(&TrialSpec, TrialOutcome) -> Result<()>,
     ) -> Result<()> {
-        std::fs::create_dir_all(self.results_dir()).map_err(|e| Error::io(self.results_dir(), e))?;
+        std::fs::create_dir_all(self.results_dir())
+            .map_err(|e| Error::io(self.results_dir(), e))?;
         let mut pending: BTreeMap<String, TrialSpec> =
             trials.into_iter().map(|t| (t.id.clone(), t)).collect();
         // Results a task wrote while no coordinator was watching.
@@ -540,7 +560,8 @@ impl TrialPool for SlurmPool<'_> {
             }
             let per_task = self.options.trials_per_task.max(1);
             let trials: Vec<TrialSpec> = pending.values().cloned().collect();
-            let groups: Vec<Vec<TrialSpec>> = trials.chunks(per_task).map(<[TrialSpec]>::to_vec).collect();
+            let groups: Vec<Vec<TrialSpec>> =
+                trials.chunks(per_task).map(<[TrialSpec]>::to_vec).collect();
             let active = self.submit(groups)?;
             self.drain(&active, &mut pending, stop, done)?;
             self.clear_active()?;
