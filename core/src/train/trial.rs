@@ -65,6 +65,8 @@ pub fn run_trial(input: &TrialInput<'_>) -> Result<TrainingReport> {
         &mut store,
     )?;
     let head = TaskHead::new(&mut store, backbone.feature_dim(), &task.kind)?;
+    let targets: Vec<f32> = task.train.iter().map(|e| e.label).collect();
+    head.start_at_mean(&targets)?;
     // Full fine-tuning: a backbone loaded with trainable weights trains all of them, at the full-fine-tuning rate
     // (the head too, unless it has its own), as in the usual full fine-tuning recipe.
     let backbone_vars = backbone.trainable_weights();
