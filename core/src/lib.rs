@@ -23,6 +23,7 @@ pub mod refine;
 pub mod registry;
 pub mod report;
 pub mod resolve;
+pub mod saved;
 pub mod shapes;
 pub mod space;
 pub mod spec;

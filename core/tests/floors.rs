@@ -30,7 +30,7 @@ const FLOORS: [&[&str]; 5] = [
     ],
     &["data", "model", "budget", "space", "trial"],
     &["experiment", "resolve", "plugin_loader", "store", "train"],
-    &["refine", "report"],
+    &["refine", "report", "saved"],
 ];
 
 /// Modules that are not part of the library's floors: the crate root, and test-only code.

@@ -16,6 +16,7 @@ use crate::data::{pad_batch, Example, Tokens};
 use crate::evaluator::{Evaluator, Metrics};
 use crate::hooks::DesignHooks;
 use crate::params::ParamStore;
+use crate::params::Tensors;
 use crate::registry::registries;
 use crate::spec::Select;
 use crate::trial::TrialStatus;
@@ -35,6 +36,44 @@ const SEED_ORDER: u64 = 3;
     fields(task = %input.task.id, seed = input.seed, layers = input.plan.len())
 )]
 pub fn run_trial(input: &TrialInput<'_>) -> Result<TrainingReport> {
+    Ok(run_trial_with(input, TrialExtras::default())?.report)
+}
+
+/// What a trial may start from and keep beyond its report.
+#[derive(Default, Clone, Copy)]
+pub struct TrialExtras<'a> {
+    /// Values for some of the design's or head's variables, by [`ParamStore`] name, set after initialisation
+    /// (`train --adapter`: an imported adapter as the starting point).
+    pub initial: Option<&'a Tensors>,
+    /// Keep a copy of every variable at the selected epoch ([`TrainedTrial::values`]), to save the design.
+    pub keep_values: bool,
+}
+
+/// A trial's report and, when asked for, the values of its variables at the selected epoch.
+pub struct TrainedTrial {
+    pub report: TrainingReport,
+    /// Every design and head variable by name, at the epoch the report selected (`None` when not kept or when no
+    /// epoch finished).
+    pub values: Option<Tensors>,
+}
+
+/// [`run_trial`] with a starting point and a copy of the trained variables (see [`TrialExtras`]).
+pub fn run_trial_with(input: &TrialInput<'_>, extras: TrialExtras<'_>) -> Result<TrainedTrial> {
+    let mut kept: Option<(f64, Tensors)> = None;
+    let report = train_and_score(input, extras, &mut kept)?;
+    // The kept copy follows `finish`'s choice: the last epoch, or the first best one.
+    let values = match (kept, report.selected_epoch) {
+        (Some((_, values)), Some(_)) => Some(values),
+        _ => None,
+    };
+    Ok(TrainedTrial { report, values })
+}
+
+fn train_and_score(
+    input: &TrialInput<'_>,
+    extras: TrialExtras<'_>,
+    kept: &mut Option<(f64, Tensors)>,
+) -> Result<TrainingReport> {
     let started = Instant::now();
     let training = input.training;
     let task = input.task;
@@ -65,6 +104,9 @@ pub fn run_trial(input: &TrialInput<'_>) -> Result<TrainingReport> {
         &mut store,
     )?;
     let head = TaskHead::new(&mut store, backbone.feature_dim(), &task.kind)?;
+    if let Some(initial) = extras.initial {
+        store.assign(initial)?;
+    }
     // Full fine-tuning: a backbone loaded with trainable weights trains all of them, at the full-fine-tuning rate
     // (the head too, unless it has its own), as in the usual full fine-tuning recipe.
     let backbone_vars = backbone.trainable_weights();
@@ -218,12 +260,25 @@ pub fn run_trial(input: &TrialInput<'_>) -> Result<TrainingReport> {
         if let Some(callback) = input.on_epoch {
             bar.suspend(|| callback(&report));
         }
+        if extras.keep_values {
+            let newer = match (training.select, kept.as_ref()) {
+                // Ties keep the earlier epoch, as `finish` does.
+                (Select::Best, Some((best, _))) => !(*best >= report.metrics.primary),
+                _ => true,
+            };
+            if newer {
+                *kept = Some((report.metrics.primary, store.snapshot()?));
+            }
+        }
         outcome.per_epoch.push(report);
     }
     bar.finish_and_clear();
     if training.epochs == 0 {
         // Nothing to train: score the untrained head so the trial still reports something comparable.
         let metrics = context.evaluate(&eval_tokens)?;
+        if extras.keep_values {
+            *kept = Some((metrics.primary, store.snapshot()?));
+        }
         outcome.per_epoch.push(EpochReport {
             epoch: 0,
             train_loss: f64::NAN,
