@@ -3,4 +3,5 @@
 pub mod allocation;
 pub mod evaluators;
 pub mod grouping;
+pub mod peft;
 pub mod strategies;

@@ -8,9 +8,12 @@ use peftspace_core::data::glue_task;
 use peftspace_core::design::StrategyCodes;
 use peftspace_core::registry::registries;
 use peftspace_core::resolve::ModelNeeds;
+use peftspace_core::saved::{
+    Manifest, PlanLayer, SavedBackbone, SavedDesign, SavedMetrics, SavedStrategy, SavedTask, FORMAT,
+};
 use peftspace_core::spec::{ExperimentSpec, TaskSpec};
 use peftspace_core::train::executor::{TrainingExecutor, Watch};
-use peftspace_core::train::{EpochReport, TrainingReport};
+use peftspace_core::train::{EpochReport, TrainingReport, TrialExtras};
 use peftspace_core::trial::{TrialSpec, FULL_FINE_TUNING};
 
 use super::{Exit, Global};
@@ -52,6 +55,9 @@ pub struct Args {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Save the trained design here (`docs/SAVED_DESIGNS.md`): DIR itself for one task, DIR/<task> for several.
+    #[arg(long)]
+    pub save: Option<PathBuf>,
 }
 
 pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
@@ -71,6 +77,21 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
     // The device first: a wrong one is refused before anything is downloaded.
     let (choice, device) = super::device(global)?;
     let model = super::model_folder(global, &exp, ModelNeeds::Everything)?;
+    let hub_id = match global.model {
+        Some(_) => None,
+        None => exp.spec.backbone.hub_id.clone(),
+    };
+    let saved_backbone = match &args.save {
+        Some(_) if args.baseline.as_deref() == Some(FULL_FINE_TUNING) => {
+            return Err(Exit::usage(anyhow!(
+                "--save keeps a design's variables; full fine-tuning changes the backbone itself, which is not saved"
+            )))
+        }
+        Some(_) => Some(
+            SavedBackbone::of(&model, hub_id.as_deref()).map_err(Exit::library)?,
+        ),
+        None => None,
+    };
     let data_dir = super::glue_data_dir(global, &exp, &tasks)?;
     eprintln!("device: {choice}");
     // `train` subsamples a task with its training seed, as it always has.
@@ -150,13 +171,59 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
             spec.budget,
             &spec.strategies,
         );
-        let report = executor.train(
+        let (trained, plan) = executor.train_with(
             &trial,
+            None,
+            TrialExtras {
+                initial: None,
+                keep_values: args.save.is_some(),
+            },
             Watch {
                 progress: !args.quiet,
                 on_epoch: Some(&print_epoch),
             },
         )?;
+        let report = trained.report;
+        if let (Some(dir), Some(backbone)) = (&args.save, &saved_backbone) {
+            let dir = if tasks.len() > 1 {
+                dir.join(&task.id)
+            } else {
+                dir.clone()
+            };
+            let Some(tensors) = trained.values else {
+                return Err(Exit::from(anyhow!(
+                    "{}: no epoch finished ({}), so there is no trained design to save",
+                    task.id,
+                    report.status
+                )));
+            };
+            let strategies = trial
+                .strategies
+                .iter()
+                .filter(|s| {
+                    plan.iter()
+                        .any(|l| l.strategies.iter().any(|(n, _)| n == &s.name))
+                })
+                .map(SavedStrategy::from_spec)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(Exit::library)?;
+            let saved = SavedDesign {
+                manifest: Manifest {
+                    format: FORMAT.to_string(),
+                    design: Some(design.clone()),
+                    plan: PlanLayer::from_plan(&plan),
+                    strategies,
+                    task: SavedTask::new(&task.id, &task.kind, &task.evaluator),
+                    backbone: backbone.clone(),
+                    training: Some(trial.training.clone()),
+                    seed: Some(seed),
+                    metrics: Some(SavedMetrics::new(&report.metrics, report.selected_epoch)),
+                },
+                tensors,
+            };
+            saved.save(&dir).map_err(Exit::library)?;
+            eprintln!("saved the trained design to {}", dir.display());
+        }
         if rows.is_empty() {
             let share = 100.0 * report.trainable_params as f64 / num_params as f64;
             let of_what = if full {

@@ -80,6 +80,7 @@ peftspace_core::inventory::submit! {
         summary: "BART encoder-decoder (post-norm, learned positions); features: decoder state at the last EOS",
         describe: seq2seq::describe::<BartArchitecture>,
         load: seq2seq::load::<BartArchitecture>,
+        hf_modules: None,
         load_trainable: Some(seq2seq::load_trainable::<BartArchitecture>),
     }
 }

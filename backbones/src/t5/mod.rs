@@ -79,6 +79,7 @@ peftspace_core::inventory::submit! {
         summary: "T5 encoder-decoder (v1.0 ReLU and v1.1/flan gated-GELU FFN); features: decoder state at the last EOS",
         describe: seq2seq::describe::<T5Architecture>,
         load: seq2seq::load::<T5Architecture>,
+        hf_modules: None,
         load_trainable: Some(seq2seq::load_trainable::<T5Architecture>),
     }
 }
