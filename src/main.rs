@@ -40,6 +40,12 @@ enum Command {
     Run(cmd::run::Args),
     /// Re-render tables and plots from stored results.
     Report(cmd::report::Args),
+    /// Score a file of texts with a saved design or a PEFT adapter.
+    Predict(cmd::predict::Args),
+    /// Score a saved design on a task's evaluation set.
+    Eval(cmd::eval::Args),
+    /// Write a saved design as a Hugging Face PEFT adapter.
+    Export(cmd::export::Args),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +59,9 @@ fn main() -> ExitCode {
         Command::Train(a) => cmd::train::run(a, &cli.global),
         Command::Run(a) => cmd::run::run(a, &cli.global),
         Command::Report(a) => cmd::report::run(a, &cli.global),
+        Command::Predict(a) => cmd::predict::run(a, &cli.global),
+        Command::Eval(a) => cmd::eval::run(a, &cli.global),
+        Command::Export(a) => cmd::export::run(a, &cli.global),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,15 +1,15 @@
 //! `peftspace predict`: score a file of texts with a saved design (or an imported PEFT adapter) and write a CSV.
 
 use std::path::{Path, PathBuf};
+
 use std::sync::Arc;
 
 use anyhow::anyhow;
 use peftspace_core::backbone::Weights;
-use peftspace_core::model::{ModelFolder, Tokenizer};
+use peftspace_core::model::Tokenizer;
 use peftspace_core::registry::registries;
-use peftspace_core::resolve::ModelNeeds;
 use peftspace_core::saved::{probabilities, read_examples, Predictor, SavedDesign};
-use peftspace_core::spec::{BackboneSpec, TrainingSpec};
+use peftspace_core::spec::TrainingSpec;
 
 use super::{Exit, Global};
 
@@ -27,7 +27,8 @@ pub struct Args {
     /// Column of the second text of a pair. Default: the first of text_pair, pair, sentence2, question2.
     #[arg(long)]
     pub pair: Option<String>,
-    /// Where the predictions go (CSV: index, label, score and one probability per class; or index, value).
+    /// Where the predictions go (CSV: index, label, score, then p_<label> and logit_<label> for every class; or
+    /// index, value).
     #[arg(long)]
     pub out: PathBuf,
     /// Examples per forward pass. Default: the training run's eval_batch_size.
@@ -47,31 +48,20 @@ pub struct Loaded {
 /// records), refusing a backbone with other weights.
 pub fn load(dir: &Path, global: &Global) -> Result<Loaded, Exit> {
     let (_, device) = super::device(global)?;
-    let design = super::adapter::read_design(dir, global, &device)?;
-    let saved = &design.design.manifest.backbone;
-    let spec = BackboneSpec {
-        path: Some(saved.path.clone()).filter(|p| p.is_dir() && saved.hub_id.is_none()),
-        hub_id: saved.hub_id.clone(),
-    };
-    let model: ModelFolder = super::resolver(global)
-        .model_folder(
-            global.model.as_deref(),
-            &spec,
-            Path::new("."),
-            ModelNeeds::Everything,
-        )
-        .map_err(Exit::library)?;
-    if design.check_hash {
-        design
-            .design
-            .check_backbone(&model)
-            .map_err(Exit::library)?;
+    let model = super::adapter::model_for(dir, global)?;
+    let design = super::adapter::read(dir, &model, &device)?;
+    if !design.has_head {
+        return Err(Exit::usage(anyhow!(
+            "{}: the adapter has no task head this backbone can use (PEFT's `classifier` of a BERT sequence \
+             classifier), so it cannot predict; `encode --adapter` still applies it",
+            design.source.display()
+        )));
     }
     let backbone = model
         .load(&registries()?, &device, Weights::Frozen)
         .map_err(Exit::library)?;
-    let predictor = Predictor::new(Arc::from(backbone), &design.design, &design.source)
-        .map_err(Exit::library)?;
+    let predictor =
+        Predictor::new(Arc::from(backbone), &design.design, &design.source).map_err(Exit::usage)?;
     let tokenizer = model.tokenizer().map_err(Exit::library)?;
     let training = design.design.manifest.training.clone().unwrap_or_default();
     Ok(Loaded {
@@ -105,11 +95,12 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
         w.write_record(["index", "value"])?;
         for (i, row) in outputs.iter().enumerate() {
             let value = row.first().copied().unwrap_or(f32::NAN);
-            w.write_record([i.to_string(), format!("{value:.6}")])?;
+            w.write_record([i.to_string(), value.to_string()])?;
         }
     } else {
         let mut header = vec!["index".to_string(), "label".into(), "score".into()];
         header.extend(task.labels.iter().map(|l| format!("p_{l}")));
+        header.extend(task.labels.iter().map(|l| format!("logit_{l}")));
         w.write_record(&header)?;
         for (i, row) in outputs.iter().enumerate() {
             let p = probabilities(row)?;
@@ -120,10 +111,14 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
                 .fold(0, |b, (j, &v)| if v > p[b] { j } else { b });
             let mut record = vec![
                 i.to_string(),
-                task.labels.get(best).cloned().unwrap_or_else(|| best.to_string()),
+                task.labels
+                    .get(best)
+                    .cloned()
+                    .unwrap_or_else(|| best.to_string()),
                 format!("{:.6}", p[best]),
             ];
             record.extend(p.iter().map(|v| format!("{v:.6}")));
+            record.extend(row.iter().map(|v| v.to_string()));
             w.write_record(&record)?;
         }
     }

@@ -24,7 +24,7 @@ use crate::params::Tensors;
 use crate::spec::{StrategySpec, TrainingSpec};
 use crate::{Error, Result};
 
-pub use predict::{probabilities, read_examples, Predictor};
+pub use predict::{design_hooks, probabilities, read_examples, Predictor};
 pub use tensors::{file_error, read_tensors, write_tensors};
 
 /// The manifest of a saved design.

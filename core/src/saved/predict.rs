@@ -95,6 +95,43 @@ impl Predictor {
     }
 }
 
+/// The hooks of a design with every variable set from its tensors, without a head (what `encode --adapter` runs).
+pub fn design_hooks(
+    backbone: &dyn Backbone,
+    design: &SavedDesign,
+    source: &Path,
+) -> Result<DesignHooks> {
+    let mut store = ParamStore::new(backbone.device(), 0);
+    let built = build_design(
+        backbone.info(),
+        &design.plan(),
+        &design.strategy_specs()?,
+        &TrainingSpec::default(),
+        &mut store,
+    )
+    .map_err(|e| super::file_error(source, e.to_string()))?;
+    let values: crate::params::Tensors = design
+        .tensors
+        .iter()
+        .filter(|(n, _)| !n.starts_with("head."))
+        .map(|(n, t)| (n.clone(), t.clone()))
+        .collect();
+    store
+        .assign(&values)
+        .map_err(|e| super::file_error(source, e.to_string()))?;
+    if let Some((missing, _)) = store
+        .named_vars()
+        .iter()
+        .find(|(n, _)| !values.contains_key(n))
+    {
+        return Err(super::file_error(
+            source,
+            format!("tensor `{missing}` is missing; the file does not hold the whole design"),
+        ));
+    }
+    Ok(built.hooks)
+}
+
 /// Softmax of one row of logits.
 pub fn probabilities(logits: &[f32]) -> Result<Vec<f32>> {
     let t = Tensor::new(logits, &candle_core::Device::Cpu)?;

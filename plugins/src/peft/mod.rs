@@ -1,11 +1,9 @@
-//! Exchanging adapters with Hugging Face PEFT (`docs/SAVED_DESIGNS.md`, "PEFT adapters"): a PEFT LoRA or
-//! prefix-tuning adapter folder (`adapter_config.json` + `adapter_model.safetensors`) becomes a
-//! [`SavedDesign`] of the built-in `lora` or `prefix` strategy, and a design that PEFT can express is written as
-//! one. The backbone's side (where transformers keeps each projection) comes from its
+//! Exchanging adapters with Hugging Face PEFT (`docs/SAVED_DESIGNS.md`, "PEFT adapters"): a PEFT LoRA adapter folder (`adapter_config.json` + `adapter_model.safetensors`) becomes a
+//! [`SavedDesign`] of the built-in `lora` strategy, and a LoRA-only design is written as one. Prefix tuning is
+//! not exchanged (see [`PREFIX_POSITIONS`]). The backbone's side (where transformers keeps each projection) comes from its
 //! [`peftspace_core::backbone::HfModules`]; the strategies' side (variable names) from the strategies' `var_name`.
 
 mod lora;
-mod prefix;
 
 use std::path::{Path, PathBuf};
 
@@ -30,6 +28,11 @@ pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
 /// Our head's variables (`core::train::TaskHead`).
 const HEAD_WEIGHT: &str = "head.weight";
 const HEAD_BIAS: &str = "head.bias";
+
+/// Why prefix-tuning adapters are not exchanged.
+const PREFIX_POSITIONS: &str = "PEFT's prefix tuning of BERT/RoBERTa counts the virtual tokens as past positions, so the \
+     input's position ids start at num_virtual_tokens, while our `prefix` keeps them at 0; an exchanged prefix would \
+     not give PEFT's outputs";
 
 /// Whether `dir` holds a PEFT adapter (rather than a design saved by `train --save`).
 pub fn is_adapter(dir: &Path) -> bool {
@@ -99,11 +102,11 @@ pub fn import(dir: &Path, target: &Target<'_>, device: &Device) -> Result<Import
         .unwrap_or("");
     let mapped = match peft_type {
         "LORA" => lora::import(&config, &config_path, tensors, &weights, target)?,
-        "PREFIX_TUNING" => prefix::import(&config, &config_path, tensors, &weights, target)?,
+        "PREFIX_TUNING" => return Err(file_error(&config_path, PREFIX_POSITIONS)),
         other => {
             return Err(file_error(
                 &config_path,
-                format!("peft_type `{other}` is not imported; LORA and PREFIX_TUNING adapters are"),
+                format!("peft_type `{other}` is not imported; LORA adapters are"),
             ))
         }
     };
@@ -154,14 +157,18 @@ pub fn export(design: &SavedDesign, target: &Target<'_>, out: &Path) -> Result<(
         .collect();
     let (config, tensors) = match names.iter().copied().collect::<Vec<_>>().as_slice() {
         ["lora"] => lora::export(design, target)?,
-        ["prefix"] => prefix::export(design, target)?,
+        ["prefix"] => {
+            return Err(Error::msg(format!(
+                "this design cannot be exported to PEFT: {PREFIX_POSITIONS}"
+            )))
+        }
         [] => return Err(Error::msg(
             "the design tunes no layer (only its head trained); PEFT has no adapter type for that",
         )),
         other => {
             let parts: Vec<String> = other
                 .iter()
-                .filter(|n| !matches!(**n, "lora" | "prefix"))
+                .filter(|n| **n != "lora")
                 .map(|n| format!("`{n}` (no PEFT adapter type)"))
                 .collect();
             let mixed = if other.len() > 1 {
@@ -215,7 +222,10 @@ fn import_head(
             if target.model.model_type() == "bert" {
                 return Err(file_error(
                     weights,
-                    format!("tensor `{key}`: not a BERT sequence classifier's head"),
+                    format!(
+                        "tensor `{key}`: not a BERT sequence classifier's head (`classifier.weight`, \
+                         `classifier.bias`); is the adapter made for another architecture?"
+                    ),
                 ));
             }
             // Another architecture's head (RoBERTa's dense + out_proj): the adapter still maps without it.

@@ -164,12 +164,6 @@ impl PrefixTuning {
     }
 }
 
-/// The name [`PrefixTuning::build`] gives a layer's direct `key` or `value` rows (`[n, inner]`) of an attention
-/// block: `layer.<i>.prefix.self.key`.
-pub fn var_name(layer: usize, kind: AttentionKind, rows: &str) -> String {
-    format!("layer.{layer}.prefix.{}.{rows}", kind_name(kind))
-}
-
 fn create(options: &ron::Value) -> Result<Box<dyn TuningStrategy>> {
     Ok(Box::new(PrefixTuning::new(parse_options(
         "prefix", options,
