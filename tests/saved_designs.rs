@@ -255,3 +255,52 @@ fn designs_peft_cannot_express_are_refused_with_the_parts_named() {
     std::fs::write(&path, manifest.to_string()).unwrap();
     export(&saved, "a mix of adapter + lora");
 }
+
+#[test]
+fn train_adapter_starts_from_a_peft_adapter_and_keeps_its_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let experiment = write_experiment(d);
+    let saved = d.join("from-peft");
+    // No epoch: what is saved is the starting point itself.
+    ok(&run(
+        &["train", "--epochs", "0", "--quiet", "--adapter"],
+        &[
+            &fixture("peft/lora-bert"),
+            Path::new("--save"),
+            &saved,
+            &experiment,
+        ],
+    ));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(saved.join("design.json")).unwrap()).unwrap();
+    assert_eq!(manifest["design"], serde_json::Value::Null);
+    let plan = manifest["plan"].as_array().unwrap();
+    assert_eq!(plan.len(), 2);
+    assert_eq!(plan[0]["strategies"][0], serde_json::json!(["lora", 4]));
+    let saved_tensors = candle_core::safetensors::load(
+        saved.join("weights.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let adapter = candle_core::safetensors::load(
+        fixture("peft/lora-bert").join("adapter_model.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    // lora_A of layer 0's query is copied as is (its scale is the layer's).
+    let ours = &saved_tensors["layer.0.lora.q.lora_A"];
+    let theirs =
+        &adapter["base_model.model.bert.encoder.layer.0.attention.self.query.lora_A.weight"];
+    let diff: f32 = (ours - theirs)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar()
+        .unwrap();
+    assert_eq!(diff, 0.0);
+    // The adapter's 3-class head does not fit the 2-class task: the task gets a fresh head.
+    assert_eq!(saved_tensors["head.weight"].dims(), &[2, 32]);
+}
