@@ -263,7 +263,10 @@ fn train_and_score(
         if extras.keep_values {
             let newer = match (training.select, kept.as_ref()) {
                 // Ties keep the earlier epoch, as `finish` does.
-                (Select::Best, Some((best, _))) => !(*best >= report.metrics.primary),
+                (Select::Best, Some((best, _))) => !matches!(
+                    best.partial_cmp(&report.metrics.primary),
+                    Some(std::cmp::Ordering::Greater | std::cmp::Ordering::Equal)
+                ),
                 _ => true,
             };
             if newer {

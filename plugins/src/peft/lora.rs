@@ -33,6 +33,14 @@ struct Site {
     d_out: usize,
 }
 
+/// One projection's matrices as found in the file, with the module name they were keyed by.
+struct Found {
+    a: Option<Tensor>,
+    b: Option<Tensor>,
+    module: String,
+    site: Site,
+}
+
 /// Module path (relative to the base model) → projection.
 fn module_index(target: &Target<'_>) -> BTreeMap<String, Site> {
     let mut out = BTreeMap::new();
@@ -103,9 +111,7 @@ pub(super) fn import(
 
     let index = module_index(target);
     let base = target.base_prefix();
-    // (layer, site) → (A, B, module name).
-    let mut found: BTreeMap<(usize, SiteKind), (Option<Tensor>, Option<Tensor>, String, Site)> =
-        BTreeMap::new();
+    let mut found: BTreeMap<(usize, SiteKind), Found> = BTreeMap::new();
     let mut out = Tensors::new();
     for (key, value) in tensors {
         let Some(rest) = key.strip_prefix(KEY_PREFIX) else {
@@ -155,7 +161,7 @@ pub(super) fn import(
 
     // Check shapes, then each layer's rank (the largest of its modules).
     let mut modules = Vec::new();
-    for ((_, _), (a, b, module, site)) in found {
+    for Found { a, b, module, site } in found.into_values() {
         let key = |m: &str| format!("{KEY_PREFIX}…{module}.{m}.weight");
         let a = a.ok_or_else(|| file_error(weights, format!("`{}` is missing", key("lora_A"))))?;
         let b = b.ok_or_else(|| file_error(weights, format!("`{}` is missing", key("lora_B"))))?;
