@@ -108,6 +108,68 @@ fn lora_matches_peft_on_tiny_roberta() {
     assert!(logits.is_none());
 }
 
+/// Encoder-decoders: encoder (real tokens) and decoder hidden states against PEFT's.
+fn seq2seq_parity(model: &str, adapter: &str) -> (f32, f32) {
+    let device = Device::Cpu;
+    let folder = ModelFolder::open(fixture(model)).unwrap();
+    let registries = registries().unwrap();
+    let info = folder.describe(&registries).unwrap();
+    let target = peft::Target::new(&folder, &info, &registries).unwrap();
+    let dir = fixture("peft").join(adapter);
+    let imported = peft::import(&dir, &target, &device).unwrap();
+    assert!(!imported.has_head);
+    let backbone = folder.load(&registries, &device, Weights::Frozen).unwrap();
+    let hooks = design_hooks(backbone.as_ref(), &imported.design, &imported.source).unwrap();
+    let reference =
+        candle_core::safetensors::load(dir.join("reference.safetensors"), &device).unwrap();
+    let ids = |name: &str| reference[name].to_dtype(DType::U32).unwrap();
+    let batch = Batch {
+        input_ids: ids("input_ids"),
+        attention_mask: ids("attention_mask"),
+        token_type_ids: None,
+        decoder_input_ids: Some(ids("decoder_input_ids")),
+    };
+    let encoded = backbone.encode(&batch, &hooks, Mode::Eval).unwrap();
+    let mask = reference["attention_mask"]
+        .to_dtype(DType::F32)
+        .unwrap()
+        .unsqueeze(2)
+        .unwrap();
+    let encoder = max_abs_diff(
+        &encoded.encoder_hidden.broadcast_mul(&mask).unwrap(),
+        &reference["encoder_hidden"].broadcast_mul(&mask).unwrap(),
+    );
+    let decoder = max_abs_diff(
+        &encoded.decoder_hidden.unwrap(),
+        &reference["decoder_hidden"],
+    );
+    let plain = backbone
+        .encode(&batch, &peftspace_core::hooks::NoHooks, Mode::Eval)
+        .unwrap();
+    let moved = max_abs_diff(&plain.decoder_hidden.unwrap(), &reference["decoder_hidden"]);
+    assert!(
+        moved > 1e-2,
+        "{adapter}: the adapter moves the decoder by only {moved}"
+    );
+    (encoder, decoder)
+}
+
+#[test]
+fn lora_matches_peft_on_tiny_t5_and_bart() {
+    for (model, adapter) in [("t5-tiny-gated", "lora-t5"), ("bart-tiny", "lora-bart")] {
+        let (encoder, decoder) = seq2seq_parity(model, adapter);
+        eprintln!("{adapter}: encoder {encoder:e}, decoder {decoder:e}");
+        assert!(
+            encoder <= TOLERANCE,
+            "{adapter}: encoder differs by {encoder}"
+        );
+        assert!(
+            decoder <= TOLERANCE,
+            "{adapter}: decoder differs by {decoder}"
+        );
+    }
+}
+
 #[test]
 fn the_adapter_really_changes_the_output() {
     // A parity test that passes because the adapter does nothing would prove nothing.

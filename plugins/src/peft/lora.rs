@@ -145,14 +145,16 @@ pub(super) fn import(
                 ),
             )
         })?;
-        let entry =
-            found
-                .entry((site.layer, site.kind))
-                .or_insert((None, None, module.to_string(), site));
+        let entry = found.entry((site.layer, site.kind)).or_insert(Found {
+            a: None,
+            b: None,
+            module: module.to_string(),
+            site,
+        });
         if matrix == 'A' {
-            entry.0 = Some(value);
+            entry.a = Some(value);
         } else {
-            entry.1 = Some(value);
+            entry.b = Some(value);
         }
     }
     if found.is_empty() {

@@ -68,7 +68,7 @@ impl<'a> Target<'a> {
             .ok_or_else(|| Error::Model {
                 path: model.dir().to_path_buf(),
                 message: format!(
-                    "PEFT adapters are not mapped onto `{}` models yet (BERT and RoBERTa are)",
+                    "PEFT adapters are not mapped onto `{}` models (BERT, RoBERTa, T5 and BART are)",
                     model.model_type()
                 ),
             })?;
