@@ -268,7 +268,9 @@ pub(super) fn export(
     let mut tensors = Tensors::new();
     let mut ranks: BTreeMap<String, usize> = BTreeMap::new();
     for layer in &design.manifest.plan {
-        let rank = layer.strategies[0].1;
+        let Some(&(_, rank)) = layer.strategies.first() else {
+            continue;
+        };
         let Some(shape) = target.info.layers.get(layer.layer) else {
             return Err(Error::msg(format!(
                 "the plan names layer {} the backbone lacks",
