@@ -25,6 +25,7 @@ pub mod refine;
 pub mod registry;
 pub mod report;
 pub mod resolve;
+pub mod saved;
 pub mod scale_out;
 pub mod shapes;
 pub mod space;

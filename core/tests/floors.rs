@@ -38,7 +38,7 @@ const FLOORS: [&[&str]; 5] = [
         "store",
         "train",
     ],
-    &["refine", "report", "scale_out"],
+    &["refine", "report", "saved", "scale_out"],
 ];
 
 /// Modules that are not part of the library's floors: the crate root, and test-only code.

@@ -163,7 +163,7 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
         (cores / args.jobs).max(1)
     });
     let notify = |text: &str| eprintln!("{text}");
-    let mut pool: Box<dyn TrialPool + '_> = if args.scale_out.executor == scale_out::ExecutorKind::Slurm {
+    let pool: Box<dyn TrialPool + '_> = if args.scale_out.executor == scale_out::ExecutorKind::Slurm {
         let context = scale_out::task_context(
             &args.experiment,
             inputs.model.as_ref().map(|m| m.dir()),
