@@ -40,6 +40,16 @@ enum Command {
     Run(cmd::run::Args),
     /// Re-render tables and plots from stored results.
     Report(cmd::report::Args),
+    /// Score a file of texts with a saved design or a PEFT adapter.
+    Predict(cmd::predict::Args),
+    /// Score a saved design on a task's evaluation set.
+    Eval(cmd::eval::Args),
+    /// Write a saved design as a Hugging Face PEFT adapter.
+    Export(cmd::export::Args),
+    /// Trust plugin libraries so that experiment files naming them may load them.
+    Trust(cmd::trust::Args),
+    /// Run the trials of one task file and write their results (what `run --executor slurm` submits).
+    Trial(cmd::trial::Args),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +63,11 @@ fn main() -> ExitCode {
         Command::Train(a) => cmd::train::run(a, &cli.global),
         Command::Run(a) => cmd::run::run(a, &cli.global),
         Command::Report(a) => cmd::report::run(a, &cli.global),
+        Command::Predict(a) => cmd::predict::run(a, &cli.global),
+        Command::Eval(a) => cmd::eval::run(a, &cli.global),
+        Command::Export(a) => cmd::export::run(a, &cli.global),
+        Command::Trust(a) => cmd::trust::run(a, &cli.global),
+        Command::Trial(a) => cmd::trial::run(a, &cli.global),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

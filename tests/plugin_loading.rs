@@ -18,6 +18,7 @@ use peftspace_core::shapes::{LayerShape, SiteKind};
 struct Libraries {
     ia3: PathBuf,
     abi_mismatch: PathBuf,
+    wrong_version: PathBuf,
     no_header: PathBuf,
 }
 
@@ -81,6 +82,7 @@ fn libraries() -> &'static Libraries {
         Libraries {
             ia3: take("peftspace_ia3"),
             abi_mismatch: take("ia3_abi_mismatch"),
+            wrong_version: take("ia3_wrong_version"),
             no_header: take("ia3_no_header"),
         }
     })
@@ -218,6 +220,11 @@ fn broken_plugins_are_refused_in_process_with_clear_errors() {
         e.contains("ia3_abi_mismatch"),
         "the error names the file: {e}"
     );
+    let e = load_plugin(&libs.wrong_version).unwrap_err().to_string();
+    assert!(
+        e.contains("plugin header version mismatch") && e.contains("ia3_wrong_version"),
+        "{e}"
+    );
     let e = load_plugin(&libs.no_header).unwrap_err().to_string();
     assert!(
         e.contains("not a peftspace plugin: no PEFTSPACE_PLUGIN symbol"),
@@ -238,6 +245,7 @@ fn the_cli_loads_the_plugin_and_refuses_broken_ones() {
     std::fs::write(&text, "plain text, not a library").unwrap();
     let cases = [
         (libs.abi_mismatch.clone(), "ABI mismatch"),
+        (libs.wrong_version.clone(), "plugin header version mismatch"),
         (libs.no_header.clone(), "no PEFTSPACE_PLUGIN symbol"),
         // The loader's own reason follows libloading's "dlopen failed".
         (
@@ -273,5 +281,88 @@ fn the_cli_loads_the_plugin_and_refuses_broken_ones() {
     assert!(
         stdout.contains("ia3"),
         "`peftspace list` does not show the loaded strategy:\n{stdout}"
+    );
+}
+
+/// An experiment naming the IA3 plugin, with the trust file at `trust_file`.
+fn with_trust_file(trust_file: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_peftspace"))
+        .env("PEFTSPACE_TRUSTED_PLUGINS", trust_file)
+        .args(args)
+        .output()
+        .expect("run peftspace")
+}
+
+#[test]
+fn a_plugin_named_only_in_an_experiment_loads_only_once_trusted() {
+    let libs = libraries();
+    let dir = tempfile::tempdir().unwrap();
+    // A copy, so that "rebuilding" it below does not touch the library other tests load.
+    let lib = dir.path().join("libia3_copy.so");
+    std::fs::copy(&libs.ia3, &lib).unwrap();
+    let exp = dir.path().join("exp.ron");
+    std::fs::write(
+        &exp,
+        format!(
+            r#"ExperimentSpec(
+    name: "trust",
+    backbone: (path: Some("model")),
+    plugins: ["{}"],
+    tasks: [(id: "sst2")],
+    strategies: [(name: "ia3"), (name: "lora")],
+    stages: [(name: "S4", dimension: Strategies(0), candidates: ["ia3", "lora", "ia3+lora"])],
+)
+"#,
+            lib.display()
+        ),
+    )
+    .unwrap();
+    let trust_file = dir.path().join("config").join("trusted-plugins");
+    let exp_arg = exp.to_str().unwrap();
+
+    // Untrusted: refused before loading, exit 2, with the way out.
+    let out = with_trust_file(&trust_file, &["validate", exp_arg]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("not trusted")
+            && stderr.contains("libia3_copy.so")
+            && stderr.contains("peftspace trust")
+            && stderr.contains("exp.ron:"),
+        "{stderr}"
+    );
+
+    // Checked without its plugins: ok, and `ia3` is reported as a name only the plugin could provide.
+    let out = with_trust_file(&trust_file, &["validate", "--no-plugins", exp_arg]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains("unresolved strategy `ia3` at strategies[0].name") && stdout.contains("not loaded"),
+        "{stdout}"
+    );
+
+    // Given on the command line: loads.
+    let out = with_trust_file(&trust_file, &["--plugin", lib.to_str().unwrap(), "validate", exp_arg]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Trusted through the trust file: loads.
+    let out = with_trust_file(&trust_file, &["trust", lib.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = with_trust_file(&trust_file, &["validate", exp_arg]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Rebuilt (other bytes at the same path): untrusted again, with both hashes.
+    let mut bytes = std::fs::read(&lib).unwrap();
+    bytes.extend_from_slice(b"appended");
+    std::fs::write(&lib, bytes).unwrap();
+    let out = with_trust_file(&trust_file, &["validate", exp_arg]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("changed since it was trusted"), "{stderr}");
+    let out = with_trust_file(&trust_file, &["trust", "--list"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("changed since trusted"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
     );
 }

@@ -288,3 +288,38 @@ fn each_builtin_strategy_and_all_four_together_learn() {
         );
     }
 }
+
+#[test]
+fn a_regression_head_starting_at_the_target_mean_learns_targets_far_from_zero() {
+    register_test_strategy();
+    let backbone = ToyBackbone::new(2, 11).expect("toy backbone");
+    let plan = uniform_plan(
+        peftspace_core::backbone::Backbone::info(&backbone),
+        "test_ffn_bias",
+        0,
+    );
+    // The separable task as regression with targets 40 and 44: a head starting at 0 would spend a short run
+    // moving its bias towards 42.
+    let mut task = synthetic_task(320, 200, 5);
+    task.kind = peftspace_core::data::TaskKind::Regression;
+    task.evaluator = "pearson_spearman".into();
+    for e in task.train.iter_mut().chain(task.eval.iter_mut()) {
+        e.label = 40.0 + 4.0 * e.label;
+    }
+    let out = run_trial(&TrialInput {
+        backbone: &backbone,
+        tokenizer: &ToyTokenizer,
+        task: &task,
+        plan: &plan,
+        strategies: &[],
+        training: &training(2),
+        seed: 1,
+        progress: false,
+        on_epoch: None,
+    })
+    .expect("trial runs");
+    assert_eq!(out.status, TrialStatus::Ok);
+    // A constant prediction scores 0 here; the first epoch's loss starts near the targets' variance (4), not 42².
+    assert!(out.metrics.primary > 0.8, "Pearson/Spearman {}", out.metrics.primary);
+    assert!(out.per_epoch[0].train_loss < 50.0, "loss {}", out.per_epoch[0].train_loss);
+}

@@ -9,7 +9,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::autograd::with_input_gradient;
 use crate::hooks::LayerHooks;
-use crate::shapes::BackboneInfo;
+use crate::shapes::{BackboneInfo, SiteKind};
 use crate::Result;
 
 /// A tokenised, padded batch on the backbone's device.
@@ -145,6 +145,21 @@ pub struct ArchitectureEntry {
     /// Loads the model with every weight a `Var` ([`Weights::Trainable`], full fine-tuning); `None` when the
     /// architecture only supports frozen weights.
     pub load_trainable: Option<fn(dir: &Path, device: &Device) -> Result<Box<dyn Backbone>>>,
+    /// Where the projections sit in transformers' module tree, to exchange adapters with Hugging Face PEFT; `None`
+    /// when the architecture does not say.
+    pub hf_modules: Option<HfModules>,
+}
+
+/// The Hugging Face module names of an architecture's projections (the names transformers gives the modules, which
+/// PEFT adapters are keyed by).
+#[derive(Clone, Copy)]
+pub struct HfModules {
+    /// The base model's attribute in transformers' `…ForSequenceClassification` for a `model_type` (`bert`,
+    /// `roberta`; `model` for BART, `transformer` for T5).
+    pub base_prefix: fn(model_type: &str) -> &'static str,
+    /// The module path, relative to the base model, of projection `site` in global layer `layer`
+    /// (`encoder.layer.3.attention.self.query`); `None` when that layer has no such projection.
+    pub linear: fn(info: &BackboneInfo, layer: usize, site: SiteKind) -> Option<String>,
 }
 
 impl ArchitectureEntry {

@@ -75,6 +75,12 @@ pub enum Error {
     )]
     Locked { dir: PathBuf, holder: String },
 
+    /// A stop was requested ([`crate::interrupt`]); the work in hand was abandoned after its current step.
+    #[error(
+        "interrupted: stopped after the current step; nothing of the unfinished work was stored"
+    )]
+    Interrupted,
+
     /// Any other invalid argument or state, with a message meant for a person.
     #[error("{0}")]
     Msg(String),

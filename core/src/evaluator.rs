@@ -14,9 +14,22 @@ pub struct Metrics {
 }
 
 /// Scores predictions against labels. For classification both hold class indices; for regression, real values.
+/// Evaluators of generated text (ROUGE, BLEU) score texts instead and say so with [`Evaluator::scores_texts`].
 pub trait Evaluator: Send + Sync {
     fn name(&self) -> &str;
     fn score(&self, predictions: &[f64], labels: &[f64]) -> Result<Metrics>;
+    /// Whether this evaluator scores generated texts ([`Evaluator::score_texts`]) rather than labels.
+    fn scores_texts(&self) -> bool {
+        false
+    }
+    /// Scores generated texts against one reference text each.
+    fn score_texts(&self, hypotheses: &[String], references: &[String]) -> Result<Metrics> {
+        let _ = (hypotheses, references);
+        Err(crate::Error::msg(format!(
+            "evaluator `{}` scores labels, not generated texts",
+            self.name()
+        )))
+    }
 }
 
 /// A registry entry for an evaluator.

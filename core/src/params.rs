@@ -9,6 +9,9 @@ use rand_distr::{Distribution, Normal};
 
 use crate::{Error, Result};
 
+/// Tensors by variable name: the values of a design's and head's variables (saved designs, imported adapters).
+pub type Tensors = std::collections::BTreeMap<String, Tensor>;
+
 /// Named trainable variables, in creation order, plus the RNG that initialises them.
 pub struct ParamStore {
     device: Device,
@@ -115,6 +118,42 @@ impl ParamStore {
     /// Number of trainable scalars.
     pub fn num_scalars(&self) -> usize {
         self.vars.iter().map(|(_, v)| v.elem_count()).sum()
+    }
+
+    /// Sets variables to given values, by name: every name in `values` must be a variable of this store with the same
+    /// shape (a saved design or an imported adapter that does not fit the design is refused, naming the tensor).
+    /// Variables `values` does not name keep their initial values.
+    pub fn assign(&self, values: &Tensors) -> Result<()> {
+        for (name, value) in values {
+            let var = self
+                .vars
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v)
+                .ok_or_else(|| {
+                    Error::msg(format!(
+                        "tensor `{name}` has no place in this design (its variables are named like `{}`)",
+                        self.vars.first().map_or("head.weight", |(n, _)| n.as_str())
+                    ))
+                })?;
+            if var.dims() != value.dims() {
+                return Err(Error::msg(format!(
+                    "tensor `{name}` has shape {:?} but the design's variable has shape {:?}",
+                    value.dims(),
+                    var.dims()
+                )));
+            }
+            var.set(&value.to_dtype(DType::F32)?.to_device(&self.device)?)?;
+        }
+        Ok(())
+    }
+
+    /// A copy of every variable's current value, by name (what a saved design stores).
+    pub fn snapshot(&self) -> Result<Tensors> {
+        self.vars
+            .iter()
+            .map(|(n, v)| Ok((n.clone(), v.as_tensor().detach().copy()?)))
+            .collect()
     }
 
     /// Number of trainable scalars whose name starts with `prefix`.

@@ -17,6 +17,7 @@ const FLOORS: [&[&str]; 5] = [
         "allocation",
         "tensor_ops",
         "device",
+        "interrupt",
     ],
     &[
         "hooks",
@@ -29,8 +30,15 @@ const FLOORS: [&[&str]; 5] = [
         "spec",
     ],
     &["data", "model", "budget", "space", "trial"],
-    &["experiment", "resolve", "plugin_loader", "store", "train"],
-    &["refine", "report"],
+    &[
+        "experiment",
+        "resolve",
+        "plugin_loader",
+        "plugin_trust",
+        "store",
+        "train",
+    ],
+    &["refine", "report", "saved", "scale_out"],
 ];
 
 /// Modules that are not part of the library's floors: the crate root, and test-only code.

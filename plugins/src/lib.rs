@@ -3,4 +3,6 @@
 pub mod allocation;
 pub mod evaluators;
 pub mod grouping;
+pub mod peft;
 pub mod strategies;
+pub mod text_metrics;

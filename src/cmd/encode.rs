@@ -1,5 +1,5 @@
-//! `peftspace encode`: runs the frozen backbone once on one example (no PEFT, no padding) and writes its hidden
-//! states to a safetensors file, for parity checks against transformers.
+//! `peftspace encode`: runs the frozen backbone once on one example (no padding; no PEFT unless `--adapter` names
+//! one) and writes its hidden states to a safetensors file, for parity checks against transformers and PEFT.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -11,6 +11,7 @@ use peftspace_core::data::{pad_batch, Tokenize, Tokens};
 use peftspace_core::hooks::NoHooks;
 use peftspace_core::registry::registries;
 use peftspace_core::resolve::ModelNeeds;
+use peftspace_core::saved::design_hooks;
 use peftspace_core::spec::BackboneSpec;
 
 use super::{Exit, Global};
@@ -34,6 +35,9 @@ pub struct Args {
     /// A Hugging Face model id, taken from the cache or downloaded when neither --model nor PEFTSPACE_MODEL is given.
     #[arg(long)]
     pub hub_id: Option<String>,
+    /// Apply this design while encoding: a PEFT LoRA or prefix adapter folder, or a folder `train --save` wrote.
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
     /// Output file: `encoder_hidden` [seq, hidden] (and `decoder_hidden` [dec_seq, hidden]) as F32.
     #[arg(long)]
     pub out: PathBuf,
@@ -76,7 +80,15 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
     if let Some(dec) = &args.decoder_ids {
         batch.decoder_input_ids = Some(Tensor::from_vec(dec.clone(), (1, dec.len()), &device)?);
     }
-    let encoded = backbone.encode(&batch, &NoHooks, Mode::Eval)?;
+    let encoded = match &args.adapter {
+        Some(dir) => {
+            let design = super::adapter::read(dir, &model, &device)?;
+            let hooks = design_hooks(backbone.as_ref(), &design.design, &design.source)
+                .map_err(Exit::usage)?;
+            backbone.encode(&batch, &hooks, Mode::Eval)?
+        }
+        None => backbone.encode(&batch, &NoHooks, Mode::Eval)?,
+    };
     let mut out: HashMap<String, Tensor> = HashMap::new();
     out.insert(
         "encoder_hidden".into(),

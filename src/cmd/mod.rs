@@ -2,12 +2,18 @@
 //! the global options, the exit-code carrying error, and the calls that turn options into library objects (the
 //! model and data resolver, the device).
 
+pub mod adapter;
 pub mod encode;
+pub mod eval;
+pub mod export;
 pub mod list;
+pub mod predict;
 pub mod report;
 pub mod run;
 pub mod sample;
 pub mod train;
+pub mod trial;
+pub mod trust;
 pub mod validate;
 
 use std::path::PathBuf;

@@ -8,9 +8,12 @@ use peftspace_core::data::glue_task;
 use peftspace_core::design::StrategyCodes;
 use peftspace_core::registry::registries;
 use peftspace_core::resolve::ModelNeeds;
+use peftspace_core::saved::{
+    Manifest, PlanLayer, SavedBackbone, SavedDesign, SavedMetrics, SavedStrategy, SavedTask, FORMAT,
+};
 use peftspace_core::spec::{ExperimentSpec, TaskSpec};
 use peftspace_core::train::executor::{TrainingExecutor, Watch};
-use peftspace_core::train::{EpochReport, TrainingReport};
+use peftspace_core::train::{EpochReport, TrainingReport, TrialExtras};
 use peftspace_core::trial::{TrialSpec, FULL_FINE_TUNING};
 
 use super::{Exit, Global};
@@ -22,15 +25,19 @@ pub struct Args {
     /// A design in the text form `peftspace sample` prints.
     #[arg(
         long,
-        conflicts_with = "baseline",
-        required_unless_present = "baseline"
+        conflicts_with_all = ["baseline", "adapter"],
+        required_unless_present_any = ["baseline", "adapter"]
     )]
     pub design: Option<String>,
     /// One strategy in every layer at the experiment's budget (`adapter`, `prefix`, `lora`, `bitfit`, or any
     /// registered strategy), or `full`: full fine-tuning, every backbone weight trainable (at
     /// `training.full_learning_rate`), loaded afresh for each task.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "adapter")]
     pub baseline: Option<String>,
+    /// Train the design of this folder (a PEFT LoRA adapter, or a design `train --save` wrote), starting from its
+    /// trained values (its head too when it fits the task).
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
     /// Train only this task (an id from the experiment's `tasks`).
     #[arg(long)]
     pub task: Option<String>,
@@ -52,6 +59,9 @@ pub struct Args {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Save the trained design here (`docs/SAVED_DESIGNS.md`): DIR itself for one task, DIR/<task> for several.
+    #[arg(long)]
+    pub save: Option<PathBuf>,
 }
 
 pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
@@ -71,13 +81,39 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
     // The device first: a wrong one is refused before anything is downloaded.
     let (choice, device) = super::device(global)?;
     let model = super::model_folder(global, &exp, ModelNeeds::Everything)?;
+    let hub_id = match global.model {
+        Some(_) => None,
+        None => exp.spec.backbone.hub_id.clone(),
+    };
+    let saved_backbone = match &args.save {
+        Some(_) if args.baseline.as_deref() == Some(FULL_FINE_TUNING) => {
+            return Err(Exit::usage(anyhow!(
+                "--save keeps a design's variables; full fine-tuning changes the backbone itself, which is not saved"
+            )))
+        }
+        Some(_) => Some(
+            SavedBackbone::of(&model, hub_id.as_deref()).map_err(Exit::library)?,
+        ),
+        None => None,
+    };
     let data_dir = super::glue_data_dir(global, &exp, &tasks)?;
     eprintln!("device: {choice}");
     // `train` subsamples a task with its training seed, as it always has.
+    let adapter = match &args.adapter {
+        Some(dir) => Some(super::adapter::read(dir, &model, &device)?),
+        None => None,
+    };
     let executor = TrainingExecutor::new(&exp, model, data_dir, device)
         .map_err(Exit::library)?
         .with_data_seed(seed);
     let design = match (&args.design, args.baseline.as_deref()) {
+        _ if adapter.is_some() => {
+            let from = args.adapter.as_deref().unwrap_or(Path::new("")).display();
+            adapter
+                .as_ref()
+                .and_then(|a| a.design.manifest.design.clone())
+                .unwrap_or_else(|| format!("adapter {from}"))
+        }
         (Some(text), _) => text.clone(),
         (None, Some(FULL_FINE_TUNING)) => FULL_FINE_TUNING.to_string(),
         (None, Some(name)) => {
@@ -94,7 +130,20 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
     };
     let num_params = executor.info().num_params;
     let full = design == FULL_FINE_TUNING;
-    if full {
+    if let Some(a) = &adapter {
+        let layers: Vec<String> = a
+            .design
+            .manifest
+            .plan
+            .iter()
+            .map(|l| l.layer.to_string())
+            .collect();
+        eprintln!(
+            "plan: the adapter's, in layers {}, starting from its values ({})",
+            layers.join(","),
+            a.source.display()
+        );
+    } else if full {
         eprintln!(
             "plan: full fine-tuning, all {num_params} backbone weights trainable (learning rate {})",
             spec.training.full_learning_rate
@@ -142,21 +191,86 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
                 r.seconds
             );
         };
+        let strategies = match &adapter {
+            Some(a) => a.design.strategy_specs().map_err(Exit::usage)?,
+            None => spec.strategies.clone(),
+        };
         let trial = TrialSpec::unstored(
             &design,
             task_spec,
             seed,
             &spec.training,
             spec.budget,
-            &spec.strategies,
+            &strategies,
         );
-        let report = executor.train(
+        // The adapter's head starts the task's head only when it has the task's number of outputs.
+        let initial = adapter.as_ref().map(|a| {
+            let mut values = a.design.tensors.clone();
+            let fits = values
+                .get("head.weight")
+                .is_some_and(|w| w.dims().first() == Some(&task.kind.outputs()));
+            if !fits {
+                values.retain(|name, _| !name.starts_with("head."));
+            }
+            values
+        });
+        let adapter_plan = adapter.as_ref().map(|a| a.design.plan());
+        let (trained, plan) = executor.train_with(
             &trial,
+            adapter_plan.as_deref(),
+            TrialExtras {
+                initial: initial.as_ref(),
+                keep_values: args.save.is_some(),
+            },
             Watch {
                 progress: !args.quiet,
                 on_epoch: Some(&print_epoch),
             },
         )?;
+        let report = trained.report;
+        if let (Some(dir), Some(backbone)) = (&args.save, &saved_backbone) {
+            let dir = if tasks.len() > 1 {
+                dir.join(&task.id)
+            } else {
+                dir.clone()
+            };
+            let Some(tensors) = trained.values else {
+                return Err(Exit::from(anyhow!(
+                    "{}: no epoch finished ({}), so there is no trained design to save",
+                    task.id,
+                    report.status
+                )));
+            };
+            let strategies = trial
+                .strategies
+                .iter()
+                .filter(|s| {
+                    plan.iter()
+                        .any(|l| l.strategies.iter().any(|(n, _)| n == &s.name))
+                })
+                .map(SavedStrategy::from_spec)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(Exit::library)?;
+            let saved = SavedDesign {
+                manifest: Manifest {
+                    format: FORMAT.to_string(),
+                    design: match &adapter {
+                        Some(a) => a.design.manifest.design.clone(),
+                        None => Some(design.clone()),
+                    },
+                    plan: PlanLayer::from_plan(&plan),
+                    strategies,
+                    task: SavedTask::new(&task.id, &task.kind, &task.evaluator),
+                    backbone: backbone.clone(),
+                    training: Some(trial.training.clone()),
+                    seed: Some(seed),
+                    metrics: Some(SavedMetrics::new(&report.metrics, report.selected_epoch)),
+                },
+                tensors,
+            };
+            saved.save(&dir).map_err(Exit::library)?;
+            eprintln!("saved the trained design to {}", dir.display());
+        }
         if rows.is_empty() {
             let share = 100.0 * report.trainable_params as f64 / num_params as f64;
             let of_what = if full {

@@ -3,7 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use peftspace_core::experiment::{self, Experiment};
+use peftspace_core::experiment::{self, Experiment, Parsed};
+use peftspace_core::plugin_trust::{default_trust_file, untrusted_error, TrustList, Verdict};
 use peftspace_core::registry::registries;
 
 use super::{Exit, Global};
@@ -12,23 +13,60 @@ use super::{Exit, Global};
 pub struct Args {
     /// The experiment file (RON).
     pub file: PathBuf,
+    /// Check the file without loading the plugins it names (none of their code runs); names only they could
+    /// provide are listed instead of refused.
+    #[arg(long)]
+    pub no_plugins: bool,
 }
 
-/// Reads and checks an experiment file, loading the plugins it lists first. Any problem is a usage error (exit 2).
-pub fn load_experiment(file: &Path, global: &Global) -> Result<Experiment, Exit> {
-    let parsed = experiment::parse(file).map_err(Exit::usage)?;
-    // Plugins named in the file load like `--plugin` ones; those already given on the command line are skipped.
+/// The plugins `parsed` names that were not given with `--plugin` (compared by canonical path).
+fn plugins_named_only_in_file(parsed: &Parsed, global: &Global) -> Vec<PathBuf> {
     let already: Vec<PathBuf> = global
         .plugins
         .iter()
         .filter_map(|p| p.canonicalize().ok())
         .collect();
-    let from_file: Vec<PathBuf> = parsed
+    parsed
         .plugin_paths()
         .into_iter()
         .filter(|p| p.canonicalize().map_or(true, |c| !already.contains(&c)))
-        .collect();
+        .collect()
+}
+
+/// Refuses any of `plugins` the trust file does not list with its current hash. A plugin is native code: naming it
+/// in a (perhaps downloaded) experiment file is not enough to run it.
+fn check_trusted(parsed: &Parsed, plugins: &[PathBuf]) -> Result<(), Exit> {
+    let trust_file = default_trust_file();
+    let list = match &trust_file {
+        Some(file) => TrustList::load(file).map_err(Exit::usage)?,
+        None => TrustList {
+            file: PathBuf::new(),
+            entries: Vec::new(),
+        },
+    };
+    for plugin in plugins {
+        // A missing library is reported by the loader with its path; trust is about libraries that exist.
+        if !plugin.exists() {
+            continue;
+        }
+        let verdict = list
+            .verdict(plugin)
+            .map_err(|e| Exit::usage(parsed.error_at("plugins", e)))?;
+        if verdict != Verdict::Trusted {
+            let error = untrusted_error(plugin, &verdict, trust_file.as_deref());
+            return Err(Exit::usage(parsed.error_at("plugins", error)));
+        }
+    }
+    Ok(())
+}
+
+/// Reads and checks an experiment file, loading the plugins it lists first — those given with `--plugin` or
+/// listed in the trust file; any other is refused before its code is loaded. Any problem is a usage error (exit 2).
+pub fn load_experiment(file: &Path, global: &Global) -> Result<Experiment, Exit> {
+    let parsed = experiment::parse(file).map_err(Exit::usage)?;
+    let from_file = plugins_named_only_in_file(&parsed, global);
     if !from_file.is_empty() {
+        check_trusted(&parsed, &from_file)?;
         let file_global = Global {
             plugins: from_file,
             ..global.clone()
@@ -40,7 +78,35 @@ pub fn load_experiment(file: &Path, global: &Global) -> Result<Experiment, Exit>
     parsed.validate(&registries).map_err(Exit::usage)
 }
 
+/// `validate --no-plugins`: every check that needs no plugin code; the names left unresolved are printed.
+fn validate_without_plugins(args: &Args, global: &Global) -> Result<(), Exit> {
+    let parsed = experiment::parse(&args.file).map_err(Exit::usage)?;
+    let skipped = plugins_named_only_in_file(&parsed, global);
+    let registries = registries().map_err(Exit::from)?;
+    let unresolved = parsed
+        .validate_without_plugins(&registries)
+        .map_err(Exit::usage)?;
+    println!(
+        "{}: ok without its plugins ({} not loaded)",
+        args.file.display(),
+        skipped.len()
+    );
+    for plugin in &skipped {
+        println!("  not loaded: {}", plugin.display());
+    }
+    for name in &unresolved {
+        println!(
+            "  unresolved {} `{}` at {} (a plugin may provide it)",
+            name.kind, name.name, name.at
+        );
+    }
+    Ok(())
+}
+
 pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
+    if args.no_plugins {
+        return validate_without_plugins(&args, global);
+    }
     let exp = load_experiment(&args.file, global)?;
     // Everything that needs no model: custom task files are read and checked as training would read them.
     exp.check_data().map_err(Exit::usage)?;

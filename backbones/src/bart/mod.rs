@@ -12,8 +12,8 @@
 pub mod config;
 mod model;
 
-use peftspace_core::backbone::ArchitectureEntry;
-use peftspace_core::shapes::BackboneInfo;
+use peftspace_core::backbone::{ArchitectureEntry, HfModules};
+use peftspace_core::shapes::{BackboneInfo, SiteKind};
 
 use crate::seq2seq::{self, Architecture, CheckpointLayout, EncoderDecoder};
 pub use config::Config;
@@ -80,6 +80,35 @@ peftspace_core::inventory::submit! {
         summary: "BART encoder-decoder (post-norm, learned positions); features: decoder state at the last EOS",
         describe: seq2seq::describe::<BartArchitecture>,
         load: seq2seq::load::<BartArchitecture>,
+        hf_modules: Some(HfModules {
+            base_prefix: |_| "model",
+            linear: hf_linear,
+        }),
         load_trainable: Some(seq2seq::load_trainable::<BartArchitecture>),
     }
+}
+
+/// The module names `modeling_bart.py` gives a layer's projections: `encoder.layers.<i>.self_attn.q_proj`, the
+/// decoder's cross-attention `encoder_attn.*`, the FFN `fc1` and `fc2`.
+fn hf_linear(info: &BackboneInfo, layer: usize, site: SiteKind) -> Option<String> {
+    info.layers.get(layer)?.linear_site(site)?;
+    let (stack, local) = if layer < info.encoder_layers {
+        ("encoder", layer)
+    } else {
+        ("decoder", layer - info.encoder_layers)
+    };
+    let module = match site {
+        SiteKind::Query => "self_attn.q_proj",
+        SiteKind::Key => "self_attn.k_proj",
+        SiteKind::Value => "self_attn.v_proj",
+        SiteKind::AttnOut => "self_attn.out_proj",
+        SiteKind::CrossQuery => "encoder_attn.q_proj",
+        SiteKind::CrossKey => "encoder_attn.k_proj",
+        SiteKind::CrossValue => "encoder_attn.v_proj",
+        SiteKind::CrossOut => "encoder_attn.out_proj",
+        SiteKind::FfnIn => "fc1",
+        SiteKind::FfnOut => "fc2",
+        SiteKind::FfnGate => return None,
+    };
+    Some(format!("{stack}.layers.{local}.{module}"))
 }

@@ -12,7 +12,8 @@ use std::path::Path;
 
 use candle_core::Device;
 
-use peftspace_core::backbone::{ArchitectureEntry, Backbone, Weights};
+use peftspace_core::backbone::{ArchitectureEntry, Backbone, HfModules, Weights};
+use peftspace_core::shapes::{BackboneInfo, SiteKind};
 use peftspace_core::Result;
 
 use crate::checkpoint::Checkpoint;
@@ -54,5 +55,35 @@ peftspace_core::inventory::submit! {
         describe,
         load,
         load_trainable: Some(load_trainable),
+        hf_modules: Some(HfModules {
+            base_prefix: hf_base_prefix,
+            linear: hf_linear,
+        }),
     }
+}
+
+/// `bert` or `roberta`: the attribute transformers' sequence classifiers keep the encoder under.
+fn hf_base_prefix(model_type: &str) -> &'static str {
+    if model_type == "roberta" {
+        "roberta"
+    } else {
+        "bert"
+    }
+}
+
+/// The module names `modeling_bert.py` / `modeling_roberta.py` give a layer's projections.
+fn hf_linear(info: &BackboneInfo, layer: usize, site: SiteKind) -> Option<String> {
+    if layer >= info.encoder_layers {
+        return None;
+    }
+    let module = match site {
+        SiteKind::Query => "attention.self.query",
+        SiteKind::Key => "attention.self.key",
+        SiteKind::Value => "attention.self.value",
+        SiteKind::AttnOut => "attention.output.dense",
+        SiteKind::FfnIn => "intermediate.dense",
+        SiteKind::FfnOut => "output.dense",
+        _ => return None,
+    };
+    Some(format!("encoder.layer.{layer}.{module}"))
 }

@@ -15,8 +15,8 @@ pub mod attention;
 pub mod config;
 mod model;
 
-use peftspace_core::backbone::ArchitectureEntry;
-use peftspace_core::shapes::BackboneInfo;
+use peftspace_core::backbone::{ArchitectureEntry, HfModules};
+use peftspace_core::shapes::{BackboneInfo, SiteKind};
 
 use crate::seq2seq::{self, Architecture, CheckpointLayout, EncoderDecoder};
 pub use config::Config;
@@ -79,6 +79,39 @@ peftspace_core::inventory::submit! {
         summary: "T5 encoder-decoder (v1.0 ReLU and v1.1/flan gated-GELU FFN); features: decoder state at the last EOS",
         describe: seq2seq::describe::<T5Architecture>,
         load: seq2seq::load::<T5Architecture>,
+        hf_modules: Some(HfModules {
+            base_prefix: |_| "transformer",
+            linear: hf_linear,
+        }),
         load_trainable: Some(seq2seq::load_trainable::<T5Architecture>),
     }
+}
+
+/// The module names `modeling_t5.py` gives a layer's projections: `encoder.block.<i>.layer.0.SelfAttention.q`, the
+/// decoder's cross-attention in `layer.1.EncDecAttention`, the FFN in `layer.1` (encoder) or `layer.2` (decoder)
+/// `.DenseReluDense` (`wi`, or `wi_0` and `wi_1` when gated, then `wo`).
+fn hf_linear(info: &BackboneInfo, layer: usize, site: SiteKind) -> Option<String> {
+    let shape = info.layers.get(layer)?;
+    shape.linear_site(site)?;
+    let (stack, local, ffn) = if layer < info.encoder_layers {
+        ("encoder", layer, 1)
+    } else {
+        ("decoder", layer - info.encoder_layers, 2)
+    };
+    let gated = shape.linear_site(SiteKind::FfnGate).is_some();
+    let module = match site {
+        SiteKind::Query => "layer.0.SelfAttention.q".to_string(),
+        SiteKind::Key => "layer.0.SelfAttention.k".to_string(),
+        SiteKind::Value => "layer.0.SelfAttention.v".to_string(),
+        SiteKind::AttnOut => "layer.0.SelfAttention.o".to_string(),
+        SiteKind::CrossQuery => "layer.1.EncDecAttention.q".to_string(),
+        SiteKind::CrossKey => "layer.1.EncDecAttention.k".to_string(),
+        SiteKind::CrossValue => "layer.1.EncDecAttention.v".to_string(),
+        SiteKind::CrossOut => "layer.1.EncDecAttention.o".to_string(),
+        SiteKind::FfnIn if gated => format!("layer.{ffn}.DenseReluDense.wi_0"),
+        SiteKind::FfnIn => format!("layer.{ffn}.DenseReluDense.wi"),
+        SiteKind::FfnGate => format!("layer.{ffn}.DenseReluDense.wi_1"),
+        SiteKind::FfnOut => format!("layer.{ffn}.DenseReluDense.wo"),
+    };
+    Some(format!("{stack}.block.{local}.{module}"))
 }

@@ -19,7 +19,23 @@ fn known(list: impl IntoIterator<Item = impl AsRef<str>>) -> String {
         .join(", ")
 }
 
-pub(super) fn check(p: &Parsed, reg: &Registries) -> Result<()> {
+/// A name the file uses that no registry holds, reported instead of refused when the file's plugins were not
+/// loaded (`validate --no-plugins`): they may well provide it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unresolved {
+    /// Where the file uses it (`strategies[2].name`).
+    pub at: String,
+    /// What kind of name: `strategy`, `grouping rule`, `allocation rule`, `evaluator`.
+    pub kind: &'static str,
+    pub name: String,
+}
+
+/// Pass 2. With `unresolved`, names no registry knows are collected there instead of refused.
+pub(super) fn check(
+    p: &Parsed,
+    reg: &Registries,
+    mut unresolved: Option<&mut Vec<Unresolved>>,
+) -> Result<()> {
     let s = &p.spec;
     let err = |path: &str, msg: String| Err(p.error_at(path, msg));
 
@@ -51,7 +67,7 @@ pub(super) fn check(p: &Parsed, reg: &Registries) -> Result<()> {
         return err("group_stacks", format!("`Separate` splits the groups between encoder and decoder: `groups` ({}) must be even", s.groups));
     }
 
-    check_tasks(p, reg, &s.tasks, "tasks")?;
+    check_tasks(p, reg, &s.tasks, "tasks", unresolved.as_deref_mut())?;
 
     if s.strategies.is_empty() {
         return err("strategies", "needs at least one strategy".into());
@@ -60,6 +76,15 @@ pub(super) fn check(p: &Parsed, reg: &Registries) -> Result<()> {
     for (i, st) in s.strategies.iter().enumerate() {
         let path = format!("strategies[{i}]");
         if !reg.strategies.contains_key(&st.name) {
+            if let Some(list) = unresolved.as_deref_mut() {
+                list.push(Unresolved {
+                    at: format!("{path}.name"),
+                    kind: "strategy",
+                    name: st.name.clone(),
+                });
+                names.insert(st.name.as_str());
+                continue;
+            }
             return err(
                 &format!("{path}.name"),
                 format!(
@@ -187,6 +212,19 @@ pub(super) fn check(p: &Parsed, reg: &Registries) -> Result<()> {
                     .err()
                     .map(|e| e.to_string()),
             };
+            let kind = match stage.dimension {
+                Dimension::Grouping => Some("grouping rule"),
+                Dimension::Allocation => Some("allocation rule"),
+                _ => None,
+            };
+            if let (Some(_), Some(kind), Some(list)) = (&problem, kind, unresolved.as_deref_mut()) {
+                list.push(Unresolved {
+                    at: cpath,
+                    kind,
+                    name: c.clone(),
+                });
+                continue;
+            }
             if let Some(message) = problem {
                 return err(&cpath, message);
             }
@@ -215,13 +253,19 @@ pub(super) fn check(p: &Parsed, reg: &Registries) -> Result<()> {
             }
         }
         if let Some(tasks) = &f.tasks {
-            check_tasks(p, reg, tasks, "final_runs.tasks")?;
+            check_tasks(p, reg, tasks, "final_runs.tasks", unresolved.as_deref_mut())?;
         }
     }
     Ok(())
 }
 
-fn check_tasks(p: &Parsed, reg: &Registries, tasks: &[TaskSpec], at: &str) -> Result<()> {
+fn check_tasks(
+    p: &Parsed,
+    reg: &Registries,
+    tasks: &[TaskSpec],
+    at: &str,
+    mut unresolved: Option<&mut Vec<Unresolved>>,
+) -> Result<()> {
     if tasks.is_empty() {
         return Err(p.error_at(
             at,
@@ -254,10 +298,27 @@ fn check_tasks(p: &Parsed, reg: &Registries, tasks: &[TaskSpec], at: &str) -> Re
             Some(c) => {
                 if let Some(m) = &c.metric {
                     if !reg.evaluators.contains_key(m) {
+                        if let Some(list) = unresolved.as_deref_mut() {
+                            list.push(Unresolved {
+                                at: format!("{path}.custom.metric"),
+                                kind: "evaluator",
+                                name: m.clone(),
+                            });
+                        } else {
+                            return Err(p.error_at(
+                                &format!("{path}.custom.metric"),
+                                format!(
+                                    "unknown evaluator `{m}`; known: {}",
+                                    known(reg.evaluators.keys())
+                                ),
+                            ));
+                        }
+                    } else if reg.evaluator(m).is_ok_and(|e| e.scores_texts()) {
                         return Err(p.error_at(
                             &format!("{path}.custom.metric"),
                             format!(
-                                "unknown evaluator `{m}`; known: {}",
+                                "evaluator `{m}` scores generated text, but this task predicts labels or values; \
+                                 use accuracy, f1, mcc, pearson, … (known: {})",
                                 known(reg.evaluators.keys())
                             ),
                         ));

@@ -7,6 +7,8 @@
 mod checks;
 pub mod locate;
 
+pub use checks::Unresolved;
+
 use std::path::{Path, PathBuf};
 
 use crate::budget::Strategies;
@@ -91,12 +93,20 @@ impl Parsed {
 
     /// Pass 2: names through `registries`, ranges, consistency. The first problem found is returned.
     pub fn validate(self, registries: &Registries) -> Result<Experiment> {
-        checks::check(&self, registries)?;
+        checks::check(&self, registries, None)?;
         Ok(Experiment {
             spec: self.spec,
             file: self.file,
             source: self.source,
         })
+    }
+
+    /// Pass 2 without the file's plugins: every other check as in [`Parsed::validate`], but names no registry
+    /// holds (which the plugins may provide) are returned instead of refused.
+    pub fn validate_without_plugins(self, registries: &Registries) -> Result<Vec<Unresolved>> {
+        let mut unresolved = Vec::new();
+        checks::check(&self, registries, Some(&mut unresolved))?;
+        Ok(unresolved)
     }
 
     /// An error placed at `path` (`stages[1].candidates[0]`) of this file.

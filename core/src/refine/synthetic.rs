@@ -225,11 +225,14 @@ pub struct SyntheticExecutor {
     pub log: Option<std::path::PathBuf>,
     /// The device name recorded in each outcome (nothing runs on it: this tests which worker got which device).
     pub device: Option<String>,
+    /// A marker file: the first trial to find it missing creates it and ends the whole process with exit code 3,
+    /// as a crashing trial would (to test how schedulers' failed tasks are recorded and retried).
+    pub crash_once: Option<std::path::PathBuf>,
 }
 
 impl SyntheticExecutor {
     /// Reads `PEFTSPACE_SYNTHETIC_SLEEP_MS`, `PEFTSPACE_SYNTHETIC_DIVERGE` and `PEFTSPACE_SYNTHETIC_FAIL` (substrings
-    /// of design texts) and `PEFTSPACE_SYNTHETIC_LOG` (a file path).
+    /// of design texts), `PEFTSPACE_SYNTHETIC_LOG` and `PEFTSPACE_SYNTHETIC_CRASH_ONCE` (file paths).
     pub fn from_env() -> Self {
         let sleep_ms = std::env::var("PEFTSPACE_SYNTHETIC_SLEEP_MS")
             .ok()
@@ -245,6 +248,8 @@ impl SyntheticExecutor {
                 .filter(|s| !s.is_empty()),
             log: std::env::var_os("PEFTSPACE_SYNTHETIC_LOG").map(std::path::PathBuf::from),
             device: None,
+            crash_once: std::env::var_os("PEFTSPACE_SYNTHETIC_CRASH_ONCE")
+                .map(std::path::PathBuf::from),
         }
     }
 }
@@ -263,8 +268,25 @@ impl TrialExecutor for SyntheticExecutor {
     }
 
     fn run(&self, trial: &TrialSpec) -> Result<TrialOutcome> {
-        if !self.sleep.is_zero() {
-            std::thread::sleep(self.sleep);
+        if let Some(marker) = &self.crash_once {
+            // `create_new` makes exactly one process win, however many run at once.
+            if std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(marker)
+                .is_ok()
+            {
+                std::process::exit(3);
+            }
+        }
+        // The pause is cut into 10 ms "steps" that each honour a stop request, like the trainer's steps.
+        let step = Duration::from_millis(10);
+        let mut slept = Duration::ZERO;
+        while slept < self.sleep {
+            crate::interrupt::check()?;
+            let nap = step.min(self.sleep - slept);
+            std::thread::sleep(nap);
+            slept += nap;
         }
         if let Some(path) = &self.log {
             use std::io::Write;

@@ -2,9 +2,13 @@
 //! file (paths relative to its folder), then a download into the cache — unless offline, where a missing piece is
 //! an error that lists what is missing and how to provide it.
 
+mod download;
+mod glue;
 mod unzip;
 
-use std::io::Read;
+pub use download::{Downloader, Expected};
+pub use glue::{split_mrpc, GlueSource};
+
 use std::path::{Path, PathBuf};
 
 use crate::data::{glue_task, GlueTask};
@@ -14,6 +18,7 @@ use crate::model::{
 };
 use crate::spec::{BackboneSpec, TaskSpec};
 use crate::{Error, Result};
+use glue::glue_files_present;
 
 /// Environment variable naming the backbone folder.
 pub const MODEL_ENV: &str = "PEFTSPACE_MODEL";
@@ -61,6 +66,8 @@ pub struct Resolver {
     pub env_model: Option<PathBuf>,
     /// Value of [`DATA_ENV`].
     pub env_data: Option<PathBuf>,
+    /// Where GLUE archives are downloaded from, and what they must be.
+    pub glue: GlueSource,
 }
 
 impl Resolver {
@@ -76,6 +83,7 @@ impl Resolver {
             cache_dir: non_empty(CACHE_ENV).unwrap_or_else(default_cache_dir),
             env_model: non_empty(MODEL_ENV),
             env_data: non_empty(DATA_ENV),
+            glue: GlueSource::default(),
         }
     }
 
@@ -141,16 +149,20 @@ impl Resolver {
                 missing.join(", ")
             )));
         }
+        // hf-hub downloads into a `.part` file renamed when complete, and resumes a broken transfer with back-off.
         let api = hf_hub::api::sync::ApiBuilder::new()
             .with_cache_dir(hub_cache)
             .with_progress(false)
+            .with_retries(HUB_RETRIES)
             .build()
             .map_err(|e| Error::msg(format!("model `{hub_id}`: cannot reach the hub: {e}")))?;
         let repo = api.model(hub_id.to_string());
         let get = |file: &str| {
-            repo.get(file).map_err(|e| {
+            let path = repo.get(file).map_err(|e| {
                 Error::msg(format!("model `{hub_id}`: downloading {file} failed: {e}"))
-            })
+            })?;
+            verify_hub_file(hub_id, file, &path)?;
+            Ok::<_, Error>(path)
         };
         let config = get(CONFIG_FILE)?;
         if needs == ModelNeeds::Everything {
@@ -249,13 +261,41 @@ impl Resolver {
         }
         std::fs::create_dir_all(&glue_dir).map_err(|e| Error::io(&glue_dir, e))?;
         for task in missing {
-            download_glue(task, &glue_dir)?;
+            self.glue.download(task, &glue_dir)?;
         }
         Ok(Resolved {
             path: glue_dir,
             origin: Origin::Downloaded,
         })
     }
+}
+
+/// Further attempts at a hub file after the first fails.
+const HUB_RETRIES: usize = 3;
+
+/// Checks a file the hub client put in the cache against its ETag: for files kept in Git LFS (weights) the ETag,
+/// which names the blob, is the SHA-256 of the content. A mismatch removes the blob and its link, so the next run
+/// downloads again, and is an error naming the file and both hashes. Other files (small JSON, ETag = git SHA-1)
+/// pass.
+fn verify_hub_file(hub_id: &str, file: &str, path: &Path) -> Result<()> {
+    let blob = std::fs::canonicalize(path).map_err(|e| Error::io(path, e))?;
+    let etag = blob
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    if etag.len() != 64 || !etag.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(());
+    }
+    let found = crate::store::sha256_file(&blob)?;
+    if found == etag.to_ascii_lowercase() {
+        return Ok(());
+    }
+    let _ = std::fs::remove_file(&blob);
+    let _ = std::fs::remove_file(path);
+    Err(Error::msg(format!(
+        "model `{hub_id}`: downloaded {file} is corrupt (sha256 {found}, the hub's ETag says {etag}); it was \
+         removed from the cache, run again to download it anew"
+    )))
 }
 
 fn origin_name(origin: Origin) -> &'static str {
@@ -360,111 +400,6 @@ fn check_model_dir(dir: &Path, origin: Origin, needs: ModelNeeds) -> Result<()> 
     Ok(())
 }
 
-fn glue_files_present(task: &GlueTask, glue_dir: &Path) -> bool {
-    let folder = glue_dir.join(task.folder);
-    folder.join(task.train_file).is_file() && folder.join(task.eval_file).is_file()
-}
-
-const GLUE_BASE: &str = "https://dl.fbaipublicfiles.com/glue/data";
-
-/// The official archive of a GLUE task folder (MRPC is built from the Microsoft corpus instead, as GLUE's own
-/// download script does).
-fn glue_archive(folder: &str) -> Option<&'static str> {
-    Some(match folder {
-        "CoLA" => "CoLA.zip",
-        "SST-2" => "SST-2.zip",
-        "QQP" => "QQP-clean.zip",
-        "STS-B" => "STS-B.zip",
-        "MNLI" => "MNLI.zip",
-        "QNLI" => "QNLIv2.zip",
-        "RTE" => "RTE.zip",
-        "WNLI" => "WNLI.zip",
-        _ => return None,
-    })
-}
-
-fn fetch(url: &str) -> Result<Vec<u8>> {
-    let response = ureq::get(url).call().map_err(|e| {
-        Error::msg(format!(
-            "downloading {url} failed: {e}; use --data-dir with a local copy"
-        ))
-    })?;
-    let mut bytes = Vec::new();
-    response
-        .into_reader()
-        .read_to_end(&mut bytes)
-        .map_err(|e| Error::msg(format!("downloading {url} failed: {e}")))?;
-    Ok(bytes)
-}
-
-fn download_glue(task: &GlueTask, glue_dir: &Path) -> Result<()> {
-    if task.folder == "MRPC" {
-        let raw = fetch(
-            "https://dl.fbaipublicfiles.com/senteval/senteval_data/msr_paraphrase_train.txt",
-        )?;
-        let ids = fetch(&format!("{GLUE_BASE}/mrpc_dev_ids.tsv"))?;
-        let to_text = |b: Vec<u8>, what: &str| {
-            String::from_utf8(b)
-                .map_err(|_| Error::msg(format!("MRPC: downloaded {what} is not UTF-8")))
-        };
-        let (train, dev) = split_mrpc(&to_text(raw, "corpus")?, &to_text(ids, "dev ids")?)?;
-        let dir = glue_dir.join("MRPC");
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        for (name, text) in [("train.tsv", train), ("dev.tsv", dev)] {
-            let path = dir.join(name);
-            std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
-        }
-        return Ok(());
-    }
-    let archive = glue_archive(task.folder).ok_or_else(|| {
-        Error::msg(format!(
-            "no download known for GLUE folder `{}`",
-            task.folder
-        ))
-    })?;
-    let bytes = fetch(&format!("{GLUE_BASE}/{archive}"))?;
-    unzip::extract(&bytes, glue_dir).map_err(|e| Error::msg(format!("{archive}: {e}")))
-}
-
-/// GLUE's MRPC split: the Microsoft corpus's training file divided into `train.tsv` and `dev.tsv` by the pairs
-/// listed in `dev_ids` (`id1<TAB>id2` per line). Both outputs keep the corpus's header line.
-pub fn split_mrpc(corpus: &str, dev_ids: &str) -> Result<(String, String)> {
-    let dev: std::collections::HashSet<(&str, &str)> = dev_ids
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.trim_end_matches('\r').split('\t');
-            Some((f.next()?, f.next()?))
-        })
-        .collect();
-    let mut lines = corpus.split_inclusive('\n');
-    let header = lines
-        .next()
-        .ok_or_else(|| Error::msg("MRPC corpus is empty"))?;
-    let (mut train, mut dev_out) = (header.to_string(), header.to_string());
-    for (i, line) in lines.enumerate() {
-        let row = line.trim();
-        if row.is_empty() {
-            continue;
-        }
-        let fields: Vec<&str> = row.split('\t').collect();
-        if fields.len() != 5 {
-            return Err(Error::Data {
-                path: PathBuf::from("msr_paraphrase_train.txt"),
-                line: i + 2,
-                message: format!("expected 5 fields, found {}", fields.len()),
-            });
-        }
-        let out = if dev.contains(&(fields[1], fields[2])) {
-            &mut dev_out
-        } else {
-            &mut train
-        };
-        out.push_str(&fields.join("\t"));
-        out.push('\n');
-    }
-    Ok((train, dev_out))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -476,6 +411,7 @@ mod tests {
             cache_dir: cache.to_path_buf(),
             env_model: None,
             env_data: None,
+            glue: GlueSource::default(),
         }
     }
 
@@ -596,14 +532,34 @@ mod tests {
         assert_eq!(got.expect("cached").origin, Origin::Cache);
     }
 
+    #[cfg(unix)]
     #[test]
-    fn mrpc_split_follows_dev_ids_and_keeps_the_header() {
-        let corpus = "\u{feff}Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\r\n1\t1\t2\ta\tb\r\n0\t3\t4\tc\td\r\n";
-        let (train, dev) = split_mrpc(corpus, "3\t4\n").expect("splits");
-        assert_eq!(
-            train,
-            "\u{feff}Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\r\n1\t1\t2\ta\tb\n"
+    fn a_hub_blob_whose_bytes_do_not_match_its_etag_is_removed_and_refused() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let blobs = tmp.path().join("blobs");
+        let snapshot = tmp.path().join("snapshots/abc");
+        std::fs::create_dir_all(&blobs).expect("mkdir");
+        std::fs::create_dir_all(&snapshot).expect("mkdir");
+        let good = b"weights".to_vec();
+        let etag = crate::trial::hex_sha256(&good);
+        std::fs::write(blobs.join(&etag), &good).expect("write");
+        let link = snapshot.join(WEIGHTS_FILE);
+        std::os::unix::fs::symlink(blobs.join(&etag), &link).expect("link");
+        verify_hub_file("org/m", WEIGHTS_FILE, &link).expect("intact");
+        std::fs::write(blobs.join(&etag), b"weigh").expect("truncate");
+        let e = verify_hub_file("org/m", WEIGHTS_FILE, &link)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("corrupt") && e.contains(&etag), "{e}");
+        assert!(
+            !blobs.join(&etag).exists() && !link.exists(),
+            "the bad blob stays in the cache"
         );
-        assert!(dev.ends_with("\r\n0\t3\t4\tc\td\n"));
+        // A small file (git SHA-1 ETag) is not hashed.
+        let sha1 = "a".repeat(40);
+        std::fs::write(blobs.join(&sha1), b"{}").expect("write");
+        std::os::unix::fs::symlink(blobs.join(&sha1), snapshot.join(CONFIG_FILE)).expect("link");
+        verify_hub_file("org/m", CONFIG_FILE, &snapshot.join(CONFIG_FILE))
+            .expect("not an LFS file");
     }
 }

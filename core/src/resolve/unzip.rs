@@ -95,7 +95,7 @@ fn safe_path(name: &str) -> Result<PathBuf, String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// A hand-assembled archive with one stored entry (`d/a.txt` = "hi\n") and one deflated entry (`b.txt`).
@@ -105,13 +105,26 @@ mod tests {
         let mut enc = DeflateEncoder::new(Vec::new(), flate2::Compression::default());
         enc.write_all(b"hello hello hello\n").expect("deflate");
         let deflated = enc.finish().expect("deflate");
-        let files: [(&str, u16, Vec<u8>, usize); 2] = [
+        assemble(&[
             ("d/a.txt", 0, b"hi\n".to_vec(), 3),
             ("b.txt", 8, deflated, 18),
-        ];
+        ])
+    }
+
+    /// An archive of uncompressed entries (name, content): what the download tests serve.
+    pub(in crate::resolve) fn stored_archive(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let entries: Vec<(&str, u16, Vec<u8>, usize)> = files
+            .iter()
+            .map(|(name, data)| (*name, 0, data.to_vec(), data.len()))
+            .collect();
+        assemble(&entries)
+    }
+
+    /// Local headers, central directory and end record for entries (name, method, stored bytes, unpacked size).
+    fn assemble(files: &[(&str, u16, Vec<u8>, usize)]) -> Vec<u8> {
         let mut out = Vec::new();
         let mut directory = Vec::new();
-        for (name, method, data, size) in &files {
+        for (name, method, data, size) in files {
             let offset = out.len() as u32;
             out.extend(LOCAL_HEADER.to_le_bytes());
             out.extend([20, 0, 0, 0]);
@@ -134,12 +147,13 @@ mod tests {
             directory.extend(offset.to_le_bytes());
             directory.extend(name.as_bytes());
         }
+        let count = files.len() as u16;
         let dir_offset = out.len() as u32;
         out.extend(&directory);
         out.extend(END_OF_DIRECTORY.to_le_bytes());
         out.extend([0u8; 4]);
-        out.extend(2u16.to_le_bytes());
-        out.extend(2u16.to_le_bytes());
+        out.extend(count.to_le_bytes());
+        out.extend(count.to_le_bytes());
         out.extend((directory.len() as u32).to_le_bytes());
         out.extend(dir_offset.to_le_bytes());
         out.extend(0u16.to_le_bytes());

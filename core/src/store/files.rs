@@ -62,6 +62,19 @@ pub fn sync_parent(path: &Path) -> Result<()> {
     sync_dir(dir)
 }
 
+/// Appends one line (a newline added) and syncs it: for logs that are read line by line and never rewritten.
+pub fn append_line(path: &Path, line: &str) -> Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    file.write_all(format!("{line}\n").as_bytes())
+        .and_then(|()| file.sync_data())
+        .map_err(|e| Error::io(path, e))
+}
+
 /// `fsync` of a directory; a no-op where directories cannot be opened as files (not Unix).
 pub fn sync_dir(dir: &Path) -> Result<()> {
     #[cfg(unix)]

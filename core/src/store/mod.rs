@@ -21,7 +21,9 @@ mod lock;
 mod manifest;
 mod provenance;
 
-pub use files::{sync_dir, sync_parent, temp_sibling, write_atomically, write_bytes_atomically};
+pub use files::{
+    append_line, sync_dir, sync_parent, temp_sibling, write_atomically, write_bytes_atomically,
+};
 pub use lock::{DirLock, LockKind, LOCK_FILE};
 pub(crate) use manifest::pretty;
 pub use manifest::ManifestCheck;

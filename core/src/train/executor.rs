@@ -12,9 +12,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use candle_core::Device;
 
-use super::{run_trial, EpochReport, TrainingReport, TrialInput};
+use super::{run_trial_with, EpochReport, TrainedTrial, TrainingReport, TrialExtras, TrialInput};
 use crate::backbone::{Backbone, Weights};
-use crate::budget::{self, BudgetPlan, Strategies};
+use crate::budget::{self, BudgetPlan, LayerAssignment, Strategies};
 use crate::data::{self, TaskData};
 use crate::design::{Design, StrategyCodes};
 use crate::experiment::Experiment;
@@ -206,6 +206,21 @@ impl TrainingExecutor {
     /// passed it when it was drawn (the solver is deterministic, so the sizes are the same), and a baseline may
     /// miss the budget by construction.
     pub fn train(&self, trial: &TrialSpec, watch: Watch<'_>) -> Result<TrainingReport> {
+        Ok(self
+            .train_with(trial, None, TrialExtras::default(), watch)?
+            .0
+            .report)
+    }
+
+    /// [`Self::train`] with a given per-layer plan instead of the one solved from the trial's design (an imported
+    /// adapter's plan) and [`TrialExtras`]; also returns the plan trained.
+    pub fn train_with(
+        &self,
+        trial: &TrialSpec,
+        plan: Option<&[LayerAssignment]>,
+        extras: TrialExtras<'_>,
+        watch: Watch<'_>,
+    ) -> Result<(TrainedTrial, Vec<LayerAssignment>)> {
         let tokenizer = self.tokenizer()?;
         let task = self.task(&trial.task)?;
         let (backbone, plan): (Arc<dyn Backbone>, _) = if trial.is_full_fine_tuning() {
@@ -213,22 +228,28 @@ impl TrainingExecutor {
                 .model
                 .load(&self.registries, &self.device, Weights::Trainable)?;
             (Arc::from(fresh), Vec::new())
+        } else if let Some(plan) = plan {
+            (self.frozen()?, plan.to_vec())
         } else {
             let design = self.design(&trial.design)?;
             let plan = self.solve(&design, trial.budget, false)?;
             (self.frozen()?, plan.layer_assignments())
         };
-        run_trial(&TrialInput {
-            backbone: backbone.as_ref(),
-            tokenizer: tokenizer.as_ref(),
-            task: &task,
-            plan: &plan,
-            strategies: &trial.strategies,
-            training: &trial.training,
-            seed: trial.seed,
-            progress: watch.progress,
-            on_epoch: watch.on_epoch,
-        })
+        let trained = run_trial_with(
+            &TrialInput {
+                backbone: backbone.as_ref(),
+                tokenizer: tokenizer.as_ref(),
+                task: &task,
+                plan: &plan,
+                strategies: &trial.strategies,
+                training: &trial.training,
+                seed: trial.seed,
+                progress: watch.progress,
+                on_epoch: watch.on_epoch,
+            },
+            extras,
+        )?;
+        Ok((trained, plan))
     }
 }
 

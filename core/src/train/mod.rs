@@ -18,7 +18,8 @@ mod trial;
 pub use batches::{eval_batches, training_batches};
 pub use design::{build_design, uniform_plan, BuiltDesign};
 pub use head::TaskHead;
-pub use trial::run_trial;
+pub(crate) use trial::max_input_len;
+pub use trial::{run_trial, run_trial_with, TrainedTrial, TrialExtras};
 
 use crate::backbone::Backbone;
 use crate::budget::LayerAssignment;

@@ -16,6 +16,7 @@ use crate::data::{pad_batch, Example, Tokens};
 use crate::evaluator::{Evaluator, Metrics};
 use crate::hooks::DesignHooks;
 use crate::params::ParamStore;
+use crate::params::Tensors;
 use crate::registry::registries;
 use crate::spec::Select;
 use crate::trial::TrialStatus;
@@ -30,11 +31,51 @@ const SEED_ORDER: u64 = 3;
 /// Errors (`Err`) are problems with the inputs, found before training starts: an unknown strategy or evaluator, a
 /// layer the backbone lacks, text the tokenizer refuses, an empty task. Once training runs, the outcome's status
 /// says how it ended: a NaN or infinite loss ends it as [`TrialStatus::Diverged`], never a panic.
+pub fn run_trial(input: &TrialInput<'_>) -> Result<TrainingReport> {
+    Ok(run_trial_with(input, TrialExtras::default())?.report)
+}
+
+/// What a trial may start from and keep beyond its report.
+#[derive(Default, Clone, Copy)]
+pub struct TrialExtras<'a> {
+    /// Values for some of the design's or head's variables, by [`ParamStore`] name, set after initialisation
+    /// (`train --adapter`: an imported adapter as the starting point).
+    pub initial: Option<&'a Tensors>,
+    /// Keep a copy of every variable at the selected epoch ([`TrainedTrial::values`]), to save the design.
+    pub keep_values: bool,
+}
+
+/// A trial's report and, when asked for, the values of its variables at the selected epoch.
+pub struct TrainedTrial {
+    pub report: TrainingReport,
+    /// Every design and head variable by name, at the epoch the report selected (`None` when not kept or when no
+    /// epoch finished).
+    pub values: Option<Tensors>,
+}
+
+/// [`run_trial`] with a starting point and a copy of the trained variables (see [`TrialExtras`]).
+// The span keeps the name `run_trial`: both entry points are one trial to whoever reads a trace.
 #[tracing::instrument(
+    name = "run_trial",
     skip_all,
     fields(task = %input.task.id, seed = input.seed, layers = input.plan.len())
 )]
-pub fn run_trial(input: &TrialInput<'_>) -> Result<TrainingReport> {
+pub fn run_trial_with(input: &TrialInput<'_>, extras: TrialExtras<'_>) -> Result<TrainedTrial> {
+    let mut kept: Option<(f64, Tensors)> = None;
+    let report = train_and_score(input, extras, &mut kept)?;
+    // The kept copy follows `finish`'s choice: the last epoch, or the first best one.
+    let values = match (kept, report.selected_epoch) {
+        (Some((_, values)), Some(_)) => Some(values),
+        _ => None,
+    };
+    Ok(TrainedTrial { report, values })
+}
+
+fn train_and_score(
+    input: &TrialInput<'_>,
+    extras: TrialExtras<'_>,
+    kept: &mut Option<(f64, Tensors)>,
+) -> Result<TrainingReport> {
     let started = Instant::now();
     let training = input.training;
     let task = input.task;
@@ -65,6 +106,11 @@ pub fn run_trial(input: &TrialInput<'_>) -> Result<TrainingReport> {
         &mut store,
     )?;
     let head = TaskHead::new(&mut store, backbone.feature_dim(), &task.kind)?;
+    let targets: Vec<f32> = task.train.iter().map(|e| e.label).collect();
+    head.start_at_mean(&targets)?;
+    if let Some(initial) = extras.initial {
+        store.assign(initial)?;
+    }
     // Full fine-tuning: a backbone loaded with trainable weights trains all of them, at the full-fine-tuning rate
     // (the head too, unless it has its own), as in the usual full fine-tuning recipe.
     let backbone_vars = backbone.trainable_weights();
@@ -134,6 +180,10 @@ pub fn run_trial(input: &TrialInput<'_>) -> Result<TrainingReport> {
         let epoch_started = Instant::now();
         let mut loss_sum = 0.0;
         for batch in &batches {
+            if crate::interrupt::requested() {
+                bar.abandon();
+                return Err(Error::Interrupted);
+            }
             let _step_span = tracing::debug_span!("step", step, rows = batch.len()).entered();
             let step_started = Instant::now();
             let result =
@@ -200,6 +250,10 @@ pub fn run_trial(input: &TrialInput<'_>) -> Result<TrainingReport> {
         );
         let metrics = match context.evaluate(&eval_tokens) {
             Ok(m) => m,
+            Err(Error::Interrupted) => {
+                bar.abandon();
+                return Err(Error::Interrupted);
+            }
             Err(e) => {
                 bar.abandon();
                 outcome.status = TrialStatus::Failed {
@@ -218,12 +272,28 @@ pub fn run_trial(input: &TrialInput<'_>) -> Result<TrainingReport> {
         if let Some(callback) = input.on_epoch {
             bar.suspend(|| callback(&report));
         }
+        if extras.keep_values {
+            let newer = match (training.select, kept.as_ref()) {
+                // Ties keep the earlier epoch, as `finish` does.
+                (Select::Best, Some((best, _))) => !matches!(
+                    best.partial_cmp(&report.metrics.primary),
+                    Some(std::cmp::Ordering::Greater | std::cmp::Ordering::Equal)
+                ),
+                _ => true,
+            };
+            if newer {
+                *kept = Some((report.metrics.primary, store.snapshot()?));
+            }
+        }
         outcome.per_epoch.push(report);
     }
     bar.finish_and_clear();
     if training.epochs == 0 {
         // Nothing to train: score the untrained head so the trial still reports something comparable.
         let metrics = context.evaluate(&eval_tokens)?;
+        if extras.keep_values {
+            *kept = Some((metrics.primary, store.snapshot()?));
+        }
         outcome.per_epoch.push(EpochReport {
             epoch: 0,
             train_loss: f64::NAN,
@@ -336,6 +406,7 @@ impl Context<'_> {
         let lengths: Vec<usize> = tokens.iter().map(Tokens::len).collect();
         let mut predictions = vec![0f64; examples.len()];
         for indices in eval_batches(&lengths, self.input.training.eval_batch_size) {
+            crate::interrupt::check()?;
             let rows: Vec<&Tokens> = indices.iter().map(|&i| &tokens[i]).collect();
             let batch = pad_batch(&rows, self.input.tokenizer.pad_id(), backbone.device())?;
             let features = backbone.features(&batch, self.hooks, Mode::Eval)?;

@@ -136,6 +136,12 @@ impl TuningStrategy for Lora {
     }
 }
 
+/// The name [`Lora::build`] gives a layer's `lora_A` (`[rank, d_in]`) or `lora_B` (`[d_out, rank]`) of a projection:
+/// `layer.<i>.lora.<site>.lora_A`.
+pub fn var_name(layer: usize, site: SiteKind, matrix: &str) -> String {
+    format!("layer.{layer}.lora.{}.{matrix}", site.short_name())
+}
+
 fn create(options: &ron::Value) -> Result<Box<dyn TuningStrategy>> {
     Ok(Box::new(Lora::new(parse_options("lora", options)?)?))
 }
@@ -182,6 +188,23 @@ mod tests {
             ..Default::default()
         })
         .unwrap()
+    }
+
+    #[test]
+    fn var_name_is_the_name_build_gives() {
+        let l = with_targets(&["q", "ffn_out"]);
+        let layer = &count_shapes()[0];
+        let mut store = store();
+        l.build(layer, 2, &mut store).unwrap();
+        let names: Vec<&str> = store.named_vars().iter().map(|(n, _)| n.as_str()).collect();
+        for site in [SiteKind::Query, SiteKind::FfnOut] {
+            for m in ["lora_A", "lora_B"] {
+                assert!(
+                    names.contains(&var_name(layer.index, site, m).as_str()),
+                    "{names:?}"
+                );
+            }
+        }
     }
 
     #[test]

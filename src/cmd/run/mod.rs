@@ -4,8 +4,9 @@
 //! worker mode (`peftspace run EXP.ron --worker`), each with its own thread count, sends them one trial at a time
 //! as a JSON line and reads the outcome back. Only this process appends to the store, so it stays consistent.
 //!
-//! Ctrl-C once: no new trials start, in-flight ones finish and are stored (workers ignore the signal).
-//! Ctrl-C twice: in-flight trials are abandoned. Either way rerunning the same command resumes.
+//! Ctrl-C once: no new trial starts, the trials in flight stop after their current training step and are not
+//! stored; exit code 130. Ctrl-C twice: the workers' process group is killed at once. Either way rerunning the same
+//! command resumes, and no worker outlives the run (see `signals`).
 //!
 //! Development mode: with `PEFTSPACE_EXECUTOR=synthetic` the run uses the synthetic design space and executor
 //! (fake scores from the design text, no model); `PEFTSPACE_SYNTHETIC_SLEEP_MS` makes each trial take that long
@@ -15,6 +16,7 @@
 
 mod pool;
 mod progress;
+mod scale_out;
 mod signals;
 
 use std::path::PathBuf;
@@ -28,6 +30,8 @@ use peftspace_core::refine::{
     self, ExperimentSpace, SearchSpace, SerialPool, SyntheticExecutor, SyntheticSpace, TrialPool,
 };
 use peftspace_core::registry::registries;
+use peftspace_core::scale_out::slurm::SlurmPool;
+use peftspace_core::scale_out::{results_folder, CollectResults};
 use peftspace_core::resolve::ModelNeeds;
 use peftspace_core::store::{self, CodeProvenance, ManifestCheck, ResultStore};
 use peftspace_core::train::executor::TrainingExecutor;
@@ -62,6 +66,18 @@ pub struct Args {
     /// Internal: run trials sent as JSON lines on stdin and answer on stdout.
     #[arg(long, hide = true)]
     pub worker: bool,
+    #[command(flatten)]
+    pub scale_out: scale_out::ExecutorArgs,
+}
+
+/// The trial executor for `experiment` with `global`'s model, data and device (the synthetic one in development
+/// mode): what worker processes and `peftspace trial` run trials with.
+pub fn executor_for(
+    experiment: &Experiment,
+    global: &Global,
+) -> Result<Box<dyn TrialExecutor>, Exit> {
+    let inputs = resolve_inputs(experiment, global, false)?;
+    make_executor(experiment, &inputs, global)
 }
 
 pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
@@ -74,6 +90,7 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
         // Bad task files are the user's to fix (exit 2), found before anything is loaded or trained.
         experiment.check_data().map_err(Exit::usage)?;
     }
+    args.scale_out.check(args.jobs, &args.devices)?;
     let worker_devices = worker_devices(args.jobs, &args.devices).map_err(Exit::usage)?;
     // With one process and --devices, that process trains on the first device; with workers, the parent trains
     // nothing and stays on the CPU.
@@ -112,6 +129,16 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
             changes.join("\n  ")
         );
     }
+    if args.scale_out.executor != scale_out::ExecutorKind::Slurm {
+        if let Some(job) = peftspace_core::scale_out::slurm::array_in_flight(&out)? {
+            return Err(Exit::usage(anyhow::anyhow!(
+                "a Slurm array ({job}) started by an earlier run of {} may still be training its trials; continue \
+                 with --executor slurm to adopt it, or cancel it (scancel {job}) and delete {}",
+                out.display(),
+                out.join("slurm").join("active.json").display()
+            )));
+        }
+    }
     results.save_provenance(&experiment.source, &code.version)?;
     results.set_retry_failed(args.retry_failed);
     if results.repaired_bytes > 0 {
@@ -135,12 +162,33 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         (cores / args.jobs).max(1)
     });
-    let mut pool: Box<dyn TrialPool + '_> = if args.jobs == 1 {
+    let notify = |text: &str| eprintln!("{text}");
+    let pool: Box<dyn TrialPool + '_> = if args.scale_out.executor == scale_out::ExecutorKind::Slurm {
+        let context = scale_out::task_context(
+            &args.experiment,
+            inputs.model.as_ref().map(|m| m.dir()),
+            inputs.data_dir.as_deref(),
+            global,
+        )?;
+        let program = std::env::current_exe()
+            .context("finding the peftspace executable the Slurm tasks run")?;
+        Box::new(SlurmPool::new(
+            args.scale_out.options(),
+            context,
+            program,
+            &out,
+            &scale_out::confirm_on_terminal,
+            &notify,
+        ))
+    } else if args.jobs == 1 {
         Box::new(SerialPool {
             executor: executor.as_ref(),
         })
     } else {
         let worker_global = super::Global {
+            // Workers load exactly the libraries this process loaded (those the experiment file names included,
+            // which passed the trust check here).
+            plugins: plugin_loader::loaded_libraries(),
             model: inputs.model.as_ref().map(|m| m.dir().to_path_buf()),
             data_dir: inputs.data_dir.clone(),
             device: global.device.clone(),
@@ -162,6 +210,11 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
             gpu_memory.clone(),
         )?)
     };
+    // Results of tasks run elsewhere (`peftspace trial`) are stored before anything is trained again.
+    let mut pool: Box<dyn TrialPool + '_> = Box::new(CollectResults {
+        inner: pool,
+        dir: results_folder(&out),
+    });
     let mut progress = progress::Bars::new(gpu_memory);
     let outcome = refine::run_experiment(
         &spec,

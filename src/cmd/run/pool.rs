@@ -22,11 +22,14 @@ struct Answer {
     outcome: Option<TrialOutcome>,
     /// Set when the executor could not run the trial at all; the run stops.
     error: Option<String>,
+    /// The trial was stopped on request (Ctrl-C) after a step; nothing of it is kept.
+    #[serde(default)]
+    interrupted: bool,
 }
 
 /// Worker side: reads trials from stdin until it closes, answers each on stdout.
 pub fn serve_trials(executor: &dyn TrialExecutor) -> anyhow::Result<()> {
-    super::signals::ignore_interrupts();
+    super::signals::install_worker_handler();
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout().lock();
     for line in stdin.lock().lines() {
@@ -41,10 +44,12 @@ pub fn serve_trials(executor: &dyn TrialExecutor) -> anyhow::Result<()> {
                 id: trial.id,
                 outcome: Some(outcome),
                 error: None,
+                interrupted: false,
             },
             Err(e) => Answer {
                 id: trial.id,
                 outcome: None,
+                interrupted: matches!(e, peftspace_core::Error::Interrupted),
                 error: Some(e.to_string()),
             },
         };
@@ -120,9 +125,11 @@ impl ProcessPool {
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit());
+            super::signals::prepare_worker(&mut command);
             let mut child = command
                 .spawn()
                 .with_context(|| format!("starting worker {index} ({})", exe.display()))?;
+            super::signals::joined_group(child.id());
             let stdout = child.stdout.take().context("worker stdout")?;
             let input = child.stdin.take().map(BufWriter::new);
             let sender = sender.clone();
@@ -269,6 +276,8 @@ impl TrialPool for ProcessPool {
             }
             match (answer.outcome, answer.error) {
                 (Some(outcome), _) => done(&trial, outcome)?,
+                // Stopped on request after a step: not stored; the rerun trains it again.
+                (None, _) if answer.interrupted => stopped = true,
                 (None, error) => {
                     return Err(peftspace_core::Error::msg(format!(
                         "trial {} could not run: {}",
@@ -304,6 +313,7 @@ impl Drop for ProcessPool {
             }
             let _ = worker.child.wait();
         }
+        super::signals::workers_gone();
     }
 }
 
