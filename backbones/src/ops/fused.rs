@@ -18,9 +18,16 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape
 
 use super::fast_math::{exp, normal_cdf, normal_pdf};
 
-/// Whether `x` lives on the CPU as `f32`, where the fused kernels exist.
+/// Whether `x` lives on the CPU as `f32`, where the fused kernels exist, and they are not switched off.
 pub fn applies(x: &Tensor) -> bool {
-    x.device().is_cpu() && x.dtype() == DType::F32
+    x.device().is_cpu() && x.dtype() == DType::F32 && enabled()
+}
+
+/// `PEFTSPACE_FUSED_KERNELS=0` switches the fused kernels off (read once per process), so that one binary can time
+/// and check both paths side by side.
+fn enabled() -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENABLED.get_or_init(|| std::env::var("PEFTSPACE_FUSED_KERNELS").map_or(true, |v| v != "0"))
 }
 
 /// The contiguous `f32` values of a CPU storage, or an error naming the op.
