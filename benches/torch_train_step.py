@@ -31,10 +31,18 @@ def lora_model(model_dir, rank, labels=2):
     return get_peft_model(model, config)
 
 
+def bitfit_model(model_dir, labels=2):
+    # Every bias of every encoder layer (projections and LayerNorms) and the classifier train, as peftspace's BitFit.
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=labels)
+    for name, p in model.named_parameters():
+        p.requires_grad = name.startswith("classifier.") or (".encoder.layer." in name and name.endswith(".bias"))
+    return model
+
+
 def step_benchmark(args):
     torch.manual_seed(0)
     device = torch.device(args.device)
-    model = lora_model(args.model, args.rank).to(device)
+    model = (lora_model(args.model, args.rank) if args.strategy == "lora" else bitfit_model(args.model)).to(device)
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     # The very batch peftspace's `train_step` example builds: ids 1000 + (i · 7919 mod 19000), labels alternating.
@@ -74,7 +82,7 @@ def step_benchmark(args):
     seconds = time.perf_counter() - start
     rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    print(f"torch {torch.__version__} device {device} threads {torch.get_num_threads()} seq {args.seq} batch {args.batch} "
+    print(f"torch {torch.__version__} {args.strategy} device {device} threads {torch.get_num_threads()} seq {args.seq} batch {args.batch} "
           f"rank {args.rank} trainable {trainable}: {args.steps * args.batch / seconds:.1f} examples/s "
           f"({seconds / args.steps * 1000:.0f} ms/step), peak RSS {rss_mib:.0f} MiB; per step: "
           f"forward {phases[0] / args.steps * 1000:.0f} ms, backward {phases[1] / args.steps * 1000:.0f} ms, "
@@ -138,6 +146,7 @@ def main():
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--rank", type=int, default=12)
+    p.add_argument("--strategy", choices=["lora", "bitfit"], default="lora", help="step mode: LoRA (q, v) or BitFit")
     p.add_argument("--train", type=int, default=4000)
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--lr", type=float, default=1e-3)

@@ -10,7 +10,8 @@
 # printed before every run; at the end a Markdown table: examples/s (median, min–max), ms per phase (medians), peak
 # RSS (largest) and the ratio of the medians.
 #
-# Environment: THREADS (2), SEQ (128), BATCH (16), STEPS (10), BIN (target/release/examples/train_step).
+# Environment: THREADS (2), SEQ (128), BATCH (16), STEPS (10), STRATEGY (lora, or bitfit),
+# BIN (target/release/examples/train_step).
 set -euo pipefail
 
 model=${1:?usage: train_step_vs_torch.sh MODEL_DIR PYTHON [ROUNDS]}
@@ -20,6 +21,7 @@ threads=${THREADS:-2}
 seq=${SEQ:-128}
 batch=${BATCH:-16}
 steps=${STEPS:-10}
+strategy=${STRATEGY:-lora}
 bin=${BIN:-target/release/examples/train_step}
 here=$(cd "$(dirname "$0")" && pwd)
 
@@ -43,21 +45,21 @@ run() {
 
 for ((r = 1; r <= rounds; r++)); do
     echo "round $r of $rounds" >&2
-    run peftspace "$bin" "$model" --seq "$seq" --batch "$batch" --steps "$steps"
+    run peftspace "$bin" "$model" --seq "$seq" --batch "$batch" --steps "$steps" --strategy "$strategy"
     run pytorch "$python" "$here/torch_train_step.py" step --model "$model" --threads "$threads" \
-        --seq "$seq" --batch "$batch" --steps "$steps"
+        --seq "$seq" --batch "$batch" --steps "$steps" --strategy "$strategy"
     if [[ ${UNFUSED:-0} == 1 ]]; then
         run "peftspace, fused kernels off" env PEFTSPACE_FUSED_KERNELS=0 "$bin" "$model" --seq "$seq" \
-            --batch "$batch" --steps "$steps"
+            --batch "$batch" --steps "$steps" --strategy "$strategy"
     fi
 done
 
-python3 - "$log" "$threads" "$seq" "$batch" "$steps" "$rounds" <<'EOF'
+python3 - "$log" "$threads" "$seq" "$batch" "$steps" "$rounds" "$strategy" <<'EOF'
 import re
 import statistics
 import sys
 
-path, threads, seq, batch, steps, rounds = sys.argv[1:]
+path, threads, seq, batch, steps, rounds, strategy = sys.argv[1:]
 runs = {}
 for line in open(path, encoding="utf-8"):
     side, load, text = line.rstrip("\n").split("|", 2)
@@ -71,7 +73,7 @@ for line in open(path, encoding="utf-8"):
         "update": number(r"update ([\d.]+) ms"),
     })
 median = lambda side, key: statistics.median(r[key] for r in runs[side])
-print(f"\nthreads {threads}, seq {seq}, batch {batch}, {steps} timed steps per run, {rounds} interleaved rounds")
+print(f"\n{strategy}: threads {threads}, seq {seq}, batch {batch}, {steps} timed steps per run, {rounds} interleaved rounds")
 print("load averages (1, 5, 15 min) before each run: " + "; ".join(
     f"{side}: " + ", ".join(r["load"] for r in rs) for side, rs in runs.items()))
 print()
