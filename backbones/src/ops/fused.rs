@@ -280,7 +280,9 @@ impl CustomOp1 for FusedLayerNorm {
             for (i, row) in part.chunks_mut(w).enumerate() {
                 let input = &x[start + i * w..][..w];
                 let (mean, rstd) = row_moments(input, self.eps);
-                for (((o, &x), &g), &b) in row.iter_mut().zip(input).zip(&self.weight).zip(&self.bias) {
+                for (((o, &x), &g), &b) in
+                    row.iter_mut().zip(input).zip(&self.weight).zip(&self.bias)
+                {
                     *o = (x - mean) * rstd * g + b;
                 }
             }

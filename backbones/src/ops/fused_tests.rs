@@ -52,7 +52,9 @@ fn finite_difference_gap(x: &Tensor, f: &dyn Fn(&Tensor) -> Result<Tensor>) -> R
     let loss = |values: Vec<f32>| -> Result<f64> {
         let xs = Tensor::from_vec(values, x.dims(), x.device())?;
         let y = f(&xs)?.to_dtype(DType::F64)?;
-        (y * upstream.to_dtype(DType::F64)?)?.sum_all()?.to_scalar::<f64>()
+        (y * upstream.to_dtype(DType::F64)?)?
+            .sum_all()?
+            .to_scalar::<f64>()
     };
     let h = 1e-2f32;
     let scale = grad.iter().fold(0f32, |m, g| m.max(g.abs()));
@@ -99,17 +101,21 @@ fn masked_softmax_matches_the_composed_ops_and_finite_differences() -> Result<()
         &dev,
     )?;
     let scale = 1.0 / 8f64.sqrt();
-    let (dy, dg) = relative_gaps(
-        &scores,
-        &|s| fused::masked_softmax(s, &mask, scale),
-        &|s| composed_softmax(s, &mask, scale),
-    )?;
+    let (dy, dg) = relative_gaps(&scores, &|s| fused::masked_softmax(s, &mask, scale), &|s| {
+        composed_softmax(s, &mask, scale)
+    })?;
     assert!(dy < 1e-5 && dg < 1e-5, "value {dy}, gradient {dg}");
     let fd = finite_difference_gap(&scores, &|s| fused::masked_softmax(s, &mask, scale))?;
     assert!(fd < 1e-3, "finite differences {fd}");
     // Masked keys get no probability, and each row sums to 1.
     let y = fused::masked_softmax(&scores, &mask, scale)?;
-    assert_eq!(y.narrow(3, 5, 2)?.narrow(0, 0, 1)?.sum_all()?.to_scalar::<f32>()?, 0.0);
+    assert_eq!(
+        y.narrow(3, 5, 2)?
+            .narrow(0, 0, 1)?
+            .sum_all()?
+            .to_scalar::<f32>()?,
+        0.0
+    );
     let sums = y.sum(D::Minus1)?.flatten_all()?.to_vec1::<f32>()?;
     assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-6), "{sums:?}");
     Ok(())
@@ -121,11 +127,9 @@ fn layer_norm_matches_the_composed_ops_and_finite_differences() -> Result<()> {
     let x = ((Tensor::randn(0f32, 1., (3, 50, 64), &dev)? * 3.0)? + 1.5)?;
     let w = Tensor::randn(0f32, 1., 64, &dev)?;
     let b = Tensor::randn(0f32, 1., 64, &dev)?;
-    let (dy, dg) = relative_gaps(
-        &x,
-        &|x| fused::layer_norm(x, &w, &b, 1e-12),
-        &|x| composed_layer_norm(x, &w, Some(&b), 1e-12),
-    )?;
+    let (dy, dg) = relative_gaps(&x, &|x| fused::layer_norm(x, &w, &b, 1e-12), &|x| {
+        composed_layer_norm(x, &w, Some(&b), 1e-12)
+    })?;
     assert!(dy < 1e-5 && dg < 1e-5, "value {dy}, gradient {dg}");
     let small = Tensor::randn(0f32, 1., (3, 8), &dev)?;
     let w8 = w.narrow(0, 0, 8)?;
@@ -141,11 +145,9 @@ fn frozen_linear_with_bias_matches_matmul_plus_bias_and_finite_differences() -> 
     let w = Tensor::randn(0f32, 1., (24, 16), &dev)?;
     let b = Tensor::randn(0f32, 1., 24, &dev)?;
     let x = Tensor::randn(0f32, 1., (70, 16), &dev)?;
-    let (dy, dg) = relative_gaps(
-        &x,
-        &|x| fused::frozen_linear_with_bias(x, &w, &b),
-        &|x| x.matmul(&w.t()?)?.broadcast_add(&b),
-    )?;
+    let (dy, dg) = relative_gaps(&x, &|x| fused::frozen_linear_with_bias(x, &w, &b), &|x| {
+        x.matmul(&w.t()?)?.broadcast_add(&b)
+    })?;
     assert!(dy < 1e-5 && dg < 1e-5, "value {dy}, gradient {dg}");
     let fd = finite_difference_gap(&x, &|x| fused::frozen_linear_with_bias(x, &w, &b))?;
     assert!(fd < 1e-3, "finite differences {fd}");

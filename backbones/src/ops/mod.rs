@@ -61,7 +61,11 @@ impl Module for Linear {
             }
             return y.reshape(dims);
         }
-        if let Some(b) = self.bias.as_ref().filter(|_| fused::applies(&flat) && flat.track_op()) {
+        if let Some(b) = self
+            .bias
+            .as_ref()
+            .filter(|_| fused::applies(&flat) && flat.track_op())
+        {
             return fused::frozen_linear_with_bias(&flat, &self.weight, b)?.reshape(dims);
         }
         let mut y = flat.detach().matmul(&self.weight.t()?)?;
