@@ -1,7 +1,8 @@
 //! Throughput of one training step, MiniLM + LoRA r = 12 on q and v, fixed sequence length and batch size, on the
 //! CPU or a GPU: the number `BENCHMARKS.md` sets next to `benches/torch_train_step.py step`.
 //!
-//! `cargo run --release --example train_step -- MODEL_DIR [--device cpu|cuda:N] [--seq 128] [--batch 16] [--steps 10]`
+//! `cargo run --release --example train_step -- MODEL_DIR [--device cpu|cuda:N] [--seq 128] [--batch 16] [--steps 10]
+//! [--strategy lora|bitfit]`
 //! Set `RAYON_NUM_THREADS` to fix the CPU thread count (candle's CPU kernels read it).
 
 use std::path::PathBuf;
@@ -44,7 +45,7 @@ fn option<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> Resu
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let usage =
-        "usage: train_step MODEL_DIR [--device cpu|cuda:N] [--seq 128] [--batch 16] [--steps 10]";
+        "usage: train_step MODEL_DIR [--device cpu|cuda:N] [--seq 128] [--batch 16] [--steps 10] [--strategy lora|bitfit]";
     let dir = PathBuf::from(args.first().filter(|a| !a.starts_with("--")).ok_or(usage)?);
     let seq: usize = option(&args, "--seq", 128)?;
     let batch_size: usize = option(&args, "--batch", 16)?;
@@ -54,9 +55,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let backbone = ModelFolder::open(&dir)?.load(&registries()?, &device, Weights::Frozen)?;
     let mut store = ParamStore::new(&device, 0);
     let training = TrainingSpec::default();
-    let plan = uniform_plan(backbone.info(), "lora", 12);
+    // LoRA r = 12 on every layer, or BitFit (every bias of every layer): `--strategy lora|bitfit`.
+    let strategy: String = option(&args, "--strategy", "lora".to_string())?;
+    if strategy != "lora" && strategy != "bitfit" {
+        return Err(format!("--strategy must be lora or bitfit, not {strategy}").into());
+    }
+    let plan = uniform_plan(backbone.info(), &strategy, 12);
     let strategies = [StrategySpec {
-        name: "lora".into(),
+        name: strategy.clone(),
         options: ron::Value::Unit,
         learning_rate: None,
     }];
@@ -121,7 +127,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     sync(&device)?;
     let seconds = start.elapsed().as_secs_f64();
     println!(
-        "peftspace (candle) device {choice} threads {} seq {seq} batch {batch_size} trainable {}: {:.1} examples/s ({:.0} ms/step), \
+        "peftspace (candle) {strategy} device {choice} threads {} seq {seq} batch {batch_size} trainable {}: {:.1} examples/s ({:.0} ms/step), \
          peak RSS {:.0} MiB; per step: forward {:.0} ms, backward {:.0} ms, update {:.0} ms",
         std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all".into()),
         design.trainable_params + head.num_params(),

@@ -14,7 +14,7 @@ use peftspace_core::{Error, Result};
 
 use super::config::{BertConfig, Flavour};
 use crate::checkpoint::Checkpoint;
-use crate::ops::{mask_bias, softmax_last_dim, Activation, LayerNorm, Linear};
+use crate::ops::{fused, mask_bias, softmax_last_dim, Activation, LayerNorm, Linear};
 
 /// Word + position + token-type embeddings, then LayerNorm and dropout.
 struct Embeddings {
@@ -181,13 +181,20 @@ impl Attention {
             )?;
         }
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let q = (self.split_heads(&q)? * scale)?;
         let k = self.split_heads(&k)?;
         let v = self.split_heads(&v)?;
-        let scores = q
-            .matmul(&k.t()?)?
-            .broadcast_add(&mask_bias(&mask, q.dtype())?)?;
-        let probs = mode.dropout(&softmax_last_dim(&scores)?, self.attention_dropout)?;
+        let probs = if fused::applies(&q) {
+            // The scale and the mask are applied inside the fused softmax: two passes over the scores fewer.
+            let scores = self.split_heads(&q)?.matmul(&k.t()?)?;
+            fused::masked_softmax(&scores, &mask, scale)?
+        } else {
+            let q = (self.split_heads(&q)? * scale)?;
+            let scores = q
+                .matmul(&k.t()?)?
+                .broadcast_add(&mask_bias(&mask, q.dtype())?)?;
+            softmax_last_dim(&scores)?
+        };
+        let probs = mode.dropout(&probs, self.attention_dropout)?;
         let context = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, s, h))?;
         let out = hooks.linear(
             layer,

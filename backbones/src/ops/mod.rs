@@ -13,6 +13,9 @@ use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 use peftspace_core::autograd::with_input_gradient;
 
+mod fast_math;
+pub mod fused;
+
 /// `y = x Wᵀ + b` for `W: [d_out, d_in]`, any number of leading axes in `x`. `W` and `b` are frozen tensors, or
 /// `Var`s when the backbone was loaded trainable.
 #[derive(Debug, Clone)]
@@ -58,6 +61,13 @@ impl Module for Linear {
             }
             return y.reshape(dims);
         }
+        if let Some(b) = self
+            .bias
+            .as_ref()
+            .filter(|_| fused::applies(&flat) && flat.track_op())
+        {
+            return fused::frozen_linear_with_bias(&flat, &self.weight, b)?.reshape(dims);
+        }
         let mut y = flat.detach().matmul(&self.weight.t()?)?;
         if let Some(b) = &self.bias {
             y = y.broadcast_add(b)?;
@@ -101,6 +111,9 @@ impl Module for LayerNorm {
 pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, eps: f64) -> Result<Tensor> {
     if weight.track_op() || bias.is_some_and(Tensor::track_op) {
         return composed_layer_norm(x, weight, bias, eps);
+    }
+    if let Some(b) = bias.filter(|_| fused::applies(x)) {
+        return fused::layer_norm(x, weight, b, eps);
     }
     let zeros;
     let bias = match bias {
@@ -231,11 +244,11 @@ impl Activation {
         })
     }
 
-    /// Applies the activation (every variant has a backward pass in candle).
+    /// Applies the activation (every variant has a backward pass; the erf GELU is a fused kernel on CPU).
     pub fn apply(self, x: &Tensor) -> Result<Tensor> {
         match self {
             Activation::Relu => x.relu(),
-            Activation::GeluErf => x.gelu_erf(),
+            Activation::GeluErf => fused::gelu_erf(x),
             Activation::GeluTanh => x.gelu(),
             Activation::Silu => x.silu(),
             Activation::Tanh => x.tanh(),
