@@ -226,10 +226,32 @@ impl TrialRecord {
 
 /// Lower-case hex SHA-256.
 pub fn hex_sha256(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
+    hex_digest(Sha256::new_with_prefix(bytes))
+}
+
+/// Lower-case hex of a finished SHA-256.
+pub fn hex_digest(hasher: Sha256) -> String {
+    hasher
+        .finalize()
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// Feeds the bytes of the file at `path` to `hasher`, read in blocks (weight files are large).
+pub fn hash_file(hasher: &mut Sha256, path: &std::path::Path) -> Result<()> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(|e| crate::Error::io(path, e))?;
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let n = file
+            .read(&mut buffer)
+            .map_err(|e| crate::Error::io(path, e))?;
+        if n == 0 {
+            return Ok(());
+        }
+        hasher.update(&buffer[..n]);
+    }
 }
 
 /// A child seed: the first 8 bytes of SHA-256 over the parent seed and a path of names (root → stage → candidate →

@@ -9,7 +9,6 @@
 mod tokenizer;
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
@@ -152,21 +151,9 @@ impl ModelFolder {
         let mut hasher = Sha256::new();
         for path in files {
             hasher.update(file_name(&path).as_bytes());
-            let mut file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
-            let mut buffer = vec![0u8; 1 << 20];
-            loop {
-                let n = file.read(&mut buffer).map_err(|e| Error::io(&path, e))?;
-                if n == 0 {
-                    break;
-                }
-                hasher.update(&buffer[..n]);
-            }
+            crate::trial::hash_file(&mut hasher, &path)?;
         }
-        Ok(hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect())
+        Ok(crate::trial::hex_digest(hasher))
     }
 }
 

@@ -9,7 +9,6 @@ mod predict;
 mod tensors;
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
@@ -22,6 +21,7 @@ use crate::evaluator::Metrics;
 use crate::model::ModelFolder;
 use crate::params::Tensors;
 use crate::spec::{StrategySpec, TrainingSpec};
+use crate::trial::{hash_file, hex_digest};
 use crate::{Error, Result};
 
 pub use predict::{design_hooks, probabilities, read_examples, Predictor};
@@ -287,19 +287,7 @@ impl SavedDesign {
 pub fn weights_sha256(model: &ModelFolder) -> Result<String> {
     let mut hasher = Sha256::new();
     for path in model.weight_files()? {
-        let mut file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
-        let mut buffer = vec![0u8; 1 << 20];
-        loop {
-            let n = file.read(&mut buffer).map_err(|e| Error::io(&path, e))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buffer[..n]);
-        }
+        hash_file(&mut hasher, &path)?;
     }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(hex_digest(hasher))
 }

@@ -166,6 +166,21 @@ pub fn read_result(dir: &Path, id: &str) -> Result<Option<TrialOutcome>> {
     Ok(Some(result.outcome))
 }
 
+/// Hands the result file of `trial` in `dir` (if a task wrote one) to `done`, then removes it, so a later
+/// `--retry-failed` cannot pick up a stale outcome. Returns whether there was one.
+pub(crate) fn hand_over(
+    dir: &Path,
+    trial: &TrialSpec,
+    done: &mut dyn FnMut(&TrialSpec, TrialOutcome) -> Result<()>,
+) -> Result<bool> {
+    let Some(outcome) = read_result(dir, &trial.id)? else {
+        return Ok(false);
+    };
+    done(trial, outcome)?;
+    let _ = std::fs::remove_file(result_path(dir, &trial.id));
+    Ok(true)
+}
+
 /// The folder of result files under a results directory (where `run --executor slurm` points its tasks).
 pub fn results_folder(results_dir: &Path) -> PathBuf {
     results_dir.join("slurm").join("results")
@@ -188,12 +203,8 @@ impl TrialPool for CollectResults<'_> {
     ) -> Result<()> {
         let mut rest = Vec::with_capacity(trials.len());
         for trial in trials {
-            match read_result(&self.dir, &trial.id)? {
-                Some(outcome) => {
-                    done(&trial, outcome)?;
-                    let _ = std::fs::remove_file(result_path(&self.dir, &trial.id));
-                }
-                None => rest.push(trial),
+            if !hand_over(&self.dir, &trial, done)? {
+                rest.push(trial);
             }
         }
         if rest.is_empty() {

@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::scontrol::{is_finished, parse_show_job, TaskState};
-use super::{read_result, result_path, TaskFile, TaskPlugin, TASK_FORMAT};
+use super::{hand_over, result_path, TaskFile, TaskPlugin, TASK_FORMAT};
 use crate::refine::{TrialPool, INTERRUPTED};
 use crate::store::write_atomically;
 use crate::trial::{TrialOutcome, TrialSpec, TrialStatus};
@@ -395,17 +395,13 @@ impl<'a> SlurmPool<'a> {
                 }
                 let mut all = true;
                 for id in trials {
-                    if !pending.contains_key(id) {
+                    let Some(trial) = pending.get(id).cloned() else {
                         continue;
-                    }
-                    match read_result(&self.results_dir(), id)? {
-                        Some(outcome) => {
-                            if let Some(trial) = pending.remove(id) {
-                                done(&trial, outcome)?;
-                                let _ = std::fs::remove_file(result_path(&self.results_dir(), id));
-                            }
-                        }
-                        None => all = false,
+                    };
+                    if hand_over(&self.results_dir(), &trial, done)? {
+                        pending.remove(id);
+                    } else {
+                        all = false;
                     }
                 }
                 if all {
@@ -527,15 +523,11 @@ impl TrialPool for SlurmPool<'_> {
     ) -> Result<()> {
         std::fs::create_dir_all(self.results_dir())
             .map_err(|e| Error::io(self.results_dir(), e))?;
-        let mut pending: BTreeMap<String, TrialSpec> =
-            trials.into_iter().map(|t| (t.id.clone(), t)).collect();
-        // Results a task wrote while no coordinator was watching.
-        for id in pending.keys().cloned().collect::<Vec<_>>() {
-            if let Some(outcome) = read_result(&self.results_dir(), &id)? {
-                if let Some(trial) = pending.remove(&id) {
-                    done(&trial, outcome)?;
-                    let _ = std::fs::remove_file(result_path(&self.results_dir(), &id));
-                }
+        // Results a task wrote while no coordinator was watching are handed over first.
+        let mut pending: BTreeMap<String, TrialSpec> = BTreeMap::new();
+        for trial in trials {
+            if !hand_over(&self.results_dir(), &trial, done)? {
+                pending.insert(trial.id.clone(), trial);
             }
         }
         // An array left by an earlier coordinator: wait for what it still runs of ours.

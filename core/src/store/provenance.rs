@@ -4,13 +4,12 @@
 //! it (results stored before it existed keep their ids); instead a run with different code is refused unless the
 //! person asks for it (`peftspace run --allow-code-change`), and then the change is written into the history.
 
-use std::io::Read;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::{Error, Result};
+use crate::Result;
 
 /// The code behind a run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,17 +64,9 @@ impl CodeProvenance {
 
 /// SHA-256 of a file, as lowercase hex, read in blocks.
 pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 1 << 16];
-    loop {
-        let n = file.read(&mut buffer).map_err(|e| Error::io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buffer[..n]);
-    }
-    Ok(hex(&hasher.finalize()))
+    crate::trial::hash_file(&mut hasher, path)?;
+    Ok(crate::trial::hex_digest(hasher))
 }
 
 /// SHA-256 of bytes, as lowercase hex.
