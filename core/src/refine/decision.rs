@@ -44,6 +44,8 @@ pub struct CandidateStats {
     pub trials_ok: usize,
     pub trials_diverged: usize,
     pub trials_failed: usize,
+    /// Trials stopped by learning-curve pruning; their partial scores count in the population.
+    pub trials_pruned: usize,
     pub trials_missing: usize,
     pub mean: f64,
     pub median: f64,
@@ -144,7 +146,7 @@ pub(crate) fn design_score(design: &PlannedDesign, store: &ResultStore) -> Desig
     for trial in &design.trials {
         match store.get(&trial.id) {
             Some(r) if store.is_done(&trial.id) => match (&r.outcome.status, r.outcome.primary) {
-                (TrialStatus::Ok, Some(primary)) => sum += primary,
+                (TrialStatus::Ok | TrialStatus::Pruned { .. }, Some(primary)) => sum += primary,
                 _ => return DesignScore::Unscored,
             },
             _ => pending = true,
@@ -189,7 +191,7 @@ fn population(
     store: &ResultStore,
     limit: usize,
 ) -> CandidateStats {
-    let (mut ok, mut diverged, mut failed, mut missing) = (0, 0, 0, 0);
+    let (mut ok, mut diverged, mut failed, mut pruned, mut missing) = (0, 0, 0, 0, 0);
     let mut scores = Vec::new();
     let mut references: Vec<Option<f64>> = Vec::new();
     let designs = &candidate.designs[..limit.min(candidate.designs.len())];
@@ -202,8 +204,12 @@ fn population(
                 .get(&trial.id)
                 .map(|r| (&r.outcome.status, r.outcome.primary))
             {
-                Some((TrialStatus::Ok, Some(primary))) => {
-                    ok += 1;
+                Some((status @ (TrialStatus::Ok | TrialStatus::Pruned { .. }), Some(primary))) => {
+                    if status.is_ok() {
+                        ok += 1;
+                    } else {
+                        pruned += 1;
+                    }
                     sum += primary;
                     let reference = store.get(&trial.id).and_then(|r| r.outcome.reference);
                     reference_sum = reference_sum.zip(reference).map(|(a, b)| a + b);
@@ -212,7 +218,10 @@ fn population(
                     diverged += 1;
                     complete = false;
                 }
-                Some((TrialStatus::Failed { .. } | TrialStatus::Ok, _)) => {
+                Some((
+                    TrialStatus::Failed { .. } | TrialStatus::Ok | TrialStatus::Pruned { .. },
+                    _,
+                )) => {
                     failed += 1;
                     complete = false;
                 }
@@ -255,8 +264,8 @@ fn population(
     }
     if scores.is_empty() {
         let why = format!(
-            "empty population: no design has all its trials ok ({ok} ok, {diverged} diverged, {failed} failed, \
-             {missing} not run)"
+            "empty population: no design has all its trials scored ({ok} ok, {pruned} pruned, {diverged} \
+             diverged, {failed} failed, {missing} not run)"
         );
         note = if note.is_empty() {
             why
@@ -274,6 +283,7 @@ fn population(
         trials_ok: ok,
         trials_diverged: diverged,
         trials_failed: failed,
+        trials_pruned: pruned,
         trials_missing: missing,
         mean: summary.mean,
         median: summary.median,
