@@ -154,7 +154,7 @@ const EXPERIMENT: &str = r#"ExperimentSpec(
         (name: "S3", dimension: TunedGroups, candidates: ["0111", "1111"]),
         (name: "S4", dimension: Strategies(1), candidates: ["adapter+lora", "bitfit"]),
     ],
-    final_runs: Some((top: 1, seeds: [1, 2, 3], epochs: Some(5), baselines: ["lora", "full"])),
+    final_runs: Some((top: 1, seeds: [2, 3, 4], epochs: Some(5), baselines: ["lora", "full"])),
 )"#;
 
 #[test]

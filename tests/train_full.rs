@@ -222,7 +222,7 @@ fn refinement_final_runs_train_the_full_baseline() {
     samples: 2,
     seeds: [1],
     training: (epochs: 1, batch_size: 8, max_seq_len: 64, eval_batch_size: 8),
-    final_runs: Some((top: 1, seeds: [1], baselines: ["lora", "full"])),
+    final_runs: Some((top: 1, seeds: [2], baselines: ["lora", "full"])),
 )
 "#,
         model = fixture("tiny-bert").display(),

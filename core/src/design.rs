@@ -154,6 +154,12 @@ impl Design {
     }
 }
 
+/// Whether `text` is meant as a design text (`g=… a=… t=… s=…`) rather than a name (a strategy, `full`): names
+/// never contain `=`.
+pub fn is_design_text(text: &str) -> bool {
+    text.contains('=')
+}
+
 /// `G1`, `G2`, …: how messages name group `index` (0-based).
 pub fn group_name(index: usize) -> String {
     format!("G{}", index + 1)

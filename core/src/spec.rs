@@ -82,6 +82,11 @@ pub struct ExperimentSpec {
     /// Designs sampled per candidate (N). Default: 100.
     #[serde(default = "defaults::samples")]
     pub samples: usize,
+    /// Share of each search task's training set held out as its validation split (drawn with the root `seed`):
+    /// search trials train on the rest and are scored on it, so the designs are chosen without seeing the official
+    /// dev set, which only the final runs report on. In (0, 1). Default: 0.1.
+    #[serde(default = "defaults::validation_fraction")]
+    pub validation_fraction: f64,
     /// Refinement stages in order. Default: none (only S0 is sampled).
     #[serde(default)]
     pub stages: Vec<StageSpec>,
@@ -385,18 +390,39 @@ pub struct FinalRunsSpec {
     /// How many of the last stage's best designs to rerun. Default: 1.
     #[serde(default = "defaults::one")]
     pub top: usize,
-    /// Seeds of the final runs. Default: `[1, 2, 3]`.
-    #[serde(default = "defaults::final_seeds")]
-    pub seeds: Vec<u64>,
+    /// Training seeds of the final runs, none of them one of the search's `seeds` (the designs were chosen with
+    /// those). Default: the three seeds after the largest search seed (`[2, 3, 4]` for `seeds: [1]`).
+    #[serde(default)]
+    pub seeds: Option<Vec<u64>>,
     /// Epochs of the final runs. Default: the training epochs.
     #[serde(default)]
     pub epochs: Option<usize>,
-    /// Baselines: strategy names (each in every layer at the same budget) and `full` (all weights). Default: none.
+    /// Baselines: strategy names (each in every layer at the same budget), `full` (all weights), or design texts
+    /// (`g=… a=… t=… s=…`, e.g. a published design). Default: none.
     #[serde(default)]
     pub baselines: Vec<String>,
     /// Tasks of the final runs. Default: the search tasks.
     #[serde(default)]
     pub tasks: Option<Vec<TaskSpec>>,
+    /// Write each final run's trained design as a saved design folder (`docs/SAVED_DESIGNS.md`) under the results
+    /// directory, `final/<trial id>/`. Default: false.
+    // Left out of the manifest (`refine::manifest`): saving changes no result, so it may be turned on for a
+    // results folder that already holds the final runs.
+    #[serde(default)]
+    pub save: bool,
+}
+
+impl FinalRunsSpec {
+    /// The final runs' training seeds: the ones given, or the three after the largest of `search_seeds`.
+    pub fn seeds_after(&self, search_seeds: &[u64]) -> Vec<u64> {
+        match &self.seeds {
+            Some(seeds) => seeds.clone(),
+            None => {
+                let last = search_seeds.iter().copied().max().unwrap_or(0);
+                (1..=3).map(|i| last.saturating_add(i)).collect()
+            }
+        }
+    }
 }
 
 impl Default for TrainingSpec {
@@ -441,8 +467,8 @@ mod defaults {
     pub fn seeds() -> Vec<u64> {
         vec![1]
     }
-    pub fn final_seeds() -> Vec<u64> {
-        vec![1, 2, 3]
+    pub fn validation_fraction() -> f64 {
+        0.1
     }
     pub fn samples() -> usize {
         100
@@ -493,6 +519,17 @@ mod tests {
         assert_eq!(spec.strategies.len(), 4);
         assert_eq!(spec.training.epochs, 3);
         assert_eq!(spec.stages[1].dimension, Dimension::Strategies(0));
+        assert_eq!(spec.validation_fraction, 0.1);
+    }
+
+    #[test]
+    fn final_seeds_default_to_three_after_the_search_seeds() {
+        let text = r#"(top: 1)"#;
+        let final_runs: FinalRunsSpec = ron::from_str(text).expect("parses");
+        assert_eq!(final_runs.seeds_after(&[1]), vec![2, 3, 4]);
+        assert_eq!(final_runs.seeds_after(&[5, 2]), vec![6, 7, 8]);
+        let given: FinalRunsSpec = ron::from_str("(seeds: Some([9]))").expect("parses");
+        assert_eq!(given.seeds_after(&[1]), vec![9]);
     }
 
     #[test]

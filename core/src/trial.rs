@@ -42,6 +42,41 @@ pub struct TrialSpec {
     /// Budget fraction and strategy options: they fix the absolute sizes a design text stands for.
     pub budget: f64,
     pub strategies: Vec<StrategySpec>,
+    /// Which examples the trial trains on and is scored on. Absent in trials written before the split existed,
+    /// which were scored on the dev set.
+    #[serde(default, skip_serializing_if = "Split::is_dev")]
+    pub split: Split,
+    /// Where to write the trained design as a saved design folder (`final_runs.save`); not part of the id, since
+    /// saving changes no result. Executors that cannot save refuse such a trial.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub save: Option<std::path::PathBuf>,
+}
+
+/// The examples a trial trains on and the ones that score it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Split {
+    /// The whole (subsampled) training set; scored on the task's official evaluation set (GLUE's dev set). Final
+    /// runs and `peftspace train`.
+    #[default]
+    Dev,
+    /// `fraction` of the training set held out, drawn with `seed` ([`crate::data::TaskData::hold_out`]); trained
+    /// on the rest, scored on the held-out part. Search trials, so that choosing designs never sees the dev set.
+    Validation { fraction: f64, seed: u64 },
+}
+
+impl Split {
+    pub fn is_dev(&self) -> bool {
+        matches!(self, Split::Dev)
+    }
+
+    /// `dev` or `validation`, as `trials.csv` writes it.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Split::Dev => "dev",
+            Split::Validation { .. } => "validation",
+        }
+    }
 }
 
 /// The fields a trial id is the hash of. Anything that can change a trial's result belongs here.
@@ -55,11 +90,14 @@ struct TrialIdentity<'a> {
     strategies: &'a [StrategySpec],
     backbone: &'a str,
     data: &'a str,
+    // Written only for a validation split, so the ids of dev-set trials are those they had before splits existed.
+    #[serde(skip_serializing_if = "Split::is_dev")]
+    split: Split,
 }
 
 impl TrialSpec {
     /// Builds a trial and its id from the identity fields plus the backbone identity and the task's data
-    /// fingerprint (both supplied by the executor, see [`TrialExecutor`]).
+    /// fingerprint (both supplied by the executor, see [`TrialExecutor`]), scored on `split`.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         design: &str,
@@ -70,6 +108,7 @@ impl TrialSpec {
         strategies: &[StrategySpec],
         backbone_identity: &str,
         data_fingerprint: &str,
+        split: Split,
     ) -> Result<Self> {
         let identity = TrialIdentity {
             design,
@@ -80,11 +119,13 @@ impl TrialSpec {
             strategies,
             backbone: backbone_identity,
             data: data_fingerprint,
+            split,
         };
         let canonical = serde_json::to_string(&identity)
             .map_err(|e| crate::Error::msg(format!("cannot serialise a trial identity: {e}")))?;
         Ok(TrialSpec {
             id: hex_sha256(canonical.as_bytes()),
+            split,
             ..TrialSpec::unstored(design, task, seed, training, budget, strategies)
         })
     }
@@ -109,6 +150,8 @@ impl TrialSpec {
             training: training.clone(),
             budget,
             strategies: strategies.to_vec(),
+            split: Split::Dev,
+            save: None,
         }
     }
 
@@ -296,18 +339,18 @@ mod tests {
     fn id_changes_with_every_identity_field() {
         let training = TrainingSpec::default();
         let base =
-            TrialSpec::new("d", &task("sst2"), 1, &training, 0.005, &[], "bb", "data").expect("id");
+            TrialSpec::new("d", &task("sst2"), 1, &training, 0.005, &[], "bb", "data", Split::Dev).expect("id");
         let again =
-            TrialSpec::new("d", &task("sst2"), 1, &training, 0.005, &[], "bb", "data").expect("id");
+            TrialSpec::new("d", &task("sst2"), 1, &training, 0.005, &[], "bb", "data", Split::Dev).expect("id");
         assert_eq!(base.id, again.id);
         let mut longer = training.clone();
         longer.epochs += 1;
         let variants = [
-            TrialSpec::new("e", &task("sst2"), 1, &training, 0.005, &[], "bb", "data"),
-            TrialSpec::new("d", &task("mrpc"), 1, &training, 0.005, &[], "bb", "data"),
-            TrialSpec::new("d", &task("sst2"), 2, &training, 0.005, &[], "bb", "data"),
-            TrialSpec::new("d", &task("sst2"), 1, &longer, 0.005, &[], "bb", "data"),
-            TrialSpec::new("d", &task("sst2"), 1, &training, 0.01, &[], "bb", "data"),
+            TrialSpec::new("e", &task("sst2"), 1, &training, 0.005, &[], "bb", "data", Split::Dev),
+            TrialSpec::new("d", &task("mrpc"), 1, &training, 0.005, &[], "bb", "data", Split::Dev),
+            TrialSpec::new("d", &task("sst2"), 2, &training, 0.005, &[], "bb", "data", Split::Dev),
+            TrialSpec::new("d", &task("sst2"), 1, &longer, 0.005, &[], "bb", "data", Split::Dev),
+            TrialSpec::new("d", &task("sst2"), 1, &training, 0.01, &[], "bb", "data", Split::Dev),
             TrialSpec::new(
                 "d",
                 &task("sst2"),
@@ -317,6 +360,7 @@ mod tests {
                 &[],
                 "other",
                 "data",
+                Split::Dev,
             ),
             TrialSpec::new(
                 "d",
@@ -327,11 +371,58 @@ mod tests {
                 &[],
                 "bb",
                 "changed",
+                Split::Dev,
+            ),
+            TrialSpec::new(
+                "d",
+                &task("sst2"),
+                1,
+                &training,
+                0.005,
+                &[],
+                "bb",
+                "data",
+                Split::Validation {
+                    fraction: 0.1,
+                    seed: 1,
+                },
             ),
         ];
         for v in variants {
             assert_ne!(v.expect("id").id, base.id);
         }
+    }
+
+    #[test]
+    fn dev_trials_keep_the_ids_they_had_before_splits_existed() {
+        let training = TrainingSpec::default();
+        let trial =
+            TrialSpec::new("d", &task("sst2"), 1, &training, 0.005, &[], "bb", "data", Split::Dev)
+                .expect("id");
+        // The identity as it was written before the split existed: the same fields, in the same order.
+        #[derive(Serialize)]
+        struct Before<'a> {
+            design: &'a str,
+            task: TaskSpec,
+            seed: u64,
+            training: &'a TrainingSpec,
+            budget: f64,
+            strategies: [StrategySpec; 0],
+            backbone: &'a str,
+            data: &'a str,
+        }
+        let before = Before {
+            design: "d",
+            task: task("sst2"),
+            seed: 1,
+            training: &training,
+            budget: 0.005,
+            strategies: [],
+            backbone: "bb",
+            data: "data",
+        };
+        let text = serde_json::to_string(&before).expect("json");
+        assert_eq!(trial.id, hex_sha256(text.as_bytes()));
     }
 
     #[test]

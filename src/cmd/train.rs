@@ -8,9 +8,7 @@ use peftspace_core::data::glue_task;
 use peftspace_core::design::StrategyCodes;
 use peftspace_core::registry::registries;
 use peftspace_core::resolve::ModelNeeds;
-use peftspace_core::saved::{
-    Manifest, PlanLayer, SavedBackbone, SavedDesign, SavedMetrics, SavedStrategy, SavedTask, FORMAT,
-};
+use peftspace_core::saved::{SavedBackbone, SavedDesign};
 use peftspace_core::spec::{ExperimentSpec, TaskSpec};
 use peftspace_core::train::executor::{TrainingExecutor, Watch};
 use peftspace_core::train::{EpochReport, TrainingReport, TrialExtras};
@@ -227,50 +225,37 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
                 on_epoch: Some(&print_epoch),
             },
         )?;
-        let report = trained.report;
         if let (Some(dir), Some(backbone)) = (&args.save, &saved_backbone) {
             let dir = if tasks.len() > 1 {
                 dir.join(&task.id)
             } else {
                 dir.clone()
             };
-            let Some(tensors) = trained.values else {
+            let Some(tensors) = trained.values.clone() else {
                 return Err(Exit::from(anyhow!(
                     "{}: no epoch finished ({}), so there is no trained design to save",
                     task.id,
-                    report.status
+                    trained.report.status
                 )));
             };
-            let strategies = trial
-                .strategies
-                .iter()
-                .filter(|s| {
-                    plan.iter()
-                        .any(|l| l.strategies.iter().any(|(n, _)| n == &s.name))
-                })
-                .map(SavedStrategy::from_spec)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(Exit::library)?;
-            let saved = SavedDesign {
-                manifest: Manifest {
-                    format: FORMAT.to_string(),
-                    design: match &adapter {
-                        Some(a) => a.design.manifest.design.clone(),
-                        None => Some(design.clone()),
-                    },
-                    plan: PlanLayer::from_plan(&plan),
-                    strategies,
-                    task: SavedTask::new(&task.id, &task.kind, &task.evaluator),
-                    backbone: backbone.clone(),
-                    training: Some(trial.training.clone()),
-                    seed: Some(seed),
-                    metrics: Some(SavedMetrics::new(&report.metrics, report.selected_epoch)),
-                },
-                tensors,
+            let design = match &adapter {
+                Some(a) => a.design.manifest.design.clone(),
+                None => Some(design.clone()),
             };
+            let saved = SavedDesign::from_trained(
+                &trial,
+                &task,
+                &plan,
+                &trained.report,
+                tensors,
+                design,
+                backbone.clone(),
+            )
+            .map_err(Exit::library)?;
             saved.save(&dir).map_err(Exit::library)?;
             eprintln!("saved the trained design to {}", dir.display());
         }
+        let report = trained.report;
         if rows.is_empty() {
             let share = 100.0 * report.trainable_params as f64 / num_params as f64;
             let of_what = if full {

@@ -125,6 +125,51 @@ impl TaskData {
     }
 }
 
+/// Mixed into the seed of [`TaskData::hold_out`], so the held-out rows are drawn independently of the training
+/// subsample drawn with the same seed.
+const HOLD_OUT_STREAM: u64 = 0x7661_6c69_6461_7465;
+
+impl TaskData {
+    /// The validation split of search trials: `round(fraction × n)` of the `n` training examples (at least one,
+    /// and at least one left to train on) drawn uniformly with `seed` become the evaluation set, the others stay
+    /// the training set; both keep the file's order. The official evaluation set is not used. The same seed and
+    /// fraction give the same split; the two parts never share a row.
+    pub fn hold_out(&self, fraction: f64, seed: u64) -> Result<TaskData> {
+        let n = self.train.len();
+        if !(fraction.is_finite() && fraction > 0.0 && fraction < 1.0) {
+            return Err(Error::msg(format!(
+                "task `{}`: validation fraction {fraction} is not in (0, 1)",
+                self.id
+            )));
+        }
+        if n < 2 {
+            return Err(Error::msg(format!(
+                "task `{}` has {n} training example(s); holding out a validation split needs at least 2 (raise                  `max_train` or add examples)",
+                self.id
+            )));
+        }
+        let held = ((fraction * n as f64).round() as usize).clamp(1, n - 1);
+        let mut rng = StdRng::seed_from_u64(seed ^ HOLD_OUT_STREAM);
+        let mut indices: Vec<usize> = (0..n).collect();
+        indices.shuffle(&mut rng);
+        let mut held_out = vec![false; n];
+        for &i in &indices[..held] {
+            held_out[i] = true;
+        }
+        let (eval, train): (Vec<_>, Vec<_>) = self
+            .train
+            .iter()
+            .cloned()
+            .zip(held_out)
+            .partition(|(_, h)| *h);
+        Ok(TaskData {
+            train: train.into_iter().map(|(e, _)| e).collect(),
+            eval: eval.into_iter().map(|(e, _)| e).collect(),
+            ..self.clone()
+        })
+    }
+}
+
 /// At most `n` items chosen uniformly with a seeded RNG, in their original order.
 pub fn seeded_subset<T>(items: Vec<T>, n: usize, seed: u64) -> Vec<T> {
     if items.len() <= n {
@@ -167,4 +212,74 @@ pub fn load_task(
         }
     };
     Ok(data.subsample(task.max_train, task.max_eval, seed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(n: usize) -> TaskData {
+        TaskData {
+            id: "toy".into(),
+            kind: TaskKind::Classification {
+                labels: vec!["a".into(), "b".into()],
+            },
+            evaluator: "accuracy".into(),
+            train: (0..n)
+                .map(|i| Example {
+                    text: format!("train {i}"),
+                    pair: None,
+                    label: (i % 2) as f32,
+                })
+                .collect(),
+            eval: vec![Example {
+                text: "official dev".into(),
+                pair: None,
+                label: 0.0,
+            }],
+            sources: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_validation_split_is_disjoint_from_training_and_fixed_by_its_seed() -> Result<()> {
+        let full = task(200);
+        let split = full.hold_out(0.1, 7)?;
+        assert_eq!(split.eval.len(), 20);
+        assert_eq!(split.train.len(), 180);
+        let trained: std::collections::BTreeSet<&str> =
+            split.train.iter().map(|e| e.text.as_str()).collect();
+        assert!(split.eval.iter().all(|e| !trained.contains(e.text.as_str())));
+        // Together the parts are the training set; the official dev set is no part of either.
+        let mut all: Vec<&str> = split
+            .train
+            .iter()
+            .chain(&split.eval)
+            .map(|e| e.text.as_str())
+            .collect();
+        all.sort_unstable();
+        let mut expected: Vec<&str> = full.train.iter().map(|e| e.text.as_str()).collect();
+        expected.sort_unstable();
+        assert_eq!(all, expected);
+        assert!(split.eval.iter().all(|e| e.text != "official dev"));
+        // The same seed gives the same split; another seed another one.
+        assert_eq!(full.hold_out(0.1, 7)?, split);
+        assert_ne!(full.hold_out(0.1, 8)?.eval, split.eval);
+        // Not the rows a training subsample with the same seed would keep first.
+        let subsample = seeded_subset(full.train.clone(), 20, 7);
+        assert_ne!(subsample, split.eval);
+        Ok(())
+    }
+
+    #[test]
+    fn a_split_keeps_a_row_on_each_side_and_refuses_what_it_cannot_split() -> Result<()> {
+        let tiny = task(3).hold_out(0.01, 1)?;
+        assert_eq!((tiny.train.len(), tiny.eval.len()), (2, 1));
+        let most = task(3).hold_out(0.99, 1)?;
+        assert_eq!((most.train.len(), most.eval.len()), (1, 2));
+        assert!(task(1).hold_out(0.1, 1).is_err());
+        assert!(task(10).hold_out(0.0, 1).is_err());
+        assert!(task(10).hold_out(1.0, 1).is_err());
+        Ok(())
+    }
 }

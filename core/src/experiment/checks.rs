@@ -4,6 +4,7 @@ use std::collections::BTreeSet;
 
 use super::Parsed;
 use crate::data::{glue_task, GLUE_TASKS};
+use crate::design::{is_design_text, Design, StrategyCodes};
 use crate::registry::Registries;
 use crate::space::{parse_strategy_set, parse_tuned_pattern};
 use crate::spec::{Dimension, TaskSpec};
@@ -25,7 +26,8 @@ fn known(list: impl IntoIterator<Item = impl AsRef<str>>) -> String {
 pub struct Unresolved {
     /// Where the file uses it (`strategies[2].name`).
     pub at: String,
-    /// What kind of name: `strategy`, `grouping rule`, `allocation rule`, `evaluator`.
+    /// What kind of name: `strategy`, `grouping rule`, `allocation rule`, `evaluator`, or `design text` (a
+    /// baseline whose strategy codes no registry knows).
     pub kind: &'static str,
     pub name: String,
 }
@@ -121,6 +123,19 @@ pub(super) fn check(
     }
     if s.samples == 0 {
         return err("samples", "must be at least 1 design per candidate".into());
+    }
+    if !(s.validation_fraction.is_finite()
+        && s.validation_fraction > 0.0
+        && s.validation_fraction < 1.0)
+    {
+        return err(
+            "validation_fraction",
+            format!(
+                "{} is not a share of the training set in (0, 1); search trials are scored on this share held \
+                 out of each training set, e.g. 0.1",
+                s.validation_fraction
+            ),
+        );
     }
 
     if let Some(race) = &s.race {
@@ -235,18 +250,76 @@ pub(super) fn check(
         if f.top == 0 {
             return err("final_runs.top", "must be at least 1".into());
         }
-        if f.seeds.is_empty() {
-            return err("final_runs.seeds", "needs at least one seed".into());
+        if let Some(seeds) = &f.seeds {
+            if seeds.is_empty() {
+                return err(
+                    "final_runs.seeds",
+                    "needs at least one seed (or leave it out for three seeds the search does not use)".into(),
+                );
+            }
+            if let Some((i, seed)) = seeds.iter().enumerate().find(|(_, x)| s.seeds.contains(x)) {
+                let suggestion: Vec<String> = crate::spec::FinalRunsSpec {
+                    seeds: None,
+                    ..f.clone()
+                }
+                .seeds_after(&s.seeds)
+                .iter()
+                .map(u64::to_string)
+                .collect();
+                return err(
+                    &format!("final_runs.seeds[{i}]"),
+                    format!(
+                        "seed {seed} is also a search seed (`seeds`); final runs must train with seeds the search \
+                         never used, since the designs were chosen with those: e.g. [{}], or leave `seeds` out",
+                        suggestion.join(", ")
+                    ),
+                );
+            }
         }
         if f.epochs == Some(0) {
             return err("final_runs.epochs", "must be at least 1".into());
         }
+        let codes = StrategyCodes::from_registries(reg);
         for (i, b) in f.baselines.iter().enumerate() {
+            let at = format!("final_runs.baselines[{i}]");
+            if is_design_text(b) {
+                let design = match Design::parse(b, &codes) {
+                    Ok(d) => d,
+                    // Its strategy codes may be a plugin's, which `validate --no-plugins` has not loaded.
+                    Err(_) if unresolved.is_some() => {
+                        if let Some(list) = unresolved.as_deref_mut() {
+                            list.push(Unresolved {
+                                at,
+                                kind: "design text",
+                                name: b.clone(),
+                            });
+                        }
+                        continue;
+                    }
+                    Err(e) => return err(&at, e.to_string()),
+                };
+                if let Some(name) = design
+                    .strategies
+                    .iter()
+                    .flatten()
+                    .find(|n| !strategy_names.contains(n))
+                {
+                    return err(
+                        &at,
+                        format!(
+                            "the design uses strategy `{name}`, which is not one of the experiment's ({}); add it \
+                             to `strategies`",
+                            known(&strategy_names)
+                        ),
+                    );
+                }
+                continue;
+            }
             if b != "full" && !strategy_names.contains(b) {
                 return err(
-                    &format!("final_runs.baselines[{i}]"),
+                    &at,
                     format!(
-                        "unknown baseline `{b}`; known: full, {}",
+                        "unknown baseline `{b}`; known: full, {}, or a design text (`g=… a=… t=… s=…`)",
                         known(&strategy_names)
                     ),
                 );

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::design::{Design, StrategyCodes};
+use crate::design::{is_design_text, Design, StrategyCodes};
 use crate::space::{seeded_rng, DesignSpace, SampleContext, SampleStats};
 use crate::spec::Dimension;
 use crate::{Error, Result};
@@ -35,7 +35,48 @@ impl ExperimentSpace {
     ) -> Result<Self> {
         let space = experiment.space(&info)?;
         let context = experiment.sample_context(info, registries)?;
-        Ok(ExperimentSpace::new(space, context))
+        let space = ExperimentSpace::new(space, context);
+        // Design texts among the baselines are checked against this backbone now, placed in the file, rather than
+        // after the search.
+        if let Some(final_runs) = &experiment.spec.final_runs {
+            for (i, baseline) in final_runs.baselines.iter().enumerate() {
+                if is_design_text(baseline) {
+                    space
+                        .baseline(baseline)
+                        .map_err(|e| experiment.error_at(&format!("final_runs.baselines[{i}]"), e))?;
+                }
+            }
+        }
+        Ok(space)
+    }
+
+    /// A baseline given as a design text: parsed, of this backbone's layer count, using only the experiment's
+    /// strategies, and meeting the budget as a sampled design must.
+    fn given_design(&self, text: &str) -> Result<DesignRecord> {
+        let design = Design::parse(text, &self.codes)?;
+        if design.layers() != self.space.layers {
+            return Err(Error::msg(format!(
+                "design `{text}` covers {} layers, but the backbone has {}; its group sizes must sum to {}",
+                design.layers(),
+                self.space.layers,
+                self.space.layers
+            )));
+        }
+        if let Some(name) = design
+            .strategies
+            .iter()
+            .flatten()
+            .find(|n| !self.space.available.contains(n))
+        {
+            return Err(Error::msg(format!(
+                "design `{text}` uses strategy `{name}`, which is not one of the experiment's ({})",
+                self.space.available.join(", ")
+            )));
+        }
+        let ctx = &self.context;
+        let plan = crate::budget::solve(&ctx.info, &design, &ctx.strategies, ctx.fraction)
+            .map_err(|e| Error::msg(format!("design `{text}`: {e}")))?;
+        self.summarise(&design, plan.target, plan.achieved)
     }
 
     /// Solves a design's budget and describes it for the plan and the CSVs.
@@ -122,11 +163,15 @@ impl SearchSpace for ExperimentSpace {
         Ok(summary)
     }
 
-    /// One strategy in every layer: groups as equal as the layers allow, per-layer budget equal, all tuned; or
-    /// `full`: every backbone weight trainable (design text [`FULL_FINE_TUNING`]), planned at the backbone's size.
+    /// One strategy in every layer: groups as equal as the layers allow, per-layer budget equal, all tuned;
+    /// `full`: every backbone weight trainable (design text [`FULL_FINE_TUNING`]), planned at the backbone's size;
+    /// or a design text, taken as it is (printed in its canonical form).
     fn baseline(&self, name: &str) -> Result<DesignRecord> {
         if name == FULL_FINE_TUNING {
             return Ok(self.full_fine_tuning());
+        }
+        if is_design_text(name) {
+            return self.given_design(name);
         }
         if !self.space.available.iter().any(|s| s == name) {
             return Err(Error::msg(format!(

@@ -17,6 +17,10 @@ pub struct SearchPlan {
     pub tasks: Vec<String>,
     /// The winner rule, as written in the experiment (`HighestMean`, `HighestMedian`).
     pub decision_rule: String,
+    /// The share of each training set the search trials were scored on (`validation_fraction`); absent in plans
+    /// written before search trials had a validation split, whose search trials were scored on the dev set.
+    #[serde(default)]
+    pub validation_fraction: Option<f64>,
     pub stages: Vec<StagePlan>,
     /// Present once the final runs are planned.
     pub final_runs: Option<FinalPlan>,
@@ -72,7 +76,8 @@ pub struct PlannedTrial {
     pub seed: u64,
 }
 
-/// The final runs: best designs and baselines with more seeds.
+/// The final runs: best designs and baselines, on the whole training sets with seeds of their own, scored on the
+/// dev sets.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FinalPlan {
     pub tasks: Vec<String>,
@@ -84,13 +89,24 @@ pub struct FinalPlan {
 /// One row of `final.csv`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FinalMethod {
-    /// `best1`, `best2`, … or a baseline name (`lora`, `full`, …).
+    /// `best1`, `best2`, …, a baseline name (`lora`, `full`, …), or `design1`, `design2`, … for baselines given as
+    /// design texts.
     pub name: String,
     pub design: DesignRecord,
     pub trials: Vec<PlannedTrial>,
 }
 
 impl SearchPlan {
+    /// What the trials of `stage` were scored on: `dev` for the final runs (and for the search trials of plans
+    /// written before the validation split), else `validation`.
+    pub fn scored_on(&self, stage: &str) -> &'static str {
+        if stage == "final" || self.validation_fraction.is_none() {
+            "dev"
+        } else {
+            "validation"
+        }
+    }
+
     /// Every planned trial id with the stage and candidate it belongs to (final runs as stage `final`).
     pub fn trial_contexts(&self) -> Vec<(&str, &str, &PlannedTrial)> {
         let mut out = Vec::new();

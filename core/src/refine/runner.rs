@@ -18,7 +18,11 @@ use super::rounds::{run_race, Rounds};
 use super::search_space::{DesignRecord, SearchSpace};
 use super::{Progress, TrialPool};
 use crate::trial::TrialExecutor;
-use crate::trial::{child_seed, TrialRecord, TrialSpec, TrialStatus};
+use crate::trial::{child_seed, Split, TrialRecord, TrialSpec, TrialStatus};
+
+/// The folder of a results directory that holds the final runs' saved designs, one `<trial id>/` each
+/// (`final_runs.save`).
+pub const FINAL_DESIGNS_DIR: &str = "final";
 
 /// What a finished run produced.
 #[derive(Debug)]
@@ -41,6 +45,10 @@ pub fn manifest(spec: &ExperimentSpec, executor: &dyn TrialExecutor) -> Result<V
         // Where files live does not change results; what they contain is covered by the identities below.
         for key in ["name", "data_dir", "plugins", "backbone"] {
             map.remove(key);
+        }
+        // Saving the final runs' designs changes no result; it may be turned on for a folder that has them.
+        if let Some(Value::Object(final_runs)) = map.get_mut("final_runs") {
+            final_runs.remove("save");
         }
         map.insert(
             "backbone_identity".into(),
@@ -82,6 +90,7 @@ impl TrialFactory<'_> {
         task: &TaskSpec,
         seed: u64,
         training: &TrainingSpec,
+        split: Split,
     ) -> Result<TrialSpec> {
         let key = task_key(task);
         if !self.fingerprints.contains_key(&key) {
@@ -98,7 +107,17 @@ impl TrialFactory<'_> {
             &self.spec.strategies,
             &self.backbone,
             data,
+            split,
         )
+    }
+
+    /// The split search trials are scored on: `validation_fraction` of each training set, drawn with the root seed,
+    /// the same for every search trial so their scores compare.
+    fn search_split(&self) -> Split {
+        Split::Validation {
+            fraction: self.spec.validation_fraction,
+            seed: self.spec.seed,
+        }
     }
 }
 
@@ -150,6 +169,7 @@ pub fn run_experiment(
         root_seed: spec.seed,
         tasks: spec.tasks.iter().map(|t| t.id.clone()).collect(),
         decision_rule: format!("{:?}", spec.decision),
+        validation_fraction: Some(spec.validation_fraction),
         stages: Vec::new(),
         final_runs: None,
         pruning: spec.training.prune.map(|p| p.describe()),
@@ -260,63 +280,8 @@ pub fn run_experiment(
         }
     }
     if let Some(final_spec) = &spec.final_runs {
-        // The best designs come from the winning population of the last stage that was not skipped.
-        let last = plan
-            .stages
-            .iter()
-            .zip(&decisions)
-            .rev()
-            .find(|(_, d)| d.winner.is_some());
-        let best = last.map_or_else(Vec::new, |(stage, decision)| {
-            best_designs(stage, decision, store, final_spec.top)
-        });
-        let tasks = final_spec
-            .tasks
-            .clone()
-            .unwrap_or_else(|| spec.tasks.clone());
-        let mut training = spec.training.clone();
-        // Final runs train to the end: pruning is a search economy, and a final score must be a full run's.
-        training.prune = None;
-        if let Some(epochs) = final_spec.epochs {
-            training.epochs = epochs;
-        }
-        let mut methods: Vec<(String, DesignRecord)> = best
-            .into_iter()
-            .enumerate()
-            .map(|(i, d)| (format!("best{}", i + 1), d))
-            .collect();
-        for name in &final_spec.baselines {
-            methods.push((
-                name.clone(),
-                narrowed.as_deref().unwrap_or(space).baseline(name)?,
-            ));
-        }
-        let mut trials = Vec::new();
-        let mut final_plan = FinalPlan {
-            tasks: tasks.iter().map(|t| t.id.clone()).collect(),
-            seeds: final_spec.seeds.clone(),
-            epochs: training.epochs,
-            methods: Vec::new(),
-        };
-        for (name, design) in methods {
-            let mut planned = Vec::new();
-            for task in &tasks {
-                for &seed in &final_spec.seeds {
-                    let trial = factory.trial(&design.text, task, seed, &training)?;
-                    planned.push(PlannedTrial {
-                        id: trial.id.clone(),
-                        task: task.id.clone(),
-                        seed,
-                    });
-                    trials.push((name.clone(), trial));
-                }
-            }
-            final_plan.methods.push(FinalMethod {
-                name,
-                design,
-                trials: planned,
-            });
-        }
+        let current = narrowed.as_deref().unwrap_or(space);
+        let (final_plan, trials) = plan_final(spec, final_spec, &plan, &decisions, current, store, &mut factory)?;
         plan.final_runs = Some(final_plan);
         save_plan(store, &plan)?;
         let _stage_span = tracing::info_span!("stage", name = "final").entered();
@@ -328,6 +293,101 @@ pub fn run_experiment(
         trials_run: counts.run,
         trials_reused: counts.reused,
     })
+}
+
+/// The final runs: the `top` best designs of the winning population of the last decided stage, then the baselines,
+/// each on every final task and seed. Unlike the search they train on the whole training set, with seeds the search
+/// never used, and are scored on the official dev set, so the best designs and the baselines are measured alike
+/// and on examples that chose nothing.
+fn plan_final(
+    spec: &ExperimentSpec,
+    final_spec: &crate::spec::FinalRunsSpec,
+    plan: &SearchPlan,
+    decisions: &[StageDecision],
+    space: &dyn SearchSpace,
+    store: &ResultStore,
+    factory: &mut TrialFactory<'_>,
+) -> Result<(FinalPlan, Vec<(String, TrialSpec)>)> {
+    let last = plan
+        .stages
+        .iter()
+        .zip(decisions)
+        .rev()
+        .find(|(_, d)| d.winner.is_some());
+    let best = last.map_or_else(Vec::new, |(stage, decision)| {
+        best_designs(stage, decision, store, final_spec.top)
+    });
+    let tasks = final_spec
+        .tasks
+        .clone()
+        .unwrap_or_else(|| spec.tasks.clone());
+    let seeds = final_spec.seeds_after(&spec.seeds);
+    if let Some(seed) = seeds.iter().find(|s| spec.seeds.contains(s)) {
+        return Err(Error::msg(format!(
+            "final_runs.seeds: seed {seed} is also a search seed; final runs need seeds the search never trained with"
+        )));
+    }
+    let mut training = spec.training.clone();
+    // Final runs train to the end: pruning is a search economy, and a final score must be a full run's.
+    training.prune = None;
+    if let Some(epochs) = final_spec.epochs {
+        training.epochs = epochs;
+    }
+    let mut methods: Vec<(String, DesignRecord)> = best
+        .into_iter()
+        .enumerate()
+        .map(|(i, d)| (format!("best{}", i + 1), d))
+        .collect();
+    let mut design_baselines = 0;
+    for name in &final_spec.baselines {
+        let design = space.baseline(name)?;
+        // A design text is named by its place among the design baselines; its text is in the `design` column.
+        let method = if crate::design::is_design_text(name) {
+            design_baselines += 1;
+            format!("design{design_baselines}")
+        } else {
+            name.clone()
+        };
+        methods.push((method, design));
+    }
+    let save_root = if final_spec.save {
+        let dir = store.dir().join(FINAL_DESIGNS_DIR);
+        // Absolute, so that workers and scheduler tasks started elsewhere write to the same place.
+        Some(std::path::absolute(&dir).map_err(|e| Error::io(&dir, e))?)
+    } else {
+        None
+    };
+    let mut trials = Vec::new();
+    let mut final_plan = FinalPlan {
+        tasks: tasks.iter().map(|t| t.id.clone()).collect(),
+        seeds: seeds.clone(),
+        epochs: training.epochs,
+        methods: Vec::new(),
+    };
+    for (name, design) in methods {
+        let mut planned = Vec::new();
+        for task in &tasks {
+            for &seed in &seeds {
+                let mut trial = factory.trial(&design.text, task, seed, &training, Split::Dev)?;
+                // Full fine-tuning changes the backbone itself, which a saved design does not hold.
+                if !trial.is_full_fine_tuning() {
+                    trial.save = save_root.as_ref().map(|root| root.join(&trial.id));
+                }
+                planned.push(PlannedTrial {
+                    id: trial.id.clone(),
+                    task: task.id.clone(),
+                    seed,
+                });
+                trials.push((name.clone(), trial));
+            }
+        }
+        final_plan.methods.push(FinalMethod {
+            name,
+            design,
+            trials: planned,
+        });
+    }
+    Ok((final_plan, trials))
 }
 
 /// A stage's plan with every candidate's seed and no design yet.
@@ -417,7 +477,13 @@ pub(super) fn extend_candidate(
         let mut planned = Vec::new();
         for task in &spec.tasks {
             for &train_seed in &spec.seeds {
-                let trial = factory.trial(&design.text, task, train_seed, &spec.training)?;
+                let trial = factory.trial(
+                    &design.text,
+                    task,
+                    train_seed,
+                    &spec.training,
+                    factory.search_split(),
+                )?;
                 planned.push(PlannedTrial {
                     id: trial.id.clone(),
                     task: task.id.clone(),
@@ -464,7 +530,7 @@ pub(super) fn run_trials(
         if !seen.insert(trial.id.clone()) {
             continue;
         }
-        if store.is_done(&trial.id) {
+        if store.is_done(&trial.id) && !unsaved(store, &trial) {
             done_before += 1;
             if counts.stored_before.contains(&trial.id) {
                 counts.reused += 1;
@@ -505,6 +571,17 @@ pub(super) fn run_trials(
         Ok(())
     };
     pool.run_batch(missing, stop, &mut on_done)
+}
+
+/// Whether a stored trial that should have written its trained design has none yet (saving was turned on after it
+/// ran, or its folder was removed): it is trained again to write it; its stored record stays. A trial that did not
+/// end well has nothing to save.
+fn unsaved(store: &ResultStore, trial: &TrialSpec) -> bool {
+    let Some(dir) = &trial.save else {
+        return false;
+    };
+    let ended_well = store.get(&trial.id).is_some_and(|r| r.outcome.status.is_ok());
+    ended_well && !dir.join(crate::saved::MANIFEST_FILE).is_file()
 }
 
 /// The `top` best distinct designs of the winning candidate's population, by design score.

@@ -18,7 +18,8 @@ pub trait SearchSpace: Send + Sync {
     /// Draws one design; the same seed gives the same design. Fails (saying why) when no design is feasible.
     fn sample(&self, seed: u64) -> Result<DesignRecord>;
 
-    /// A baseline at the experiment's budget: one strategy name in every layer, or `full` (all weights).
+    /// A baseline at the experiment's budget: one strategy name in every layer, `full` (all weights), or a design
+    /// text (`g=… a=… t=… s=…`, see [`crate::design::is_design_text`]).
     fn baseline(&self, name: &str) -> Result<DesignRecord>;
 
     /// A one-line description of the constraints so far, for logs and `plan.json`.

@@ -13,7 +13,7 @@ use crate::{Error, Result};
 
 use super::search_space::{DesignRecord, SearchSpace};
 use crate::trial::TrialExecutor;
-use crate::trial::{child_seed, TrialOutcome, TrialSpec, TrialStatus};
+use crate::trial::{child_seed, Split, TrialOutcome, TrialSpec, TrialStatus};
 
 const GROUPINGS: [&str; 5] = [
     "increasing",
@@ -166,6 +166,21 @@ impl SearchSpace for SyntheticSpace {
 
     fn baseline(&self, name: &str) -> Result<DesignRecord> {
         let all_ones = "1".repeat(self.groups);
+        if crate::design::is_design_text(name) {
+            // A design text: scored like a sampled design from whatever fields it names.
+            return Ok(DesignRecord {
+                text: name.to_string(),
+                group_sizes: "given".into(),
+                allocation: "given".into(),
+                tuned_groups: all_ones,
+                strategy_sets: "given".into(),
+                target_params: self.target(),
+                planned_params: self.target(),
+                backbone_params: BACKBONE_PARAMS,
+                draws: 0,
+                rejected: 0,
+            });
+        }
         let (sets, planned) = if name == "full" {
             ("full".to_string(), BACKBONE_PARAMS)
         } else if self.strategies.iter().any(|s| s == name) {
@@ -268,6 +283,11 @@ impl TrialExecutor for SyntheticExecutor {
     }
 
     fn run(&self, trial: &TrialSpec) -> Result<TrialOutcome> {
+        if trial.save.is_some() {
+            return Err(Error::msg(
+                "the synthetic executor trains nothing, so it has no design to save; leave out `final_runs.save`",
+            ));
+        }
         if let Some(marker) = &self.crash_once {
             // `create_new` makes exactly one process win, however many run at once.
             if std::fs::OpenOptions::new()
@@ -326,7 +346,14 @@ impl TrialExecutor for SyntheticExecutor {
             "" => 0.0,
             _ => 0.02,
         };
-        let key = format!("{}|{}|{}", text, trial.task.id, trial.seed);
+        // The split is part of the noise: a design scores differently on the validation split and on the dev set.
+        let key = match trial.split {
+            Split::Dev => format!("{}|{}|{}", text, trial.task.id, trial.seed),
+            Split::Validation { fraction, seed } => format!(
+                "{}|{}|{}|validation {fraction} {seed}",
+                text, trial.task.id, trial.seed
+            ),
+        };
         let noise = 0.06 * (uniform(0, &[&key, "noise"]) - 0.5);
         let diverged = self
             .diverge_when_contains

@@ -56,6 +56,7 @@ pub fn trials_csv(plan: &SearchPlan, store: &ResultStore) -> Result<String> {
         "target_params",
         "task",
         "seed",
+        "scored_on",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -115,6 +116,7 @@ pub fn trials_csv(plan: &SearchPlan, store: &ResultStore) -> Result<String> {
     }
     for (stage, candidate, index, design_seed, design, trial) in rows {
         let record = store.get(&trial.id);
+        let scored_on = plan.scored_on(&stage).to_string();
         let mut row = vec![
             trial.id.clone(),
             stage,
@@ -132,6 +134,7 @@ pub fn trials_csv(plan: &SearchPlan, store: &ResultStore) -> Result<String> {
             design.target_params.to_string(),
             trial.task.clone(),
             trial.seed.to_string(),
+            scored_on,
         ];
         for m in &metric_names {
             row.push(

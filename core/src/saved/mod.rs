@@ -3,8 +3,10 @@
 //! scores) and `weights.safetensors` (every design and head variable under its [`crate::params::ParamStore`] name).
 //!
 //! A saved design is loaded only onto the backbone it was trained on: the SHA-256 of the weight files must match.
-//! [`Predictor`] rebuilds the design's hooks and head from the file and scores examples.
+//! [`Predictor`] rebuilds the design's hooks and head from the file and scores examples. [`SavingExecutor`] writes
+//! the final runs' trained designs (`final_runs.save`).
 
+mod executor;
 mod predict;
 mod tensors;
 
@@ -24,6 +26,7 @@ use crate::spec::{StrategySpec, TrainingSpec};
 use crate::trial::{hash_file, hex_digest};
 use crate::{Error, Result};
 
+pub use executor::SavingExecutor;
 pub use predict::{design_hooks, probabilities, read_examples, Predictor};
 pub use tensors::{file_error, read_tensors, write_tensors};
 

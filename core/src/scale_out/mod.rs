@@ -236,6 +236,7 @@ mod tests {
             &[],
             "bb",
             "data",
+            crate::trial::Split::Dev,
         )
         .expect("id")
     }

@@ -100,6 +100,16 @@ fn check_manifest(
         .unwrap_or(Value::Array(Vec::new()));
     let stored_experiment = Value::Object(stored_map.clone());
 
+    if let Some(reason) = earlier_protocol(&stored_experiment, &experiment) {
+        return Err(Error::msg(format!(
+            "{} holds results of an earlier protocol: {reason}. They cannot be continued or mixed with new ones. \
+             Choose a new --out directory, or delete {} to start afresh; `peftspace report {}` still rebuilds its \
+             tables.",
+            dir.display(),
+            dir.display(),
+            dir.display()
+        )));
+    }
     let mut differences = Vec::new();
     diff_values("", &stored_experiment, &experiment, &mut differences);
     if !differences.is_empty() {
@@ -148,6 +158,17 @@ fn check_manifest(
     }
     write_atomically(&path, &pretty(&stored)?)?;
     Ok(ManifestCheck::CodeChanged(code_differences))
+}
+
+/// Why a stored manifest belongs to a protocol this version no longer runs, if it does. Manifests written before
+/// search trials were scored on a validation split have no `validation_fraction`: their designs were chosen on
+/// the dev set, which the final runs now report on.
+fn earlier_protocol(stored: &Value, now: &Value) -> Option<&'static str> {
+    let key = "validation_fraction";
+    (stored.get(key).is_none() && now.get(key).is_some()).then_some(
+        "its search trials were scored on the dev set, which the final runs report on (search trials are now \
+         scored on `validation_fraction` of each training set, and final runs use seeds of their own)",
+    )
 }
 
 /// Lists `path: stored → now` for every leaf that differs (arrays compared element by element).
@@ -229,6 +250,33 @@ mod tests {
         assert!(err.contains("training.epochs: 3 → 1"), "{err}");
         assert!(err.contains("tasks:"), "{err}");
         assert!(err.contains("--out"), "{err}");
+    }
+
+    #[test]
+    fn results_of_the_dev_set_search_are_refused_as_an_earlier_protocol() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ResultStore::open(dir.path()).expect("open");
+        let v1 = code("peftspace 0.1.0");
+        let before = serde_json::json!({"samples": 10, "seeds": [1]});
+        store.check_manifest(&before, &v1, false).expect("create");
+        let now = serde_json::json!({"samples": 10, "seeds": [1], "validation_fraction": 0.1});
+        let err = store
+            .check_manifest(&now, &v1, true)
+            .expect_err("earlier protocol")
+            .to_string();
+        assert!(err.contains("earlier protocol"), "{err}");
+        assert!(err.contains("validation_fraction"), "{err}");
+        assert!(err.contains("--out"), "{err}");
+        // A folder of the current protocol with another fraction is an ordinary change of settings.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ResultStore::open(dir.path()).expect("open");
+        store.check_manifest(&now, &v1, false).expect("create");
+        let other = serde_json::json!({"samples": 10, "seeds": [1], "validation_fraction": 0.2});
+        let err = store
+            .check_manifest(&other, &v1, false)
+            .expect_err("changed")
+            .to_string();
+        assert!(err.contains("validation_fraction: 0.1 → 0.2"), "{err}");
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::model::{ModelFolder, Tokenizer};
 use crate::registry::{registries, Registries};
 use crate::shapes::BackboneInfo;
 use crate::spec::{StrategySpec, TaskSpec};
-use crate::trial::{hex_sha256, TrialExecutor, TrialOutcome, TrialSpec};
+use crate::trial::{hex_sha256, Split, TrialExecutor, TrialOutcome, TrialSpec};
 use crate::{Error, Result};
 
 /// How a trial is watched while it trains (the command line draws a bar and prints each epoch; the runner does
@@ -82,6 +82,11 @@ impl TrainingExecutor {
             tasks: Mutex::new(HashMap::new()),
             identity: OnceLock::new(),
         })
+    }
+
+    /// The model folder the executor trains on.
+    pub fn model(&self) -> &ModelFolder {
+        &self.model
     }
 
     /// The backbone's layers and parameter count (from `config.json`).
@@ -202,6 +207,16 @@ impl TrainingExecutor {
         Ok(loaded)
     }
 
+    /// A task's examples as a trial on `split` sees them: [`Self::task`] itself for the dev split, or its training
+    /// set cut into a training and a validation part ([`TaskData::hold_out`]).
+    pub fn task_on(&self, task: &TaskSpec, split: Split) -> Result<Arc<TaskData>> {
+        let data = self.task(task)?;
+        match split {
+            Split::Dev => Ok(data),
+            Split::Validation { fraction, seed } => Ok(Arc::new(data.hold_out(fraction, seed)?)),
+        }
+    }
+
     /// Trains one trial and reports every epoch. No tolerance check on the design's budget here: a sampled design
     /// passed it when it was drawn (the solver is deterministic, so the sizes are the same), and a baseline may
     /// miss the budget by construction.
@@ -222,7 +237,7 @@ impl TrainingExecutor {
         watch: Watch<'_>,
     ) -> Result<(TrainedTrial, Vec<LayerAssignment>)> {
         let tokenizer = self.tokenizer()?;
-        let task = self.task(&trial.task)?;
+        let task = self.task_on(&trial.task, trial.split)?;
         let (backbone, plan): (Arc<dyn Backbone>, _) = if trial.is_full_fine_tuning() {
             let fresh = self
                 .model
@@ -283,6 +298,15 @@ impl TrialExecutor for TrainingExecutor {
     }
 
     fn run(&self, trial: &TrialSpec) -> Result<TrialOutcome> {
+        if let Some(dir) = &trial.save {
+            // Writing a saved design is the saved-design module's (a floor above): it wraps this executor.
+            return Err(Error::msg(format!(
+                "trial {} asks for its trained design to be saved in {}; run it through \
+                 `saved::SavingExecutor`, which trains with this executor and writes the folder",
+                trial.id,
+                dir.display()
+            )));
+        }
         let mut outcome = self.train(trial, Watch::default())?.outcome();
         outcome.device = Some(device_name(&self.device));
         Ok(outcome)

@@ -33,6 +33,7 @@ use peftspace_core::registry::registries;
 use peftspace_core::scale_out::slurm::SlurmPool;
 use peftspace_core::scale_out::{results_folder, CollectResults};
 use peftspace_core::resolve::ModelNeeds;
+use peftspace_core::saved::SavingExecutor;
 use peftspace_core::store::{self, CodeProvenance, ManifestCheck, ResultStore};
 use peftspace_core::train::executor::TrainingExecutor;
 use peftspace_core::trial::TrialExecutor;
@@ -310,14 +311,15 @@ fn worker_devices(
 }
 
 /// The trial executor: the synthetic one in development mode (recording the `--device` it was given, without
-/// opening it), else the trainer.
+/// opening it), else the trainer, which writes the trained designs of final runs that ask for it.
 fn make_executor(
     experiment: &Experiment,
     inputs: &RunInputs,
     global: &Global,
 ) -> Result<Box<dyn TrialExecutor>, Exit> {
     match (&inputs.model, &inputs.opened) {
-        (Some(model), Some(device)) => Ok(Box::new(
+        // Wrapped so that final runs with `final_runs.save` write their trained designs (in workers too).
+        (Some(model), Some(device)) => Ok(Box::new(SavingExecutor::new(
             TrainingExecutor::new(
                 experiment,
                 model.clone(),
@@ -325,7 +327,8 @@ fn make_executor(
                 device.clone(),
             )
             .map_err(Exit::library)?,
-        )),
+            experiment.spec.backbone.hub_id.clone(),
+        ))),
         _ => Ok(Box::new(SyntheticExecutor {
             device: global.device.clone(),
             ..SyntheticExecutor::from_env()
