@@ -154,7 +154,7 @@ const EXPERIMENT: &str = r#"ExperimentSpec(
         (name: "S3", dimension: TunedGroups, candidates: ["0111", "1111"]),
         (name: "S4", dimension: Strategies(1), candidates: ["adapter+lora", "bitfit"]),
     ],
-    final_runs: Some((top: 1, seeds: [2, 3, 4], epochs: Some(5), baselines: ["lora", "full"])),
+    final_runs: Some((top: 1, seeds: Some([3, 4, 5]), epochs: Some(5), baselines: ["lora", "full", "g=1,1 a=0.5,0.5 t=11 s=L|AL"])),
 )"#;
 
 #[test]

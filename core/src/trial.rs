@@ -338,19 +338,89 @@ mod tests {
     #[test]
     fn id_changes_with_every_identity_field() {
         let training = TrainingSpec::default();
-        let base =
-            TrialSpec::new("d", &task("sst2"), 1, &training, 0.005, &[], "bb", "data", Split::Dev).expect("id");
-        let again =
-            TrialSpec::new("d", &task("sst2"), 1, &training, 0.005, &[], "bb", "data", Split::Dev).expect("id");
+        let base = TrialSpec::new(
+            "d",
+            &task("sst2"),
+            1,
+            &training,
+            0.005,
+            &[],
+            "bb",
+            "data",
+            Split::Dev,
+        )
+        .expect("id");
+        let again = TrialSpec::new(
+            "d",
+            &task("sst2"),
+            1,
+            &training,
+            0.005,
+            &[],
+            "bb",
+            "data",
+            Split::Dev,
+        )
+        .expect("id");
         assert_eq!(base.id, again.id);
         let mut longer = training.clone();
         longer.epochs += 1;
         let variants = [
-            TrialSpec::new("e", &task("sst2"), 1, &training, 0.005, &[], "bb", "data", Split::Dev),
-            TrialSpec::new("d", &task("mrpc"), 1, &training, 0.005, &[], "bb", "data", Split::Dev),
-            TrialSpec::new("d", &task("sst2"), 2, &training, 0.005, &[], "bb", "data", Split::Dev),
-            TrialSpec::new("d", &task("sst2"), 1, &longer, 0.005, &[], "bb", "data", Split::Dev),
-            TrialSpec::new("d", &task("sst2"), 1, &training, 0.01, &[], "bb", "data", Split::Dev),
+            TrialSpec::new(
+                "e",
+                &task("sst2"),
+                1,
+                &training,
+                0.005,
+                &[],
+                "bb",
+                "data",
+                Split::Dev,
+            ),
+            TrialSpec::new(
+                "d",
+                &task("mrpc"),
+                1,
+                &training,
+                0.005,
+                &[],
+                "bb",
+                "data",
+                Split::Dev,
+            ),
+            TrialSpec::new(
+                "d",
+                &task("sst2"),
+                2,
+                &training,
+                0.005,
+                &[],
+                "bb",
+                "data",
+                Split::Dev,
+            ),
+            TrialSpec::new(
+                "d",
+                &task("sst2"),
+                1,
+                &longer,
+                0.005,
+                &[],
+                "bb",
+                "data",
+                Split::Dev,
+            ),
+            TrialSpec::new(
+                "d",
+                &task("sst2"),
+                1,
+                &training,
+                0.01,
+                &[],
+                "bb",
+                "data",
+                Split::Dev,
+            ),
             TrialSpec::new(
                 "d",
                 &task("sst2"),
@@ -396,9 +466,18 @@ mod tests {
     #[test]
     fn dev_trials_keep_the_ids_they_had_before_splits_existed() {
         let training = TrainingSpec::default();
-        let trial =
-            TrialSpec::new("d", &task("sst2"), 1, &training, 0.005, &[], "bb", "data", Split::Dev)
-                .expect("id");
+        let trial = TrialSpec::new(
+            "d",
+            &task("sst2"),
+            1,
+            &training,
+            0.005,
+            &[],
+            "bb",
+            "data",
+            Split::Dev,
+        )
+        .expect("id");
         // The identity as it was written before the split existed: the same fields, in the same order.
         #[derive(Serialize)]
         struct Before<'a> {

@@ -25,7 +25,7 @@ pub fn experiment_ron(samples: usize) -> String {
         (name: "S4a", dimension: Strategies(0), candidates: ["adapter+lora", "bitfit", "prefix"]),
         (name: "S4b", dimension: Strategies(1), candidates: ["lora", "adapter+prefix"]),
     ],
-    final_runs: Some((top: 1, seeds: [2, 3, 4], epochs: Some(5), baselines: ["lora", "full"])),
+    final_runs: Some((top: 1, seeds: Some([2, 3, 4]), epochs: Some(5), baselines: ["lora", "full"])),
 )
 "#
     )

@@ -249,7 +249,10 @@ mod tests {
         assert_eq!(split.train.len(), 180);
         let trained: std::collections::BTreeSet<&str> =
             split.train.iter().map(|e| e.text.as_str()).collect();
-        assert!(split.eval.iter().all(|e| !trained.contains(e.text.as_str())));
+        assert!(split
+            .eval
+            .iter()
+            .all(|e| !trained.contains(e.text.as_str())));
         // Together the parts are the training set; the official dev set is no part of either.
         let mut all: Vec<&str> = split
             .train

@@ -41,9 +41,9 @@ impl ExperimentSpace {
         if let Some(final_runs) = &experiment.spec.final_runs {
             for (i, baseline) in final_runs.baselines.iter().enumerate() {
                 if is_design_text(baseline) {
-                    space
-                        .baseline(baseline)
-                        .map_err(|e| experiment.error_at(&format!("final_runs.baselines[{i}]"), e))?;
+                    space.baseline(baseline).map_err(|e| {
+                        experiment.error_at(&format!("final_runs.baselines[{i}]"), e)
+                    })?;
                 }
             }
         }

@@ -281,7 +281,15 @@ pub fn run_experiment(
     }
     if let Some(final_spec) = &spec.final_runs {
         let current = narrowed.as_deref().unwrap_or(space);
-        let (final_plan, trials) = plan_final(spec, final_spec, &plan, &decisions, current, store, &mut factory)?;
+        let (final_plan, trials) = plan_final(
+            spec,
+            final_spec,
+            &plan,
+            &decisions,
+            current,
+            store,
+            &mut factory,
+        )?;
         plan.final_runs = Some(final_plan);
         save_plan(store, &plan)?;
         let _stage_span = tracing::info_span!("stage", name = "final").entered();
@@ -580,7 +588,9 @@ fn unsaved(store: &ResultStore, trial: &TrialSpec) -> bool {
     let Some(dir) = &trial.save else {
         return false;
     };
-    let ended_well = store.get(&trial.id).is_some_and(|r| r.outcome.status.is_ok());
+    let ended_well = store
+        .get(&trial.id)
+        .is_some_and(|r| r.outcome.status.is_ok());
     ended_well && !dir.join(crate::saved::MANIFEST_FILE).is_file()
 }
 
