@@ -15,6 +15,7 @@ use peftspace_core::registry::registries;
 use peftspace_core::report;
 use peftspace_core::resolve::{ModelNeeds, Resolver};
 use peftspace_core::store::{CodeProvenance, ResultStore};
+use peftspace_core::saved::SavingExecutor;
 use peftspace_core::train::executor::TrainingExecutor;
 
 // The built-in strategies, rules, evaluators and architectures register themselves when their crates are linked.
@@ -44,7 +45,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // 3. Who trains a trial, and where designs come from.
     let device = DeviceChoice::default_for_build().open()?;
-    let executor = TrainingExecutor::new(&experiment, model, data, device)?;
+    // Wrapped as `peftspace run` does, so that `final_runs: (save: true)` writes the final runs' designs.
+    let executor = SavingExecutor::new(
+        TrainingExecutor::new(&experiment, model, data, device)?,
+        spec.backbone.hub_id.clone(),
+    );
     let space = ExperimentSpace::for_experiment(&experiment, info, &registries)?;
 
     // 4. The stages, into a resumable result store.
