@@ -7,6 +7,7 @@
 
 mod decision;
 mod experiment_space;
+mod final_runs;
 mod plan;
 mod race;
 mod replay;
@@ -20,6 +21,7 @@ pub use decision::{
     BOOTSTRAP_RESAMPLES, CI_LEVEL,
 };
 pub use experiment_space::ExperimentSpace;
+pub use final_runs::FINAL_DESIGNS_DIR;
 pub use plan::{
     CandidatePlan, FinalMethod, FinalPlan, PlannedDesign, PlannedTrial, SearchPlan, StagePlan,
 };

@@ -10,19 +10,13 @@ use crate::store::{self, ResultStore};
 use crate::{Error, Result};
 
 use super::decision::{decide_stage, StageDecision};
-use super::plan::{
-    CandidatePlan, FinalMethod, FinalPlan, PlannedDesign, PlannedTrial, SearchPlan, StagePlan,
-};
+use super::plan::{CandidatePlan, PlannedDesign, PlannedTrial, SearchPlan, StagePlan};
 use super::race::RacePlan;
 use super::rounds::{run_race, Rounds};
-use super::search_space::{DesignRecord, SearchSpace};
+use super::search_space::SearchSpace;
 use super::{Progress, TrialPool};
 use crate::trial::TrialExecutor;
 use crate::trial::{child_seed, Split, TrialRecord, TrialSpec, TrialStatus};
-
-/// The folder of a results directory that holds the final runs' saved designs, one `<trial id>/` each
-/// (`final_runs.save`).
-pub const FINAL_DESIGNS_DIR: &str = "final";
 
 /// What a finished run produced.
 #[derive(Debug)]
@@ -84,7 +78,7 @@ pub(super) struct TrialFactory<'a> {
 }
 
 impl TrialFactory<'_> {
-    fn trial(
+    pub(super) fn trial(
         &mut self,
         design: &str,
         task: &TaskSpec,
@@ -281,7 +275,7 @@ pub fn run_experiment(
     }
     if let Some(final_spec) = &spec.final_runs {
         let current = narrowed.as_deref().unwrap_or(space);
-        let (final_plan, trials) = plan_final(
+        let (final_plan, trials) = super::final_runs::plan_final(
             spec,
             final_spec,
             &plan,
@@ -301,101 +295,6 @@ pub fn run_experiment(
         trials_run: counts.run,
         trials_reused: counts.reused,
     })
-}
-
-/// The final runs: the `top` best designs of the winning population of the last decided stage, then the baselines,
-/// each on every final task and seed. Unlike the search they train on the whole training set, with seeds the search
-/// never used, and are scored on the official dev set, so the best designs and the baselines are measured alike
-/// and on examples that chose nothing.
-fn plan_final(
-    spec: &ExperimentSpec,
-    final_spec: &crate::spec::FinalRunsSpec,
-    plan: &SearchPlan,
-    decisions: &[StageDecision],
-    space: &dyn SearchSpace,
-    store: &ResultStore,
-    factory: &mut TrialFactory<'_>,
-) -> Result<(FinalPlan, Vec<(String, TrialSpec)>)> {
-    let last = plan
-        .stages
-        .iter()
-        .zip(decisions)
-        .rev()
-        .find(|(_, d)| d.winner.is_some());
-    let best = last.map_or_else(Vec::new, |(stage, decision)| {
-        best_designs(stage, decision, store, final_spec.top)
-    });
-    let tasks = final_spec
-        .tasks
-        .clone()
-        .unwrap_or_else(|| spec.tasks.clone());
-    let seeds = final_spec.seeds_after(&spec.seeds);
-    if let Some(seed) = seeds.iter().find(|s| spec.seeds.contains(s)) {
-        return Err(Error::msg(format!(
-            "final_runs.seeds: seed {seed} is also a search seed; final runs need seeds the search never trained with"
-        )));
-    }
-    let mut training = spec.training.clone();
-    // Final runs train to the end: pruning is a search economy, and a final score must be a full run's.
-    training.prune = None;
-    if let Some(epochs) = final_spec.epochs {
-        training.epochs = epochs;
-    }
-    let mut methods: Vec<(String, DesignRecord)> = best
-        .into_iter()
-        .enumerate()
-        .map(|(i, d)| (format!("best{}", i + 1), d))
-        .collect();
-    let mut design_baselines = 0;
-    for name in &final_spec.baselines {
-        let design = space.baseline(name)?;
-        // A design text is named by its place among the design baselines; its text is in the `design` column.
-        let method = if crate::design::is_design_text(name) {
-            design_baselines += 1;
-            format!("design{design_baselines}")
-        } else {
-            name.clone()
-        };
-        methods.push((method, design));
-    }
-    let save_root = if final_spec.save {
-        let dir = store.dir().join(FINAL_DESIGNS_DIR);
-        // Absolute, so that workers and scheduler tasks started elsewhere write to the same place.
-        Some(std::path::absolute(&dir).map_err(|e| Error::io(&dir, e))?)
-    } else {
-        None
-    };
-    let mut trials = Vec::new();
-    let mut final_plan = FinalPlan {
-        tasks: tasks.iter().map(|t| t.id.clone()).collect(),
-        seeds: seeds.clone(),
-        epochs: training.epochs,
-        methods: Vec::new(),
-    };
-    for (name, design) in methods {
-        let mut planned = Vec::new();
-        for task in &tasks {
-            for &seed in &seeds {
-                let mut trial = factory.trial(&design.text, task, seed, &training, Split::Dev)?;
-                // Full fine-tuning changes the backbone itself, which a saved design does not hold.
-                if !trial.is_full_fine_tuning() {
-                    trial.save = save_root.as_ref().map(|root| root.join(&trial.id));
-                }
-                planned.push(PlannedTrial {
-                    id: trial.id.clone(),
-                    task: task.id.clone(),
-                    seed,
-                });
-                trials.push((name.clone(), trial));
-            }
-        }
-        final_plan.methods.push(FinalMethod {
-            name,
-            design,
-            trials: planned,
-        });
-    }
-    Ok((final_plan, trials))
 }
 
 /// A stage's plan with every candidate's seed and no design yet.
@@ -538,7 +437,7 @@ pub(super) fn run_trials(
         if !seen.insert(trial.id.clone()) {
             continue;
         }
-        if store.is_done(&trial.id) && !unsaved(store, &trial) {
+        if store.is_done(&trial.id) && !super::final_runs::unsaved(store, &trial) {
             done_before += 1;
             if counts.stored_before.contains(&trial.id) {
                 counts.reused += 1;
@@ -579,60 +478,6 @@ pub(super) fn run_trials(
         Ok(())
     };
     pool.run_batch(missing, stop, &mut on_done)
-}
-
-/// Whether a stored trial that should have written its trained design has none yet (saving was turned on after it
-/// ran, or its folder was removed): it is trained again to write it; its stored record stays. A trial that did not
-/// end well has nothing to save.
-fn unsaved(store: &ResultStore, trial: &TrialSpec) -> bool {
-    let Some(dir) = &trial.save else {
-        return false;
-    };
-    let ended_well = store
-        .get(&trial.id)
-        .is_some_and(|r| r.outcome.status.is_ok());
-    ended_well && !dir.join(crate::saved::MANIFEST_FILE).is_file()
-}
-
-/// The `top` best distinct designs of the winning candidate's population, by design score.
-fn best_designs(
-    stage: &StagePlan,
-    decision: &StageDecision,
-    store: &ResultStore,
-    top: usize,
-) -> Vec<DesignRecord> {
-    let Some(w) = decision.winner else {
-        return Vec::new();
-    };
-    let mut scored: Vec<(f64, &DesignRecord)> = Vec::new();
-    for design in &stage.candidates[w].designs {
-        // Only designs trained to the end: a pruned one was stopped for a low score.
-        let primaries: Option<Vec<f64>> = design
-            .trials
-            .iter()
-            .map(|t| {
-                store
-                    .get(&t.id)
-                    .filter(|r| r.outcome.status.is_ok())
-                    .and_then(|r| r.outcome.primary)
-            })
-            .collect();
-        if let Some(p) = primaries.filter(|p| !p.is_empty()) {
-            scored.push((p.iter().sum::<f64>() / p.len() as f64, &design.design));
-        }
-    }
-    // Highest score first; equal scores keep sampling order.
-    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let mut out: Vec<DesignRecord> = Vec::new();
-    for (_, design) in scored {
-        if out.len() == top {
-            break;
-        }
-        if !out.iter().any(|d| d.text == design.text) {
-            out.push(design.clone());
-        }
-    }
-    out
 }
 
 /// A span for running one trial, wherever it runs (this process or a worker), so its events name the trial.
