@@ -14,8 +14,8 @@ use peftspace_core::refine::{self, ExperimentSpace, NoProgress, SerialPool};
 use peftspace_core::registry::registries;
 use peftspace_core::report;
 use peftspace_core::resolve::{ModelNeeds, Resolver};
-use peftspace_core::store::{CodeProvenance, ResultStore};
 use peftspace_core::saved::SavingExecutor;
+use peftspace_core::store::{CodeProvenance, ResultStore};
 use peftspace_core::train::executor::TrainingExecutor;
 
 // The built-in strategies, rules, evaluators and architectures register themselves when their crates are linked.
