@@ -88,6 +88,10 @@ pub struct ExperimentSpec {
     /// How a stage picks its winner. Default: `HighestMean`.
     #[serde(default)]
     pub decision: DecisionRule,
+    /// What a design with a diverged trial counts as in a stage's population. Default: `Drop`.
+    // Left out of the serialised form when `Drop`, so manifests written before the option existed stay valid.
+    #[serde(default, skip_serializing_if = "DivergedRule::is_drop")]
+    pub diverged: DivergedRule,
     /// Race the candidates of every stage: sample designs in rounds and drop candidates that are significantly
     /// worse than the best so far, instead of training all `samples` designs of every candidate. Default: none
     /// (the full protocol).
@@ -273,6 +277,24 @@ pub enum DecisionRule {
     HighestMean,
     /// The highest median.
     HighestMedian,
+}
+
+/// What a diverged trial counts as when a stage scores its designs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DivergedRule {
+    /// The design has no score: it is left out of the population and counted (`designs_diverged`).
+    #[default]
+    Drop,
+    /// The diverged trial scores its task's reference (chance) level: the evaluator's score of the training set's
+    /// majority class (classification) or mean (regression) predicted for every example. A design that diverges
+    /// often then pulls its candidate down instead of vanishing from it.
+    Chance,
+}
+
+impl DivergedRule {
+    pub fn is_drop(&self) -> bool {
+        *self == DivergedRule::Drop
+    }
 }
 
 /// A race within each stage (`core::refine::race`). A stage's `samples` is the most designs a candidate gets.

@@ -5,6 +5,8 @@
 //! [`TrialExecutor`] (which runs one), and designs only through [`SearchSpace`], so it is tested end to end with the
 //! [`SyntheticSpace`] and [`SyntheticExecutor`].
 
+#[cfg(test)]
+mod calibration_tests;
 mod decision;
 mod experiment_space;
 mod plan;

@@ -150,6 +150,7 @@ pub fn run_experiment(
         root_seed: spec.seed,
         tasks: spec.tasks.iter().map(|t| t.id.clone()).collect(),
         decision_rule: format!("{:?}", spec.decision),
+        diverged: spec.diverged,
         stages: Vec::new(),
         final_runs: None,
     };
@@ -200,7 +201,7 @@ pub fn run_experiment(
                 .stages
                 .last()
                 .ok_or_else(|| Error::msg("internal: stage plan missing"))?;
-            let decision = decide_stage(stage_plan, store, spec.decision);
+            let decision = decide_stage(stage_plan, store, spec.decision, spec.diverged);
             progress.stage_decided(&decision);
             decisions.push(decision);
             continue;
@@ -244,7 +245,7 @@ pub fn run_experiment(
             .stages
             .last()
             .ok_or_else(|| Error::msg("internal: stage plan missing"))?;
-        let decision = decide_stage(stage_plan, store, spec.decision);
+        let decision = decide_stage(stage_plan, store, spec.decision, spec.diverged);
         progress.stage_decided(&decision);
         let winner = decision.winner_name().map(str::to_string);
         decisions.push(decision);
