@@ -7,6 +7,7 @@
 
 #[cfg(test)]
 mod calibration_tests;
+mod cost;
 mod decision;
 mod experiment_space;
 mod plan;
@@ -17,6 +18,10 @@ mod runner;
 mod search_space;
 mod synthetic;
 
+pub use cost::{
+    calibrate, compute_plan, known_glue_size, task_size, Calibration, ComputePlan, SizeSource,
+    StageCost, TaskSize, Work,
+};
 pub use decision::{
     decide_stage, CandidateStats, Comparison, RaceSummary, StageDecision, ALPHA,
     BOOTSTRAP_RESAMPLES, CI_LEVEL,
