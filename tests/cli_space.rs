@@ -312,3 +312,57 @@ fn sample_spans_the_24_layers_of_t5_base_within_one_percent() {
     // 0.5 % of t5-base's 222,903,552 parameters.
     assert_eq!(rows[0]["target_params"], "1114518");
 }
+
+/// Runs `validate` on a grouping stage of all five patterns over the hand-written config of `model`.
+fn grouping_coverage(model: &str) -> String {
+    let (_dir, path) = experiment(&format!(
+        r#"ExperimentSpec(
+    name: "coverage",
+    backbone: (path: "{}"),
+    tasks: [(id: "sst2")],
+    stages: [(name: "S1", dimension: Grouping,
+              candidates: ["uniform", "spindle", "bottleneck", "increasing", "decreasing"])],
+)"#,
+        root().join(model).display()
+    ));
+    let out = peftspace(&["--offline", "validate", path.to_str().expect("utf-8")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+#[test]
+fn validate_counts_the_splits_each_grouping_candidate_admits() {
+    // 12 layers in 4 groups: uniform is the single split 3,3,3,3; spindle admits 20 (e.g. 1,5,5,1 … 2,3,4,3).
+    let bert = grouping_coverage("tests/fixtures/configs/bert-base-uncased");
+    assert!(
+        bert.contains(
+            "S1: splits of 12 layers into 4 groups each candidate admits: uniform 1, spindle 20"
+        ),
+        "{bert}"
+    );
+    assert!(
+        bert.contains("warning: S1: `uniform` admits a single split (3,3,3,3)"),
+        "{bert}"
+    );
+    assert!(!bert.contains("`uniform` and `spindle` overlap"), "{bert}");
+    // MiniLM's 6 layers: uniform admits 6 splits, among them the only spindle and the only bottleneck.
+    let minilm = grouping_coverage(MINILM);
+    assert!(
+        minilm.contains("uniform 6, spindle 1, bottleneck 1"),
+        "{minilm}"
+    );
+    assert!(
+        minilm.contains(
+            "`uniform` and `spindle` overlap: 1 split(s) admitted by both (e.g. 1,2,2,1)"
+        ),
+        "{minilm}"
+    );
+    assert!(
+        minilm.contains("`spindle` admits a single split (1,2,2,1)"),
+        "{minilm}"
+    );
+    assert!(
+        minilm.contains("`bottleneck` admits a single split (2,1,1,2)"),
+        "{minilm}"
+    );
+}

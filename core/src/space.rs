@@ -148,6 +148,48 @@ impl DesignSpace {
         }
     }
 
+    /// Every group split the grouping rule `rule` admits in this space's layers and groups (per stack when split),
+    /// in lexicographic order; `None` when there are more than `limit` compositions to look at (they are counted
+    /// one by one, so a large space is not enumerated).
+    pub fn admitted_splits(
+        &self,
+        rule: &str,
+        registries: &Registries,
+        limit: u64,
+    ) -> Result<Option<Vec<Vec<usize>>>> {
+        let rule = registries.grouping(rule)?;
+        let stacks: Vec<(usize, usize)> = match self.split {
+            None => vec![(self.layers, self.groups)],
+            Some(enc) => vec![(enc, self.groups / 2), (self.layers - enc, self.groups / 2)],
+        };
+        let total = stacks
+            .iter()
+            .map(|&(l, g)| count_compositions(l, g))
+            .fold(1u128, u128::saturating_mul);
+        if total > u128::from(limit) {
+            return Ok(None);
+        }
+        // Per stack, the admitted compositions; a split is one admitted composition of each stack.
+        let mut splits: Vec<Vec<usize>> = vec![Vec::new()];
+        for (layers, groups) in stacks {
+            let admitted: Vec<Vec<usize>> = compositions(layers, groups)
+                .into_iter()
+                .filter(|c| rule.admits(c))
+                .collect();
+            splits = splits
+                .iter()
+                .flat_map(|head| {
+                    admitted.iter().map(move |tail| {
+                        let mut s = head.clone();
+                        s.extend(tail);
+                        s
+                    })
+                })
+                .collect();
+        }
+        Ok(Some(splits))
+    }
+
     /// Whether the grouping rule admits these sizes (per stack when split).
     fn grouping_admits(&self, sizes: &[usize], registries: &Registries) -> Result<bool> {
         let rule = registries.grouping(&self.grouping)?;

@@ -8,6 +8,7 @@
 #[cfg(test)]
 mod calibration_tests;
 mod cost;
+mod coverage;
 mod decision;
 mod experiment_space;
 mod plan;
@@ -22,6 +23,7 @@ pub use cost::{
     calibrate, compute_plan, known_glue_size, task_size, Calibration, ComputePlan, SizeSource,
     StageCost, TaskSize, Work,
 };
+pub use coverage::{grouping_coverage, CandidateCoverage, StageCoverage, COUNT_LIMIT};
 pub use decision::{
     decide_stage, CandidateStats, Comparison, RaceSummary, StageDecision, ALPHA,
     BOOTSTRAP_RESAMPLES, CI_LEVEL,
