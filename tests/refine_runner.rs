@@ -361,6 +361,14 @@ fn paper_experiment_files_parse_and_follow_the_protocol() {
         assert_eq!(spec.training.epochs, 3, "{name}");
         assert_eq!(spec.groups, 4, "{name}");
         assert_eq!(spec.budget, 0.005, "{name}");
+        // The paper's batch and peak learning rate for base models, one rate for every method.
+        assert_eq!(spec.training.batch_size, 128, "{name}");
+        assert_eq!(spec.training.learning_rate, 5e-5, "{name}");
+        assert!(
+            spec.strategies.iter().all(|s| s.learning_rate.is_none()),
+            "{name}"
+        );
+        assert!(text.contains("not stated in the paper"), "{name}");
         assert_eq!(
             spec.stages.len(),
             7,
