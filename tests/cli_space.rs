@@ -366,3 +366,25 @@ fn validate_counts_the_splits_each_grouping_candidate_admits() {
         "{minilm}"
     );
 }
+
+#[test]
+fn validate_flags_a_strategy_candidate_of_fixed_size_strategies_only() {
+    let (_dir, path) = experiment(&format!(
+        r#"ExperimentSpec(
+    name: "fixed",
+    backbone: (path: "{}"),
+    tasks: [(id: "sst2")],
+    stages: [(name: "S4", dimension: Strategies(1), candidates: ["lora", "bitfit", "lora+bitfit"])],
+)"#,
+        root().join(MINILM).display()
+    ));
+    let out = peftspace(&["--offline", "validate", path.to_str().expect("utf-8")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("warning: S4: `bitfit` has only fixed-size strategies: group 2"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("`lora+bitfit` has only"), "{stdout}");
+    assert!(!stdout.contains("`lora` has only"), "{stdout}");
+}

@@ -124,6 +124,9 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
         s.budget * 100.0
     );
     print_coverage(&exp, global);
+    for warning in refine::fixed_size_warnings(&exp, &registries()?).map_err(Exit::usage)? {
+        println!("  warning: {warning}");
+    }
     Ok(())
 }
 

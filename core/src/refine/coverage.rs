@@ -1,7 +1,7 @@
 //! How many distinct designs each candidate of a grouping stage admits on the experiment's backbone, and where
 //! candidates overlap: a stage compares populations, so two candidates that admit the same splits, or a candidate
 //! that admits one split only (a point against a spread), make its comparison weaker than it looks. `validate`
-//! prints this from `config.json` alone.
+//! prints this from `config.json` alone, and flags strategy-stage candidates whose strategies are all fixed-size.
 
 use serde::Serialize;
 
@@ -105,6 +105,38 @@ pub fn grouping_coverage(
             candidates,
             warnings,
         });
+    }
+    Ok(out)
+}
+
+/// Strategy-stage candidates whose strategies are all fixed-size (BitFit): such a group cannot use its budget
+/// share, so the solver gives it its exact count and passes the difference to the groups with a sized strategy
+/// (`docs/DESIGN_SPACE.md`, budget solver step 3). The allocation an earlier stage chose then no longer holds for
+/// that group; the candidate is kept (the paper's strategy sets include BitFit alone) and flagged.
+pub fn fixed_size_warnings(
+    experiment: &Experiment,
+    registries: &Registries,
+) -> Result<Vec<String>> {
+    let strategies = experiment.strategies(registries)?;
+    let mut out = Vec::new();
+    for stage in &experiment.spec.stages {
+        let Dimension::Strategies(group) = stage.dimension else {
+            continue;
+        };
+        for candidate in &stage.candidates {
+            let all_fixed = candidate
+                .split('+')
+                .all(|name| strategies.get(name).is_some_and(|s| s.fixed_size()));
+            if all_fixed {
+                out.push(format!(
+                    "{}: `{candidate}` has only fixed-size strategies: group {} then takes their exact parameter \
+                     count and its budget share goes to the other tuned groups, so the stage's allocation does not \
+                     hold for it",
+                    stage.name,
+                    group + 1
+                ));
+            }
+        }
     }
     Ok(out)
 }

@@ -23,7 +23,9 @@ pub use cost::{
     calibrate, compute_plan, known_glue_size, task_size, Calibration, ComputePlan, SizeSource,
     StageCost, TaskSize, Work,
 };
-pub use coverage::{grouping_coverage, CandidateCoverage, StageCoverage, COUNT_LIMIT};
+pub use coverage::{
+    fixed_size_warnings, grouping_coverage, CandidateCoverage, StageCoverage, COUNT_LIMIT,
+};
 pub use decision::{
     decide_stage, CandidateStats, Comparison, RaceSummary, StageDecision, ALPHA,
     BOOTSTRAP_RESAMPLES, CI_LEVEL,
