@@ -388,3 +388,51 @@ fn validate_flags_a_strategy_candidate_of_fixed_size_strategies_only() {
     assert!(!stdout.contains("`lora+bitfit` has only"), "{stdout}");
     assert!(!stdout.contains("`lora` has only"), "{stdout}");
 }
+
+#[test]
+fn max_group_ratio_bounds_the_splits_validate_counts_and_sample_draws() {
+    let bert = root().join("tests/fixtures/configs/bert-base-uncased");
+    let (_dir, path) = experiment(&format!(
+        r#"ExperimentSpec(
+    name: "ratio",
+    backbone: (path: "{}"),
+    tasks: [(id: "sst2")],
+    max_group_ratio: Some(2.0),
+    stages: [(name: "S1", dimension: Grouping, candidates: ["spindle", "increasing"])],
+)"#,
+        bert.display()
+    ));
+    let path = path.to_str().expect("utf-8");
+    let out = peftspace(&["--offline", "validate", path]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    // Of spindle's 20 splits of 12 layers into 4 groups only 2,4,4,2 keeps the largest within twice the smallest.
+    assert!(stdout.contains("spindle 1"), "{stdout}");
+    assert!(
+        stdout.contains("`spindle` admits a single split (2,4,4,2)"),
+        "{stdout}"
+    );
+    let out = peftspace(&[
+        "--offline",
+        "sample",
+        path,
+        "--stage",
+        "S1",
+        "-n",
+        "20",
+        "--format",
+        "csv",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let csv = text(&out.stdout);
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(rows.len(), 20, "{csv}");
+    assert!(rows.iter().all(|r| r.contains("\"2,4,4,2\"")), "{csv}");
+
+    let err = validate_error(&BASE.replace(
+        "budget: 0.005,",
+        "budget: 0.005,\n    max_group_ratio: Some(0.5),",
+    ));
+    assert!(err.starts_with("error: FILE:6:"), "{err}");
+    assert!(err.contains("max_group_ratio"), "{err}");
+}

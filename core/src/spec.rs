@@ -67,6 +67,11 @@ pub struct ExperimentSpec {
     /// How encoder and decoder layers are grouped. Default: `Joint`.
     #[serde(default)]
     pub group_stacks: GroupStacks,
+    /// Every grouping rule admits only splits whose largest group is at most this many times the smallest (per
+    /// stack when stacks are grouped separately), e.g. `Some(3.0)`; at least 1. Default: none (no bound).
+    // Left out of the serialised form when absent, so manifests written before the option existed stay valid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_group_ratio: Option<f64>,
     /// The strategies designs may use, with their options. Default: adapter, prefix, lora, bitfit with defaults.
     #[serde(default = "defaults::strategies")]
     pub strategies: Vec<StrategySpec>,
