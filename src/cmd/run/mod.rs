@@ -30,9 +30,9 @@ use peftspace_core::refine::{
     self, ExperimentSpace, SearchSpace, SerialPool, SyntheticExecutor, SyntheticSpace, TrialPool,
 };
 use peftspace_core::registry::registries;
-use peftspace_core::resolve::ModelNeeds;
 use peftspace_core::scale_out::slurm::SlurmPool;
 use peftspace_core::scale_out::{results_folder, CollectResults};
+use peftspace_core::resolve::ModelNeeds;
 use peftspace_core::store::{self, CodeProvenance, ManifestCheck, ResultStore};
 use peftspace_core::train::executor::TrainingExecutor;
 use peftspace_core::trial::TrialExecutor;
@@ -163,8 +163,7 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
         (cores / args.jobs).max(1)
     });
     let notify = |text: &str| eprintln!("{text}");
-    let pool: Box<dyn TrialPool + '_> = if args.scale_out.executor == scale_out::ExecutorKind::Slurm
-    {
+    let pool: Box<dyn TrialPool + '_> = if args.scale_out.executor == scale_out::ExecutorKind::Slurm {
         let context = scale_out::task_context(
             &args.experiment,
             inputs.model.as_ref().map(|m| m.dir()),
