@@ -320,6 +320,80 @@ fn a_regression_head_starting_at_the_target_mean_learns_targets_far_from_zero() 
     .expect("trial runs");
     assert_eq!(out.status, TrialStatus::Ok);
     // A constant prediction scores 0 here; the first epoch's loss starts near the targets' variance (4), not 42².
-    assert!(out.metrics.primary > 0.8, "Pearson/Spearman {}", out.metrics.primary);
-    assert!(out.per_epoch[0].train_loss < 50.0, "loss {}", out.per_epoch[0].train_loss);
+    assert!(
+        out.metrics.primary > 0.8,
+        "Pearson/Spearman {}",
+        out.metrics.primary
+    );
+    assert!(
+        out.per_epoch[0].train_loss < 50.0,
+        "loss {}",
+        out.per_epoch[0].train_loss
+    );
+}
+
+#[test]
+fn pruning_stops_a_design_below_the_threshold_with_its_partial_score() {
+    use peftspace_core::spec::{PruneSpec, PruneThreshold};
+    let full = trial(&[], &training(3), 2, 5);
+    assert_eq!(full.status, TrialStatus::Ok);
+
+    // A threshold no score reaches: stopped after epoch 1, scored with epoch 1's score.
+    let mut spec = training(3);
+    spec.prune = Some(PruneSpec {
+        after_epoch: 1,
+        below: PruneThreshold::Score(1.01),
+    });
+    let pruned = trial(&[], &spec, 2, 5);
+    assert_eq!(pruned.status, TrialStatus::Pruned { epoch: 1 });
+    assert_eq!(pruned.status.label(), "pruned");
+    assert_eq!(pruned.per_epoch.len(), 1);
+    assert_eq!(pruned.steps, 20, "one epoch of 320 examples at batch 16");
+    assert_eq!(
+        pruned.per_epoch[0].metrics, full.per_epoch[0].metrics,
+        "the epochs before pruning are the unpruned run's"
+    );
+    let outcome = pruned.outcome();
+    assert_eq!(outcome.primary, Some(full.per_epoch[0].metrics.primary));
+
+    // A threshold every score clears: the run is the unpruned one.
+    spec.prune = Some(PruneSpec {
+        after_epoch: 1,
+        below: PruneThreshold::Score(-1.0),
+    });
+    let kept = trial(&[], &spec, 2, 5);
+    assert_eq!(kept.status, TrialStatus::Ok);
+    assert_eq!(kept.metrics, full.metrics);
+    assert_eq!(kept.per_epoch.len(), 3);
+}
+
+#[test]
+fn pruning_relative_to_the_reference_stops_only_a_design_that_has_not_learned() {
+    use peftspace_core::spec::{PruneSpec, PruneThreshold};
+    let rule = Some(PruneSpec {
+        after_epoch: 1,
+        below: PruneThreshold::ReferencePlus(0.05),
+    });
+    // Learns: well above the majority class after one epoch.
+    let mut learning = training(2);
+    learning.prune = rule;
+    let out = trial(&[], &learning, 1, 5);
+    let reference = out.reference.as_ref().expect("reference").primary;
+    assert_eq!(
+        out.status,
+        TrialStatus::Ok,
+        "epoch 1 scored {} against reference {reference}",
+        out.per_epoch[0].metrics.primary
+    );
+    // Cannot learn (every rate 0): it stays at or near the majority class and is pruned.
+    let mut frozen = learning.clone();
+    frozen.learning_rate = 1e-12;
+    frozen.head_learning_rate = Some(1e-12);
+    let out = trial(&[], &frozen, 1, 5);
+    assert_eq!(
+        out.status,
+        TrialStatus::Pruned { epoch: 1 },
+        "epoch 1 scored {} against reference {reference}",
+        out.per_epoch[0].metrics.primary
+    );
 }

@@ -237,6 +237,58 @@ pub struct TrainingSpec {
     pub select: Select,
     /// Eval batch size. Default: 64.
     pub eval_batch_size: usize,
+    /// Learning-curve pruning: stop a design whose dev score after one epoch is below a threshold, and record it as
+    /// `pruned` with that partial score. Off by default: it changes the populations a stage compares.
+    // Left out of the serialised form while off, so trial ids of runs without pruning stay what they were.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prune: Option<PruneSpec>,
+}
+
+/// When a design stops early (`training.prune`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PruneSpec {
+    /// The epoch after whose evaluation the rule is applied (1 = after the first epoch); it must come before the
+    /// last epoch, or nothing would be saved.
+    pub after_epoch: usize,
+    /// The threshold on the task's primary dev score.
+    pub below: PruneThreshold,
+}
+
+/// The score under which a design is pruned.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum PruneThreshold {
+    /// A fixed primary score (e.g. `Score(0.6)` for accuracy).
+    Score(f64),
+    /// The task's reference score (majority class, mean predictor) on the same evaluation set plus a margin:
+    /// `ReferencePlus(0.0)` prunes designs that have learned nothing yet.
+    ReferencePlus(f64),
+}
+
+impl PruneSpec {
+    /// Whether a design scoring `score` after `epoch` of `epochs` stops here. `reference` is the task's reference
+    /// score; when it is unknown, a `ReferencePlus` rule prunes nothing.
+    pub fn prunes(&self, epoch: usize, epochs: usize, score: f64, reference: Option<f64>) -> bool {
+        if epoch != self.after_epoch || epoch >= epochs {
+            return false;
+        }
+        let threshold = match self.below {
+            PruneThreshold::Score(t) => Some(t),
+            PruneThreshold::ReferencePlus(margin) => reference.map(|r| r + margin),
+        };
+        // A NaN score never clears a threshold, so it is pruned.
+        threshold.is_some_and(|t| !(score >= t))
+    }
+
+    /// The rule in words, for stage tables and `stages.csv`.
+    pub fn describe(&self) -> String {
+        match self.below {
+            PruneThreshold::Score(t) => format!("after epoch {} below {t}", self.after_epoch),
+            PruneThreshold::ReferencePlus(m) => {
+                format!("after epoch {} below reference + {m}", self.after_epoch)
+            }
+        }
+    }
 }
 
 /// Which epoch's score a trial reports.
@@ -389,6 +441,7 @@ impl Default for TrainingSpec {
             dropout: 0.1,
             select: Select::Last,
             eval_batch_size: 64,
+            prune: None,
         }
     }
 }

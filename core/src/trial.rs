@@ -129,6 +129,8 @@ pub enum TrialStatus {
     Diverged { step: u64 },
     /// The trial could not be completed (the message says why); other trials go on.
     Failed { message: String },
+    /// Stopped by learning-curve pruning (`training.prune`) after this epoch; its metrics are that epoch's.
+    Pruned { epoch: u64 },
 }
 
 impl TrialStatus {
@@ -136,12 +138,19 @@ impl TrialStatus {
         matches!(self, TrialStatus::Ok)
     }
 
-    /// `ok`, `diverged` or `failed`, as written in the CSV.
+    /// Whether the trial has a score that counts in its population: trained to the end, or pruned (its partial
+    /// score, below the pruning threshold, stands for the design).
+    pub fn is_scored(&self) -> bool {
+        matches!(self, TrialStatus::Ok | TrialStatus::Pruned { .. })
+    }
+
+    /// `ok`, `diverged`, `failed` or `pruned`, as written in the CSV.
     pub fn label(&self) -> &'static str {
         match self {
             TrialStatus::Ok => "ok",
             TrialStatus::Diverged { .. } => "diverged",
             TrialStatus::Failed { .. } => "failed",
+            TrialStatus::Pruned { .. } => "pruned",
         }
     }
 }
@@ -152,6 +161,7 @@ impl std::fmt::Display for TrialStatus {
             TrialStatus::Ok => write!(f, "ok"),
             TrialStatus::Diverged { step } => write!(f, "diverged at step {step}"),
             TrialStatus::Failed { message } => write!(f, "failed: {message}"),
+            TrialStatus::Pruned { epoch } => write!(f, "pruned after epoch {epoch}"),
         }
     }
 }
@@ -162,7 +172,7 @@ pub struct TrialOutcome {
     pub status: TrialStatus,
     /// Metric name → value on the evaluation set (e.g. `accuracy`, `f1`, `mcc`).
     pub metrics: BTreeMap<String, f64>,
-    /// The task's GLUE primary score; `None` unless the status is `Ok`.
+    /// The task's GLUE primary score; `None` unless the status is `Ok` or `Pruned` (then the pruned epoch's).
     pub primary: Option<f64>,
     /// Trainable parameters the design really created (task head excluded); all backbone weights for full
     /// fine-tuning.
@@ -195,7 +205,7 @@ pub fn beats_reference(score: Option<f64>, reference: Option<f64>) -> Option<boo
 impl TrialOutcome {
     /// Whether the trial beat its task's reference score: `Some(false)` is a trial that learned nothing.
     pub fn learned(&self) -> Option<bool> {
-        if !self.status.is_ok() {
+        if !self.status.is_scored() {
             return None;
         }
         beats_reference(self.primary, self.reference)

@@ -2,8 +2,8 @@
 
     python tests/stats_reference/check_pvalues.py results/<experiment>
 
-For every stage: a design's score is the mean `primary` over its trials (designs with any trial not `ok` are left
-out, as peftspace does); the chosen candidate's population is compared with every other candidate's with
+For every stage: a design's score is the mean `primary` over its trials (designs with any trial neither `ok` nor
+`pruned` are left out, as peftspace does; a pruned trial counts with its partial score); the chosen candidate's population is compared with every other candidate's with
     scipy.stats.ks_2samp(w, x, alternative='two-sided', method='auto')
     scipy.stats.mannwhitneyu(w, x, use_continuity=True, alternative='two-sided', method='auto')
     scipy.stats.ttest_ind(w, x, equal_var=False)
@@ -49,7 +49,7 @@ def main(directory):
             if row["stage"] == "final":
                 continue
             key = (row["stage"], row["candidate"])
-            if row["status"] == "ok":
+            if row["status"] in ("ok", "pruned"):
                 designs[key][row["design_index"]].append(float(row["primary"]))
             else:
                 broken[key].add(row["design_index"])

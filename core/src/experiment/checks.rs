@@ -425,5 +425,33 @@ fn check_training(p: &Parsed) -> Result<()> {
             format!("{} is too short; use at least 8 tokens", t.max_seq_len),
         );
     }
+    if let Some(rule) = &t.prune {
+        if rule.after_epoch == 0 || rule.after_epoch >= t.epochs {
+            return bad(
+                "prune.after_epoch",
+                format!(
+                    "{} must name an epoch before the last one (1 to {}): pruning after the last epoch saves \
+                     nothing{}",
+                    rule.after_epoch,
+                    t.epochs.saturating_sub(1),
+                    if t.epochs < 2 {
+                        "; pruning needs `epochs: 2` or more"
+                    } else {
+                        ""
+                    }
+                ),
+            );
+        }
+        let value = match rule.below {
+            crate::spec::PruneThreshold::Score(v)
+            | crate::spec::PruneThreshold::ReferencePlus(v) => v,
+        };
+        if !value.is_finite() {
+            return bad(
+                "prune.below",
+                format!("{value} is not a number; e.g. `Score(0.6)` or `ReferencePlus(0.02)`"),
+            );
+        }
+    }
     Ok(())
 }

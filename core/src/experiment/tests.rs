@@ -203,3 +203,47 @@ fn race_settings_are_checked_where_they_are_written() {
     ));
     assert!(e.contains("at least 2"), "{e}");
 }
+
+#[test]
+fn pruning_settings_are_checked_where_they_are_written() {
+    use crate::spec::{PruneSpec, PruneThreshold};
+    let ok = good_with(
+        "budget: 0.005,",
+        "budget: 0.005, training: (epochs: 3, prune: (after_epoch: 1, below: ReferencePlus(0.02))),",
+    );
+    let e = check(&ok).unwrap();
+    assert_eq!(
+        e.spec.training.prune,
+        Some(PruneSpec {
+            after_epoch: 1,
+            below: PruneThreshold::ReferencePlus(0.02)
+        })
+    );
+    // Pruning after the last epoch would stop nothing.
+    let e = error(&good_with(
+        "budget: 0.005,",
+        "budget: 0.005, training: (epochs: 1, prune: (after_epoch: 1, below: Score(0.6))),",
+    ));
+    assert!(
+        e.starts_with("exp/x.ron:6:")
+            && e.contains("training.prune.after_epoch")
+            && e.contains("epochs: 2"),
+        "{e}"
+    );
+    let e = error(&good_with(
+        "budget: 0.005,",
+        "budget: 0.005, training: (epochs: 3, prune: (after_epoch: 0, below: Score(0.6))),",
+    ));
+    assert!(e.contains("1 to 2"), "{e}");
+    let e = error(&good_with(
+        "budget: 0.005,",
+        "budget: 0.005, training: (epochs: 3, prune: (after_epoch: 1, below: Fraction(0.6))),",
+    ));
+    assert!(e.starts_with("exp/x.ron:6:"), "{e}");
+}
+
+#[test]
+fn pruning_off_leaves_the_serialised_training_settings_and_so_trial_ids_unchanged() {
+    let text = serde_json::to_string(&crate::spec::TrainingSpec::default()).unwrap();
+    assert!(!text.contains("prune"), "{text}");
+}

@@ -50,6 +50,8 @@ pub struct CandidateStats {
     pub trials_ok: usize,
     pub trials_diverged: usize,
     pub trials_failed: usize,
+    /// Trials stopped by learning-curve pruning; their partial scores count in the population.
+    pub trials_pruned: usize,
     pub trials_missing: usize,
     /// Designs whose trials have all been run (whatever their status): the denominator of the rates below.
     pub designs_run: usize,
@@ -180,11 +182,12 @@ pub(crate) fn design_score(
     }
 }
 
-/// The score a finished trial gives its design: the primary score of an ok trial; under
+/// The score a finished trial gives its design: the primary score of an ok or pruned trial; under
 /// [`DivergedRule::Chance`] the reference score of a diverged one (when known); otherwise none.
 fn trial_score(outcome: &TrialOutcome, diverged: DivergedRule) -> Option<f64> {
     match (&outcome.status, diverged) {
-        (TrialStatus::Ok, _) => outcome.primary,
+        // A pruned trial keeps the partial score it reached (learning-curve pruning).
+        (TrialStatus::Ok | TrialStatus::Pruned { .. }, _) => outcome.primary,
         (TrialStatus::Diverged { .. }, DivergedRule::Chance) => outcome.reference,
         _ => None,
     }
@@ -228,7 +231,7 @@ fn population(
     limit: usize,
     diverged_rule: DivergedRule,
 ) -> CandidateStats {
-    let (mut ok, mut diverged, mut failed, mut missing) = (0, 0, 0, 0);
+    let (mut ok, mut diverged, mut failed, mut pruned, mut missing) = (0, 0, 0, 0, 0);
     let mut counts = DesignCounts::default();
     let mut scores = Vec::new();
     let mut references: Vec<Option<f64>> = Vec::new();
@@ -248,6 +251,7 @@ fn population(
             let outcome = &record.outcome;
             match (&outcome.status, outcome.primary) {
                 (TrialStatus::Ok, Some(_)) => ok += 1,
+                (TrialStatus::Pruned { .. }, Some(_)) => pruned += 1,
                 (TrialStatus::Diverged { .. }, _) => {
                     diverged += 1;
                     any_diverged = true;
@@ -304,8 +308,8 @@ fn population(
     }
     if scores.is_empty() {
         let why = format!(
-            "empty population: no design has all its trials ok ({ok} ok, {diverged} diverged, {failed} failed, \
-             {missing} not run)"
+            "empty population: no design has all its trials scored ({ok} ok, {pruned} pruned, {diverged} \
+             diverged, {failed} failed, {missing} not run)"
         );
         note = if note.is_empty() {
             why
@@ -323,6 +327,7 @@ fn population(
         trials_ok: ok,
         trials_diverged: diverged,
         trials_failed: failed,
+        trials_pruned: pruned,
         trials_missing: missing,
         designs_run: counts.run,
         designs_diverged: counts.diverged,

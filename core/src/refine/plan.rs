@@ -24,6 +24,10 @@ pub struct SearchPlan {
     pub stages: Vec<StagePlan>,
     /// Present once the final runs are planned.
     pub final_runs: Option<FinalPlan>,
+    /// The learning-curve pruning rule of the search trials in words, when `training.prune` is on (it changes the
+    /// populations, so the stage tables say so).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pruning: Option<String>,
 }
 
 /// One stage: a dimension and its candidates.

@@ -153,6 +153,7 @@ pub fn run_experiment(
         diverged: spec.diverged,
         stages: Vec::new(),
         final_runs: None,
+        pruning: spec.training.prune.map(|p| p.describe()),
     };
     let stages: Vec<StageToRun> = if spec.stages.is_empty() {
         vec![StageToRun {
@@ -275,6 +276,8 @@ pub fn run_experiment(
             .clone()
             .unwrap_or_else(|| spec.tasks.clone());
         let mut training = spec.training.clone();
+        // Final runs train to the end: pruning is a search economy, and a final score must be a full run's.
+        training.prune = None;
         if let Some(epochs) = final_spec.epochs {
             training.epochs = epochs;
         }
@@ -517,6 +520,7 @@ fn best_designs(
     };
     let mut scored: Vec<(f64, &DesignRecord)> = Vec::new();
     for design in &stage.candidates[w].designs {
+        // Only designs trained to the end: a pruned one was stopped for a low score.
         let primaries: Option<Vec<f64>> = design
             .trials
             .iter()

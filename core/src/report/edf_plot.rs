@@ -116,6 +116,7 @@ mod tests {
             trials_ok: 3,
             trials_diverged: 0,
             trials_failed: 0,
+            trials_pruned: 0,
             trials_missing: 0,
             designs_run: 0,
             designs_diverged: 0,

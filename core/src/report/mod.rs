@@ -23,6 +23,8 @@ pub struct Report {
     pub files: Vec<PathBuf>,
     /// The final runs for the terminal ([`final_table`]), when the experiment has them.
     pub final_table: Option<String>,
+    /// The search's learning-curve pruning rule in words, when it was on.
+    pub pruning: Option<String>,
 }
 
 impl Report {
@@ -30,6 +32,18 @@ impl Report {
     pub fn to_terminal(&self) -> String {
         let mut out = decisions_table(&self.decisions);
         out.push('\n');
+        if let Some(rule) = &self.pruning {
+            let pruned: usize = self
+                .decisions
+                .iter()
+                .flat_map(|d| &d.candidates)
+                .map(|c| c.trials_pruned)
+                .sum();
+            out.push_str(&format!(
+                "learning-curve pruning was on ({rule}): {pruned} search trials pruned; their partial scores \
+                 count in their populations\n"
+            ));
+        }
         for d in &self.decisions {
             out.push_str(&d.summary);
             out.push('\n');
@@ -139,6 +153,7 @@ pub fn write_reports_from(dir: &Path, plan: &SearchPlan, store: &ResultStore) ->
         decisions,
         files,
         final_table: final_text,
+        pruning: plan.pruning.clone(),
     })
 }
 
@@ -202,6 +217,9 @@ pub fn decisions_table(decisions: &[StageDecision]) -> String {
             }
             if c.designs_learned == Some(0) {
                 flags.push("did not learn".to_string());
+            }
+            if c.trials_pruned > 0 {
+                flags.push(format!("{} pruned", c.trials_pruned));
             }
             if let Some((round, p)) = c.race.and_then(|r| Some((r.dropped_in?, r.drop_p?))) {
                 flags.push(format!("dropped in round {round} (p = {p:.1e})"));

@@ -146,6 +146,7 @@ pub fn trials_csv(plan: &SearchPlan, store: &ResultStore) -> Result<String> {
                     TrialStatus::Ok => String::new(),
                     TrialStatus::Diverged { step } => format!("step {step}"),
                     TrialStatus::Failed { message } => message.clone(),
+                    TrialStatus::Pruned { epoch } => format!("epoch {epoch}"),
                 };
                 row.extend([
                     opt(r.outcome.primary),
@@ -191,6 +192,7 @@ pub fn stages_csv(plan: &SearchPlan, decisions: &[StageDecision]) -> Result<Stri
         "trials_ok",
         "trials_diverged",
         "trials_failed",
+        "trials_pruned",
         "trials_missing",
         "designs_run",
         "designs_diverged",
@@ -223,6 +225,7 @@ pub fn stages_csv(plan: &SearchPlan, decisions: &[StageDecision]) -> Result<Stri
         "race_rounds",
         "race_trials",
         "race_trials_full",
+        "pruning",
         "note",
     ];
     write_row(&mut w, &header.map(String::from))?;
@@ -258,6 +261,7 @@ pub fn stages_csv(plan: &SearchPlan, decisions: &[StageDecision]) -> Result<Stri
                 c.trials_ok.to_string(),
                 c.trials_diverged.to_string(),
                 c.trials_failed.to_string(),
+                c.trials_pruned.to_string(),
                 c.trials_missing.to_string(),
                 c.designs_run.to_string(),
                 c.designs_diverged.to_string(),
@@ -300,6 +304,7 @@ pub fn stages_csv(plan: &SearchPlan, decisions: &[StageDecision]) -> Result<Stri
                 ]),
                 _ => row.extend(std::iter::repeat_n(String::new(), 5)),
             }
+            row.push(plan.pruning.clone().unwrap_or_else(|| "-".into()));
             row.push(c.note.clone());
             write_row(&mut w, &row)?;
         }

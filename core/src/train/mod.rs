@@ -91,7 +91,7 @@ impl TrainingReport {
         TrialOutcome {
             status: self.status.clone(),
             metrics: self.metrics.values.clone(),
-            primary: self.status.is_ok().then_some(self.metrics.primary),
+            primary: self.status.is_scored().then_some(self.metrics.primary),
             trainable_params: self.trainable_params as u64,
             head_params: self.head_params as u64,
             seconds: self.seconds,

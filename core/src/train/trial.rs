@@ -272,6 +272,10 @@ fn train_and_score(
         if let Some(callback) = input.on_epoch {
             bar.suspend(|| callback(&report));
         }
+        let pruned = training.prune.is_some_and(|rule| {
+            let reference = outcome.reference.as_ref().map(|m| m.primary);
+            rule.prunes(epoch, training.epochs, report.metrics.primary, reference)
+        });
         if extras.keep_values {
             let newer = match (training.select, kept.as_ref()) {
                 // Ties keep the earlier epoch, as `finish` does.
@@ -286,6 +290,14 @@ fn train_and_score(
             }
         }
         outcome.per_epoch.push(report);
+        if pruned {
+            tracing::debug!(epoch, "below the pruning threshold: pruned");
+            bar.finish_and_clear();
+            outcome.status = TrialStatus::Pruned {
+                epoch: epoch as u64,
+            };
+            return Ok(finish(outcome, step, started, training.select));
+        }
     }
     bar.finish_and_clear();
     if training.epochs == 0 {
