@@ -32,6 +32,8 @@ enum Command {
     Validate(cmd::validate::Args),
     /// Print sampled designs with their per-layer sizes and parameter counts, without training.
     Sample(cmd::sample::Args),
+    /// Count an experiment's trials, epochs and examples per stage, and estimate its wall time.
+    Plan(cmd::plan::Args),
     /// Run the frozen backbone once and write its hidden states (parity checks).
     Encode(cmd::encode::Args),
     /// Fine-tune one design or baseline on the experiment's tasks.
@@ -59,6 +61,7 @@ fn main() -> ExitCode {
         Command::List(a) => cmd::list::run(a, &cli.global),
         Command::Validate(a) => cmd::validate::run(a, &cli.global),
         Command::Sample(a) => cmd::sample::run(a, &cli.global),
+        Command::Plan(a) => cmd::plan::run(a, &cli.global),
         Command::Encode(a) => cmd::encode::run(a, &cli.global),
         Command::Train(a) => cmd::train::run(a, &cli.global),
         Command::Run(a) => cmd::run::run(a, &cli.global),

@@ -312,3 +312,127 @@ fn sample_spans_the_24_layers_of_t5_base_within_one_percent() {
     // 0.5 % of t5-base's 222,903,552 parameters.
     assert_eq!(rows[0]["target_params"], "1114518");
 }
+
+/// Runs `validate` on a grouping stage of all five patterns over the hand-written config of `model`.
+fn grouping_coverage(model: &str) -> String {
+    let (_dir, path) = experiment(&format!(
+        r#"ExperimentSpec(
+    name: "coverage",
+    backbone: (path: "{}"),
+    tasks: [(id: "sst2")],
+    stages: [(name: "S1", dimension: Grouping,
+              candidates: ["uniform", "spindle", "bottleneck", "increasing", "decreasing"])],
+)"#,
+        root().join(model).display()
+    ));
+    let out = peftspace(&["--offline", "validate", path.to_str().expect("utf-8")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+#[test]
+fn validate_counts_the_splits_each_grouping_candidate_admits() {
+    // 12 layers in 4 groups: uniform is the single split 3,3,3,3; spindle admits 20 (e.g. 1,5,5,1 … 2,3,4,3).
+    let bert = grouping_coverage("tests/fixtures/configs/bert-base-uncased");
+    assert!(
+        bert.contains(
+            "S1: splits of 12 layers into 4 groups each candidate admits: uniform 1, spindle 20"
+        ),
+        "{bert}"
+    );
+    assert!(
+        bert.contains("warning: S1: `uniform` admits a single split (3,3,3,3)"),
+        "{bert}"
+    );
+    assert!(!bert.contains("`uniform` and `spindle` overlap"), "{bert}");
+    // MiniLM's 6 layers: uniform admits 6 splits, among them the only spindle and the only bottleneck.
+    let minilm = grouping_coverage(MINILM);
+    assert!(
+        minilm.contains("uniform 6, spindle 1, bottleneck 1"),
+        "{minilm}"
+    );
+    assert!(
+        minilm.contains(
+            "`uniform` and `spindle` overlap: 1 split(s) admitted by both (e.g. 1,2,2,1)"
+        ),
+        "{minilm}"
+    );
+    assert!(
+        minilm.contains("`spindle` admits a single split (1,2,2,1)"),
+        "{minilm}"
+    );
+    assert!(
+        minilm.contains("`bottleneck` admits a single split (2,1,1,2)"),
+        "{minilm}"
+    );
+}
+
+#[test]
+fn validate_flags_a_strategy_candidate_of_fixed_size_strategies_only() {
+    let (_dir, path) = experiment(&format!(
+        r#"ExperimentSpec(
+    name: "fixed",
+    backbone: (path: "{}"),
+    tasks: [(id: "sst2")],
+    stages: [(name: "S4", dimension: Strategies(1), candidates: ["lora", "bitfit", "lora+bitfit"])],
+)"#,
+        root().join(MINILM).display()
+    ));
+    let out = peftspace(&["--offline", "validate", path.to_str().expect("utf-8")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("warning: S4: `bitfit` has only fixed-size strategies: group 2"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("`lora+bitfit` has only"), "{stdout}");
+    assert!(!stdout.contains("`lora` has only"), "{stdout}");
+}
+
+#[test]
+fn max_group_ratio_bounds_the_splits_validate_counts_and_sample_draws() {
+    let bert = root().join("tests/fixtures/configs/bert-base-uncased");
+    let (_dir, path) = experiment(&format!(
+        r#"ExperimentSpec(
+    name: "ratio",
+    backbone: (path: "{}"),
+    tasks: [(id: "sst2")],
+    max_group_ratio: Some(2.0),
+    stages: [(name: "S1", dimension: Grouping, candidates: ["spindle", "increasing"])],
+)"#,
+        bert.display()
+    ));
+    let path = path.to_str().expect("utf-8");
+    let out = peftspace(&["--offline", "validate", path]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    // Of spindle's 20 splits of 12 layers into 4 groups only 2,4,4,2 keeps the largest within twice the smallest.
+    assert!(stdout.contains("spindle 1"), "{stdout}");
+    assert!(
+        stdout.contains("`spindle` admits a single split (2,4,4,2)"),
+        "{stdout}"
+    );
+    let out = peftspace(&[
+        "--offline",
+        "sample",
+        path,
+        "--stage",
+        "S1",
+        "-n",
+        "20",
+        "--format",
+        "csv",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let csv = text(&out.stdout);
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(rows.len(), 20, "{csv}");
+    assert!(rows.iter().all(|r| r.contains("\"2,4,4,2\"")), "{csv}");
+
+    let err = validate_error(&BASE.replace(
+        "budget: 0.005,",
+        "budget: 0.005,\n    max_group_ratio: Some(0.5),",
+    ));
+    assert!(err.starts_with("error: FILE:6:"), "{err}");
+    assert!(err.contains("max_group_ratio"), "{err}");
+}

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use peftspace_core::refine::{self, NoProgress, SerialPool, SyntheticExecutor, SyntheticSpace};
-use peftspace_core::spec::{ExperimentSpec, TaskSpec};
+use peftspace_core::spec::{DivergedRule, ExperimentSpec, TaskSpec};
 use peftspace_core::store::{CodeProvenance, ResultStore};
 use peftspace_core::trial::{TrialExecutor, TrialOutcome, TrialSpec};
 use peftspace_core::{report, Result};
@@ -220,6 +220,56 @@ fn empty_population_gives_a_clear_decision_record() {
     assert_eq!(row["n"], "0");
     assert_eq!(row["mean"], "");
     assert_eq!(row["trials_diverged"], "8");
+    assert_eq!(row["designs_run"], "4");
+    assert_eq!(row["designs_diverged"], "4");
+    assert_eq!(row["diverged_rate"], "1");
+    assert_eq!(row["designs_at_chance"], "0");
+    let uniform = stages
+        .iter()
+        .find(|r| r["stage"] == "S1" && r["candidate"] == "uniform")
+        .expect("row");
+    let rate: f64 = uniform["diverged_rate"].parse().expect("a rate");
+    let diverged: f64 = uniform["designs_diverged"].parse().expect("a count");
+    assert_eq!(rate, diverged / 4.0);
+}
+
+#[test]
+fn diverged_designs_can_score_at_chance_instead_of_being_dropped() {
+    let ron = refine_support::experiment_ron(4)
+        .replace("    samples: 4,", "    samples: 4,\n    diverged: Chance,");
+    let spec: ExperimentSpec = ron::from_str(&ron).expect("test experiment parses");
+    assert_eq!(spec.diverged, DivergedRule::Chance);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let executor = SyntheticExecutor {
+        diverge_when_contains: Some("grouping=spindle".into()),
+        ..Default::default()
+    };
+    let outcome = run(dir.path(), &spec, &executor).expect("run");
+    let spindle = outcome.decisions[0]
+        .candidates
+        .iter()
+        .find(|c| c.candidate == "spindle")
+        .expect("row");
+    // Every spindle design diverged on both tasks: each scores the tasks' reference, 0.5 in the synthetic space.
+    assert_eq!(spindle.n, 4);
+    assert_eq!(spindle.scores, vec![0.5; 4]);
+    assert_eq!(
+        (spindle.designs_diverged, spindle.designs_at_chance),
+        (4, 4)
+    );
+    assert_eq!(spindle.designs_learned, Some(0));
+    assert!(!spindle.chosen);
+    report::write_reports(dir.path()).expect("report");
+    let stages = refine_support::read_csv(&dir.path().join("stages.csv"));
+    let row = stages
+        .iter()
+        .find(|r| r["stage"] == "S1" && r["candidate"] == "spindle")
+        .expect("row");
+    assert_eq!(row["mean"], "0.5");
+    assert_eq!(row["designs_at_chance"], "4");
+    // The report rebuilds the same decision from plan.json, which records the rule.
+    let plan = std::fs::read_to_string(dir.path().join("plan.json")).expect("plan");
+    assert!(plan.contains("\"diverged\": \"Chance\""), "{plan}");
 }
 
 #[test]
@@ -311,6 +361,14 @@ fn paper_experiment_files_parse_and_follow_the_protocol() {
         assert_eq!(spec.training.epochs, 3, "{name}");
         assert_eq!(spec.groups, 4, "{name}");
         assert_eq!(spec.budget, 0.005, "{name}");
+        // The paper's batch and peak learning rate for base models, one rate for every method.
+        assert_eq!(spec.training.batch_size, 128, "{name}");
+        assert_eq!(spec.training.learning_rate, 5e-5, "{name}");
+        assert!(
+            spec.strategies.iter().all(|s| s.learning_rate.is_none()),
+            "{name}"
+        );
+        assert!(text.contains("not stated in the paper"), "{name}");
         assert_eq!(
             spec.stages.len(),
             7,

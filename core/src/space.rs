@@ -48,6 +48,10 @@ pub struct DesignSpace {
     /// When encoder and decoder are grouped separately: the number of encoder layers. The first half of the groups
     /// then covers the encoder and the second half the decoder, and the grouping rule applies to each half.
     pub split: Option<usize>,
+    /// Largest group at most this many times the smallest (per stack when split), whatever the grouping rule;
+    /// `None` = no bound. It keeps a rule's family of shapes but drops its extreme splits (a 1-layer group beside
+    /// a 9-layer one), so candidates compare shapes rather than outliers.
+    pub max_group_ratio: Option<f64>,
 }
 
 /// What sampling needs besides the space: shapes, strategies, budget, rules.
@@ -115,6 +119,7 @@ impl DesignSpace {
             strategy_sets: vec![None; groups],
             available,
             split: None,
+            max_group_ratio: None,
         })
     }
 
@@ -134,8 +139,55 @@ impl DesignSpace {
         Ok(next)
     }
 
-    /// Group sizes drawn by the grouping rule (per stack when split).
+    /// This space with every split bounded by `ratio` (largest group ÷ smallest), or unbounded for `None`.
+    pub fn with_max_group_ratio(mut self, ratio: Option<f64>) -> DesignSpace {
+        self.max_group_ratio = ratio;
+        self
+    }
+
+    /// Whether every stack's groups are within the ratio bound.
+    fn within_ratio(&self, sizes: &[usize]) -> bool {
+        let Some(ratio) = self.max_group_ratio else {
+            return true;
+        };
+        let bounded = |part: &[usize]| match (part.iter().min(), part.iter().max()) {
+            (Some(&lo), Some(&hi)) => hi as f64 <= ratio * lo as f64,
+            _ => true,
+        };
+        match self.split {
+            None => bounded(sizes),
+            Some(_) => {
+                let (a, b) = sizes.split_at(self.groups / 2);
+                bounded(a) && bounded(b)
+            }
+        }
+    }
+
+    /// Group sizes drawn by the grouping rule (per stack when split) within the ratio bound: the rule draws
+    /// uniformly among the splits it admits, so redrawing until the bound holds is uniform among the bounded ones.
     fn draw_sizes(&self, registries: &Registries, rng: &mut dyn RngCore) -> Result<Vec<usize>> {
+        for _ in 0..MAX_DRAWS {
+            let sizes = self.draw_rule_sizes(registries, rng)?;
+            if self.within_ratio(&sizes) {
+                return Ok(sizes);
+            }
+        }
+        Err(Error::msg(format!(
+            "grouping `{}`: no split of {} layers into {} groups found with the largest group at most {} times the \
+             smallest in {MAX_DRAWS} draws; raise `max_group_ratio` or drop the candidate",
+            self.grouping,
+            self.layers,
+            self.groups,
+            self.max_group_ratio.unwrap_or(f64::INFINITY)
+        )))
+    }
+
+    /// Group sizes drawn by the grouping rule alone (per stack when split).
+    fn draw_rule_sizes(
+        &self,
+        registries: &Registries,
+        rng: &mut dyn RngCore,
+    ) -> Result<Vec<usize>> {
         let rule = registries.grouping(&self.grouping)?;
         match self.split {
             None => rule.sample(self.layers, self.groups, rng),
@@ -148,9 +200,55 @@ impl DesignSpace {
         }
     }
 
+    /// Every group split the grouping rule `rule` admits in this space's layers and groups (per stack when split),
+    /// in lexicographic order; `None` when there are more than `limit` compositions to look at (they are counted
+    /// one by one, so a large space is not enumerated).
+    pub fn admitted_splits(
+        &self,
+        rule: &str,
+        registries: &Registries,
+        limit: u64,
+    ) -> Result<Option<Vec<Vec<usize>>>> {
+        let rule = registries.grouping(rule)?;
+        let stacks: Vec<(usize, usize)> = match self.split {
+            None => vec![(self.layers, self.groups)],
+            Some(enc) => vec![(enc, self.groups / 2), (self.layers - enc, self.groups / 2)],
+        };
+        let total = stacks
+            .iter()
+            .map(|&(l, g)| count_compositions(l, g))
+            .fold(1u128, u128::saturating_mul);
+        if total > u128::from(limit) {
+            return Ok(None);
+        }
+        // Per stack, the admitted compositions; a split is one admitted composition of each stack.
+        let mut splits: Vec<Vec<usize>> = vec![Vec::new()];
+        for (layers, groups) in stacks {
+            let admitted: Vec<Vec<usize>> = compositions(layers, groups)
+                .into_iter()
+                .filter(|c| rule.admits(c))
+                .collect();
+            splits = splits
+                .iter()
+                .flat_map(|head| {
+                    admitted.iter().map(move |tail| {
+                        let mut s = head.clone();
+                        s.extend(tail);
+                        s
+                    })
+                })
+                .collect();
+        }
+        splits.retain(|s| self.within_ratio(s));
+        Ok(Some(splits))
+    }
+
     /// Whether the grouping rule admits these sizes (per stack when split).
     fn grouping_admits(&self, sizes: &[usize], registries: &Registries) -> Result<bool> {
         let rule = registries.grouping(&self.grouping)?;
+        if !self.within_ratio(sizes) {
+            return Ok(false);
+        }
         Ok(match self.split {
             None => rule.admits(sizes),
             Some(enc) => {
@@ -200,6 +298,9 @@ impl DesignSpace {
                 let names: Vec<&str> = set.iter().map(String::as_str).collect();
                 s.push_str(&format!(" {}={}", group_name(g), names.join("+")));
             }
+        }
+        if let Some(ratio) = self.max_group_ratio {
+            s.push_str(&format!(" max_group_ratio={ratio}"));
         }
         s
     }

@@ -67,6 +67,11 @@ pub struct ExperimentSpec {
     /// How encoder and decoder layers are grouped. Default: `Joint`.
     #[serde(default)]
     pub group_stacks: GroupStacks,
+    /// Every grouping rule admits only splits whose largest group is at most this many times the smallest (per
+    /// stack when stacks are grouped separately), e.g. `Some(3.0)`; at least 1. Default: none (no bound).
+    // Left out of the serialised form when absent, so manifests written before the option existed stay valid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_group_ratio: Option<f64>,
     /// The strategies designs may use, with their options. Default: adapter, prefix, lora, bitfit with defaults.
     #[serde(default = "defaults::strategies")]
     pub strategies: Vec<StrategySpec>,
@@ -93,6 +98,10 @@ pub struct ExperimentSpec {
     /// How a stage picks its winner. Default: `HighestMean`.
     #[serde(default)]
     pub decision: DecisionRule,
+    /// What a design with a diverged trial counts as in a stage's population. Default: `Drop`.
+    // Left out of the serialised form when `Drop`, so manifests written before the option existed stay valid.
+    #[serde(default, skip_serializing_if = "DivergedRule::is_drop")]
+    pub diverged: DivergedRule,
     /// Race the candidates of every stage: sample designs in rounds and drop candidates that are significantly
     /// worse than the best so far, instead of training all `samples` designs of every candidate. Default: none
     /// (the full protocol).
@@ -330,6 +339,24 @@ pub enum DecisionRule {
     HighestMean,
     /// The highest median.
     HighestMedian,
+}
+
+/// What a diverged trial counts as when a stage scores its designs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DivergedRule {
+    /// The design has no score: it is left out of the population and counted (`designs_diverged`).
+    #[default]
+    Drop,
+    /// The diverged trial scores its task's reference (chance) level: the evaluator's score of the training set's
+    /// majority class (classification) or mean (regression) predicted for every example. A design that diverges
+    /// often then pulls its candidate down instead of vanishing from it.
+    Chance,
+}
+
+impl DivergedRule {
+    pub fn is_drop(&self) -> bool {
+        *self == DivergedRule::Drop
+    }
 }
 
 /// A race within each stage (`core::refine::race`). A stage's `samples` is the most designs a candidate gets.

@@ -7,6 +7,7 @@ pub mod encode;
 pub mod eval;
 pub mod export;
 pub mod list;
+pub mod plan;
 pub mod predict;
 pub mod report;
 pub mod run;

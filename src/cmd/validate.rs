@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 use peftspace_core::experiment::{self, Experiment, Parsed};
 use peftspace_core::plugin_trust::{default_trust_file, untrusted_error, TrustList, Verdict};
+use peftspace_core::refine;
 use peftspace_core::registry::registries;
+use peftspace_core::resolve::{ModelNeeds, Resolver};
 
 use super::{Exit, Global};
 
@@ -121,5 +123,61 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
         s.stages.len(),
         s.budget * 100.0
     );
+    print_coverage(&exp, global);
+    for warning in refine::fixed_size_warnings(&exp, &registries()?).map_err(Exit::usage)? {
+        println!("  warning: {warning}");
+    }
     Ok(())
+}
+
+/// Per grouping stage, the splits each candidate admits on the backbone and the warnings about them. The layer
+/// count comes from `config.json` when it is already here: validate never downloads and never reads weights.
+fn print_coverage(exp: &Experiment, global: &Global) {
+    if !exp
+        .spec
+        .stages
+        .iter()
+        .any(|s| s.dimension == peftspace_core::spec::Dimension::Grouping)
+    {
+        return;
+    }
+    let described = Resolver::from_env(true)
+        .model_folder(
+            global.model.as_deref(),
+            &exp.spec.backbone,
+            &exp.base_dir(),
+            ModelNeeds::Config,
+        )
+        .and_then(|m| {
+            let reg = registries()?;
+            let info = m.describe(&reg)?;
+            refine::grouping_coverage(exp, &info, &reg)
+        });
+    let stages = match described {
+        Ok(stages) => stages,
+        Err(e) => {
+            println!("  designs per candidate not counted: {e}");
+            return;
+        }
+    };
+    for stage in stages {
+        let counts: Vec<String> = stage
+            .candidates
+            .iter()
+            .map(|c| match &c.splits {
+                Some(splits) => format!("{} {}", c.candidate, splits.len()),
+                None => format!("{} (too many to count)", c.candidate),
+            })
+            .collect();
+        println!(
+            "  {}: splits of {} layers into {} groups each candidate admits: {}",
+            stage.stage,
+            stage.layers,
+            stage.groups,
+            counts.join(", ")
+        );
+        for warning in &stage.warnings {
+            println!("  warning: {}: {warning}", stage.stage);
+        }
+    }
 }

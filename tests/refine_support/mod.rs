@@ -181,6 +181,26 @@ pub fn check_stages_against_trials(dir: &Path) -> usize {
             ));
             checked += 1;
         }
+        // The selection-aware family: every pair of non-empty populations, in the stage's candidate order.
+        let pops: Vec<Vec<f64>> = rows
+            .iter()
+            .map(|r| population(&stage, &r["candidate"]))
+            .collect();
+        let slices: Vec<&[f64]> = pops.iter().map(Vec::as_slice).collect();
+        let pairs = stats::all_pairs_mann_whitney(&slices);
+        let wi = rows
+            .iter()
+            .position(|r| r["chosen"] == "true")
+            .expect("a chosen candidate");
+        for (i, row) in rows.iter().enumerate() {
+            if i != wi && !pops[i].is_empty() {
+                assert!(
+                    same(pairs.p_holm(wi, i), parse(&row["u_p_all_pairs"])),
+                    "{stage}/{}: all-pairs p",
+                    row["candidate"]
+                );
+            }
+        }
         let adjusted = stats::holm_adjust(&raw.iter().map(|r| r.1).collect::<Vec<_>>());
         for (r, a) in raw.iter().zip(adjusted) {
             assert!(same(a, r.2), "{stage}/{}: Holm p {a} vs {}", r.0, r.2);

@@ -7,7 +7,9 @@ For every stage: a design's score is the mean `primary` over its trials (designs
     scipy.stats.ks_2samp(w, x, alternative='two-sided', method='auto')
     scipy.stats.mannwhitneyu(w, x, use_continuity=True, alternative='two-sided', method='auto')
     scipy.stats.ttest_ind(w, x, equal_var=False)
-and Holm's correction over the stage's comparisons. Exits 1 if any number differs by more than 1e-9 (relative).
+and Holm's correction over the stage's comparisons; `u_p_all_pairs` is mannwhitneyu over every pair of non-empty
+populations with Holm's correction over all those pairs. Exits 1 if any number differs by more than 1e-9 (relative).
+Written for the default `diverged: Drop`.
 """
 import csv
 import math
@@ -90,6 +92,21 @@ def main(directory):
                 if not close(num(r[col]), adj):
                     bad += 1
                     print(f"{stage}/{r['candidate']} {col}: stages.csv {r[col]}, scipy+Holm {adj!r}")
+        names = [r["candidate"] for r in stage_rows if population(stage, r["candidate"])]
+        pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+        pair_p = [float(stats.mannwhitneyu(population(stage, a), population(stage, b), use_continuity=True,
+                                           alternative="two-sided", method="auto").pvalue) for a, b in pairs]
+        adjusted = dict(zip(pairs, holm(pair_p)))
+        winner = chosen[0]["candidate"]
+        for r in stage_rows:
+            other = r["candidate"]
+            pair = (winner, other) if (winner, other) in adjusted else (other, winner)
+            if other == winner or pair not in adjusted:
+                continue
+            checked += 1
+            if not close(num(r["u_p_all_pairs"]), adjusted[pair]):
+                bad += 1
+                print(f"{stage}/{other} u_p_all_pairs: stages.csv {r['u_p_all_pairs']}, scipy+Holm {adjusted[pair]!r}")
     print(f"{checked} numbers checked, {bad} differ")
     return 1 if bad else 0
 

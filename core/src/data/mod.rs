@@ -129,6 +129,12 @@ impl TaskData {
 /// subsample drawn with the same seed.
 const HOLD_OUT_STREAM: u64 = 0x7661_6c69_6461_7465;
 
+/// Rows of a validation split of `fraction` of `n` training examples: `round(fraction × n)`, at least one, and at
+/// least one left to train on (`n ≥ 2`).
+pub fn validation_rows(n: usize, fraction: f64) -> usize {
+    ((fraction * n as f64).round() as usize).clamp(1, n.saturating_sub(1).max(1))
+}
+
 impl TaskData {
     /// The validation split of search trials: `round(fraction × n)` of the `n` training examples (at least one,
     /// and at least one left to train on) drawn uniformly with `seed` become the evaluation set, the others stay
@@ -144,11 +150,11 @@ impl TaskData {
         }
         if n < 2 {
             return Err(Error::msg(format!(
-                "task `{}` has {n} training example(s); holding out a validation split needs at least 2 (raise                  `max_train` or add examples)",
+                "task `{}` has {n} training example(s); holding out a validation split needs at least 2 (raise `max_train` or add examples)",
                 self.id
             )));
         }
-        let held = ((fraction * n as f64).round() as usize).clamp(1, n - 1);
+        let held = validation_rows(n, fraction);
         let mut rng = StdRng::seed_from_u64(seed ^ HOLD_OUT_STREAM);
         let mut indices: Vec<usize> = (0..n).collect();
         indices.shuffle(&mut rng);

@@ -65,6 +65,12 @@ pub(super) fn check(
             format!("{} groups: need between 1 and {MAX_GROUPS}", s.groups),
         );
     }
+    if let Some(ratio) = s.max_group_ratio.filter(|r| !(r.is_finite() && *r >= 1.0)) {
+        return err(
+            "max_group_ratio",
+            format!("{ratio}: the largest group over the smallest is at least 1; e.g. Some(3.0), or leave it out"),
+        );
+    }
     if s.group_stacks == crate::spec::GroupStacks::Separate && s.groups % 2 != 0 {
         return err("group_stacks", format!("`Separate` splits the groups between encoder and decoder: `groups` ({}) must be even", s.groups));
     }

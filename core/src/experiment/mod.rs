@@ -252,7 +252,7 @@ impl Experiment {
                 .split_stacks(info.encoder_layers)
                 .map_err(|e| self.error_at("group_stacks", e))?;
         }
-        Ok(space)
+        Ok(space.with_max_group_ratio(self.spec.max_group_ratio))
     }
 
     /// The space sampled for stage `index` before its search: S0 narrowed by the *first* candidate of every stage

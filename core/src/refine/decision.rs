@@ -1,10 +1,16 @@
-//! A stage's decision: per-candidate population statistics, the winner by the experiment's rule, and
-//! winner-vs-each-candidate tests with Holm's correction across the stage's comparisons.
+//! A stage's decision: per-candidate population statistics, the winner by the experiment's rule, and whether the
+//! winner is significantly better than each other candidate.
 //!
 //! A design's score is the mean primary score over all its trials (search tasks × seeds). A design with a
-//! diverged, failed or missing trial has no score: it is left out of the population and counted.
-//! A comparison is *significant* when its Holm-adjusted Mann–Whitney p-value is below [`ALPHA`]; the winner's
-//! row is significant only if every comparison is. KS and Welch p-values are reported alongside.
+//! failed or missing trial has no score: it is left out of the population and counted; a diverged trial does the
+//! same, or scores its task's reference (chance) level under `diverged: Chance`.
+//! Significance is selection-aware ([`crate::stats::all_pairs_mann_whitney`]): every pair of scored candidates is
+//! tested with Mann–Whitney and Holm's correction runs over all those pairs, because the winner is the population
+//! that looked best. A candidate is *significant* when its pair with the winner is rejected at [`ALPHA`] with the
+//! winner ranking higher; the winner's row is significant only if every other candidate is. The family-wise error
+//! of the stage's flags is then at most [`ALPHA`] when all candidates are equal (`calibration_tests.rs` simulates
+//! it). The winner-vs-candidate KS, Mann–Whitney and Welch p-values, and their Holm adjustment over those m − 1
+//! comparisons only, are reported alongside for description: that family ignores the selection.
 //!
 //! A raced stage ([`super::race`]) decides over the designs its rounds used: the winner is the survivor the rule
 //! prefers, and significance is the race's, whose eliminations keep their error rate under repeated looks (a
@@ -14,13 +20,13 @@
 
 use serde::Serialize;
 
-use crate::spec::DecisionRule;
+use crate::spec::{DecisionRule, DivergedRule};
 use crate::stats::{self, ConfidenceInterval};
 use crate::store::ResultStore;
 
 use super::plan::{CandidatePlan, PlannedDesign, StagePlan};
 use super::race::{race, DesignScore, RaceCandidate, RaceEntry, RaceState};
-use crate::trial::{child_seed, TrialStatus};
+use crate::trial::{child_seed, TrialOutcome, TrialStatus};
 
 /// Significance level of the stage decisions.
 pub const ALPHA: f64 = 0.05;
@@ -47,6 +53,14 @@ pub struct CandidateStats {
     /// Trials stopped by learning-curve pruning; their partial scores count in the population.
     pub trials_pruned: usize,
     pub trials_missing: usize,
+    /// Designs whose trials have all been run (whatever their status): the denominator of the rates below.
+    pub designs_run: usize,
+    /// Designs with at least one diverged trial.
+    pub designs_diverged: usize,
+    /// Designs with at least one failed trial.
+    pub designs_failed: usize,
+    /// Diverged designs that are in the population at their tasks' reference score (`diverged: Chance`).
+    pub designs_at_chance: usize,
     pub mean: f64,
     pub median: f64,
     pub std: f64,
@@ -82,6 +96,9 @@ pub struct Comparison {
     pub welch_t: f64,
     pub welch_p: f64,
     pub welch_p_holm: f64,
+    /// Mann–Whitney p of winner vs this, Holm-adjusted over every pair of scored candidates (the selection-aware
+    /// test the `significant` flag uses outside races).
+    pub u_p_all_pairs: f64,
     /// Bootstrap CI of mean(winner) − mean(this).
     pub diff_ci: Option<ConfidenceInterval>,
 }
@@ -100,6 +117,8 @@ pub struct StageDecision {
     pub did_not_learn: bool,
     /// The race, for a raced stage.
     pub race: Option<RaceSummary>,
+    /// Pairs of scored candidates in the all-pairs family (m(m−1)/2 for m scored candidates).
+    pub pairs_tested: usize,
     pub summary: String,
 }
 
@@ -140,14 +159,18 @@ impl RaceSummary {
 
 /// A design as the race sees it: scored when every trial ended well, unscored when one did not, pending while a
 /// trial is not done (a failed one counts as not done under `--retry-failed`).
-pub(crate) fn design_score(design: &PlannedDesign, store: &ResultStore) -> DesignScore {
+pub(crate) fn design_score(
+    design: &PlannedDesign,
+    store: &ResultStore,
+    diverged: DivergedRule,
+) -> DesignScore {
     let mut sum = 0.0;
     let mut pending = design.trials.is_empty();
     for trial in &design.trials {
         match store.get(&trial.id) {
-            Some(r) if store.is_done(&trial.id) => match (&r.outcome.status, r.outcome.primary) {
-                (TrialStatus::Ok | TrialStatus::Pruned { .. }, Some(primary)) => sum += primary,
-                _ => return DesignScore::Unscored,
+            Some(r) if store.is_done(&trial.id) => match trial_score(&r.outcome, diverged) {
+                Some(score) => sum += score,
+                None => return DesignScore::Unscored,
             },
             _ => pending = true,
         }
@@ -159,18 +182,34 @@ pub(crate) fn design_score(design: &PlannedDesign, store: &ResultStore) -> Desig
     }
 }
 
+/// The score a finished trial gives its design: the primary score of an ok or pruned trial; under
+/// [`DivergedRule::Chance`] the reference score of a diverged one (when known); otherwise none.
+fn trial_score(outcome: &TrialOutcome, diverged: DivergedRule) -> Option<f64> {
+    match (&outcome.status, diverged) {
+        // A pruned trial keeps the partial score it reached (learning-curve pruning).
+        (TrialStatus::Ok | TrialStatus::Pruned { .. }, _) => outcome.primary,
+        (TrialStatus::Diverged { .. }, DivergedRule::Chance) => outcome.reference,
+        _ => None,
+    }
+}
+
 /// Replays a raced stage's race from its plan and the store.
 pub(crate) fn race_state(
     stage: &StagePlan,
     store: &ResultStore,
     rule: DecisionRule,
+    diverged: DivergedRule,
 ) -> Option<RaceState> {
     let plan = stage.race?;
     let entries: Vec<RaceEntry> = stage
         .candidates
         .iter()
         .map(|c| RaceEntry {
-            designs: c.designs.iter().map(|d| design_score(d, store)).collect(),
+            designs: c
+                .designs
+                .iter()
+                .map(|d| design_score(d, store, diverged))
+                .collect(),
             exhausted: c.error.is_some(),
         })
         .collect();
@@ -183,15 +222,17 @@ impl StageDecision {
     }
 }
 
-/// Scores of a candidate's designs plus trial counts.
+/// Scores of a candidate's designs plus trial and design counts.
 /// Only the first `limit` designs count (the race's, in a raced stage).
 fn population(
     stage: &str,
     candidate: &CandidatePlan,
     store: &ResultStore,
     limit: usize,
+    diverged_rule: DivergedRule,
 ) -> CandidateStats {
     let (mut ok, mut diverged, mut failed, mut pruned, mut missing) = (0, 0, 0, 0, 0);
+    let mut counts = DesignCounts::default();
     let mut scores = Vec::new();
     let mut references: Vec<Option<f64>> = Vec::new();
     let designs = &candidate.designs[..limit.min(candidate.designs.len())];
@@ -199,42 +240,45 @@ fn population(
         let mut sum = 0.0;
         let mut reference_sum = Some(0.0);
         let mut complete = !design.trials.is_empty();
+        let (mut any_diverged, mut any_failed, mut any_missing) = (false, false, false);
         for trial in &design.trials {
-            match store
-                .get(&trial.id)
-                .map(|r| (&r.outcome.status, r.outcome.primary))
-            {
-                Some((status @ (TrialStatus::Ok | TrialStatus::Pruned { .. }), Some(primary))) => {
-                    if status.is_ok() {
-                        ok += 1;
-                    } else {
-                        pruned += 1;
-                    }
-                    sum += primary;
-                    let reference = store.get(&trial.id).and_then(|r| r.outcome.reference);
-                    reference_sum = reference_sum.zip(reference).map(|(a, b)| a + b);
-                }
-                Some((TrialStatus::Diverged { .. }, _)) => {
+            let Some(record) = store.get(&trial.id) else {
+                missing += 1;
+                any_missing = true;
+                complete = false;
+                continue;
+            };
+            let outcome = &record.outcome;
+            match (&outcome.status, outcome.primary) {
+                (TrialStatus::Ok, Some(_)) => ok += 1,
+                (TrialStatus::Pruned { .. }, Some(_)) => pruned += 1,
+                (TrialStatus::Diverged { .. }, _) => {
                     diverged += 1;
-                    complete = false;
+                    any_diverged = true;
                 }
-                Some((
-                    TrialStatus::Failed { .. } | TrialStatus::Ok | TrialStatus::Pruned { .. },
-                    _,
-                )) => {
+                _ => {
                     failed += 1;
-                    complete = false;
-                }
-                None => {
-                    missing += 1;
-                    complete = false;
+                    any_failed = true;
                 }
             }
+            match trial_score(outcome, diverged_rule) {
+                Some(score) => {
+                    sum += score;
+                    reference_sum = reference_sum.zip(outcome.reference).map(|(a, b)| a + b);
+                }
+                None => complete = false,
+            }
+        }
+        if !any_missing {
+            counts.run += 1;
+            counts.diverged += usize::from(any_diverged);
+            counts.failed += usize::from(any_failed);
         }
         if complete {
             let n = design.trials.len() as f64;
             scores.push(sum / n);
             references.push(reference_sum.map(|r| r / n));
+            counts.at_chance += usize::from(any_diverged);
         }
     }
     let known: Option<Vec<f64>> = references.iter().copied().collect();
@@ -285,6 +329,10 @@ fn population(
         trials_failed: failed,
         trials_pruned: pruned,
         trials_missing: missing,
+        designs_run: counts.run,
+        designs_diverged: counts.diverged,
+        designs_failed: counts.failed,
+        designs_at_chance: counts.at_chance,
         mean: summary.mean,
         median: summary.median,
         std: summary.std,
@@ -300,8 +348,34 @@ fn population(
     }
 }
 
-/// Decides a stage from its plan and the stored trials.
-pub fn decide_stage(stage: &StagePlan, store: &ResultStore, rule: DecisionRule) -> StageDecision {
+/// Designs of one population by what their trials did.
+#[derive(Default)]
+struct DesignCounts {
+    run: usize,
+    diverged: usize,
+    failed: usize,
+    at_chance: usize,
+}
+
+impl CandidateStats {
+    /// Share of the run designs with a diverged trial (NaN when none has run).
+    pub fn diverged_rate(&self) -> f64 {
+        self.designs_diverged as f64 / self.designs_run as f64
+    }
+
+    /// Share of the run designs with a failed trial (NaN when none has run).
+    pub fn failed_rate(&self) -> f64 {
+        self.designs_failed as f64 / self.designs_run as f64
+    }
+}
+
+/// Decides a stage from its plan and the stored trials; `diverged` says what a diverged trial scores.
+pub fn decide_stage(
+    stage: &StagePlan,
+    store: &ResultStore,
+    rule: DecisionRule,
+    diverged: DivergedRule,
+) -> StageDecision {
     if let Some(reason) = &stage.skipped {
         return StageDecision {
             stage: stage.name.clone(),
@@ -310,10 +384,11 @@ pub fn decide_stage(stage: &StagePlan, store: &ResultStore, rule: DecisionRule) 
             tied: false,
             did_not_learn: false,
             race: None,
+            pairs_tested: 0,
             summary: format!("{}: skipped: {reason}", stage.name),
         };
     }
-    let raced = race_state(stage, store, rule);
+    let raced = race_state(stage, store, rule, diverged);
     let mut candidates: Vec<CandidateStats> = stage
         .candidates
         .iter()
@@ -322,7 +397,7 @@ pub fn decide_stage(stage: &StagePlan, store: &ResultStore, rule: DecisionRule) 
             let limit = raced
                 .as_ref()
                 .map_or(c.designs.len(), |r| r.candidates[i].designs);
-            let mut stats = population(&stage.name, c, store, limit);
+            let mut stats = population(&stage.name, c, store, limit, diverged);
             stats.race = raced.as_ref().map(|r| r.candidates[i]);
             stats
         })
@@ -350,6 +425,7 @@ pub fn decide_stage(stage: &StagePlan, store: &ResultStore, rule: DecisionRule) 
             tied: false,
             did_not_learn: false,
             race,
+            pairs_tested: 0,
             summary: format!(
                 "{}: no candidate has a scored design; the stage cannot decide",
                 stage.name
@@ -361,6 +437,9 @@ pub fn decide_stage(stage: &StagePlan, store: &ResultStore, rule: DecisionRule) 
     let others: Vec<usize> = (0..candidates.len())
         .filter(|&i| i != w && candidates[i].n > 0)
         .collect();
+    let populations: Vec<&[f64]> = candidates.iter().map(|c| c.scores.as_slice()).collect();
+    let pairs = stats::all_pairs_mann_whitney(&populations);
+    let better = better_than(&pairs, w, &others);
     let mut comparisons: Vec<Comparison> = Vec::new();
     for &i in &others {
         let other = &candidates[i].scores;
@@ -377,6 +456,7 @@ pub fn decide_stage(stage: &StagePlan, store: &ResultStore, rule: DecisionRule) 
             welch_t: welch.map_or(f64::NAN, |r| r.t),
             welch_p: welch.map_or(f64::NAN, |r| r.p_value),
             welch_p_holm: f64::NAN,
+            u_p_all_pairs: pairs.p_holm(w, i),
             diff_ci: stats::bootstrap_mean_difference_ci(
                 &winner_scores,
                 other,
@@ -395,10 +475,11 @@ pub fn decide_stage(stage: &StagePlan, store: &ResultStore, rule: DecisionRule) 
         comparison.ks_p_holm = ks_holm[k];
         comparison.u_p_holm = u_holm[k];
         comparison.welch_p_holm = welch_holm[k];
-        // In a race only its eliminations are tests at a known level.
+        // In a race only its eliminations are tests at a known level (the race's own all-pairs correction, spent
+        // over its looks); the final populations' sizes depend on the race, so the all-pairs p is descriptive there.
         let significant = match candidates[i].race {
             Some(r) => r.dropped_in.is_some(),
-            None => comparison.u_p_holm < ALPHA,
+            None => better[k],
         };
         if !significant {
             not_significant.push(candidates[i].candidate.clone());
@@ -459,12 +540,15 @@ pub fn decide_stage(stage: &StagePlan, store: &ResultStore, rule: DecisionRule) 
         }
     } else if not_significant.is_empty() {
         summary.push_str(&format!(
-            "; better than every other candidate (Holm-adjusted Mann–Whitney p < {ALPHA})"
+            "; better than every other candidate (Mann–Whitney, Holm over all {} pairs, p < {ALPHA})",
+            pairs.pairs()
         ));
     } else {
         let list = not_significant.join(", ");
         summary.push_str(&format!(
-            "; NOT significant against {list} (Holm-adjusted Mann–Whitney p ≥ {ALPHA})"
+            "; NOT significant against {list} (Mann–Whitney, Holm over all {} pairs, p ≥ {ALPHA} or the other \
+             ranks higher)",
+            pairs.pairs()
         ));
         winner_row.note = format!("advantage not significant vs {list}");
     }
@@ -507,8 +591,15 @@ pub fn decide_stage(stage: &StagePlan, store: &ResultStore, rule: DecisionRule) 
         tied,
         did_not_learn,
         race,
+        pairs_tested: pairs.pairs(),
         summary,
     }
+}
+
+/// For each of `others`, whether the winner `w` is significantly better than it in the all-pairs family: the
+/// selection-aware rule of a stage that did not race.
+pub(crate) fn better_than(pairs: &stats::PairwiseTests, w: usize, others: &[usize]) -> Vec<bool> {
+    others.iter().map(|&i| pairs.better(w, i, ALPHA)).collect()
 }
 
 /// The race's rounds and trials against the full protocol (`max_samples` designs for every candidate).

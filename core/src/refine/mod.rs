@@ -5,6 +5,10 @@
 //! [`TrialExecutor`] (which runs one), and designs only through [`SearchSpace`], so it is tested end to end with the
 //! [`SyntheticSpace`] and [`SyntheticExecutor`].
 
+#[cfg(test)]
+mod calibration_tests;
+mod cost;
+mod coverage;
 mod decision;
 mod experiment_space;
 mod final_runs;
@@ -16,6 +20,13 @@ mod runner;
 mod search_space;
 mod synthetic;
 
+pub use cost::{
+    calibrate, compute_plan, known_glue_size, task_size, Calibration, ComputePlan, SizeSource,
+    StageCost, TaskSize, Work,
+};
+pub use coverage::{
+    fixed_size_warnings, grouping_coverage, CandidateCoverage, StageCoverage, COUNT_LIMIT,
+};
 pub use decision::{
     decide_stage, CandidateStats, Comparison, RaceSummary, StageDecision, ALPHA,
     BOOTSTRAP_RESAMPLES, CI_LEVEL,

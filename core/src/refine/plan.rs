@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::race::RacePlan;
 use super::search_space::DesignRecord;
+use crate::spec::DivergedRule;
 
 /// Everything planned so far, stage by stage.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -21,6 +22,9 @@ pub struct SearchPlan {
     /// written before search trials had a validation split, whose search trials were scored on the dev set.
     #[serde(default)]
     pub validation_fraction: Option<f64>,
+    /// How diverged trials count in a stage's populations (plans written before the option read as `Drop`).
+    #[serde(default, skip_serializing_if = "DivergedRule::is_drop")]
+    pub diverged: DivergedRule,
     pub stages: Vec<StagePlan>,
     /// Present once the final runs are planned.
     pub final_runs: Option<FinalPlan>,

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::spec::{DecisionRule, RaceSpec};
+use crate::spec::{DecisionRule, DivergedRule, RaceSpec};
 use crate::store::ResultStore;
 
 use super::decision::decide_stage;
@@ -45,7 +45,7 @@ pub fn replay_race(
     plan.stages
         .iter()
         .filter(|s| s.skipped.is_none())
-        .map(|stage| replay_stage(stage, store, race, rule))
+        .map(|stage| replay_stage(stage, store, race, rule, plan.diverged))
         .collect()
 }
 
@@ -54,12 +54,13 @@ fn replay_stage(
     store: &ResultStore,
     race: &RaceSpec,
     rule: DecisionRule,
+    diverged: DivergedRule,
 ) -> RaceReplay {
     let stored = StagePlan {
         race: None,
         ..stage.clone()
     };
-    let full = decide_stage(&stored, store, rule);
+    let full = decide_stage(&stored, store, rule, diverged);
     let cap = stage
         .candidates
         .iter()
@@ -70,7 +71,7 @@ fn replay_stage(
         race: Some(RacePlan::new(race, cap)),
         ..stored
     };
-    let raced = decide_stage(&raced_plan, store, rule);
+    let raced = decide_stage(&raced_plan, store, rule, diverged);
     let summary = raced.race;
     RaceReplay {
         stage: stage.name.clone(),

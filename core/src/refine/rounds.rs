@@ -41,7 +41,7 @@ pub(super) fn run_race(
             .stages
             .last_mut()
             .ok_or_else(|| Error::msg("internal: stage plan missing"))?;
-        let state = race_state(stage_plan, store, spec.decision)
+        let state = race_state(stage_plan, store, spec.decision, spec.diverged)
             .ok_or_else(|| Error::msg("internal: a raced stage has no race"))?;
         for look in reported + 1..=state.looks_done {
             rounds.progress.note(&round_note(stage_plan, &state, look));

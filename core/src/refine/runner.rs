@@ -164,6 +164,7 @@ pub fn run_experiment(
         tasks: spec.tasks.iter().map(|t| t.id.clone()).collect(),
         decision_rule: format!("{:?}", spec.decision),
         validation_fraction: Some(spec.validation_fraction),
+        diverged: spec.diverged,
         stages: Vec::new(),
         final_runs: None,
         pruning: spec.training.prune.map(|p| p.describe()),
@@ -215,7 +216,7 @@ pub fn run_experiment(
                 .stages
                 .last()
                 .ok_or_else(|| Error::msg("internal: stage plan missing"))?;
-            let decision = decide_stage(stage_plan, store, spec.decision);
+            let decision = decide_stage(stage_plan, store, spec.decision, spec.diverged);
             progress.stage_decided(&decision);
             decisions.push(decision);
             continue;
@@ -259,7 +260,7 @@ pub fn run_experiment(
             .stages
             .last()
             .ok_or_else(|| Error::msg("internal: stage plan missing"))?;
-        let decision = decide_stage(stage_plan, store, spec.decision);
+        let decision = decide_stage(stage_plan, store, spec.decision, spec.diverged);
         progress.stage_decided(&decision);
         let winner = decision.winner_name().map(str::to_string);
         decisions.push(decision);

@@ -118,6 +118,10 @@ mod tests {
             trials_failed: 0,
             trials_pruned: 0,
             trials_missing: 0,
+            designs_run: 0,
+            designs_diverged: 0,
+            designs_failed: 0,
+            designs_at_chance: 0,
             mean: 0.5,
             median: 0.5,
             std: 0.1,
@@ -141,6 +145,7 @@ mod tests {
             tied: true,
             did_not_learn: false,
             race: None,
+            pairs_tested: 1,
             summary: String::new(),
         };
         let svg = edf_svg(&decision).expect("draws");

@@ -104,7 +104,7 @@ pub fn decisions(plan: &SearchPlan, store: &ResultStore) -> Vec<StageDecision> {
     let rule = decision_rule(plan);
     plan.stages
         .iter()
-        .map(|s| decide_stage(s, store, rule))
+        .map(|s| decide_stage(s, store, rule, plan.diverged))
         .collect()
 }
 
@@ -171,21 +171,24 @@ fn file_safe(name: &str) -> String {
 }
 
 /// A plain-text table of the decisions, for the terminal. Scores are fractions, as in the CSVs; `ref` is the
-/// reference score (majority class or mean predictor) a population must beat to have learned anything.
+/// reference score (majority class or mean predictor) a population must beat to have learned anything; `MW p` is
+/// the winner-vs-candidate Mann–Whitney p and `pairs p` the same after Holm's correction over every pair of
+/// candidates (the selection-aware test behind `*`); `div` counts the designs with a diverged trial.
 pub fn decisions_table(decisions: &[StageDecision]) -> String {
     let mut out = String::new();
     out.push_str(&format!(
-        "{:<6} {:<22} {:>4} {:>8} {:>8} {:>8} {:>8} {:>19} {:>8} {:>8}  {}\n",
+        "{:<6} {:<22} {:>4} {:>4} {:>8} {:>8} {:>8} {:>8} {:>19} {:>8} {:>8}  {}\n",
         "stage",
         "candidate",
         "n",
+        "div",
         "mean",
         "median",
         "std",
         "ref",
         "95% CI",
         "MW p",
-        "Holm p",
+        "pairs p",
         "chosen"
     ));
     for decision in decisions {
@@ -197,7 +200,7 @@ pub fn decisions_table(decisions: &[StageDecision]) -> String {
                 .versus_winner
                 .as_ref()
                 .map_or(("-".to_string(), "-".to_string()), |v| {
-                    (format!("{:.3}", v.u_p), format!("{:.3}", v.u_p_holm))
+                    (format!("{:.3}", v.u_p), format!("{:.3}", v.u_p_all_pairs))
                 });
             let mut flags = Vec::new();
             if c.chosen {
@@ -222,10 +225,11 @@ pub fn decisions_table(decisions: &[StageDecision]) -> String {
                 flags.push(format!("dropped in round {round} (p = {p:.1e})"));
             }
             out.push_str(&format!(
-                "{:<6} {:<22} {:>4} {:>8} {:>8} {:>8} {:>8} {:>19} {:>8} {:>8}  {}\n",
+                "{:<6} {:<22} {:>4} {:>4} {:>8} {:>8} {:>8} {:>8} {:>19} {:>8} {:>8}  {}\n",
                 c.stage,
                 c.candidate,
                 c.n,
+                c.designs_diverged,
                 fmt4(c.mean),
                 fmt4(c.median),
                 fmt4(c.std),

@@ -1,4 +1,5 @@
-//! Statistics for comparing design populations: EDFs, two-sample tests, bootstrap intervals and Holm's correction.
+//! Statistics for comparing design populations: EDFs, two-sample tests, bootstrap intervals, Holm's correction and
+//! all-pairs tests for a selected winner.
 //!
 //! Every test follows one SciPy call, named in its doc comment, so a stage's p-values can be recomputed with SciPy
 //! from `trials.csv` (`tests/stats_reference/check_pvalues.py` does exactly that). The unit tests compare against
@@ -8,6 +9,7 @@ mod bootstrap;
 mod holm;
 mod ks;
 mod mann_whitney;
+mod pairwise;
 mod ranks;
 mod welch;
 
@@ -18,6 +20,7 @@ pub use bootstrap::{bootstrap_mean_ci, bootstrap_mean_difference_ci, ConfidenceI
 pub use holm::holm_adjust;
 pub use ks::{ks_two_sample, KsMethod, KsResult};
 pub use mann_whitney::{mann_whitney_u, MannWhitneyResult, MwuMethod};
+pub use pairwise::{all_pairs_mann_whitney, PairwiseTests};
 pub use ranks::{average_ranks, average_ranks_and_ties};
 pub use welch::{welch_t_test, WelchResult};
 

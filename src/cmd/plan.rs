@@ -1,0 +1,203 @@
+//! `peftspace plan FILE`: what an experiment will cost — trials, trial-epochs and examples per stage and in total —
+//! from the experiment file, `config.json` and the tasks' sizes (no weights), and, unless `--no-calibrate`, an
+//! estimated wall time from a short measured calibration on the chosen device.
+
+use std::path::PathBuf;
+
+use peftspace_core::budget::thousands;
+use peftspace_core::refine::{self, ComputePlan, SizeSource, StageCost, TaskSize, Work};
+use peftspace_core::registry::registries;
+use peftspace_core::resolve::{ModelNeeds, Resolver};
+use peftspace_core::train::executor::TrainingExecutor;
+
+use super::{Exit, Global};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The experiment file (RON).
+    pub file: PathBuf,
+    /// Count only: no calibration (loads no weights, trains nothing) and no time estimate.
+    #[arg(long)]
+    pub no_calibrate: bool,
+}
+
+pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
+    let exp = super::validate::load_experiment(&args.file, global)?;
+    let spec = &exp.spec;
+    let base = exp.base_dir();
+    let final_specs = spec
+        .final_runs
+        .as_ref()
+        .and_then(|f| f.tasks.clone())
+        .unwrap_or_else(|| spec.tasks.clone());
+    // Sizes come from files already here; counting never downloads (GLUE's published sizes stand in).
+    let all_tasks: Vec<_> = spec.tasks.iter().chain(&final_specs).cloned().collect();
+    let glue_dir = Resolver::from_env(true)
+        .glue_data_for(
+            global.data_dir.as_deref(),
+            spec.data_dir.as_deref(),
+            &base,
+            &all_tasks,
+        )
+        .ok()
+        .flatten();
+    let size = |t| refine::task_size(t, glue_dir.as_deref(), &base);
+    let plan = refine::compute_plan(
+        spec,
+        spec.tasks.iter().map(size).collect(),
+        final_specs.iter().map(size).collect(),
+    );
+
+    // The layer count needs config.json only; without --calibrate a missing model is a note, not an error.
+    let config = super::model_folder(global, &exp, ModelNeeds::Config).and_then(|m| {
+        let reg = registries()?;
+        m.describe(&reg).map_err(Exit::library)
+    });
+    match &config {
+        Ok(info) => println!(
+            "{}: backbone {} layers, {} parameters",
+            spec.name,
+            info.num_layers(),
+            thousands(info.num_params)
+        ),
+        Err(e) if args.no_calibrate => {
+            println!("{}: backbone not described ({:#})", spec.name, e.error)
+        }
+        Err(_) => return config.map(|_| ()),
+    }
+    print!("{}", table(&plan));
+
+    if args.no_calibrate {
+        return Ok(());
+    }
+    let (choice, device) = super::device(global)?;
+    let model = super::model_folder(global, &exp, ModelNeeds::Everything)?;
+    let data_dir = super::glue_data_dir(global, &exp, &spec.tasks)?;
+    let executor = TrainingExecutor::new(&exp, model, data_dir, device).map_err(Exit::library)?;
+    eprintln!("calibrating on {choice} (a few short trials of the first task)…");
+    let calibration = refine::calibrate(spec, &executor).map_err(Exit::library)?;
+    let (least, most) = plan.seconds(&calibration);
+    println!(
+        "estimated wall time on {choice}, one trial at a time: {}{} ({:.2e} s per training example, {:.2e} s per \
+         evaluation example)",
+        duration(most),
+        if least < most {
+            format!(" at most, {} at least (race)", duration(least))
+        } else {
+            String::new()
+        },
+        calibration.train_seconds,
+        calibration.eval_seconds
+    );
+    Ok(())
+}
+
+/// The plan as a plain-text table: one row per stage, the final runs, the total.
+fn table(plan: &ComputePlan) -> String {
+    let mut out = String::new();
+    let sizes = |tasks: &[TaskSize]| -> String {
+        tasks
+            .iter()
+            .map(|t| match t.source {
+                SizeSource::Files => format!("{} {}/{}", t.id, t.train, t.eval),
+                SizeSource::KnownGlue => format!("{} {}/{} (GLUE sizes)", t.id, t.train, t.eval),
+                SizeSource::Unknown => format!("{} unknown size", t.id),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    out.push_str(&format!(
+        "search tasks (train/eval examples): {}\n",
+        sizes(&plan.tasks)
+    ));
+    if plan.final_runs.is_some() {
+        out.push_str(&format!("final-run tasks: {}\n", sizes(&plan.final_tasks)));
+    }
+    out.push_str(&format!(
+        "{:<8} {:>10} {:>9} {:>14} {:>16} {:>18} {:>18}\n",
+        "stage",
+        "candidates",
+        "designs",
+        "trials",
+        "trial-epochs",
+        "train examples",
+        "eval examples"
+    ));
+    let range = |min: u64, max: u64| {
+        if min == max {
+            thousands(max as usize)
+        } else {
+            format!("{}–{}", thousands(min as usize), thousands(max as usize))
+        }
+    };
+    let row = |name: &str, candidates: String, designs: String, min: &Work, max: &Work| {
+        format!(
+            "{:<8} {:>10} {:>9} {:>14} {:>16} {:>18} {:>18}\n",
+            name,
+            candidates,
+            designs,
+            range(min.trials, max.trials),
+            range(min.trial_epochs, max.trial_epochs),
+            range(min.train_examples, max.train_examples),
+            range(min.eval_examples, max.eval_examples)
+        )
+    };
+    let stage_row = |s: &StageCost| {
+        let designs = if s.designs.0 == s.designs.1 {
+            s.designs.1.to_string()
+        } else {
+            format!("{}–{}", s.designs.0, s.designs.1)
+        };
+        row(&s.name, s.candidates.to_string(), designs, &s.min, &s.max)
+    };
+    for s in &plan.stages {
+        out.push_str(&stage_row(s));
+    }
+    if let Some(f) = &plan.final_runs {
+        out.push_str(&row(
+            &f.name,
+            f.candidates.to_string(),
+            "-".into(),
+            &f.min,
+            &f.max,
+        ));
+    }
+    out.push_str(&row(
+        "total",
+        String::new(),
+        String::new(),
+        &plan.total_min,
+        &plan.total_max,
+    ));
+    if plan.total_min != plan.total_max {
+        out.push_str(
+            "ranges: least–most; a raced stage trains between min_samples and samples designs per candidate\n",
+        );
+    }
+    out.push_str(&format!(
+        "examples processed: {} (train + eval, at most)\n",
+        thousands(plan.total_max.examples() as usize)
+    ));
+    out
+}
+
+/// Seconds as `1 d 2 h`, `3 h 4 min`, `5 min 6 s` or `7.8 s`.
+fn duration(seconds: f64) -> String {
+    let s = seconds.max(0.0);
+    let whole = s.round() as u64;
+    let (d, h, m, sec) = (
+        whole / 86_400,
+        whole / 3600 % 24,
+        whole / 60 % 60,
+        whole % 60,
+    );
+    if d > 0 {
+        format!("{d} d {h} h")
+    } else if h > 0 {
+        format!("{h} h {m} min")
+    } else if m > 0 {
+        format!("{m} min {sec} s")
+    } else {
+        format!("{s:.1} s")
+    }
+}
