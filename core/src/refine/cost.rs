@@ -213,7 +213,8 @@ pub fn compute_plan(
     let final_runs = spec.final_runs.as_ref().map(|f| {
         let methods = f.top + f.baselines.len();
         let epochs = f.epochs.unwrap_or(spec.training.epochs) as u64;
-        let work = Work::of(methods as u64, &final_tasks, f.seeds.len() as u64, epochs);
+        let seeds = f.seeds_after(&spec.seeds).len() as u64;
+        let work = Work::of(methods as u64, &final_tasks, seeds, epochs);
         StageCost {
             name: "final".into(),
             candidates: methods,
@@ -292,6 +293,9 @@ pub fn calibrate(spec: &ExperimentSpec, executor: &TrainingExecutor) -> Result<C
             &spec.strategies,
             "calibration",
             "calibration",
+            // Timed on the evaluation set: the calibration separates the cost of a training example from that of
+            // an evaluation example, wherever the evaluation examples come from.
+            crate::trial::Split::Dev,
         )?;
         let started = Instant::now();
         executor.train(
