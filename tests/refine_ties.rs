@@ -58,9 +58,9 @@ fn decisions(executor: &Constant) -> Vec<refine::StageDecision> {
         &space,
         executor,
         &mut SerialPool {
-        executor,
-        population: 1,
-    },
+            executor,
+            population: 1,
+        },
         &mut results,
         &mut NoProgress,
         &AtomicBool::new(false),

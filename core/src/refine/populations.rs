@@ -43,7 +43,9 @@ pub fn population_span(trials: &[TrialSpec]) -> tracing::Span {
         _ => tracing::info_span!(
             "population",
             designs = trials.len(),
-            first = trials.first().map_or("", |t| t.id.get(..12).unwrap_or(&t.id)),
+            first = trials
+                .first()
+                .map_or("", |t| t.id.get(..12).unwrap_or(&t.id)),
         ),
     }
 }
@@ -79,8 +81,17 @@ mod tests {
             max_eval: None,
             custom: None,
         };
-        TrialSpec::new(design, &task, 1, &TrainingSpec::default(), 0.01, &[], "bb", "d")
-            .expect("id")
+        TrialSpec::new(
+            design,
+            &task,
+            1,
+            &TrainingSpec::default(),
+            0.01,
+            &[],
+            "bb",
+            "d",
+        )
+        .expect("id")
     }
 
     fn designs(groups: &[Vec<TrialSpec>]) -> Vec<Vec<&str>> {
@@ -99,7 +110,12 @@ mod tests {
         let groups = populations(trials.clone(), &ByLetter, 3)?;
         assert_eq!(
             designs(&groups),
-            vec![vec!["a1", "a2", "a3"], vec!["b1", "b2"], vec!["x1"], vec!["a4"]]
+            vec![
+                vec!["a1", "a2", "a3"],
+                vec!["b1", "b2"],
+                vec!["x1"],
+                vec!["a4"]
+            ]
         );
         let alone = populations(trials, &ByLetter, 1)?;
         assert_eq!(alone.len(), 7);

@@ -367,7 +367,9 @@ impl TrainingExecutor {
     /// a throwaway store): designs with different signatures cannot share a population's attention.
     fn prefix_signature(&self, trial: &TrialSpec) -> Result<Vec<(usize, AttentionKind, usize)>> {
         let design = self.design(&trial.design)?;
-        let plan = self.solve(&design, trial.budget, false)?.layer_assignments();
+        let plan = self
+            .solve(&design, trial.budget, false)?
+            .layer_assignments();
         let mut store = ParamStore::new(&Device::Cpu, 0);
         let built = build_design(
             &self.info,
