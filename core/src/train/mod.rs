@@ -13,6 +13,7 @@ mod batches;
 mod design;
 pub mod executor;
 mod head;
+mod member;
 pub mod optim;
 mod population;
 pub mod probe;
