@@ -60,6 +60,8 @@ impl Dropout {
     }
 
     /// Inverted dropout with drop probability `p` (identity when `p == 0`).
+    // `is_multiple_of` is newer than the workspace's rust-version (1.85).
+    #[allow(clippy::manual_is_multiple_of)]
     pub fn apply(&self, x: &Tensor, p: f64) -> Result<Tensor> {
         if p <= 0.0 {
             return Ok(x.clone());

@@ -80,6 +80,8 @@ impl LayerHooks for PopulationHooks<'_> {
     /// Member prefixes stacked along the batch axis. Stacking needs one length: members whose prefix lengths differ
     /// at a layer cannot share the padded key axis without changing what the others attend to, so that is an error
     /// (the runner only groups designs with the same prefix lengths at every layer).
+    // `is_multiple_of` is newer than the workspace's rust-version (1.85).
+    #[allow(clippy::manual_is_multiple_of)]
     fn prefix(&self, layer: usize, kind: AttentionKind, batch: usize) -> Result<Option<Prefix>> {
         if let [only] = self.members.as_slice() {
             return only.prefix(layer, kind, batch);
