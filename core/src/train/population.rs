@@ -177,7 +177,7 @@ fn train(shared: &Shared<'_>, members: &mut [Member<'_>], started: Instant) -> R
         if active(members).is_empty() {
             break;
         }
-        // Drawn even when no member is left to use them, so the order never depends on who is still training.
+        // One order per epoch for all members, drawn from the shared seed exactly as each member alone draws it.
         let batches = training_batches(&train_lengths, training.batch_size, &mut order_rng);
         let _epoch_span = tracing::info_span!("epoch", epoch, batches = batches.len()).entered();
         let epoch_started = Instant::now();
