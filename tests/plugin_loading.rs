@@ -335,41 +335,21 @@ fn a_plugin_named_only_in_an_experiment_loads_only_once_trusted() {
     // Checked without its plugins: ok, and `ia3` is reported as a name only the plugin could provide.
     let out = with_trust_file(&trust_file, &["validate", "--no-plugins", exp_arg]);
     let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        stdout.contains("unresolved strategy `ia3` at strategies[0].name")
-            && stdout.contains("not loaded"),
+        stdout.contains("unresolved strategy `ia3` at strategies[0].name") && stdout.contains("not loaded"),
         "{stdout}"
     );
 
     // Given on the command line: loads.
-    let out = with_trust_file(
-        &trust_file,
-        &["--plugin", lib.to_str().unwrap(), "validate", exp_arg],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = with_trust_file(&trust_file, &["--plugin", lib.to_str().unwrap(), "validate", exp_arg]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     // Trusted through the trust file: loads.
     let out = with_trust_file(&trust_file, &["trust", lib.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let out = with_trust_file(&trust_file, &["validate", exp_arg]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     // Rebuilt (other bytes at the same path): untrusted again, with both hashes.
     let mut bytes = std::fs::read(&lib).unwrap();

@@ -47,10 +47,7 @@ fn children_of(parent: u32) -> Vec<u32> {
         };
         // `pid (comm) state ppid …`; comm may hold spaces, so read after the last ')'.
         let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-        let ppid = after
-            .split_whitespace()
-            .nth(1)
-            .and_then(|p| p.parse::<u32>().ok());
+        let ppid = after.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok());
         if ppid == Some(parent) {
             out.push(pid);
         }
@@ -62,9 +59,7 @@ fn children_of(parent: u32) -> Vec<u32> {
 fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => {
-            let state = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().next());
+            let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
             state != Some("Z") && state != Some("X")
         }
         Err(_) => false,
@@ -83,10 +78,7 @@ fn exit_within(child: &mut Child, limit: Duration) -> (Option<i32>, String) {
         if let Some(status) = child.try_wait().expect("wait") {
             let mut stderr = String::new();
             use std::io::Read;
-            let _ = child
-                .stderr
-                .take()
-                .map(|mut s| s.read_to_string(&mut stderr));
+            let _ = child.stderr.take().map(|mut s| s.read_to_string(&mut stderr));
             return (status.code(), stderr);
         }
         if started.elapsed() > limit {
@@ -109,10 +101,7 @@ fn started_run(exp: &Path, out: &Path, jobs: usize) -> (Child, Vec<u32>) {
             break workers;
         }
         assert!(Instant::now() < deadline, "the workers did not start");
-        assert!(
-            child.try_wait().expect("wait").is_none(),
-            "the run ended early"
-        );
+        assert!(child.try_wait().expect("wait").is_none(), "the run ended early");
         std::thread::sleep(Duration::from_millis(20));
     };
     // Let the trials get going (several 10 ms steps).
@@ -123,10 +112,7 @@ fn started_run(exp: &Path, out: &Path, jobs: usize) -> (Child, Vec<u32>) {
 fn assert_all_gone(workers: &[u32]) {
     let deadline = Instant::now() + Duration::from_secs(5);
     while workers.iter().any(|&w| alive(w)) {
-        assert!(
-            Instant::now() < deadline,
-            "a worker outlived the run: {workers:?}"
-        );
+        assert!(Instant::now() < deadline, "a worker outlived the run: {workers:?}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }

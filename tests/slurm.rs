@@ -48,17 +48,8 @@ fn peftspace(work: &Path) -> Command {
 
 fn slurm_run(work: &Path, out: &str) -> Command {
     let mut c = peftspace(work);
-    c.args([
-        "run",
-        "exp.ron",
-        "--out",
-        out,
-        "--executor",
-        "slurm",
-        "--poll-ms",
-        "200",
-    ])
-    .stdout(Stdio::null());
+    c.args(["run", "exp.ron", "--out", out, "--executor", "slurm", "--poll-ms", "200"])
+        .stdout(Stdio::null());
     c
 }
 
@@ -77,10 +68,7 @@ fn scores(dir: &Path) -> BTreeMap<String, String> {
 /// Trial ids the synthetic executor completed, with how often.
 fn ran(work: &Path) -> BTreeMap<String, usize> {
     let mut count = BTreeMap::new();
-    for line in std::fs::read_to_string(work.join("ran.log"))
-        .unwrap_or_default()
-        .lines()
-    {
+    for line in std::fs::read_to_string(work.join("ran.log")).unwrap_or_default().lines() {
         *count.entry(line.to_string()).or_insert(0) += 1;
     }
     count
@@ -100,16 +88,10 @@ fn finish(child: &mut Child, limit: Duration) -> (bool, String) {
         if let Some(status) = child.try_wait().expect("wait") {
             let mut stderr = String::new();
             use std::io::Read;
-            let _ = child
-                .stderr
-                .take()
-                .map(|mut s| s.read_to_string(&mut stderr));
+            let _ = child.stderr.take().map(|mut s| s.read_to_string(&mut stderr));
             return (status.success(), stderr);
         }
-        assert!(
-            started.elapsed() < limit,
-            "the coordinator did not finish within {limit:?}"
-        );
+        assert!(started.elapsed() < limit, "the coordinator did not finish within {limit:?}");
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -157,28 +139,17 @@ fn every_trial_runs_once_results_equal_local_and_a_crashed_task_is_retried() {
         .env("PEFTSPACE_SYNTHETIC_LOG", work.path().join("local.log"))
         .output()
         .expect("local run");
-    assert!(
-        local.status.success(),
-        "{}",
-        String::from_utf8_lossy(&local.stderr)
-    );
+    assert!(local.status.success(), "{}", String::from_utf8_lossy(&local.stderr));
 
     let mut child = slurm_run(work.path(), "slurm")
-        .env(
-            "PEFTSPACE_SYNTHETIC_CRASH_ONCE",
-            work.path().join("crashed"),
-        )
+        .env("PEFTSPACE_SYNTHETIC_CRASH_ONCE", work.path().join("crashed"))
         .stderr(Stdio::piped())
         .spawn()
         .expect("slurm run");
     let (ok, stderr) = finish(&mut child, Duration::from_secs(240));
     assert!(ok, "{stderr}");
     let slurm = work.path().join("slurm");
-    assert_eq!(
-        scores(&work.path().join("local")),
-        scores(&slurm),
-        "Slurm and local results differ"
-    );
+    assert_eq!(scores(&work.path().join("local")), scores(&slurm), "Slurm and local results differ");
     let ran = ran(work.path());
     assert_eq!(ran.len(), scores(&slurm).len());
     assert!(ran.values().all(|&n| n == 1), "a trial ran twice: {ran:?}");
@@ -239,14 +210,8 @@ fn a_killed_coordinator_is_replaced_by_one_that_adopts_the_array() {
     let second = slurm_run(work.path(), "out").output().expect("rerun");
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert!(second.status.success(), "{stderr}");
-    assert!(
-        stderr.contains(&format!("adopting Slurm array {job}")),
-        "{stderr}"
-    );
-    assert!(
-        !out.join("slurm/submission-0002").exists(),
-        "the rerun submitted again: {stderr}"
-    );
+    assert!(stderr.contains(&format!("adopting Slurm array {job}")), "{stderr}");
+    assert!(!out.join("slurm/submission-0002").exists(), "the rerun submitted again: {stderr}");
     let ran = ran(work.path());
     assert_eq!(ran.len(), scores(&out).len());
     assert!(ran.values().all(|&n| n == 1), "{ran:?}");
@@ -303,11 +268,7 @@ fn a_search_moves_from_local_to_slurm_and_back_and_ctrl_c_leaves_the_array_to_ad
 
     // Slurm adopts the array and finishes; back to local, nothing is left to run.
     let adopted = slurm_run(work.path(), "out").output().expect("slurm again");
-    assert!(
-        adopted.status.success(),
-        "{}",
-        String::from_utf8_lossy(&adopted.stderr)
-    );
+    assert!(adopted.status.success(), "{}", String::from_utf8_lossy(&adopted.stderr));
     assert!(String::from_utf8_lossy(&adopted.stderr).contains("adopting"));
     let total = stored(&out);
     assert!(total > before);
@@ -315,11 +276,7 @@ fn a_search_moves_from_local_to_slurm_and_back_and_ctrl_c_leaves_the_array_to_ad
         .args(["run", "exp.ron", "--out", "out"])
         .output()
         .expect("local at the end");
-    assert!(
-        back.status.success(),
-        "{}",
-        String::from_utf8_lossy(&back.stderr)
-    );
+    assert!(back.status.success(), "{}", String::from_utf8_lossy(&back.stderr));
     assert!(String::from_utf8_lossy(&back.stdout).contains("0 trials run now"));
     assert_eq!(stored(&out), total);
     let ran = ran(work.path());
