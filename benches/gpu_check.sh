@@ -5,11 +5,12 @@
 #   (c) SST-2 LoRA, the real-data calibration protocol (8,000 examples, one epoch), on the GPU: dev accuracy
 #   (d) examples/s of the MiniLM LoRA training step, seq 128, batch 16 and 128: ours and PyTorch + PEFT, same GPU
 #   (e) the quickstart on the GPU, wall time
+#   (f) population training on MiniLM at the quickstart settings, K = 1 and 16: designs·examples/s and peak RSS
 # and prints a Markdown table for BENCHMARKS.md. About 8 minutes on an H100/H200.
 #
 # Usage (repository root): benches/gpu_check.sh BIN_DIR [SHARED_DIR]
-#   BIN_DIR holds the CUDA builds of `peftspace` and of the examples `gradients` and `train_step`
-#   (scripts/cuda-build.sh --release --bin peftspace --example gradients --example train_step; then
+#   BIN_DIR holds the CUDA builds of `peftspace` and of the examples `gradients`, `train_step` and `population`
+#   (scripts/cuda-build.sh --release --bin peftspace --example gradients --example train_step --example population; then
 #   target/release and target/release/examples). SHARED_DIR holds models/all-MiniLM-L6-v2 and data/glue.
 # Environment: DEVICE (default cuda:0), PYTHON (with torch, transformers, peft, safetensors, numpy),
 #   SKIP="c e" leaves parts out (e.g. on the CPU, to rehearse the script: DEVICE=cpu SKIP="d e" SST2_TRAIN=64).
@@ -21,6 +22,7 @@ PY=${PYTHON:-python3}
 SKIP=${SKIP:-}
 find_bin() { for d in "$BIN" "$BIN/examples"; do [ -x "$d/$1" ] && { echo "$d/$1"; return; }; done; echo "missing-$1"; }
 PEFTSPACE=$(find_bin peftspace); GRADIENTS=$(find_bin gradients); TRAIN_STEP=$(find_bin train_step)
+POPULATION=$(find_bin population)
 WORK=$(mktemp -d); trap 'rm -rf "$WORK"' EXIT
 ROWS=()
 row() { ROWS+=("| $1 | $2 | $3 |"); echo "-- $1: $2 ($3)" >&2; }
@@ -111,6 +113,18 @@ if ! skip e; then
   else
     row "(e) quickstart" "$(tail -c 200 "$WORK/err" | tr '\n' ' ')" FAIL
   fi
+fi
+
+if ! skip f; then
+  echo "== (f) population training on $DEVICE" >&2
+  for k in 1 16; do
+    line=$("$POPULATION" "$SHARED/models/all-MiniLM-L6-v2" "$SHARED/data/glue" --population "$k" --train 256 \
+      --device "$DEVICE" 2>"$WORK/err") || line=""
+    rate=$(echo "$line" | grep -oE '[0-9.]+ designs·examples/s' | head -1)
+    rss=$(echo "$line" | grep -oE 'peak RSS [0-9]+ MiB' | head -1)
+    row "(f) population K = $k, quickstart settings" "${rate:-$(head -c 200 "$WORK/err" | tr '\n' ' ')}, ${rss:-?}" \
+      "$([ -n "$rate" ] && echo measured || echo FAIL)"
+  done
 fi
 
 echo

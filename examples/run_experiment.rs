@@ -74,6 +74,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &executor,
         &mut SerialPool {
             executor: &executor,
+            population: 1,
         },
         &mut results,
         &mut NoProgress,

@@ -68,7 +68,10 @@ fn run(
         &CodeProvenance::new("test", &[] as &[&Path])?,
         false,
     )?;
-    let mut pool = SerialPool { executor };
+    let mut pool = SerialPool {
+        executor,
+        population: 1,
+    };
     refine::run_experiment(
         spec,
         &space,

@@ -54,6 +54,7 @@ fn run(dir: &std::path::Path, spec: &ExperimentSpec) -> refine::RunOutcome {
         .expect("manifest");
     let mut pool = SerialPool {
         executor: &executor,
+        population: 1,
     };
     refine::run_experiment(
         spec,

@@ -74,7 +74,10 @@ fn run(
         &CodeProvenance::new("test", &[] as &[std::path::PathBuf])?,
         false,
     )?;
-    let mut pool = SerialPool { executor };
+    let mut pool = SerialPool {
+        executor,
+        population: 1,
+    };
     let stop = AtomicBool::new(false);
     refine::run_experiment(
         spec,

@@ -57,7 +57,10 @@ fn decisions(executor: &Constant) -> Vec<refine::StageDecision> {
         &spec,
         &space,
         executor,
-        &mut SerialPool { executor },
+        &mut SerialPool {
+            executor,
+            population: 1,
+        },
         &mut results,
         &mut NoProgress,
         &AtomicBool::new(false),

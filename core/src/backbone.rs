@@ -1,6 +1,7 @@
 //! `Backbone`: a frozen pretrained transformer that calls hook sites, plus its registry keyed by HF `model_type`.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use candle_core::{Device, Tensor, Var};
@@ -35,18 +36,32 @@ pub struct Encoded {
 }
 
 /// Seeded dropout masks, so that a seed fixes training on CPU.
+///
+/// A population (K designs trained on K stacked copies of one batch, see [`crate::hooks::PopulationHooks`]) sets
+/// [`Dropout::set_copies`]: every call then draws one mask for one copy and repeats it K times. The members share the
+/// training seed and the backbone's sequence of dropout calls, so each member gets exactly the masks it would draw
+/// trained alone.
 pub struct Dropout {
     rng: Mutex<StdRng>,
+    copies: AtomicUsize,
 }
 
 impl Dropout {
     pub fn new(seed: u64) -> Self {
         Dropout {
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
+            copies: AtomicUsize::new(1),
         }
     }
 
+    /// The number of stacked copies of one batch the next calls see along the leading axis (1: a plain batch).
+    pub fn set_copies(&self, copies: usize) {
+        self.copies.store(copies.max(1), Ordering::Relaxed);
+    }
+
     /// Inverted dropout with drop probability `p` (identity when `p == 0`).
+    // `is_multiple_of` is newer than the workspace's rust-version (1.85).
+    #[allow(clippy::manual_is_multiple_of)]
     pub fn apply(&self, x: &Tensor, p: f64) -> Result<Tensor> {
         if p <= 0.0 {
             return Ok(x.clone());
@@ -55,15 +70,25 @@ impl Dropout {
         let scale = (1.0 / keep) as f32;
         // An element is kept when its 32 random bits fall below keep · 2³².
         let threshold = (keep * 4_294_967_296.0).min(u32::MAX as f64) as u32;
-        let mut bits = vec![0u32; x.elem_count()];
+        let copies = self.copies.load(Ordering::Relaxed);
+        let count = x.elem_count();
+        if count % copies != 0 || x.dims().first().is_none_or(|&n| n % copies != 0) {
+            return Err(crate::Error::msg(format!(
+                "dropout on shape {:?} cannot split into {copies} stacked copies",
+                x.dims()
+            )));
+        }
+        let mut bits = vec![0u32; count / copies];
         self.rng
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .fill(&mut bits[..]);
+        // The leading axis is the slowest one, so the mask of one copy repeated end to end is its tiling.
         let mask: Vec<f32> = bits
             .iter()
             .map(|&b| if b < threshold { scale } else { 0.0 })
-            .collect();
+            .collect::<Vec<f32>>()
+            .repeat(copies);
         let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
         let y = (x.detach() * &mask)?;
         // The mask is a constant: only x needs a gradient.

@@ -20,6 +20,20 @@ pub trait TrialExecutor: Send + Sync {
     /// Identifies a task's data after subsampling (part of its trials' ids).
     fn data_fingerprint(&self, task: &TaskSpec) -> Result<String>;
     fn run(&self, trial: &TrialSpec) -> Result<TrialOutcome>;
+
+    /// Which trials may train together as one population: trials with equal keys give exactly the outcome they
+    /// give alone when [`TrialExecutor::run_population`] trains them together. `None`: the trial trains alone.
+    /// Default: every trial alone.
+    fn population_key(&self, _trial: &TrialSpec) -> Result<Option<String>> {
+        Ok(None)
+    }
+
+    /// Runs trials of one population key together; one result per trial, in order. `Err` for the whole
+    /// population: nothing of it ran to the end (an interruption). Default: one after another with
+    /// [`TrialExecutor::run`].
+    fn run_population(&self, trials: &[TrialSpec]) -> Result<Vec<Result<TrialOutcome>>> {
+        Ok(trials.iter().map(|t| self.run(t)).collect())
+    }
 }
 
 /// The design text of the full fine-tuning baseline: every backbone weight trains (plus the task head), no PEFT

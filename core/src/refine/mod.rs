@@ -13,6 +13,7 @@ mod decision;
 mod experiment_space;
 mod final_runs;
 mod plan;
+mod populations;
 mod race;
 mod replay;
 mod rounds;
@@ -36,6 +37,7 @@ pub use final_runs::FINAL_DESIGNS_DIR;
 pub use plan::{
     CandidatePlan, FinalMethod, FinalPlan, PlannedDesign, PlannedTrial, SearchPlan, StagePlan,
 };
+pub use populations::{population_span, populations};
 pub use race::{race, DesignScore, NextLook, RaceCandidate, RaceEntry, RacePlan, RaceState};
 pub use replay::{replay_race, replay_table, RaceReplay};
 pub use runner::{manifest, run_experiment, trial_span, RunOutcome};
@@ -58,9 +60,11 @@ pub trait TrialPool {
     ) -> Result<()>;
 }
 
-/// Runs trials one after another in this process.
+/// Runs trials in this process, one population after another: populations of up to `population` trials that the
+/// executor may train together ([`populations`]); 1 trains every trial alone.
 pub struct SerialPool<'a> {
     pub executor: &'a dyn TrialExecutor,
+    pub population: usize,
 }
 
 impl TrialPool for SerialPool<'_> {
@@ -70,15 +74,35 @@ impl TrialPool for SerialPool<'_> {
         stop: &AtomicBool,
         done: &mut dyn FnMut(&TrialSpec, TrialOutcome) -> Result<()>,
     ) -> Result<()> {
-        for trial in trials {
+        for population in populations(trials, self.executor, self.population)? {
             if stop.load(Ordering::SeqCst) {
                 return Err(Error::msg(INTERRUPTED));
             }
-            let outcome = trial_span(&trial).in_scope(|| self.executor.run(&trial))?;
-            done(&trial, outcome)?;
+            let results = population_span(&population)
+                .in_scope(|| self.executor.run_population(&population))?;
+            hand_over_population(&population, results, done)?;
         }
         Ok(())
     }
+}
+
+/// Hands every finished trial of a population to `done` (each is stored as soon as the population ends), then
+/// reports the first trial that could not run: it stops the run, and a rerun trains only what was not stored.
+pub fn hand_over_population(
+    population: &[TrialSpec],
+    results: Vec<Result<TrialOutcome>>,
+    done: &mut dyn FnMut(&TrialSpec, TrialOutcome) -> Result<()>,
+) -> Result<()> {
+    let mut first_error = None;
+    for (trial, result) in population.iter().zip(results) {
+        match result {
+            Ok(outcome) => done(trial, outcome)?,
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    first_error.map_or(Ok(()), Err)
 }
 
 /// The message of a run stopped on request; rerunning the same command resumes it.

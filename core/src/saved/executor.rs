@@ -101,6 +101,22 @@ impl TrialExecutor for SavingExecutor {
         self.trainer.data_fingerprint(task)
     }
 
+    /// A trial that saves its design trains alone (its trained values are written to its own folder); the others
+    /// group as the trainer groups them.
+    fn population_key(&self, trial: &TrialSpec) -> Result<Option<String>> {
+        if trial.save.is_some() {
+            return Ok(None);
+        }
+        self.trainer.population_key(trial)
+    }
+
+    fn run_population(&self, trials: &[TrialSpec]) -> Result<Vec<Result<TrialOutcome>>> {
+        if trials.iter().any(|t| t.save.is_some()) {
+            return Ok(trials.iter().map(|t| self.run(t)).collect());
+        }
+        self.trainer.run_population(trials)
+    }
+
     fn run(&self, trial: &TrialSpec) -> Result<TrialOutcome> {
         let Some(dir) = &trial.save else {
             return self.trainer.run(trial);

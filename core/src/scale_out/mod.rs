@@ -273,6 +273,7 @@ mod tests {
         let mut pool = CollectResults {
             inner: Box::new(SerialPool {
                 executor: &executor,
+                population: 1,
             }),
             dir: results.clone(),
         };

@@ -12,15 +12,20 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use candle_core::Device;
 
-use super::{run_trial_with, EpochReport, TrainedTrial, TrainingReport, TrialExtras, TrialInput};
+use super::{
+    build_design, run_population, run_trial_with, EpochReport, TrainedTrial, TrainingReport,
+    TrialExtras, TrialInput,
+};
 use crate::backbone::{Backbone, Weights};
 use crate::budget::{self, BudgetPlan, LayerAssignment, Strategies};
 use crate::data::{self, TaskData};
 use crate::design::{Design, StrategyCodes};
 use crate::experiment::Experiment;
+use crate::hooks::LayerHooks;
 use crate::model::{ModelFolder, Tokenizer};
+use crate::params::ParamStore;
 use crate::registry::{registries, Registries};
-use crate::shapes::BackboneInfo;
+use crate::shapes::{AttentionKind, BackboneInfo};
 use crate::spec::{StrategySpec, TaskSpec};
 use crate::trial::{hex_sha256, Split, TrialExecutor, TrialOutcome, TrialSpec};
 use crate::{Error, Result};
@@ -310,5 +315,105 @@ impl TrialExecutor for TrainingExecutor {
         let mut outcome = self.train(trial, Watch::default())?.outcome();
         outcome.device = Some(device_name(&self.device));
         Ok(outcome)
+    }
+
+    /// Task, training settings and seed (the backbone is this executor's), and the design's prefix lengths: the
+    /// trials of one key train in one population exactly as alone. Full fine-tuning trains alone.
+    fn population_key(&self, trial: &TrialSpec) -> Result<Option<String>> {
+        if trial.is_full_fine_tuning() {
+            return Ok(None);
+        }
+        // The split too: search trials of one task hold out the same validation rows only with the same split.
+        let shared = serde_json::to_string(&(&trial.task, &trial.training, trial.seed, &trial.split))
+            .map_err(|e| Error::msg(format!("trial {}: {e}", trial.id)))?;
+        let prefixes = self.prefix_signature(trial)?;
+        Ok(Some(format!("{shared}|prefix {prefixes:?}")))
+    }
+
+    /// Solves each trial's design and trains them as one population ([`run_population`]); a design that cannot be
+    /// solved or built fails alone.
+    fn run_population(&self, trials: &[TrialSpec]) -> Result<Vec<Result<TrialOutcome>>> {
+        if let [one] = trials {
+            return Ok(vec![self.run(one)]);
+        }
+        let Some(first) = trials.first() else {
+            return Ok(Vec::new());
+        };
+        if let Some(full) = trials.iter().find(|t| t.is_full_fine_tuning()) {
+            return Err(Error::msg(format!(
+                "trial {} is full fine-tuning, which trains alone, not in a population",
+                full.id
+            )));
+        }
+        let tokenizer = self.tokenizer()?;
+        let task = self.task_on(&first.task, first.split)?;
+        let backbone = self.frozen()?;
+        let plans: Vec<Result<Vec<LayerAssignment>>> = trials
+            .iter()
+            .map(|t| {
+                let design = self.design(&t.design)?;
+                Ok(self.solve(&design, t.budget, false)?.layer_assignments())
+            })
+            .collect();
+        let ready: Vec<usize> = (0..trials.len()).filter(|&i| plans[i].is_ok()).collect();
+        let inputs: Vec<TrialInput<'_>> = ready
+            .iter()
+            .map(|&i| TrialInput {
+                backbone: backbone.as_ref(),
+                tokenizer: tokenizer.as_ref(),
+                task: &task,
+                plan: plans[i].as_deref().unwrap_or(&[]),
+                strategies: &trials[i].strategies,
+                training: &trials[i].training,
+                seed: trials[i].seed,
+                progress: false,
+                on_epoch: None,
+            })
+            .collect();
+        let mut reports = run_population(&inputs)?.into_iter();
+        let device = device_name(&self.device);
+        Ok(plans
+            .into_iter()
+            .map(|plan| {
+                plan?;
+                let report = reports
+                    .next()
+                    .ok_or_else(|| Error::msg("the population lost a design"))??;
+                let mut outcome = report.outcome();
+                outcome.device = Some(device.clone());
+                Ok(outcome)
+            })
+            .collect())
+    }
+}
+
+impl TrainingExecutor {
+    /// The prefix length of every layer and attention kind where the design prepends any (built on the CPU, from
+    /// a throwaway store): designs with different signatures cannot share a population's attention.
+    fn prefix_signature(&self, trial: &TrialSpec) -> Result<Vec<(usize, AttentionKind, usize)>> {
+        let design = self.design(&trial.design)?;
+        let plan = self
+            .solve(&design, trial.budget, false)?
+            .layer_assignments();
+        let mut store = ParamStore::new(&Device::Cpu, 0);
+        let built = build_design(
+            &self.info,
+            &plan,
+            &trial.strategies,
+            &trial.training,
+            &mut store,
+        )?;
+        let mut signature = Vec::new();
+        for layer in 0..self.info.num_layers() {
+            for kind in [AttentionKind::SelfAttention, AttentionKind::CrossAttention] {
+                if let Some(prefix) = built.hooks.prefix(layer, kind, 1)? {
+                    let len = prefix.len()?;
+                    if len > 0 {
+                        signature.push((layer, kind, len));
+                    }
+                }
+            }
+        }
+        Ok(signature)
     }
 }

@@ -60,6 +60,12 @@ impl TaskHead {
     /// `[batch, outputs]` logits (or values) from `[batch, features]`.
     pub fn forward(&self, features: &Tensor, mode: Mode<'_>, dropout: f64) -> Result<Tensor> {
         let x = mode.dropout(&features.to_dtype(DType::F32)?, dropout)?;
+        self.project(&x)
+    }
+
+    /// The linear layer alone, on `[batch, features]` f32 features after dropout (a population draws the dropout of
+    /// all its heads at once).
+    pub fn project(&self, x: &Tensor) -> Result<Tensor> {
         Ok(x.matmul(&self.weight.as_tensor().t()?)?
             .broadcast_add(self.bias.as_tensor())?)
     }

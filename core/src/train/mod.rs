@@ -1,8 +1,10 @@
 //! The trial runner: one design fine-tuned on one task with one seed, then scored.
 //!
 //! [`run_trial`] tokenises the task, builds the design's strategies into hooks, adds a task head, and trains with
-//! AdamW (per-strategy learning rates), a linear warm-up/decay schedule and global gradient clipping, on
-//! length-bucketed batches; it scores the evaluation set after every epoch. On CPU a seed fixes everything:
+//! AdamW (per-strategy learning rates), a linear warm-up/decay schedule and gradient-norm clipping over the design's own variables, on
+//! length-bucketed batches; it scores the evaluation set after every epoch. [`run_population`] trains K designs that
+//! share backbone, task, settings and seed in one loop (the frozen blocks run once for all of them) and reports each
+//! exactly as alone; [`run_trial`] is its population of one. On CPU a seed fixes everything:
 //! initialisation, dropout and data order. Inputs are truncated to `training.max_seq_len`, or to the backbone's
 //! position limit ([`Backbone::max_positions`]) when that is shorter. A backbone loaded with trainable weights is
 //! fully fine-tuned (all its weights plus the head; the plan is then usually empty).
@@ -11,13 +13,16 @@ mod batches;
 mod design;
 pub mod executor;
 mod head;
+mod member;
 pub mod optim;
+mod population;
 pub mod probe;
 mod trial;
 
 pub use batches::{eval_batches, training_batches};
 pub use design::{build_design, uniform_plan, BuiltDesign};
 pub use head::TaskHead;
+pub use population::{run_population, run_population_with};
 pub(crate) use trial::max_input_len;
 pub use trial::{run_trial, run_trial_with, TrainedTrial, TrialExtras};
 

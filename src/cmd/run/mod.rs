@@ -1,8 +1,10 @@
 //! `peftspace run EXP.ron [--out DIR] [--jobs N]`: the whole experiment, resumable, with progress bars.
 //!
 //! With `--jobs 1` trials run in this process; with more, the command starts N copies of itself in a hidden
-//! worker mode (`peftspace run EXP.ron --worker`), each with its own thread count, sends them one trial at a time
-//! as a JSON line and reads the outcome back. Only this process appends to the store, so it stays consistent.
+//! worker mode (`peftspace run EXP.ron --worker`), each with its own thread count, sends them one population at a
+//! time as a JSON line and reads each trial's outcome back. Only this process appends to the store, so it stays
+//! consistent. `--population K` (`PEFTSPACE_POPULATION`) trains up to K trials that may share a training loop
+//! together (`refine::populations`); the Slurm executor trains every trial alone.
 //!
 //! Ctrl-C once: no new trial starts, the trials in flight stop after their current training step and are not
 //! stored; exit code 130. Ctrl-C twice: the workers' process group is killed at once. Either way rerunning the same
@@ -64,6 +66,10 @@ pub struct Args {
     /// may repeat, e.g. `--jobs 4 --devices 0,0,1,1`); overrides --device. Default: every worker uses --device.
     #[arg(long, value_delimiter = ',', num_args = 1..)]
     pub devices: Vec<String>,
+    /// Train up to K designs of a stage together in one population (same task, settings, seed and prefix lengths;
+    /// each trial's result is exactly its result alone, the frozen backbone runs once for all K). Default: 1.
+    #[arg(long, env = "PEFTSPACE_POPULATION", default_value_t = 1)]
+    pub population: usize,
     /// Internal: run trials sent as JSON lines on stdin and answer on stdout.
     #[arg(long, hide = true)]
     pub worker: bool,
@@ -86,6 +92,11 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
     let spec = experiment.spec.clone();
     if args.jobs == 0 {
         return Err(Exit::usage(anyhow::anyhow!("--jobs must be at least 1")));
+    }
+    if args.population == 0 {
+        return Err(Exit::usage(anyhow::anyhow!(
+            "--population (or PEFTSPACE_POPULATION) must be at least 1"
+        )));
     }
     if !args.worker && !synthetic_mode() {
         // Bad task files are the user's to fix (exit 2), found before anything is loaded or trained.
@@ -185,6 +196,7 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
     } else if args.jobs == 1 {
         Box::new(SerialPool {
             executor: executor.as_ref(),
+            population: args.population,
         })
     } else {
         let worker_global = super::Global {
@@ -205,6 +217,8 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
             })
             .collect();
         Box::new(pool::ProcessPool::start(
+            executor.as_ref(),
+            args.population,
             &args.experiment,
             &worker_global,
             &devices,

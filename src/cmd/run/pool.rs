@@ -1,4 +1,5 @@
-//! Parallel trials in worker processes: the parent sends one trial per line, a worker answers one line.
+//! Parallel trials in worker processes: the parent sends one population (a JSON array of trials, usually of one) per
+//! line, a worker trains it and answers one line per trial.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -9,7 +10,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
-use peftspace_core::refine::{trial_span, TrialPool, INTERRUPTED};
+use peftspace_core::refine::{population_span, populations, TrialPool, INTERRUPTED};
 use peftspace_core::trial::{TrialExecutor, TrialOutcome, TrialSpec};
 use serde::{Deserialize, Serialize};
 
@@ -27,47 +28,76 @@ struct Answer {
     interrupted: bool,
 }
 
-/// Worker side: reads trials from stdin until it closes, answers each on stdout.
+/// Worker side: reads populations from stdin until it closes, answers each of their trials on stdout.
 pub fn serve_trials(executor: &dyn TrialExecutor) -> anyhow::Result<()> {
     super::signals::install_worker_handler();
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout().lock();
     for line in stdin.lock().lines() {
-        let line = line.context("reading a trial from the parent")?;
+        let line = line.context("reading a population from the parent")?;
         if line.trim().is_empty() {
             continue;
         }
-        let trial: TrialSpec =
-            serde_json::from_str(&line).context("parsing a trial sent by the parent")?;
-        let answer = match trial_span(&trial).in_scope(|| executor.run(&trial)) {
-            Ok(outcome) => Answer {
-                id: trial.id,
-                outcome: Some(outcome),
-                error: None,
-                interrupted: false,
-            },
-            Err(e) => Answer {
-                id: trial.id,
-                outcome: None,
-                interrupted: matches!(e, peftspace_core::Error::Interrupted),
-                error: Some(e.to_string()),
-            },
+        let trials: Vec<TrialSpec> =
+            serde_json::from_str(&line).context("parsing a population sent by the parent")?;
+        let results = population_span(&trials).in_scope(|| executor.run_population(&trials));
+        let answers: Vec<Answer> = match results {
+            Ok(results) => trials
+                .into_iter()
+                .zip(results)
+                .map(|(trial, result)| answer(trial, result))
+                .collect(),
+            Err(e) => {
+                let interrupted = matches!(e, peftspace_core::Error::Interrupted);
+                trials
+                    .into_iter()
+                    .map(|trial| Answer {
+                        id: trial.id,
+                        outcome: None,
+                        interrupted,
+                        error: Some(e.to_string()),
+                    })
+                    .collect()
+            }
         };
-        serde_json::to_writer(&mut stdout, &answer)?;
-        stdout.write_all(b"\n")?;
+        for answer in answers {
+            serde_json::to_writer(&mut stdout, &answer)?;
+            stdout.write_all(b"\n")?;
+        }
         stdout.flush()?;
     }
     Ok(())
 }
 
+fn answer(trial: TrialSpec, result: peftspace_core::Result<TrialOutcome>) -> Answer {
+    match result {
+        Ok(outcome) => Answer {
+            id: trial.id,
+            outcome: Some(outcome),
+            error: None,
+            interrupted: false,
+        },
+        Err(e) => Answer {
+            id: trial.id,
+            outcome: None,
+            interrupted: matches!(e, peftspace_core::Error::Interrupted),
+            error: Some(e.to_string()),
+        },
+    }
+}
+
 struct Worker {
     child: Child,
     input: Option<BufWriter<ChildStdin>>,
-    busy: Option<TrialSpec>,
+    /// The trials of the population it trains that it has not answered yet (empty: idle).
+    busy: Vec<TrialSpec>,
 }
 
-/// Parent side: N worker processes, each fed one trial at a time.
-pub struct ProcessPool {
+/// Parent side: N worker processes, each fed one population at a time.
+pub struct ProcessPool<'a> {
+    /// Groups trials into populations ([`populations`]) of at most `population`.
+    executor: &'a dyn TrialExecutor,
+    population: usize,
     workers: Vec<Worker>,
     answers: mpsc::Receiver<(usize, Option<String>)>,
     /// Whether any worker runs on a GPU (then `gpu_memory` is refreshed after each trial).
@@ -75,10 +105,13 @@ pub struct ProcessPool {
     gpu_memory: Arc<Mutex<String>>,
 }
 
-impl ProcessPool {
+impl<'a> ProcessPool<'a> {
     /// Starts one copy of this program in worker mode per entry of `devices` (its `--device`, or the global one
-    /// when `None`), with `threads` compute threads each.
+    /// when `None`), with `threads` compute threads each; they train populations of up to `population` trials that
+    /// `executor` groups.
     pub fn start(
+        executor: &'a dyn TrialExecutor,
+        population: usize,
         experiment: &Path,
         global: &Global,
         devices: &[Option<String>],
@@ -150,10 +183,12 @@ impl ProcessPool {
             workers.push(Worker {
                 child,
                 input,
-                busy: None,
+                busy: Vec::new(),
             });
         }
         Ok(ProcessPool {
+            executor,
+            population,
             workers,
             answers,
             on_cuda,
@@ -161,27 +196,27 @@ impl ProcessPool {
         })
     }
 
-    fn send(&mut self, index: usize, trial: TrialSpec) -> peftspace_core::Result<()> {
+    fn send(&mut self, index: usize, population: Vec<TrialSpec>) -> peftspace_core::Result<()> {
         let worker = &mut self.workers[index];
         let fail = |e: std::io::Error| {
-            peftspace_core::Error::msg(format!("sending a trial to worker {index}: {e}"))
+            peftspace_core::Error::msg(format!("sending trials to worker {index}: {e}"))
         };
         let input = worker
             .input
             .as_mut()
             .ok_or_else(|| peftspace_core::Error::msg("worker input closed"))?;
-        let line = serde_json::to_string(&trial).map_err(|e| {
-            peftspace_core::Error::msg(format!("serialising trial {}: {e}", trial.id))
+        let line = serde_json::to_string(&population).map_err(|e| {
+            peftspace_core::Error::msg(format!("serialising a population of trials: {e}"))
         })?;
         input.write_all(line.as_bytes()).map_err(fail)?;
         input.write_all(b"\n").map_err(fail)?;
         input.flush().map_err(fail)?;
-        worker.busy = Some(trial);
+        worker.busy = population;
         Ok(())
     }
 }
 
-impl ProcessPool {
+impl ProcessPool<'_> {
     /// GPU memory each worker holds, from `nvidia-smi` (which reports it per process), as `GPU MiB w0 1234, w1 …`.
     /// Left as it was when `nvidia-smi` is not there or fails.
     fn refresh_gpu_memory(&self) {
@@ -230,48 +265,58 @@ fn gpu_memory_by_pid(csv: &str) -> HashMap<u32, u64> {
     used
 }
 
-impl TrialPool for ProcessPool {
+impl TrialPool for ProcessPool<'_> {
     fn run_batch(
         &mut self,
         trials: Vec<TrialSpec>,
         stop: &AtomicBool,
         done: &mut dyn FnMut(&TrialSpec, TrialOutcome) -> peftspace_core::Result<()>,
     ) -> peftspace_core::Result<()> {
-        let mut queue = trials.into_iter();
+        let mut queue = populations(trials, self.executor, self.population)?.into_iter();
         for index in 0..self.workers.len() {
-            if let Some(trial) = queue.next() {
-                self.send(index, trial)?;
+            if let Some(population) = queue.next() {
+                self.send(index, population)?;
             }
         }
         let mut stopped = false;
-        while self.workers.iter().any(|w| w.busy.is_some()) {
+        // A trial that could not run, per worker, reported once the rest of its population is in.
+        let mut failures: HashMap<usize, peftspace_core::Error> = HashMap::new();
+        while self.workers.iter().any(|w| !w.busy.is_empty()) {
             let (index, line) = self
                 .answers
                 .recv()
                 .map_err(|_| peftspace_core::Error::msg("all workers are gone"))?;
             let Some(line) = line else {
-                let trial = self.workers[index].busy.take();
+                let pending = std::mem::take(&mut self.workers[index].busy);
                 return Err(peftspace_core::Error::msg(format!(
                     "worker {index} exited unexpectedly{}",
-                    trial.map_or(String::new(), |t| format!(
-                        " while running trial {} ({})",
-                        t.id, t.design
-                    ))
+                    match pending.as_slice() {
+                        [] => String::new(),
+                        [t] => format!(" while running trial {} ({})", t.id, t.design),
+                        [t, ..] => format!(
+                            " while running {} trials of a population, trial {} ({}) among them",
+                            pending.len(),
+                            t.id,
+                            t.design
+                        ),
+                    }
                 )));
             };
             let answer: Answer = serde_json::from_str(&line).map_err(|e| {
                 peftspace_core::Error::msg(format!("worker {index} sent an unreadable answer: {e}"))
             })?;
-            let trial = self.workers[index]
-                .busy
-                .take()
-                .filter(|t| t.id == answer.id)
+            let busy = &mut self.workers[index].busy;
+            let trial = busy
+                .iter()
+                .position(|t| t.id == answer.id)
+                .map(|at| busy.remove(at))
                 .ok_or_else(|| {
                     peftspace_core::Error::msg(format!(
                         "worker {index} answered an unexpected trial"
                     ))
                 })?;
-            if self.on_cuda {
+            let idle = busy.is_empty();
+            if self.on_cuda && idle {
                 self.refresh_gpu_memory();
             }
             match (answer.outcome, answer.error) {
@@ -279,19 +324,31 @@ impl TrialPool for ProcessPool {
                 // Stopped on request after a step: not stored; the rerun trains it again.
                 (None, _) if answer.interrupted => stopped = true,
                 (None, error) => {
-                    return Err(peftspace_core::Error::msg(format!(
+                    let error = peftspace_core::Error::msg(format!(
                         "trial {} could not run: {}",
                         trial.id,
                         error.unwrap_or_else(|| "no reason given".into())
-                    )))
+                    ));
+                    // The rest of its population has finished too: store those before the run stops.
+                    if idle {
+                        return Err(error);
+                    }
+                    failures.entry(index).or_insert(error);
+                }
+            }
+            if idle {
+                if let Some(error) = failures.remove(&index) {
+                    return Err(error);
                 }
             }
             if stop.load(Ordering::SeqCst) {
                 stopped = true;
                 continue;
             }
-            if let Some(next) = queue.next() {
-                self.send(index, next)?;
+            if idle {
+                if let Some(next) = queue.next() {
+                    self.send(index, next)?;
+                }
             }
         }
         if stopped {
@@ -301,14 +358,14 @@ impl TrialPool for ProcessPool {
     }
 }
 
-impl Drop for ProcessPool {
+impl Drop for ProcessPool<'_> {
     fn drop(&mut self) {
         for worker in &mut self.workers {
             // Closing its input ends a worker after its current trial.
             worker.input.take();
         }
         for worker in &mut self.workers {
-            if worker.busy.is_some() {
+            if !worker.busy.is_empty() {
                 let _ = worker.child.kill();
             }
             let _ = worker.child.wait();

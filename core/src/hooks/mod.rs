@@ -5,6 +5,9 @@
 
 use candle_core::{Tensor, D};
 
+mod population;
+pub use population::PopulationHooks;
+
 use crate::shapes::{AttentionKind, NormSite, ResidualSite, SiteKind};
 use crate::Result;
 
