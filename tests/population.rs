@@ -274,3 +274,48 @@ fn designs_that_differ_in_shared_inputs_or_prefix_lengths_are_refused() {
         }
     }
 }
+
+#[test]
+fn a_pruned_design_leaves_after_its_epoch_and_the_others_train_on_as_alone() {
+    use peftspace_core::spec::{PruneSpec, PruneThreshold};
+    ensure_accuracy_evaluator();
+    let m = model("tiny-bert");
+    let task = synthetic_task(48, 24, 3);
+    let population = &designs(m.backbone.info().num_layers())[0];
+    // A threshold between the members' scores after the first epoch where they differ, so that some are pruned
+    // there and some go on.
+    let plain = training();
+    let alone: Vec<TrainingReport> = population
+        .iter()
+        .map(|plan| run_trial(&input(&m, &task, plan, &[], &plain)).expect("alone"))
+        .collect();
+    let (epoch, low, high) = (1..plain.epochs)
+        .find_map(|e| {
+            let scores: Vec<f64> = alone.iter().map(|r| r.per_epoch[e - 1].metrics.primary).collect();
+            let low = scores.iter().copied().fold(f64::INFINITY, f64::min);
+            let high = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            (low < high).then_some((e, low, high))
+        })
+        .expect("the designs should score differently after some epoch before the last");
+    let mut training = training();
+    training.prune = Some(PruneSpec {
+        after_epoch: epoch,
+        below: PruneThreshold::Score((low + high) / 2.0),
+    });
+    let inputs: Vec<TrialInput<'_>> = population
+        .iter()
+        .map(|plan| input(&m, &task, plan, &[], &training))
+        .collect();
+    let together = run_population(&inputs).expect("the population trains");
+    let mut statuses = Vec::new();
+    for (k, (one, report)) in inputs.iter().zip(together).enumerate() {
+        let report = report.expect("a report");
+        let alone = run_trial(one).expect("alone");
+        assert_same(&format!("design {k}"), &alone, &report);
+        statuses.push(report.status.label());
+    }
+    assert!(
+        statuses.contains(&"pruned") && statuses.contains(&"ok"),
+        "{statuses:?}"
+    );
+}

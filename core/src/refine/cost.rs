@@ -366,7 +366,7 @@ mod tests {
         let spec = spec(
             r#"stages: [(name: "S1", dimension: Grouping, candidates: ["uniform", "spindle", "increasing"]),
                         (name: "S2", dimension: Allocation, candidates: ["uniform", "increasing"], samples: Some(5))],
-               final_runs: Some((top: 2, seeds: [1, 2, 3], epochs: Some(10), baselines: ["lora"]))"#,
+               final_runs: Some((top: 2, seeds: Some([3, 4, 5]), epochs: Some(10), baselines: ["lora"]))"#,
         );
         let plan = compute_plan(
             &spec,
