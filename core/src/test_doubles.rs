@@ -257,3 +257,26 @@ pub fn registries() -> Registries {
     .expect("distinct test rules");
     r
 }
+
+/// A trial of `design` on SST-2 with default training, seed 1, scored on the dev set: what the pools' grouping tests
+/// need (the backbone and data identities are placeholders).
+pub fn sst2_trial(design: &str) -> crate::trial::TrialSpec {
+    let task = crate::spec::TaskSpec {
+        id: "sst2".into(),
+        max_train: None,
+        max_eval: None,
+        custom: None,
+    };
+    crate::trial::TrialSpec::new(
+        design,
+        &task,
+        1,
+        &crate::spec::TrainingSpec::default(),
+        0.01,
+        &[],
+        "bb",
+        "data",
+        crate::trial::Split::Dev,
+    )
+    .expect("a trial id")
+}

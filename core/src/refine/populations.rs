@@ -53,7 +53,8 @@ pub fn population_span(trials: &[TrialSpec]) -> tracing::Span {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::{TaskSpec, TrainingSpec};
+    use crate::spec::TaskSpec;
+    use crate::test_doubles::sst2_trial as trial;
     use crate::trial::TrialOutcome;
 
     /// Keys by the design text's first letter; designs starting with `x` train alone.
@@ -72,27 +73,6 @@ mod tests {
         fn population_key(&self, trial: &TrialSpec) -> Result<Option<String>> {
             Ok(Some(trial.design[..1].to_string()).filter(|k| k != "x"))
         }
-    }
-
-    fn trial(design: &str) -> TrialSpec {
-        let task = TaskSpec {
-            id: "sst2".into(),
-            max_train: None,
-            max_eval: None,
-            custom: None,
-        };
-        TrialSpec::new(
-            design,
-            &task,
-            1,
-            &TrainingSpec::default(),
-            0.01,
-            &[],
-            "bb",
-            "d",
-            crate::trial::Split::Dev,
-        )
-        .expect("id")
     }
 
     fn designs(groups: &[Vec<TrialSpec>]) -> Vec<Vec<&str>> {

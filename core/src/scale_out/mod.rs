@@ -218,28 +218,8 @@ impl TrialPool for CollectResults<'_> {
 mod tests {
     use super::*;
     use crate::refine::{SerialPool, SyntheticExecutor};
-    use crate::spec::{TaskSpec, TrainingSpec};
 
-    fn trial(design: &str) -> TrialSpec {
-        let task = TaskSpec {
-            id: "sst2".into(),
-            max_train: None,
-            max_eval: None,
-            custom: None,
-        };
-        TrialSpec::new(
-            design,
-            &task,
-            1,
-            &TrainingSpec::default(),
-            0.01,
-            &[],
-            "bb",
-            "data",
-            crate::trial::Split::Dev,
-        )
-        .expect("id")
-    }
+    use crate::test_doubles::sst2_trial as trial;
 
     #[test]
     fn a_task_file_round_trips_runs_and_its_results_are_collected_before_anything_trains() {
