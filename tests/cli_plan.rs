@@ -2,6 +2,9 @@
 //! nothing downloaded), task sizes counted from files, a race's least and most, and a calibrated time estimate on
 //! the tiny BERT fixture.
 
+mod common;
+use common::shared;
+
 mod refine_support;
 
 use std::path::{Path, PathBuf};
@@ -145,12 +148,6 @@ fn calibration_prints_an_estimated_wall_time() {
         "{line}"
     );
     assert!(line.contains("s per training example"), "{line}");
-}
-
-fn shared() -> PathBuf {
-    std::env::var_os("PEFTSPACE_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("../shared"))
 }
 
 #[test]

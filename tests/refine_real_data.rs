@@ -4,20 +4,13 @@
 //! SciPy). A race on MiniLM is killed with `kill -9` mid-run and resumed: the rerun draws the same designs in the same
 //! rounds and trains no stored trial again.
 
+mod common;
+use common::shared;
+
 mod refine_support;
 
 use std::path::PathBuf;
 use std::process::Command;
-
-fn shared() -> PathBuf {
-    std::env::var_os("PEFTSPACE_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("..")
-                .join("shared")
-        })
-}
 
 #[test]
 #[ignore = "real-data: needs ../shared (PEFTSPACE_SHARED)"]

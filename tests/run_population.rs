@@ -2,6 +2,9 @@
 //! this process and with workers (`--jobs 2`): a population trains each design exactly as alone, full fine-tuning included (it
 //! stays alone).
 
+mod common;
+use common::shared;
+
 mod refine_support;
 
 use std::collections::BTreeMap;
@@ -169,16 +172,6 @@ fn population_zero_is_refused_as_a_usage_error() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--population"), "{stderr}");
-}
-
-fn shared() -> PathBuf {
-    std::env::var_os("PEFTSPACE_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("..")
-                .join("shared")
-        })
 }
 
 #[test]

@@ -6,14 +6,11 @@
 //! transformers and peft (`.ci/run` installs one in target/ci-python):
 //! `PEFTSPACE_PYTHON=target/ci-python/bin/python cargo test --test saved_real -- --ignored`.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+use common::shared;
 
-fn shared() -> PathBuf {
-    std::env::var_os("PEFTSPACE_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"))
-}
+use std::path::Path;
+use std::process::{Command, Output};
 
 fn peftspace(args: &[&std::ffi::OsStr]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_peftspace"))

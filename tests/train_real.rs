@@ -10,7 +10,10 @@
 //! otherwise idle 2-core machine: dev accuracy 0.7913 in 276 s. With 3,000 examples and lr 1e-3 it reached only
 //! 0.7603. The all-four-strategies threshold has not been checked against a finished run yet.
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::shared;
+
+use std::path::Path;
 
 use candle_core::Device;
 use peftspace_core::backbone::Backbone;
@@ -26,12 +29,6 @@ use peftspace_core::trial::TrialStatus;
 // Link the built-in strategies, evaluators and architectures into this test binary.
 use peftspace_backbones as _;
 use peftspace_plugins as _;
-
-fn shared() -> PathBuf {
-    std::env::var_os("PEFTSPACE_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"))
-}
 
 fn minilm() -> (Box<dyn Backbone>, Tokenizer) {
     let dir = shared().join("models/all-MiniLM-L6-v2");

@@ -325,3 +325,14 @@ pub fn ensure_accuracy_evaluator() {
 pub fn mean_last(t: &Tensor) -> Result<Tensor> {
     Ok(t.mean(D::Minus1)?)
 }
+
+/// The real assets of the real-data suite: `PEFTSPACE_SHARED`, else the `shared` folder next to the checkout.
+pub fn shared() -> std::path::PathBuf {
+    std::env::var_os("PEFTSPACE_SHARED")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join("shared")
+        })
+}

@@ -218,7 +218,6 @@ impl TrialPool for CollectResults<'_> {
 mod tests {
     use super::*;
     use crate::refine::{SerialPool, SyntheticExecutor};
-
     use crate::test_doubles::sst2_trial as trial;
 
     #[test]
