@@ -291,7 +291,10 @@ fn a_pruned_design_leaves_after_its_epoch_and_the_others_train_on_as_alone() {
         .collect();
     let (epoch, low, high) = (1..plain.epochs)
         .find_map(|e| {
-            let scores: Vec<f64> = alone.iter().map(|r| r.per_epoch[e - 1].metrics.primary).collect();
+            let scores: Vec<f64> = alone
+                .iter()
+                .map(|r| r.per_epoch[e - 1].metrics.primary)
+                .collect();
             let low = scores.iter().copied().fold(f64::INFINITY, f64::min);
             let high = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             (low < high).then_some((e, low, high))

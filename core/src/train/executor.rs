@@ -324,8 +324,9 @@ impl TrialExecutor for TrainingExecutor {
             return Ok(None);
         }
         // The split too: search trials of one task hold out the same validation rows only with the same split.
-        let shared = serde_json::to_string(&(&trial.task, &trial.training, trial.seed, &trial.split))
-            .map_err(|e| Error::msg(format!("trial {}: {e}", trial.id)))?;
+        let shared =
+            serde_json::to_string(&(&trial.task, &trial.training, trial.seed, &trial.split))
+                .map_err(|e| Error::msg(format!("trial {}: {e}", trial.id)))?;
         let prefixes = self.prefix_signature(trial)?;
         Ok(Some(format!("{shared}|prefix {prefixes:?}")))
     }
