@@ -1,6 +1,6 @@
 //! Grouping a batch of trials into populations: trials the executor says may train together
-//! ([`TrialExecutor::population_key`]: same task, training settings, seed and backbone, and the same prefix length at
-//! every layer) are cut into populations of at most K, in the order they come; the others train alone.
+//! ([`TrialExecutor::population_key`]: same task, training settings, seed, split and backbone, and the same prefix
+//! length at every layer) are cut into populations of at most K, in the order they come; the others train alone.
 
 use std::collections::BTreeMap;
 
