@@ -146,6 +146,12 @@ pub trait Backbone: Send + Sync {
     fn max_positions(&self) -> Option<usize> {
         None
     }
+
+    /// The model's language-model head and incremental decoding, for sequence-to-sequence tasks and generation;
+    /// `None` for a backbone without one (encoder-only models).
+    fn language_model(&self) -> Option<&dyn crate::lm::LanguageModel> {
+        None
+    }
 }
 
 /// How a backbone's weights are loaded.
