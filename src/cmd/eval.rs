@@ -51,6 +51,13 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
             !saved.regression && labels.len() == saved.labels.len()
         }
         TaskKind::Regression => saved.regression,
+        TaskKind::Generation { .. } => {
+            return Err(Exit::usage(anyhow!(
+                "task {} is a generation task; `eval` scores classification and regression heads (a design trained \
+                 on a generation task is scored by the run that trained it)",
+                task.id
+            )))
+        }
     };
     if !fits {
         return Err(Exit::usage(anyhow!(
@@ -74,7 +81,9 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
     let predictions: Vec<f64> = outputs
         .iter()
         .map(|row| match task.kind {
-            TaskKind::Regression => f64::from(row.first().copied().unwrap_or(f32::NAN)),
+            TaskKind::Regression | TaskKind::Generation { .. } => {
+                f64::from(row.first().copied().unwrap_or(f32::NAN))
+            }
             // Ties go to the first class, as in training.
             TaskKind::Classification { .. } => {
                 row.iter()

@@ -260,6 +260,7 @@ pub fn synthetic_task(train: usize, eval: usize, seed: u64) -> TaskData {
                     text: words.join(" "),
                     pair: None,
                     label: label as f32,
+                    target: None,
                 }
             })
             .collect()

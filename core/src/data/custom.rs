@@ -148,6 +148,7 @@ pub fn load_custom(id: &str, spec: &CustomTaskSpec, spec_dir: &Path) -> Result<T
     let evaluator = spec.metric.clone().unwrap_or_else(|| match kind {
         TaskKind::Regression => "pearson_spearman".to_string(),
         TaskKind::Classification { .. } => "accuracy".to_string(),
+        TaskKind::Generation { .. } => "rouge".to_string(),
     });
     let train_path = spec_dir.join(&spec.train);
     let eval_path = spec_dir.join(&spec.eval);
@@ -237,6 +238,7 @@ fn read_custom(spec: &CustomTaskSpec, path: &Path, kind: &TaskKind) -> Result<Ve
                     .map(|p| field(&table, row, p).map(str::to_string))
                     .transpose()?,
                 label: parse_label(&table, row, field(&table, row, label)?, kind)?,
+                target: None,
             })
         })
         .collect()

@@ -237,6 +237,7 @@ fn read_examples(task: &GlueTask, path: &Path, kind: &TaskKind) -> Result<Vec<Ex
                     .map(|p| field(&table, row, p).map(str::to_string))
                     .transpose()?,
                 label: parse_label(&table, row, field(&table, row, label)?, kind)?,
+                target: None,
             })
         })
         .collect()
@@ -286,5 +287,9 @@ pub(crate) fn parse_label(table: &Table, row: &Row, raw: &str, kind: &TaskKind) 
                 format!("label `{value}` is not a finite number (regression task)"),
             )),
         },
+        TaskKind::Generation { .. } => Err(table.error(
+            row,
+            "a generation task has target texts, not labels".to_string(),
+        )),
     }
 }

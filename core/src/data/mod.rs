@@ -27,8 +27,10 @@ use crate::{Error, Result};
 pub struct Example {
     pub text: String,
     pub pair: Option<String>,
-    /// Class index for classification, the target value for regression.
+    /// Class index for classification, the target value for regression (0 for generation).
     pub label: f32,
+    /// The reference output text of a generation task (`None` for classification and regression).
+    pub target: Option<String>,
 }
 
 /// What a task predicts.
@@ -38,6 +40,13 @@ pub enum TaskKind {
     Classification { labels: Vec<String> },
     /// One real value per example.
     Regression,
+    /// Text to text (summarisation, translation): [`Example::target`] holds the reference output, decoded and scored
+    /// by a text evaluator (ROUGE, BLEU). Needs a backbone with a language model.
+    Generation {
+        /// Target tokens kept for training and generated at most at evaluation (the end-of-sequence token
+        /// included).
+        max_target_tokens: usize,
+    },
 }
 
 impl TaskKind {
@@ -46,14 +55,17 @@ impl TaskKind {
         match self {
             TaskKind::Classification { .. } => "majority class",
             TaskKind::Regression => "mean predictor",
+            TaskKind::Generation { .. } => "copying the source",
         }
     }
 
-    /// Width of the task head's output: the number of classes, or 1 for regression.
+    /// Width of the task head's output: the number of classes, 1 for regression, none for generation (the
+    /// language-model head predicts tokens).
     pub fn outputs(&self) -> usize {
         match self {
             TaskKind::Classification { labels } => labels.len(),
             TaskKind::Regression => 1,
+            TaskKind::Generation { .. } => 0,
         }
     }
 }
@@ -77,8 +89,18 @@ impl TaskData {
     /// The score a model gets without learning anything: the training set's majority class predicted for every
     /// evaluation example (classification), or the training mean (regression), scored by `evaluator`. For
     /// accuracy this is the majority class's share; MCC and correlations are 0; F1 is that of always answering
-    /// the majority class. A trial that does not beat it learned nothing.
+    /// the majority class. For generation it is the score of copying each source text as its output. A trial that
+    /// does not beat it learned nothing.
     pub fn reference(&self, evaluator: &dyn Evaluator) -> Result<Metrics> {
+        if let TaskKind::Generation { .. } = self.kind {
+            let copies: Vec<String> = self.eval.iter().map(|e| e.text.clone()).collect();
+            let targets: Vec<String> = self
+                .eval
+                .iter()
+                .map(|e| e.target.clone().unwrap_or_default())
+                .collect();
+            return evaluator.score_texts(&copies, &targets);
+        }
         let constant = match &self.kind {
             TaskKind::Classification { labels } => {
                 let mut counts = vec![0usize; labels.len()];
@@ -100,6 +122,7 @@ impl TaskData {
                 let n = self.train.len().max(1) as f64;
                 self.train.iter().map(|e| f64::from(e.label)).sum::<f64>() / n
             }
+            TaskKind::Generation { .. } => unreachable!("handled above"),
         };
         let labels: Vec<f64> = self.eval.iter().map(|e| f64::from(e.label)).collect();
         evaluator.score(&vec![constant; labels.len()], &labels)
@@ -236,12 +259,14 @@ mod tests {
                     text: format!("train {i}"),
                     pair: None,
                     label: (i % 2) as f32,
+                    target: None,
                 })
                 .collect(),
             eval: vec![Example {
                 text: "official dev".into(),
                 pair: None,
                 label: 0.0,
+                target: None,
             }],
             sources: Vec::new(),
         }

@@ -86,6 +86,9 @@ pub struct SavedTask {
     pub regression: bool,
     /// Evaluator name the training run scored with.
     pub evaluator: String,
+    /// A generation task's target length limit (no head: the language model predicts tokens); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_target_tokens: Option<usize>,
 }
 
 /// Which backbone the variables belong to.
@@ -141,20 +144,26 @@ impl SavedStrategy {
 
 impl SavedTask {
     pub fn new(id: &str, kind: &TaskKind, evaluator: &str) -> SavedTask {
-        let (labels, regression) = match kind {
-            TaskKind::Classification { labels } => (labels.clone(), false),
-            TaskKind::Regression => (Vec::new(), true),
+        let (labels, regression, max_target_tokens) = match kind {
+            TaskKind::Classification { labels } => (labels.clone(), false, None),
+            TaskKind::Regression => (Vec::new(), true, None),
+            TaskKind::Generation { max_target_tokens } => {
+                (Vec::new(), false, Some(*max_target_tokens))
+            }
         };
         SavedTask {
             id: id.to_string(),
             labels,
             regression,
             evaluator: evaluator.to_string(),
+            max_target_tokens,
         }
     }
 
     pub fn kind(&self) -> TaskKind {
-        if self.regression {
+        if let Some(max_target_tokens) = self.max_target_tokens {
+            TaskKind::Generation { max_target_tokens }
+        } else if self.regression {
             TaskKind::Regression
         } else {
             TaskKind::Classification {

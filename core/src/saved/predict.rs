@@ -199,6 +199,7 @@ pub fn read_examples(path: &Path, text: Option<&str>, pair: Option<&str>) -> Res
                 text: as_text(t)?,
                 pair: p.map(as_text).transpose()?,
                 label: 0.0,
+                target: None,
             });
         }
         return Ok(out);
@@ -248,6 +249,7 @@ pub fn read_examples(path: &Path, text: Option<&str>, pair: Option<&str>) -> Res
             text: field(t)?,
             pair: p.map(field).transpose()?,
             label: 0.0,
+            target: None,
         });
     }
     Ok(out)

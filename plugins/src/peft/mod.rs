@@ -128,6 +128,7 @@ pub fn import(dir: &Path, target: &Target<'_>, device: &Device) -> Result<Import
                     labels: (0..labels).map(|i| format!("LABEL_{i}")).collect(),
                     regression: false,
                     evaluator: "accuracy".into(),
+                    max_target_tokens: None,
                 },
                 backbone: SavedBackbone {
                     model_type: target.model.model_type().to_string(),
