@@ -12,6 +12,7 @@ pub mod design;
 pub mod device;
 pub mod error;
 pub mod evaluator;
+pub mod generate;
 pub mod experiment;
 pub mod grouping;
 pub mod hooks;
