@@ -36,6 +36,8 @@ enum Command {
     Plan(cmd::plan::Args),
     /// Run the frozen backbone once and write its hidden states (parity checks).
     Encode(cmd::encode::Args),
+    /// Generate text from one input with an encoder-decoder (greedy or beam search), optionally with an adapter.
+    Generate(cmd::generate::Args),
     /// Fine-tune one design or baseline on the experiment's tasks.
     Train(cmd::train::Args),
     /// Run a whole experiment (resumable).
@@ -63,6 +65,7 @@ fn main() -> ExitCode {
         Command::Sample(a) => cmd::sample::run(a, &cli.global),
         Command::Plan(a) => cmd::plan::run(a, &cli.global),
         Command::Encode(a) => cmd::encode::run(a, &cli.global),
+        Command::Generate(a) => cmd::generate::run(a, &cli.global),
         Command::Train(a) => cmd::train::run(a, &cli.global),
         Command::Run(a) => cmd::run::run(a, &cli.global),
         Command::Report(a) => cmd::report::run(a, &cli.global),

@@ -6,6 +6,7 @@ pub mod adapter;
 pub mod encode;
 pub mod eval;
 pub mod export;
+pub mod generate;
 pub mod list;
 pub mod plan;
 pub mod predict;

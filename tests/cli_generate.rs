@@ -1,0 +1,158 @@
+//! `peftspace generate` on the tiny language-model fixtures: its ids equal transformers' `generate` output for the
+//! reference inputs; a model without a language model, bad settings and bad ids are clear usage errors.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn fixture(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(path)
+}
+
+fn generate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_peftspace"))
+        .arg("generate")
+        .args(args)
+        .env_remove("PEFTSPACE_MODEL")
+        .output()
+        .expect("run peftspace")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn comma_list(values: &Value) -> String {
+    values
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap().to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Runs each named case of the fixture's reference on its unpadded first input and compares the printed ids.
+fn check(name: &str, cases: &[&str]) {
+    let dir = fixture(&format!("lm/{name}"));
+    let text = std::fs::read_to_string(dir.join("generate.json")).unwrap();
+    let r: Value = serde_json::from_str(&text).unwrap();
+    // Row 0 of every reference batch has no padding.
+    let ids = comma_list(&r["input_ids"][0]);
+    for wanted in cases {
+        let case = r["cases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == *wanted)
+            .unwrap_or_else(|| panic!("{name}: no case {wanted}"));
+        let s = &case["settings"];
+        let number = |key: &str| s[key].to_string();
+        let mut args = vec![
+            "--model".to_string(),
+            dir.to_str().unwrap().to_string(),
+            "--ids".into(),
+            ids.clone(),
+        ];
+        for key in [
+            "num_beams",
+            "max_new_tokens",
+            "min_new_tokens",
+            "no_repeat_ngram_size",
+            "length_penalty",
+        ] {
+            args.push(format!("--{}", key.replace('_', "-")));
+            args.push(number(key));
+        }
+        if s["early_stopping"].as_bool().unwrap() {
+            args.push("--early-stopping".into());
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = generate(&refs);
+        assert!(o.status.success(), "{name} {wanted}: {}", stderr(&o));
+        let stdout = String::from_utf8(o.stdout).unwrap();
+        let mut lines = stdout.lines();
+        assert_eq!(
+            lines.next(),
+            Some(comma_list(&case["sequences"][0]).as_str()),
+            "{name} {wanted}"
+        );
+        let decoded = lines
+            .next()
+            .unwrap_or_else(|| panic!("{name} {wanted}: no text line"));
+        // The fixtures' words are `w<N>`; special tokens are skipped.
+        assert!(
+            !decoded.contains("</s>") && !decoded.contains("<pad>"),
+            "{decoded}"
+        );
+    }
+}
+
+#[test]
+fn generate_prints_transformers_sequences() {
+    check("t5-tiny-relu", &["greedy", "beam4_constrained"]);
+    check("t5-tiny-gated", &["greedy_constrained", "beam3_long"]);
+    check("bart-tiny", &["greedy", "beam4_constrained"]);
+}
+
+#[test]
+fn the_defaults_are_greedy_with_twenty_new_tokens() {
+    let model = fixture("lm/bart-tiny");
+    let o = generate(&["--model", model.to_str().unwrap(), "--text", "w3 w7 w1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let stdout = String::from_utf8(o.stdout).unwrap();
+    let first = stdout.lines().next().unwrap();
+    let ids: Vec<u32> = first.split(',').map(|t| t.parse().unwrap()).collect();
+    // BART: decoder start `</s>` (2), and its forced EOS ends a sequence at the limit.
+    assert_eq!(ids[0], 2);
+    assert!(ids.len() <= 21, "{first}");
+    assert_eq!(ids.last(), Some(&2), "{first}");
+}
+
+#[test]
+fn a_model_without_a_language_model_is_refused() {
+    let model = fixture("tiny-bert");
+    let o = generate(&["--model", model.to_str().unwrap(), "--ids", "2,5,3"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("no language-model head"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn bad_settings_and_ids_are_usage_errors() {
+    let model = fixture("lm/t5-tiny-relu");
+    let model = model.to_str().unwrap();
+    let cases: [(&[&str], &str); 5] = [
+        (&["--num-beams", "0"], "num_beams must be at least 1"),
+        (
+            &["--max-new-tokens", "0"],
+            "max_new_tokens must be at least 1",
+        ),
+        (
+            &["--min-new-tokens", "5", "--max-new-tokens", "3"],
+            "min_new_tokens (5) is larger than max_new_tokens (3)",
+        ),
+        (&["--num-beams", "two"], "invalid value 'two'"),
+        (&["--beams", "2"], "unexpected argument '--beams'"),
+    ];
+    for (flags, words) in cases {
+        let mut args = vec!["--model", model, "--ids", "6,10,1"];
+        args.extend_from_slice(flags);
+        let o = generate(&args);
+        assert_eq!(o.status.code(), Some(2), "{flags:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(words), "{flags:?}: {}", stderr(&o));
+    }
+    let o = generate(&["--model", model, "--ids", "6,100000,1"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("input id 100000 is not in the model's vocabulary"),
+        "{}",
+        stderr(&o)
+    );
+    let o = generate(&["--model", model]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
