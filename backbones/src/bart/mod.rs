@@ -15,9 +15,10 @@ mod model;
 use peftspace_core::backbone::{ArchitectureEntry, HfModules};
 use peftspace_core::shapes::{BackboneInfo, SiteKind};
 
-use crate::seq2seq::{self, Architecture, CheckpointLayout, EncoderDecoder};
+use crate::seq2seq::{self, Architecture, CheckpointLayout, EncoderDecoder, TokenId};
 pub use config::Config;
 pub use model::BartStack;
+use peftspace_core::lm::SpecialTokens;
 
 /// What BART plugs into the shared [`EncoderDecoder`].
 pub struct BartArchitecture;
@@ -41,6 +42,9 @@ impl Architecture for BartArchitecture {
             "decoder.embed_tokens.weight",
         ],
         decoder_embeddings: &["decoder.embed_tokens.weight"],
+        // `BartForConditionalGeneration` saves `final_logits_bias` at the top level, outside `model.`.
+        lm_head: "lm_head.weight",
+        logits_bias: Some("final_logits_bias"),
     };
 
     fn parse_config(text: &str) -> std::result::Result<Config, String> {
@@ -65,6 +69,24 @@ impl Architecture for BartArchitecture {
 
     fn eos_id(cfg: &Config) -> u32 {
         cfg.eos_id()
+    }
+
+    fn special_tokens(cfg: &Config) -> SpecialTokens {
+        SpecialTokens {
+            decoder_start: cfg.decoder_start_id(),
+            eos: cfg.eos_id(),
+            pad: cfg.pad_id(),
+            forced_eos: cfg.forced_eos_token_id.as_ref().and_then(TokenId::first),
+        }
+    }
+
+    fn lm_head_declared_untied(cfg: &Config) -> bool {
+        !cfg.tie_word_embeddings
+    }
+
+    /// BART's head reads the decoder output as it is.
+    fn decoder_output_scale(_cfg: &Config) -> Option<f64> {
+        None
     }
 
     /// The learned position table's rows (without BART's offset of 2).
