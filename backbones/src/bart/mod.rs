@@ -4,7 +4,9 @@
 //! - Post-norm layers (`LN(h + sub(h))`) with biased projections; `layernorm_embedding` after the embeddings of each
 //!   stack; learned positions with an offset of 2 rows; token embeddings × `sqrt(d_model)` when `scale_embedding`.
 //! - Embeddings: `shared.weight` (or `model.shared.weight` in task checkpoints; `encoder.embed_tokens.weight` as a
-//!   fallback); an LM head or `final_logits_bias` in the checkpoint is ignored.
+//!   fallback).
+//! - Language-model head ([`crate::seq2seq::lm_head`]): the shared embedding (tied) plus `final_logits_bias` (zeros
+//!   when the checkpoint has none).
 //! - The FFN activation comes from `activation_function`.
 //! - Global layers: encoder layers `0..encoder_layers`, then decoder layers.
 //! - Loading, the encoder-decoder forward pass and the EOS read-out are [`EncoderDecoder`]'s.

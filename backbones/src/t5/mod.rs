@@ -7,7 +7,10 @@
 //! - Attention scores are not scaled; a relative position bias (bidirectional buckets in the encoder, causal in the
 //!   decoder) is computed from the table of the first layer of each stack and shared by all its layers. Prefix
 //!   positions get a bias of zero (no position, never masked). Cross-attention has no position bias.
-//! - Embeddings: `shared.weight` (or `encoder.embed_tokens.weight`); an LM head in the checkpoint is ignored.
+//! - Embeddings: `shared.weight` (or `encoder.embed_tokens.weight`).
+//! - Language-model head ([`crate::seq2seq::lm_head`]): the checkpoint's own `lm_head.weight` (v1.1 / flan) or the
+//!   shared embedding (v1.0, tied), reading the decoder output × `d_model^-0.5` when
+//!   [`Config::rescales_decoder_output`].
 //! - Global layers: encoder blocks `0..num_layers`, then decoder blocks.
 //! - Loading, the encoder-decoder forward pass and the EOS read-out are [`EncoderDecoder`]'s.
 
