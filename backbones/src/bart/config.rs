@@ -70,6 +70,12 @@ pub struct Config {
     /// First decoder token. Default: 2.
     #[serde(default = "defaults::decoder_start_token_id")]
     pub decoder_start_token_id: Option<u32>,
+    /// Forced as the last token of a hypothesis at its maximum length (`null`: none). Default: 2.
+    #[serde(default = "defaults::forced_eos_token_id")]
+    pub forced_eos_token_id: Option<TokenId>,
+    /// `false` when the checkpoint's `lm_head.weight` is not the shared embedding. Default: true.
+    #[serde(default = "defaults::tie_word_embeddings")]
+    pub tie_word_embeddings: bool,
     /// mBART-style pre-norm; not supported (must be false). Default: false.
     #[serde(default)]
     pub normalize_before: bool,
@@ -112,6 +118,12 @@ mod defaults {
     }
     pub fn decoder_start_token_id() -> Option<u32> {
         Some(2)
+    }
+    pub fn forced_eos_token_id() -> Option<TokenId> {
+        Some(TokenId::One(2))
+    }
+    pub fn tie_word_embeddings() -> bool {
+        true
     }
 }
 

@@ -4,7 +4,9 @@
 //! - Post-norm layers (`LN(h + sub(h))`) with biased projections; `layernorm_embedding` after the embeddings of each
 //!   stack; learned positions with an offset of 2 rows; token embeddings × `sqrt(d_model)` when `scale_embedding`.
 //! - Embeddings: `shared.weight` (or `model.shared.weight` in task checkpoints; `encoder.embed_tokens.weight` as a
-//!   fallback); an LM head or `final_logits_bias` in the checkpoint is ignored.
+//!   fallback).
+//! - Language-model head ([`crate::seq2seq::lm_head`]): the shared embedding (tied) plus `final_logits_bias` (zeros
+//!   when the checkpoint has none).
 //! - The FFN activation comes from `activation_function`.
 //! - Global layers: encoder layers `0..encoder_layers`, then decoder layers.
 //! - Loading, the encoder-decoder forward pass and the EOS read-out are [`EncoderDecoder`]'s.
@@ -15,9 +17,10 @@ mod model;
 use peftspace_core::backbone::{ArchitectureEntry, HfModules};
 use peftspace_core::shapes::{BackboneInfo, SiteKind};
 
-use crate::seq2seq::{self, Architecture, CheckpointLayout, EncoderDecoder};
+use crate::seq2seq::{self, Architecture, CheckpointLayout, EncoderDecoder, TokenId};
 pub use config::Config;
 pub use model::BartStack;
+use peftspace_core::lm::SpecialTokens;
 
 /// What BART plugs into the shared [`EncoderDecoder`].
 pub struct BartArchitecture;
@@ -41,6 +44,9 @@ impl Architecture for BartArchitecture {
             "decoder.embed_tokens.weight",
         ],
         decoder_embeddings: &["decoder.embed_tokens.weight"],
+        // `BartForConditionalGeneration` saves `final_logits_bias` at the top level, outside `model.`.
+        lm_head: "lm_head.weight",
+        logits_bias: Some("final_logits_bias"),
     };
 
     fn parse_config(text: &str) -> std::result::Result<Config, String> {
@@ -65,6 +71,24 @@ impl Architecture for BartArchitecture {
 
     fn eos_id(cfg: &Config) -> u32 {
         cfg.eos_id()
+    }
+
+    fn special_tokens(cfg: &Config) -> SpecialTokens {
+        SpecialTokens {
+            decoder_start: cfg.decoder_start_id(),
+            eos: cfg.eos_id(),
+            pad: cfg.pad_id(),
+            forced_eos: cfg.forced_eos_token_id.as_ref().and_then(TokenId::first),
+        }
+    }
+
+    fn lm_head_declared_untied(cfg: &Config) -> bool {
+        !cfg.tie_word_embeddings
+    }
+
+    /// BART's head reads the decoder output as it is.
+    fn decoder_output_scale(_cfg: &Config) -> Option<f64> {
+        None
     }
 
     /// The learned position table's rows (without BART's offset of 2).

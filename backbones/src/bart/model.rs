@@ -9,92 +9,36 @@ use peftspace_core::{Error, Result};
 
 use super::config::{Config, LAYER_NORM_EPS, POSITION_OFFSET};
 use crate::ops::{Activation, LayerNorm, Linear};
-use crate::seq2seq::attention::{attend, AttentionCall};
+use crate::seq2seq::attention::{AttentionBlock, AttentionContext};
 use crate::seq2seq::{embed, project, LayerStack, StackInput};
 
-/// `self_attn` or `encoder_attn`: `q_proj`, `k_proj`, `v_proj`, `out_proj`, scores scaled by `head_dim^-0.5`.
-#[derive(Debug, Clone)]
-struct Attention {
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    o: Linear,
+/// Loads `self_attn` or `encoder_attn`: `q_proj`, `k_proj`, `v_proj`, `out_proj` with biases, scores scaled by
+/// `head_dim^-0.5`.
+fn load_attention(
+    vb: VarBuilder,
+    d: usize,
     heads: usize,
     kind: AttentionKind,
-}
-
-impl Attention {
-    fn load(
-        vb: VarBuilder,
-        d: usize,
-        heads: usize,
-        kind: AttentionKind,
-    ) -> candle_core::Result<Self> {
-        Ok(Attention {
-            q: Linear::load(vb.pp("q_proj"), d, d, true)?,
-            k: Linear::load(vb.pp("k_proj"), d, d, true)?,
-            v: Linear::load(vb.pp("v_proj"), d, d, true)?,
-            o: Linear::load(vb.pp("out_proj"), d, d, true)?,
-            heads,
-            kind,
-        })
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn forward(
-        &self,
-        x: &Tensor,
-        memory: Option<&Tensor>,
-        bias: &Tensor,
-        layer: usize,
-        hooks: &dyn LayerHooks,
-        mode: Mode<'_>,
-        dropout: f64,
-    ) -> Result<Tensor> {
-        let [sq, sk, sv, so] = match self.kind {
-            AttentionKind::CrossAttention => [
-                SiteKind::CrossQuery,
-                SiteKind::CrossKey,
-                SiteKind::CrossValue,
-                SiteKind::CrossOut,
-            ],
-            AttentionKind::SelfAttention => [
-                SiteKind::Query,
-                SiteKind::Key,
-                SiteKind::Value,
-                SiteKind::AttnOut,
-            ],
-        };
-        let source = memory.unwrap_or(x);
-        let head_dim = x.dim(2)? / self.heads;
-        let query = project(hooks, layer, sq, &self.q, x)?;
-        let key = project(hooks, layer, sk, &self.k, source)?;
-        let value = project(hooks, layer, sv, &self.v, source)?;
-        let prefix = hooks.prefix(layer, self.kind, x.dim(0)?)?;
-        let context = attend(
-            AttentionCall {
-                query,
-                key,
-                value,
-                heads: self.heads,
-                head_dim,
-                bias: Some(bias),
-                prefix,
-                scale: (head_dim as f64).powf(-0.5),
-                dropout,
-            },
-            mode,
-        )?;
-        project(hooks, layer, so, &self.o, &context)
-    }
+) -> candle_core::Result<AttentionBlock> {
+    let head_dim = d / heads;
+    Ok(AttentionBlock {
+        q: Linear::load(vb.pp("q_proj"), d, d, true)?,
+        k: Linear::load(vb.pp("k_proj"), d, d, true)?,
+        v: Linear::load(vb.pp("v_proj"), d, d, true)?,
+        o: Linear::load(vb.pp("out_proj"), d, d, true)?,
+        heads,
+        head_dim,
+        kind,
+        scale: (head_dim as f64).powf(-0.5),
+    })
 }
 
 /// An encoder or decoder layer: `LN(h + dropout(sub(h)))` for self-attention, cross-attention (decoder) and FFN.
 #[derive(Debug, Clone)]
 struct Layer {
-    self_attention: Attention,
+    self_attention: AttentionBlock,
     self_norm: LayerNorm,
-    cross: Option<(Attention, LayerNorm)>,
+    cross: Option<(AttentionBlock, LayerNorm)>,
     fc1: Linear,
     fc2: Linear,
     final_norm: LayerNorm,
@@ -110,7 +54,7 @@ impl Layer {
     ) -> candle_core::Result<Self> {
         let cross = if stack == Stack::Decoder {
             Some((
-                Attention::load(
+                load_attention(
                     vb.pp("encoder_attn"),
                     d,
                     heads,
@@ -122,7 +66,7 @@ impl Layer {
             None
         };
         Ok(Layer {
-            self_attention: Attention::load(
+            self_attention: load_attention(
                 vb.pp("self_attn"),
                 d,
                 heads,
@@ -205,10 +149,11 @@ impl LayerStack for BartStack {
 
     fn forward(
         &self,
-        input: StackInput<'_>,
+        mut input: StackInput<'_>,
         hooks: &dyn LayerHooks,
         mode: Mode<'_>,
     ) -> Result<Tensor> {
+        input.check_cache(self.layers.len())?;
         let Dropouts {
             hidden: p,
             attention: pa,
@@ -220,20 +165,29 @@ impl LayerStack for BartStack {
         }
         let len = tokens.dim(1)?;
         let max = self.positions.dim(0)? - POSITION_OFFSET;
-        if len > max {
+        // A decoding step's tokens sit at `offset ..`, after the cached ones.
+        let end = input.offset + len;
+        if end > max {
             return Err(Error::msg(format!(
-                "sequence of {len} tokens is longer than the model's {max} learned positions; truncate the input"
+                "sequence of {end} tokens is longer than the model's {max} learned positions; truncate the input"
             )));
         }
-        let positions = self.positions.narrow(0, POSITION_OFFSET, len)?;
+        let positions = self
+            .positions
+            .narrow(0, POSITION_OFFSET + input.offset, len)?;
         let h = tokens.broadcast_add(&positions)?;
         let mut h = mode.dropout(&self.layernorm_embedding.forward_t(&h)?, p)?;
         for (i, layer) in self.layers.iter().enumerate() {
             let index = self.first_layer + i;
-            let out =
-                layer
-                    .self_attention
-                    .forward(&h, None, &input.mask_bias, index, hooks, mode, pa)?;
+            let mut cache = input.cache.as_deref_mut().map(|layers| &mut layers[i]);
+            let context = AttentionContext {
+                memory: None,
+                bias: &input.mask_bias,
+                cache: cache.as_mut().map(|c| &mut c.self_attention),
+            };
+            let out = layer
+                .self_attention
+                .forward(&h, context, index, hooks, mode, pa)?;
             let out = hooks.residual(index, ResidualSite::Attention, mode.dropout(&out, p)?)?;
             h = hooks.norm(
                 index,
@@ -243,8 +197,12 @@ impl LayerStack for BartStack {
             if let (Some((attention, norm)), Some((memory, memory_bias))) =
                 (&layer.cross, &input.memory)
             {
-                let out =
-                    attention.forward(&h, Some(*memory), memory_bias, index, hooks, mode, pa)?;
+                let context = AttentionContext {
+                    memory: Some(*memory),
+                    bias: memory_bias,
+                    cache: cache.as_mut().map(|c| &mut c.cross_attention),
+                };
+                let out = attention.forward(&h, context, index, hooks, mode, pa)?;
                 let out =
                     hooks.residual(index, ResidualSite::CrossAttention, mode.dropout(&out, p)?)?;
                 h = hooks.norm(

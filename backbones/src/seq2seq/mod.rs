@@ -1,9 +1,10 @@
-//! Pieces shared by the encoder-decoder backbones (T5, BART): the generic model ([`EncoderDecoder`]), checkpoint
-//! access, embeddings, the decoder input convention and the sequence-classification read-out at the last
-//! end-of-sequence token.
+//! Pieces shared by the encoder-decoder backbones (T5, BART): the generic model ([`EncoderDecoder`]) with its
+//! language-model head ([`lm_head`]) and cached decoding, checkpoint access, embeddings, the decoder input convention
+//! and the sequence-classification read-out at the last end-of-sequence token.
 
 pub mod attention;
 mod encoder_decoder;
+pub mod lm_head;
 
 pub use encoder_decoder::{
     describe, load, load_trainable, Architecture, CheckpointLayout, EncoderDecoder, LayerStack,
@@ -12,16 +13,15 @@ pub use encoder_decoder::{
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{DType, Module, Tensor};
 use candle_nn::VarBuilder;
-use peftspace_core::backbone::{Batch, Encoded, Weights};
+use peftspace_core::backbone::{Batch, Encoded};
 use peftspace_core::hooks::LayerHooks;
 use peftspace_core::shapes::{LinearSite, SiteKind};
 use peftspace_core::{Error, Result};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use crate::checkpoint::{Checkpoint, TrainableWeights};
 use crate::ops::Linear;
 
 /// Reads `config.json` of a model folder and parses it with `parse` (which also checks it); errors name the file.
@@ -33,16 +33,6 @@ pub fn read_config<T>(dir: &Path, parse: fn(&str) -> std::result::Result<T, Stri
 /// Parses the text of a `config.json` (serde's message names the line and column).
 pub fn parse_config<T: DeserializeOwned>(text: &str) -> std::result::Result<T, String> {
     serde_json::from_str(text).map_err(|e| format!("invalid config: {e}"))
-}
-
-/// Opens the weights of a model folder (memory-mapped, converted to F32 on `device` as they are asked for), frozen or
-/// trainable; the second value records the `Var`s handed out when trainable.
-pub fn open_weights(
-    dir: &Path,
-    device: &Device,
-    weights: Weights,
-) -> Result<(VarBuilder<'static>, TrainableWeights)> {
-    Ok(Checkpoint::open(dir)?.var_builder_for(device, weights))
 }
 
 /// Wraps a loading error with the model folder; only the first line is kept (candle appends a backtrace when
@@ -241,6 +231,7 @@ pub fn eos_features(encoded: Encoded, batch: &Batch, eos: u32) -> Result<Tensor>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::Device;
 
     fn ids(rows: &[&[u32]]) -> Tensor {
         let width = rows[0].len();

@@ -3,15 +3,12 @@
 
 use candle_core::Tensor;
 use candle_nn::VarBuilder;
-use peftspace_core::backbone::Mode;
-use peftspace_core::hooks::LayerHooks;
-use peftspace_core::shapes::{AttentionKind, SiteKind};
+use peftspace_core::shapes::AttentionKind;
 use peftspace_core::Result;
 
 use super::config::Config;
 use crate::ops::Linear;
-use crate::seq2seq::attention::{attend, AttentionCall};
-use crate::seq2seq::project;
+use crate::seq2seq::attention::AttentionBlock;
 
 /// The bucket of a relative position `key - query`, as in Mesh TensorFlow and transformers' `T5Attention`
 /// (the logarithmic part in f32, like the reference).
@@ -42,9 +39,11 @@ pub fn relative_position_bucket(
     (offset + large.min(buckets - 1)) as usize
 }
 
-/// The relative position bias `[1, heads, queries, keys]` from a `[buckets, heads]` table.
+/// The relative position bias `[1, heads, queries, keys]` from a `[buckets, heads]` table, for queries at positions
+/// `first_query ..` (past 0 in a decoding step) over keys at positions `0 .. keys`.
 pub fn position_bias(
     table: &Tensor,
+    first_query: usize,
     queries: usize,
     keys: usize,
     bidirectional: bool,
@@ -52,9 +51,10 @@ pub fn position_bias(
 ) -> Result<Tensor> {
     let buckets: Vec<u32> = (0..queries)
         .flat_map(|q| {
+            let query = (first_query + q) as i64;
             (0..keys).map(move |k| {
                 relative_position_bucket(
-                    k as i64 - q as i64,
+                    k as i64 - query,
                     bidirectional,
                     cfg.relative_attention_num_buckets,
                     cfg.relative_attention_max_distance,
@@ -78,82 +78,24 @@ pub fn load_position_table(vb: VarBuilder, cfg: &Config) -> candle_core::Result<
     )
 }
 
-/// The four projections of one T5 attention block (`SelfAttention` or `EncDecAttention`).
-#[derive(Debug, Clone)]
-pub struct Attention {
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    o: Linear,
-    heads: usize,
-    head_dim: usize,
+/// Loads the four projections of one T5 attention block (`SelfAttention` or `EncDecAttention`): no biases, scores
+/// not scaled.
+pub fn load_attention(
+    vb: VarBuilder,
+    cfg: &Config,
     kind: AttentionKind,
-}
-
-impl Attention {
-    pub fn load(vb: VarBuilder, cfg: &Config, kind: AttentionKind) -> candle_core::Result<Self> {
-        let (d, inner) = (cfg.d_model, cfg.inner_dim());
-        Ok(Attention {
-            q: Linear::load(vb.pp("q"), d, inner, false)?,
-            k: Linear::load(vb.pp("k"), d, inner, false)?,
-            v: Linear::load(vb.pp("v"), d, inner, false)?,
-            o: Linear::load(vb.pp("o"), inner, d, false)?,
-            heads: cfg.num_heads,
-            head_dim: cfg.d_kv,
-            kind,
-        })
-    }
-
-    /// `x`: the normed hidden state `[batch, queries, d_model]`; `memory`: the encoder output for cross-attention
-    /// (`None` for self-attention); `bias`: position and mask bias over the real keys.
-    #[allow(clippy::too_many_arguments)]
-    pub fn forward(
-        &self,
-        x: &Tensor,
-        memory: Option<&Tensor>,
-        bias: &Tensor,
-        layer: usize,
-        hooks: &dyn LayerHooks,
-        mode: Mode<'_>,
-        dropout: f64,
-    ) -> Result<Tensor> {
-        let cross = self.kind == AttentionKind::CrossAttention;
-        let [sq, sk, sv, so] = if cross {
-            [
-                SiteKind::CrossQuery,
-                SiteKind::CrossKey,
-                SiteKind::CrossValue,
-                SiteKind::CrossOut,
-            ]
-        } else {
-            [
-                SiteKind::Query,
-                SiteKind::Key,
-                SiteKind::Value,
-                SiteKind::AttnOut,
-            ]
-        };
-        let source = memory.unwrap_or(x);
-        let query = project(hooks, layer, sq, &self.q, x)?;
-        let key = project(hooks, layer, sk, &self.k, source)?;
-        let value = project(hooks, layer, sv, &self.v, source)?;
-        let prefix = hooks.prefix(layer, self.kind, x.dim(0)?)?;
-        let context = attend(
-            AttentionCall {
-                query,
-                key,
-                value,
-                heads: self.heads,
-                head_dim: self.head_dim,
-                bias: Some(bias),
-                prefix,
-                scale: 1.0,
-                dropout,
-            },
-            mode,
-        )?;
-        project(hooks, layer, so, &self.o, &context)
-    }
+) -> candle_core::Result<AttentionBlock> {
+    let (d, inner) = (cfg.d_model, cfg.inner_dim());
+    Ok(AttentionBlock {
+        q: Linear::load(vb.pp("q"), d, inner, false)?,
+        k: Linear::load(vb.pp("k"), d, inner, false)?,
+        v: Linear::load(vb.pp("v"), d, inner, false)?,
+        o: Linear::load(vb.pp("o"), inner, d, false)?,
+        heads: cfg.num_heads,
+        head_dim: cfg.d_kv,
+        kind,
+        scale: 1.0,
+    })
 }
 
 #[cfg(test)]

@@ -58,6 +58,17 @@ pub struct Config {
     /// First decoder token. Default: `pad_token_id` (T5's convention).
     #[serde(default)]
     pub decoder_start_token_id: Option<u32>,
+    /// Forced as the last token of a hypothesis at its maximum length. Default: none.
+    #[serde(default)]
+    pub forced_eos_token_id: Option<TokenId>,
+    /// `false` in the published T5 v1.1 / flan configs, whose `lm_head.weight` is not the shared embedding (and
+    /// whose decoder output is not rescaled). Default: absent (transformers: true).
+    #[serde(default)]
+    pub tie_word_embeddings: Option<bool>,
+    /// Multiply the decoder output by `d_model^-0.5` before the LM head (written by transformers 5). Default:
+    /// absent, see [`Config::rescales_decoder_output`].
+    #[serde(default)]
+    pub scale_decoder_outputs: Option<bool>,
 }
 
 mod defaults {
@@ -215,6 +226,14 @@ impl Config {
 
     pub fn decoder_start_id(&self) -> u32 {
         self.decoder_start_token_id.unwrap_or_else(|| self.pad_id())
+    }
+
+    /// Whether the LM head sees the decoder output × `d_model^-0.5`: `scale_decoder_outputs` when the config has
+    /// it; otherwise unless `tie_word_embeddings` is false (T5 v1.0 rescales its tied head, v1.1 / flan do not), as
+    /// transformers derives it from older configs.
+    pub fn rescales_decoder_output(&self) -> bool {
+        self.scale_decoder_outputs
+            .unwrap_or(self.tie_word_embeddings != Some(false))
     }
 
     /// Layers, sites, shapes and the parameter count (shared embedding once, LM head excluded).

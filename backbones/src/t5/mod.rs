@@ -7,7 +7,10 @@
 //! - Attention scores are not scaled; a relative position bias (bidirectional buckets in the encoder, causal in the
 //!   decoder) is computed from the table of the first layer of each stack and shared by all its layers. Prefix
 //!   positions get a bias of zero (no position, never masked). Cross-attention has no position bias.
-//! - Embeddings: `shared.weight` (or `encoder.embed_tokens.weight`); an LM head in the checkpoint is ignored.
+//! - Embeddings: `shared.weight` (or `encoder.embed_tokens.weight`).
+//! - Language-model head ([`crate::seq2seq::lm_head`]): the checkpoint's own `lm_head.weight` (v1.1 / flan) or the
+//!   shared embedding (v1.0, tied), reading the decoder output × `d_model^-0.5` when
+//!   [`Config::rescales_decoder_output`].
 //! - Global layers: encoder blocks `0..num_layers`, then decoder blocks.
 //! - Loading, the encoder-decoder forward pass and the EOS read-out are [`EncoderDecoder`]'s.
 
@@ -18,9 +21,10 @@ mod model;
 use peftspace_core::backbone::{ArchitectureEntry, HfModules};
 use peftspace_core::shapes::{BackboneInfo, SiteKind};
 
-use crate::seq2seq::{self, Architecture, CheckpointLayout, EncoderDecoder};
+use crate::seq2seq::{self, Architecture, CheckpointLayout, EncoderDecoder, TokenId};
 pub use config::Config;
 pub use model::T5Stack;
+use peftspace_core::lm::SpecialTokens;
 
 /// What T5 plugs into the shared [`EncoderDecoder`].
 pub struct T5Architecture;
@@ -40,6 +44,8 @@ impl Architecture for T5Architecture {
         root_prefixes: &["", "transformer.", "model."],
         encoder_embeddings: &["shared.weight", "encoder.embed_tokens.weight"],
         decoder_embeddings: &["decoder.embed_tokens.weight", "shared.weight"],
+        lm_head: "lm_head.weight",
+        logits_bias: None,
     };
 
     fn parse_config(text: &str) -> std::result::Result<Config, String> {
@@ -64,6 +70,24 @@ impl Architecture for T5Architecture {
 
     fn eos_id(cfg: &Config) -> u32 {
         cfg.eos_id()
+    }
+
+    fn special_tokens(cfg: &Config) -> SpecialTokens {
+        SpecialTokens {
+            decoder_start: cfg.decoder_start_id(),
+            eos: cfg.eos_id(),
+            pad: cfg.pad_id(),
+            forced_eos: cfg.forced_eos_token_id.as_ref().and_then(TokenId::first),
+        }
+    }
+
+    fn lm_head_declared_untied(cfg: &Config) -> bool {
+        cfg.tie_word_embeddings == Some(false)
+    }
+
+    fn decoder_output_scale(cfg: &Config) -> Option<f64> {
+        cfg.rescales_decoder_output()
+            .then(|| (cfg.d_model as f64).powf(-0.5))
     }
 
     /// Relative position buckets: no hard limit on the input length.

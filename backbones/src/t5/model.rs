@@ -7,9 +7,10 @@ use peftspace_core::hooks::LayerHooks;
 use peftspace_core::shapes::{AttentionKind, NormSite, ResidualSite, SiteKind, Stack};
 use peftspace_core::Result;
 
-use super::attention::{load_position_table, position_bias, Attention};
+use super::attention::{load_attention, load_position_table, position_bias};
 use super::config::{Config, FeedForward};
 use crate::ops::{rms_norm, Linear};
+use crate::seq2seq::attention::{AttentionBlock, AttentionContext};
 use crate::seq2seq::{embed, project, LayerStack, StackInput};
 
 /// `DenseReluDense`: `wi` (or gated `wi_0`·`wi_1`), activation, `wo`.
@@ -64,8 +65,8 @@ impl FeedForwardBlock {
 #[derive(Debug, Clone)]
 struct Block {
     self_norm: Tensor,
-    self_attention: Attention,
-    cross: Option<(Tensor, Attention)>,
+    self_attention: AttentionBlock,
+    cross: Option<(Tensor, AttentionBlock)>,
     ffn_norm: Tensor,
     ffn: FeedForwardBlock,
 }
@@ -80,7 +81,7 @@ impl Block {
         let d = cfg.d_model;
         let self_vb = vb.pp("layer.0");
         let self_norm = self_vb.get(d, "layer_norm.weight")?;
-        let self_attention = Attention::load(
+        let self_attention = load_attention(
             self_vb.pp("SelfAttention"),
             cfg,
             AttentionKind::SelfAttention,
@@ -88,7 +89,7 @@ impl Block {
         let (cross, ffn_index) = if stack == Stack::Decoder {
             let cvb = vb.pp("layer.1");
             let norm = cvb.get(d, "layer_norm.weight")?;
-            let attn = Attention::load(
+            let attn = load_attention(
                 cvb.pp("EncDecAttention"),
                 cfg,
                 AttentionKind::CrossAttention,
@@ -156,27 +157,42 @@ impl LayerStack for T5Stack {
 
     fn forward(
         &self,
-        input: StackInput<'_>,
+        mut input: StackInput<'_>,
         hooks: &dyn LayerHooks,
         mode: Mode<'_>,
     ) -> Result<Tensor> {
+        input.check_cache(self.blocks.len())?;
         let p = self.dropout;
         let mut h = mode.dropout(&embed(&self.embed_tokens, input.ids)?, p)?;
         let len = h.dim(1)?;
-        // Computed once by the first layer and shared by all layers of the stack, as in T5.
+        // Computed once by the first layer and shared by all layers of the stack, as in T5; in a decoding step the
+        // new queries sit at `offset ..` and see every key from position 0.
         let bidirectional = self.stack == Stack::Encoder;
-        let positions = position_bias(&self.position_table, len, len, bidirectional, &self.cfg)?;
+        let positions = position_bias(
+            &self.position_table,
+            input.offset,
+            len,
+            input.offset + len,
+            bidirectional,
+            &self.cfg,
+        )?;
         let self_bias = positions.broadcast_add(&input.mask_bias)?;
         for (i, block) in self.blocks.iter().enumerate() {
             let layer = self.first_layer + i;
+            let mut cache = input.cache.as_deref_mut().map(|layers| &mut layers[i]);
             let normed = hooks.norm(
                 layer,
                 NormSite::Attention,
                 rms_norm(&h, &block.self_norm, self.eps)?,
             )?;
+            let context = AttentionContext {
+                memory: None,
+                bias: &self_bias,
+                cache: cache.as_mut().map(|c| &mut c.self_attention),
+            };
             let out = block
                 .self_attention
-                .forward(&normed, None, &self_bias, layer, hooks, mode, p)?;
+                .forward(&normed, context, layer, hooks, mode, p)?;
             let out = hooks.residual(layer, ResidualSite::Attention, mode.dropout(&out, p)?)?;
             h = (h + out)?;
             if let (Some((norm, attention)), Some((memory, memory_bias))) =
@@ -187,15 +203,12 @@ impl LayerStack for T5Stack {
                     NormSite::CrossAttention,
                     rms_norm(&h, norm, self.eps)?,
                 )?;
-                let out = attention.forward(
-                    &normed,
-                    Some(*memory),
-                    memory_bias,
-                    layer,
-                    hooks,
-                    mode,
-                    p,
-                )?;
+                let context = AttentionContext {
+                    memory: Some(*memory),
+                    bias: memory_bias,
+                    cache: cache.as_mut().map(|c| &mut c.cross_attention),
+                };
+                let out = attention.forward(&normed, context, layer, hooks, mode, p)?;
                 let out =
                     hooks.residual(layer, ResidualSite::CrossAttention, mode.dropout(&out, p)?)?;
                 h = (h + out)?;
