@@ -83,7 +83,22 @@ fn check(name: &str, cases: &[&str]) {
         let decoded = lines
             .next()
             .unwrap_or_else(|| panic!("{name} {wanted}: no text line"));
-        // The fixtures' words are `w<N>`; special tokens are skipped.
+        // One word per generated id that is not a special token of the model (start, EOS, padding).
+        let special: Vec<&Value> = ["decoder_start_token_id", "eos_token_id", "pad_token_id"]
+            .iter()
+            .map(|k| &r[*k])
+            .collect();
+        let content = case["sequences"][0]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|id| !special.contains(id))
+            .count();
+        assert_eq!(
+            decoded.split_whitespace().count(),
+            content,
+            "{name} {wanted}: {decoded}"
+        );
         assert!(
             !decoded.contains("</s>") && !decoded.contains("<pad>"),
             "{decoded}"

@@ -18,7 +18,7 @@ use super::{Exit, Global};
 
 /// Generate from one input with the model given by `--model DIR` (or `PEFTSPACE_MODEL`, or `--hub-id`). Prints the
 /// generated ids (decoder start token first, EOS included) on one line and the decoded text (special tokens
-/// skipped) on the next.
+/// skipped: the model's start, EOS and padding tokens and those the tokenizer marks special) on the next.
 #[derive(clap::Args, Debug)]
 #[command(group(clap::ArgGroup::new("input").required(true).args(["text", "ids"])))]
 pub struct Args {
@@ -131,9 +131,22 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
         .into_iter()
         .next()
         .ok_or_else(|| anyhow!("generation returned no sequence for the input"))?;
+    // The tokenizer skips the tokens its file marks special; the model's own (start, EOS, padding) are skipped
+    // too, since a tokenizer file need not mark them.
+    let special = lm.special_tokens();
+    let content: Vec<u32> = ids
+        .iter()
+        .copied()
+        .filter(|&id| {
+            id != special.decoder_start
+                && id != special.eos
+                && id != special.pad
+                && Some(id) != special.forced_eos
+        })
+        .collect();
     let text = tokenizer
         .inner()
-        .decode(&ids, true)
+        .decode(&content, true)
         .map_err(|e| anyhow!("decoding the generated ids failed: {e}"))?;
     let line = ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
     println!("{line}");
