@@ -171,3 +171,37 @@ fn bad_settings_and_ids_are_usage_errors() {
     let o = generate(&["--model", model]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
+
+/// References from transformers + PEFT 0.21.2 (`tests/fixtures/gen_generate_adapter.py`).
+#[test]
+fn the_adapter_applies_as_peft_does() {
+    let model = fixture("bart-tiny");
+    let adapter = fixture("peft/lora-bart");
+    let base = [
+        "--model",
+        model.to_str().unwrap(),
+        "--text",
+        "w3 w7 w1 w12",
+        "--max-new-tokens",
+        "8",
+    ];
+    let cases: [(&[&str], &str); 3] = [
+        (&[], "2,28,28,28,28,28,28,28,2"),
+        (
+            &["--adapter", adapter.to_str().unwrap()],
+            "2,11,11,11,26,11,26,11,2",
+        ),
+        (
+            &["--adapter", adapter.to_str().unwrap(), "--num-beams", "3"],
+            "2,26,11,11,26,11,11,11,2",
+        ),
+    ];
+    for (flags, expected) in cases {
+        let mut args = base.to_vec();
+        args.extend_from_slice(flags);
+        let o = generate(&args);
+        assert!(o.status.success(), "{flags:?}: {}", stderr(&o));
+        let stdout = String::from_utf8(o.stdout).unwrap();
+        assert_eq!(stdout.lines().next(), Some(expected), "{flags:?}");
+    }
+}
