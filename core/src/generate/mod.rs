@@ -12,7 +12,7 @@
 //!   were generated) and the forced EOS ([`crate::lm::SpecialTokens::forced_eos`]: at the last allowed step every
 //!   other token gets −∞ and EOS 0);
 //! - greedy takes the first highest score; a row is done at EOS or after `max_new_tokens` tokens;
-//! - beam search: see [`beam`].
+//! - beam search: see the documentation at the top of `beam.rs`.
 
 mod beam;
 mod greedy;
@@ -28,8 +28,8 @@ use crate::hooks::LayerHooks;
 use crate::lm::LanguageModel;
 use crate::{Error, Result};
 
-/// How to decode. The defaults are transformers' (greedy, no bans, length penalty 1) except `max_new_tokens`, which
-/// transformers takes from the model's generation config (usually 20 overall tokens).
+/// How to decode. The defaults are transformers' (greedy, no bans, length penalty 1, no early stopping) except
+/// the length: transformers' default is 20 tokens overall (`max_length`), ours 20 new tokens.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GenerationSettings {
