@@ -247,6 +247,11 @@ pub struct TrainingSpec {
     // Left out of the serialised form while off, so trial ids of runs without pruning stay what they were.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prune: Option<PruneSpec>,
+    /// Label smoothing of the token cross-entropy of generation tasks (as PyTorch's `label_smoothing`: the target
+    /// distribution puts this mass uniformly over the vocabulary). Default: 0.0.
+    // Left out of the serialised form while 0, so trial ids of runs from before it existed stay valid.
+    #[serde(skip_serializing_if = "defaults::is_zero")]
+    pub label_smoothing: f64,
 }
 
 /// When a design stops early (`training.prune`).
@@ -468,12 +473,17 @@ impl Default for TrainingSpec {
             select: Select::Last,
             eval_batch_size: 64,
             prune: None,
+            label_smoothing: 0.0,
         }
     }
 }
 
 mod defaults {
     use super::StrategySpec;
+
+    pub fn is_zero(value: &f64) -> bool {
+        *value == 0.0
+    }
 
     /// The rate commonly used to fine-tune all of a BERT-sized model.
     pub const FULL_LEARNING_RATE: f64 = 5e-5;

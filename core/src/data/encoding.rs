@@ -33,6 +33,14 @@ pub trait Tokenize: Send + Sync {
 
     /// The id padding positions get.
     fn pad_id(&self) -> u32;
+
+    /// The text of generated ids, special tokens left out (generation tasks score this text).
+    fn decode(&self, ids: &[u32]) -> Result<String> {
+        let _ = ids;
+        Err(crate::Error::msg(
+            "this tokenizer cannot turn ids back into text, which generation tasks need",
+        ))
+    }
 }
 
 /// Right-pads examples to the longest one and builds the batch (attention mask 1 on real tokens).

@@ -105,6 +105,12 @@ impl Tokenize for Tokenizer {
     fn pad_id(&self) -> u32 {
         self.pad_id
     }
+
+    fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.inner
+            .decode(ids, true)
+            .map_err(|e| Error::msg(format!("decoding ids {ids:?} failed: {e}")))
+    }
 }
 
 impl Tokenizer {

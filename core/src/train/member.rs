@@ -12,6 +12,7 @@ use super::optim::{clip_factor, global_grad_norm, AdamW, ParamGroup};
 use super::population::SEED_INIT;
 use super::trial::{finish, TrainedTrial, TrialExtras};
 use super::{stream_seed, EpochReport, TrainingReport, TrialInput};
+use crate::data::TaskKind;
 use crate::evaluator::{Evaluator, Metrics};
 use crate::hooks::DesignHooks;
 use crate::params::{ParamStore, Tensors};
@@ -27,7 +28,8 @@ pub(super) struct Member<'a> {
     pub(super) extras: TrialExtras<'a>,
     pub(super) store: ParamStore,
     pub(super) hooks: DesignHooks,
-    pub(super) head: TaskHead,
+    /// The task head; none for generation tasks (the backbone's language-model head predicts the tokens).
+    pub(super) head: Option<TaskHead>,
     pub(super) optimizer: AdamW,
     /// Every variable it trains (design, head, a trainable backbone's weights): what its gradient norm covers.
     pub(super) vars: Vec<Var>,
@@ -58,9 +60,15 @@ impl<'a> Member<'a> {
             training,
             &mut store,
         )?;
-        let head = TaskHead::new(&mut store, backbone.feature_dim(), &task.kind)?;
-        let targets: Vec<f32> = task.train.iter().map(|e| e.label).collect();
-        head.start_at_mean(&targets)?;
+        let head = match task.kind {
+            TaskKind::Generation { .. } => None,
+            _ => {
+                let head = TaskHead::new(&mut store, backbone.feature_dim(), &task.kind)?;
+                let targets: Vec<f32> = task.train.iter().map(|e| e.label).collect();
+                head.start_at_mean(&targets)?;
+                Some(head)
+            }
+        };
         if let Some(initial) = extras.initial {
             store.assign(initial)?;
         }
@@ -74,12 +82,14 @@ impl<'a> Member<'a> {
             training.full_learning_rate
         };
         let mut groups = design.groups;
-        groups.push(ParamGroup {
-            name: "head".into(),
-            vars: head.vars(),
-            learning_rate: training.head_learning_rate.unwrap_or(base_rate),
-            weight_decay: training.weight_decay,
-        });
+        if let Some(head) = &head {
+            groups.push(ParamGroup {
+                name: "head".into(),
+                vars: head.vars(),
+                learning_rate: training.head_learning_rate.unwrap_or(base_rate),
+                weight_decay: training.weight_decay,
+            });
+        }
         let mut vars = store.vars();
         if !backbone_vars.is_empty() {
             vars.extend(backbone_vars.iter().cloned());
@@ -96,7 +106,7 @@ impl<'a> Member<'a> {
             selected_epoch: None,
             per_epoch: Vec::new(),
             trainable_params: design.trainable_params + backbone_params,
-            head_params: head.num_params(),
+            head_params: head.as_ref().map_or(0, TaskHead::num_params),
             steps: 0,
             seconds: 0.0,
             // Unknown rather than fatal when it cannot be scored (non-finite training labels): the trial itself

@@ -15,14 +15,20 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use super::batches::{eval_batches, training_batches};
+use super::generation::{
+    decode_all, language_model, references, target_tokens, teacher_forcing, token_cross_entropy,
+    TargetLabels,
+};
 use super::member::Member;
 use super::optim::LinearSchedule;
 use super::trial::{progress_bar, tokenize, TrainedTrial, TrialExtras};
 use super::{stream_seed, EpochReport, TrainingReport, TrialInput};
 use crate::backbone::{Dropout, Mode};
-use crate::data::{pad_batch, Tokens};
+use crate::data::{pad_batch, TaskKind, Tokens};
 use crate::evaluator::{Evaluator, Metrics};
+use crate::generate::{generate, GenerationSettings};
 use crate::hooks::{LayerHooks, PopulationHooks};
+use crate::lm::LanguageModel;
 use crate::registry::registries;
 use crate::trial::TrialStatus;
 use crate::{Error, Result};
@@ -89,11 +95,20 @@ pub fn run_population_with(
         ));
     }
     let evaluator = registries()?.evaluator(&task.evaluator)?;
+    let generation = match (language_model(first.backbone, task)?, &task.kind) {
+        (Some(lm), TaskKind::Generation { max_target_tokens }) => Some(GenerationParts {
+            lm,
+            train_targets: target_tokens(first.tokenizer, &task.train, *max_target_tokens)?,
+            max_target_tokens: *max_target_tokens,
+        }),
+        _ => None,
+    };
     let shared = Shared {
         input: first,
         train_tokens: tokenize(first, &task.train)?,
         eval_tokens: tokenize(first, &task.eval)?,
         evaluator: evaluator.as_ref(),
+        generation,
     };
     let mut results: Vec<Option<Result<TrainedTrial>>> = (0..inputs.len()).map(|_| None).collect();
     let mut members = Vec::new();
@@ -145,6 +160,15 @@ struct Shared<'a> {
     train_tokens: Vec<Tokens>,
     eval_tokens: Vec<Tokens>,
     evaluator: &'a dyn Evaluator,
+    /// For generation tasks: the language model and the tokenised training targets.
+    generation: Option<GenerationParts<'a>>,
+}
+
+/// What a generation task adds to [`Shared`].
+struct GenerationParts<'a> {
+    lm: &'a dyn LanguageModel,
+    train_targets: Vec<Tokens>,
+    max_target_tokens: usize,
 }
 
 /// Positions (in `members`) of the members still training.
@@ -355,33 +379,62 @@ fn train_step(
     let rows: Vec<&Tokens> = (0..k)
         .flat_map(|_| indices.iter().map(|&i| &shared.train_tokens[i]))
         .collect();
-    let batch = pad_batch(&rows, input.tokenizer.pad_id(), backbone.device())?;
+    let mut batch = pad_batch(&rows, input.tokenizer.pad_id(), backbone.device())?;
     let labels: Vec<f32> = indices.iter().map(|&i| input.task.train[i].label).collect();
     dropout.set_copies(k);
     let mode = Mode::Train { dropout };
     let hooks = population_hooks(members, running);
     let forward_span = tracing::debug_span!("forward").entered();
-    let features = backbone.features(&batch, &hooks, mode)?;
-    // The heads' dropout is drawn once for the stacked rows, like the backbone's.
-    let features = mode.dropout(&features.to_dtype(DType::F32)?, input.training.dropout)?;
     let mut losses = Vec::with_capacity(k);
     let mut total: Option<Tensor> = None;
-    for (slot, &m) in running.iter().enumerate() {
-        let rows = if k == 1 {
-            features.clone()
-        } else {
-            features.narrow(0, slot * b, b)?
-        };
-        let head = &members[m].head;
-        let loss = head.loss(&head.project(&rows)?, &labels)?;
+    let mut add = |loss: Tensor| -> Result<()> {
         let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         losses.push(value);
         // A member with a non-finite loss leaves; the others' gradients do not depend on it.
         if value.is_finite() {
-            total = Some(match total {
+            total = Some(match total.take() {
                 None => loss,
                 Some(t) => (t + loss)?,
             });
+        }
+        Ok(())
+    };
+    let rows_of = |t: &Tensor, slot: usize| -> Result<Tensor> {
+        Ok(if k == 1 {
+            t.clone()
+        } else {
+            t.narrow(0, slot * b, b)?
+        })
+    };
+    if let Some(generation) = &shared.generation {
+        let targets: Vec<&Tokens> = (0..k)
+            .flat_map(|_| indices.iter().map(|&i| &generation.train_targets[i]))
+            .collect();
+        let special = generation.lm.special_tokens();
+        let labels = teacher_forcing(&mut batch, &targets, special.pad, special.decoder_start)?;
+        let logits = generation.lm.logits(&batch, &hooks, mode)?;
+        for slot in 0..running.len() {
+            let member_labels = TargetLabels {
+                ids: rows_of(&labels.ids, slot)?,
+                mask: rows_of(&labels.mask, slot)?,
+            };
+            let loss = token_cross_entropy(
+                &rows_of(&logits, slot)?,
+                &member_labels,
+                input.training.label_smoothing,
+            )?;
+            add(loss)?;
+        }
+    } else {
+        let features = backbone.features(&batch, &hooks, mode)?;
+        // The heads' dropout is drawn once for the stacked rows, like the backbone's.
+        let features = mode.dropout(&features.to_dtype(DType::F32)?, input.training.dropout)?;
+        for (slot, &m) in running.iter().enumerate() {
+            let head = members[m]
+                .head
+                .as_ref()
+                .ok_or_else(|| Error::msg("a classification or regression design has no head"))?;
+            add(head.loss(&head.project(&rows_of(&features, slot)?)?, &labels)?)?;
         }
     }
     drop(forward_span);
@@ -401,6 +454,9 @@ fn evaluate(
     running: &[usize],
 ) -> Result<Vec<Metrics>> {
     let input = shared.input;
+    if let Some(generation) = &shared.generation {
+        return evaluate_generation(shared, generation, members, running);
+    }
     let backbone = input.backbone;
     let examples = &input.task.eval;
     let k = running.len();
@@ -421,7 +477,10 @@ fn evaluate(
             } else {
                 features.narrow(0, slot * b, b)?
             };
-            let head = &members[m].head;
+            let head = members[m]
+                .head
+                .as_ref()
+                .ok_or_else(|| Error::msg("a classification or regression design has no head"))?;
             let outputs = head.forward(&rows, Mode::Eval, 0.0)?;
             for (&i, p) in indices.iter().zip(head.predictions(&outputs)?) {
                 predictions[slot][i] = p;
@@ -432,5 +491,47 @@ fn evaluate(
     predictions
         .iter()
         .map(|p| shared.evaluator.score(p, &labels))
+        .collect()
+}
+
+/// Scores a generation task: every running member decodes the evaluation sources greedily with its own hooks (the
+/// key/value cache drops rows as they finish, which stacked members could not share) and its texts are scored
+/// against the references.
+fn evaluate_generation(
+    shared: &Shared<'_>,
+    generation: &GenerationParts<'_>,
+    members: &[Member<'_>],
+    running: &[usize],
+) -> Result<Vec<Metrics>> {
+    let input = shared.input;
+    let examples = &input.task.eval;
+    let lengths: Vec<usize> = shared.eval_tokens.iter().map(Tokens::len).collect();
+    let mut hypotheses = vec![vec![String::new(); examples.len()]; running.len()];
+    let settings = GenerationSettings::greedy(generation.max_target_tokens);
+    for indices in eval_batches(&lengths, input.training.eval_batch_size) {
+        crate::interrupt::check()?;
+        let rows: Vec<&Tokens> = indices.iter().map(|&i| &shared.eval_tokens[i]).collect();
+        let batch = pad_batch(&rows, input.tokenizer.pad_id(), input.backbone.device())?;
+        for (slot, &m) in running.iter().enumerate() {
+            let sequences = generate(
+                generation.lm,
+                &batch.input_ids,
+                &batch.attention_mask,
+                &members[m].hooks,
+                &settings,
+            )?;
+            for (&i, text) in indices.iter().zip(decode_all(
+                input.tokenizer,
+                &sequences,
+                generation.lm.special_tokens(),
+            )?) {
+                hypotheses[slot][i] = text;
+            }
+        }
+    }
+    let targets = references(examples);
+    hypotheses
+        .iter()
+        .map(|h| shared.evaluator.score_texts(h, &targets))
         .collect()
 }

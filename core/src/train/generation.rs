@@ -1,0 +1,205 @@
+//! What training differs in for generation tasks ([`TaskKind::Generation`]): the targets as token ids, the
+//! teacher-forced batch, the token cross-entropy of the language-model head, and scoring by decoding.
+//!
+//! Conventions follow transformers' sequence-to-sequence fine-tuning: the labels are the tokenised target (special
+//! tokens as the tokenizer adds them, so T5 ends with `</s>` and BART is wrapped in `<s> … </s>`), the decoder input
+//! is the labels shifted right behind the model's decoder start token, padded label positions are left out of the
+//! loss, and the loss is the mean over the real target tokens of the batch.
+
+use candle_core::{DType, Tensor, D};
+
+use crate::backbone::{Backbone, Batch};
+use crate::data::{pad_batch, Example, TaskData, TaskKind, Tokenize, Tokens};
+use crate::lm::{decoder_input_from_labels, LanguageModel, SpecialTokens};
+use crate::{Error, Result};
+
+/// The language model of a generation task's backbone, or the error saying why there is none.
+pub(super) fn language_model<'b>(
+    backbone: &'b dyn Backbone,
+    task: &TaskData,
+) -> Result<Option<&'b dyn LanguageModel>> {
+    if !matches!(task.kind, TaskKind::Generation { .. }) {
+        return Ok(None);
+    }
+    backbone.language_model().map(Some).ok_or_else(|| {
+        Error::msg(format!(
+            "task `{}` is a generation task, but the model has no language-model head; use an encoder-decoder such \
+             as T5 or BART",
+            task.id
+        ))
+    })
+}
+
+/// The target of each example as token ids, at most `max_target_tokens` long (special tokens included).
+pub(super) fn target_tokens(
+    tokenizer: &dyn Tokenize,
+    examples: &[Example],
+    max_target_tokens: usize,
+) -> Result<Vec<Tokens>> {
+    examples
+        .iter()
+        .map(|e| {
+            let target = e.target.as_deref().ok_or_else(|| {
+                Error::msg(format!(
+                    "an example of a generation task has no target text (source: `{}`)",
+                    e.text.chars().take(40).collect::<String>()
+                ))
+            })?;
+            tokenizer.encode(target, None, max_target_tokens)
+        })
+        .collect()
+}
+
+/// The labels of a teacher-forced batch: `[rows, longest target]` ids (padding `pad`) and the 0/1 mask of real
+/// target tokens.
+pub struct TargetLabels {
+    pub ids: Tensor,
+    pub mask: Tensor,
+}
+
+/// Adds the decoder input (targets shifted right behind `start`) to `batch` and returns the labels; `targets[r]` is
+/// the target of row r.
+pub(super) fn teacher_forcing(
+    batch: &mut Batch,
+    targets: &[&Tokens],
+    pad: u32,
+    start: u32,
+) -> Result<TargetLabels> {
+    let padded = pad_batch(targets, pad, batch.input_ids.device())?;
+    batch.decoder_input_ids = Some(decoder_input_from_labels(&padded.input_ids, start)?);
+    Ok(TargetLabels {
+        ids: padded.input_ids,
+        mask: padded.attention_mask,
+    })
+}
+
+/// Mean token cross-entropy of `[rows, length, vocab]` logits against `labels` over the positions where the mask is
+/// 1, with label smoothing `smoothing` (PyTorch's definition: `(1 − ε)·nll + ε·mean over the vocabulary of −log p`).
+pub fn token_cross_entropy(
+    logits: &Tensor,
+    labels: &TargetLabels,
+    smoothing: f64,
+) -> Result<Tensor> {
+    let (rows, length, vocab) = logits.dims3()?;
+    if labels.ids.dims2()? != (rows, length) {
+        return Err(Error::msg(format!(
+            "logits of shape {:?} for labels of shape {:?}",
+            logits.dims(),
+            labels.ids.dims()
+        )));
+    }
+    let logits = logits
+        .to_dtype(DType::F32)?
+        .reshape((rows * length, vocab))?;
+    // log-softmax from elementary ops (all with gradients): x − max − log Σ exp(x − max).
+    let max = logits.max_keepdim(D::Minus1)?.detach();
+    let shifted = logits.broadcast_sub(&max)?;
+    let log_norm = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
+    let log_probs = shifted.broadcast_sub(&log_norm)?;
+    let index = labels
+        .ids
+        .to_dtype(DType::U32)?
+        .reshape((rows * length, 1))?;
+    let mut per_token = log_probs.gather(&index, 1)?.squeeze(1)?.neg()?;
+    if smoothing > 0.0 {
+        let uniform = log_probs.mean(D::Minus1)?.neg()?;
+        per_token = ((per_token * (1.0 - smoothing))? + (uniform * smoothing)?)?;
+    }
+    let mask = labels.mask.to_dtype(DType::F32)?.reshape(rows * length)?;
+    let count = mask.sum_all()?.to_scalar::<f32>()?;
+    if count == 0.0 {
+        return Err(Error::msg(
+            "a batch of generation targets has no target token",
+        ));
+    }
+    Ok(((per_token * mask)?.sum_all()? / f64::from(count))?)
+}
+
+/// The texts of generated sequences: the decoder start token, EOS and padding left out (also where a tokenizer does
+/// not mark them special), the rest decoded without special tokens.
+pub(super) fn decode_all(
+    tokenizer: &dyn Tokenize,
+    sequences: &[Vec<u32>],
+    special: SpecialTokens,
+) -> Result<Vec<String>> {
+    sequences
+        .iter()
+        .map(|ids| {
+            let body: Vec<u32> = ids
+                .iter()
+                .skip(1)
+                .copied()
+                .filter(|&t| t != special.eos && t != special.pad && t != special.decoder_start)
+                .collect();
+            tokenizer.decode(&body)
+        })
+        .collect()
+}
+
+/// The reference texts of `examples`.
+pub(super) fn references(examples: &[Example]) -> Vec<String> {
+    examples
+        .iter()
+        .map(|e| e.target.clone().unwrap_or_default())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn labels(ids: &[&[u32]], mask: &[&[u32]]) -> TargetLabels {
+        let dev = Device::Cpu;
+        let flat = |rows: &[&[u32]]| {
+            rows.iter()
+                .flat_map(|r| r.iter().copied())
+                .collect::<Vec<u32>>()
+        };
+        let shape = (ids.len(), ids[0].len());
+        TargetLabels {
+            ids: Tensor::from_vec(flat(ids), shape, &dev).unwrap(),
+            mask: Tensor::from_vec(flat(mask), shape, &dev).unwrap(),
+        }
+    }
+
+    /// −log softmax by hand, in f64.
+    fn nll(row: &[f32], target: usize) -> f64 {
+        let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+        let norm: f64 = row
+            .iter()
+            .map(|&x| (x as f64 - max).exp())
+            .sum::<f64>()
+            .ln();
+        -(row[target] as f64 - max - norm)
+    }
+
+    #[test]
+    fn padded_positions_are_left_out_and_smoothing_mixes_in_the_uniform_term() -> Result<()> {
+        let values: Vec<f32> = (0..2 * 3 * 4)
+            .map(|i| ((i * 7) % 11) as f32 * 0.3 - 1.0)
+            .collect();
+        let logits = Tensor::from_vec(values.clone(), (2, 3, 4), &Device::Cpu)?;
+        let l = labels(&[&[1, 3, 0], &[2, 0, 0]], &[&[1, 1, 1], &[1, 0, 0]]);
+        let row = |r: usize, p: usize| &values[(r * 3 + p) * 4..(r * 3 + p + 1) * 4];
+        let kept = [(0, 0, 1), (0, 1, 3), (0, 2, 0), (1, 0, 2)];
+        let expected: f64 = kept.iter().map(|&(r, p, t)| nll(row(r, p), t)).sum::<f64>() / 4.0;
+        let loss = token_cross_entropy(&logits, &l, 0.0)?.to_scalar::<f32>()? as f64;
+        assert!((loss - expected).abs() < 1e-5, "{loss} vs {expected}");
+        let uniform: f64 = kept
+            .iter()
+            .map(|&(r, p, _)| (0..4).map(|t| nll(row(r, p), t)).sum::<f64>() / 4.0)
+            .sum::<f64>()
+            / 4.0;
+        let smoothed = token_cross_entropy(&logits, &l, 0.1)?.to_scalar::<f32>()? as f64;
+        assert!((smoothed - (0.9 * expected + 0.1 * uniform)).abs() < 1e-5);
+        Ok(())
+    }
+
+    #[test]
+    fn no_target_token_is_an_error() {
+        let logits = Tensor::zeros((1, 2, 3), DType::F32, &Device::Cpu).unwrap();
+        let l = labels(&[&[0, 0]], &[&[0, 0]]);
+        assert!(token_cross_entropy(&logits, &l, 0.0).is_err());
+    }
+}

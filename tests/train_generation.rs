@@ -1,0 +1,269 @@
+//! Training on generation tasks through the tiny T5/BART language-model fixtures: the token cross-entropy equals
+//! transformers' loss, a PEFT design trains and is scored by decoding, and a population of designs reports each
+//! design exactly as trained alone.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device};
+use peftspace_core::backbone::{Batch, Mode, Weights};
+use peftspace_core::budget::LayerAssignment;
+use peftspace_core::data::{Example, TaskData, TaskKind};
+use peftspace_core::hooks::NoHooks;
+use peftspace_core::model::ModelFolder;
+use peftspace_core::registry::registries;
+use peftspace_core::spec::TrainingSpec;
+use peftspace_core::train::{
+    run_population, run_trial, token_cross_entropy, uniform_plan, TargetLabels, TrainingReport,
+    TrialInput,
+};
+use peftspace_core::trial::TrialStatus;
+
+// The built-in strategies, evaluators and backbones register through `inventory`: name the crates so they are linked.
+use peftspace_backbones as _;
+use peftspace_plugins as _;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// transformers' mean token cross-entropy (padding as -100 left out), plain and with label smoothing 0.1, equals
+/// ours on our logits for the same batch.
+#[test]
+fn the_token_loss_equals_transformers_loss() {
+    for name in ["t5-tiny-relu", "t5-tiny-gated", "bart-tiny"] {
+        let dir = fixture("lm").join(name);
+        let folder = ModelFolder::open(&dir).expect("fixture opens");
+        let backbone = folder
+            .load(
+                &registries().expect("registries"),
+                &Device::Cpu,
+                Weights::Frozen,
+            )
+            .expect("fixture loads");
+        let lm = backbone.language_model().expect("a language model");
+        let reference =
+            candle_core::safetensors::load(dir.join("reference.safetensors"), &Device::Cpu)
+                .expect("reference");
+        let u32_of = |key: &str| reference[key].to_dtype(DType::U32).expect(key);
+        let batch = Batch {
+            input_ids: u32_of("input_ids"),
+            attention_mask: u32_of("attention_mask"),
+            token_type_ids: None,
+            decoder_input_ids: Some(u32_of("decoder_input_ids")),
+        };
+        let logits = lm.logits(&batch, &NoHooks, Mode::Eval).expect("logits");
+        // -100 marks padding in transformers' labels; any id works there since the mask leaves it out.
+        let raw = reference["labels"].to_dtype(DType::F32).unwrap();
+        let mask = raw.ge(0f32).unwrap().to_dtype(DType::U32).unwrap();
+        let ids = raw
+            .clamp(0f32, f32::MAX)
+            .unwrap()
+            .to_dtype(DType::U32)
+            .unwrap();
+        let labels = TargetLabels { ids, mask };
+        for (smoothing, key) in [(0.0, "loss"), (0.1, "loss_smoothed")] {
+            let ours = token_cross_entropy(&logits, &labels, smoothing)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            let theirs = reference[key].to_vec1::<f32>().unwrap()[0];
+            assert!(
+                (ours - theirs).abs() < 1e-4 * theirs.abs().max(1.0),
+                "{name} {key}: ours {ours}, transformers {theirs}"
+            );
+        }
+    }
+}
+
+/// A word-reversal task in the tiny models' vocabulary (`w0` … `w39`).
+fn reversal_task(train: usize, eval: usize) -> TaskData {
+    let example = |i: usize| {
+        let words: Vec<String> = (0..3)
+            .map(|j| format!("w{}", (i * 7 + j * 3) % 40))
+            .collect();
+        let reversed: Vec<String> = words.iter().rev().cloned().collect();
+        Example {
+            text: words.join(" "),
+            pair: None,
+            label: 0.0,
+            target: Some(reversed.join(" ")),
+        }
+    };
+    TaskData {
+        id: "reverse".into(),
+        kind: TaskKind::Generation {
+            max_target_tokens: 6,
+        },
+        evaluator: "rouge".into(),
+        train: (0..train).map(example).collect(),
+        eval: (train..train + eval).map(example).collect(),
+        sources: Vec::new(),
+    }
+}
+
+fn training() -> TrainingSpec {
+    TrainingSpec {
+        epochs: 4,
+        batch_size: 8,
+        learning_rate: 2e-2,
+        max_seq_len: 16,
+        eval_batch_size: 4,
+        label_smoothing: 0.1,
+        ..TrainingSpec::default()
+    }
+}
+
+fn designs(backbone: &dyn peftspace_core::backbone::Backbone) -> Vec<Vec<LayerAssignment>> {
+    let info = backbone.info();
+    vec![
+        uniform_plan(info, "lora", 2),
+        uniform_plan(info, "adapter", 4),
+    ]
+}
+
+/// A PEFT design trains on a generation task: the loss falls, the design is scored by decoding (ROUGE), and the
+/// reference (copying the source) is reported beside it.
+#[test]
+fn a_design_trains_on_a_generation_task_and_is_scored_by_decoding() {
+    for name in ["t5-tiny-relu", "bart-tiny"] {
+        let folder = ModelFolder::open(fixture("lm").join(name)).expect("fixture opens");
+        let backbone = folder
+            .load(
+                &registries().expect("registries"),
+                &Device::Cpu,
+                Weights::Frozen,
+            )
+            .expect("fixture loads");
+        let tokenizer = folder.tokenizer().expect("tokenizer");
+        let task = reversal_task(48, 8);
+        let training = training();
+        for plan in designs(backbone.as_ref()) {
+            let report = run_trial(&TrialInput {
+                backbone: backbone.as_ref(),
+                tokenizer: &tokenizer,
+                task: &task,
+                plan: &plan,
+                strategies: &[],
+                training: &training,
+                seed: 3,
+                progress: false,
+                on_epoch: None,
+            })
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(report.status, TrialStatus::Ok, "{name}");
+            assert_eq!(report.per_epoch.len(), 4);
+            assert_eq!(report.head_params, 0, "no task head on a generation task");
+            let metrics = &report.metrics.values;
+            for key in ["rouge1", "rouge2", "rougeL", "rougeLsum"] {
+                assert!(metrics.contains_key(key), "{name}: {metrics:?}");
+            }
+            let (first, last) = (
+                report.per_epoch[0].train_loss,
+                report.per_epoch[3].train_loss,
+            );
+            assert!(
+                last < first,
+                "{name}: the loss should fall: {first} → {last}"
+            );
+            assert!(report.reference.is_some(), "{name}: the copy reference");
+        }
+    }
+}
+
+fn same(a: &TrainingReport, b: &TrainingReport) -> bool {
+    a.status == b.status
+        && a.metrics == b.metrics
+        && a.per_epoch.len() == b.per_epoch.len()
+        && a.per_epoch
+            .iter()
+            .zip(&b.per_epoch)
+            .all(|(x, y)| (x.train_loss - y.train_loss).abs() <= 1e-5 * x.train_loss.abs().max(1.0))
+}
+
+/// Two designs trained together (stacked batches, population hooks, stacked decoding) report what each reports
+/// alone.
+#[test]
+fn a_population_on_a_generation_task_equals_its_designs_alone() {
+    let folder = ModelFolder::open(fixture("lm").join("t5-tiny-gated")).expect("fixture opens");
+    let backbone = folder
+        .load(
+            &registries().expect("registries"),
+            &Device::Cpu,
+            Weights::Frozen,
+        )
+        .expect("fixture loads");
+    let tokenizer = folder.tokenizer().expect("tokenizer");
+    let task = reversal_task(32, 6);
+    let training = training();
+    let plans = designs(backbone.as_ref());
+    fn input<'a>(
+        backbone: &'a dyn peftspace_core::backbone::Backbone,
+        tokenizer: &'a peftspace_core::model::Tokenizer,
+        task: &'a TaskData,
+        plan: &'a [LayerAssignment],
+        training: &'a TrainingSpec,
+    ) -> TrialInput<'a> {
+        TrialInput {
+            backbone,
+            tokenizer,
+            task,
+            plan,
+            strategies: &[],
+            training,
+            seed: 5,
+            progress: false,
+            on_epoch: None,
+        }
+    }
+    let inputs: Vec<TrialInput<'_>> = plans
+        .iter()
+        .map(|p| input(backbone.as_ref(), &tokenizer, &task, p, &training))
+        .collect();
+    let together = run_population(&inputs).expect("population runs");
+    for (plan, report) in plans.iter().zip(together) {
+        let report = report.expect("member report");
+        let alone = run_trial(&input(
+            backbone.as_ref(),
+            &tokenizer,
+            &task,
+            plan,
+            &training,
+        ))
+        .expect("trial runs");
+        assert!(
+            same(&report, &alone),
+            "together {report:?}\nalone {alone:?}"
+        );
+    }
+}
+
+#[test]
+fn a_generation_task_needs_a_language_model() {
+    let folder = ModelFolder::open(fixture("tiny-bert")).expect("fixture opens");
+    let backbone = folder
+        .load(
+            &registries().expect("registries"),
+            &Device::Cpu,
+            Weights::Frozen,
+        )
+        .expect("fixture loads");
+    let tokenizer = folder.tokenizer().expect("tokenizer");
+    let task = reversal_task(8, 2);
+    let plan = uniform_plan(backbone.info(), "lora", 2);
+    let err = run_trial(&TrialInput {
+        backbone: backbone.as_ref(),
+        tokenizer: &tokenizer,
+        task: &task,
+        plan: &plan,
+        strategies: &[],
+        training: &training(),
+        seed: 1,
+        progress: false,
+        on_epoch: None,
+    })
+    .err()
+    .expect("refused");
+    assert!(err.to_string().contains("no language-model head"), "{err}");
+}
