@@ -8,7 +8,7 @@ use candle_core::{Device, Tensor};
 use peftspace_core::backbone::Backbone;
 use peftspace_core::generate::{generate, GenerationSettings};
 use peftspace_core::hooks::NoHooks;
-use peftspace_core::lm::LanguageModel;
+use peftspace_core::backbone::lm::LanguageModel;
 use serde_json::Value;
 
 const MODELS: [&str; 3] = ["t5-tiny-relu", "t5-tiny-gated", "bart-tiny"];

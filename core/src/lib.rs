@@ -17,7 +17,6 @@ pub mod experiment;
 pub mod grouping;
 pub mod hooks;
 pub mod interrupt;
-pub mod lm;
 pub mod model;
 pub mod params;
 pub mod plugin_abi;

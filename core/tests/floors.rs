@@ -29,7 +29,7 @@ const FLOORS: [&[&str]; 5] = [
         "design",
         "spec",
     ],
-    &["data", "model", "budget", "space", "trial"],
+    &["data", "model", "budget", "space", "trial", "generate"],
     &[
         "experiment",
         "resolve",

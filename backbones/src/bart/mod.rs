@@ -20,7 +20,7 @@ use peftspace_core::shapes::{BackboneInfo, SiteKind};
 use crate::seq2seq::{self, Architecture, CheckpointLayout, EncoderDecoder, TokenId};
 pub use config::Config;
 pub use model::BartStack;
-use peftspace_core::lm::SpecialTokens;
+use peftspace_core::backbone::lm::SpecialTokens;
 
 /// What BART plugs into the shared [`EncoderDecoder`].
 pub struct BartArchitecture;

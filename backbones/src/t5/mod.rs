@@ -24,7 +24,7 @@ use peftspace_core::shapes::{BackboneInfo, SiteKind};
 use crate::seq2seq::{self, Architecture, CheckpointLayout, EncoderDecoder, TokenId};
 pub use config::Config;
 pub use model::T5Stack;
-use peftspace_core::lm::SpecialTokens;
+use peftspace_core::backbone::lm::SpecialTokens;
 
 /// What T5 plugs into the shared [`EncoderDecoder`].
 pub struct T5Architecture;

@@ -27,7 +27,7 @@ use std::cmp::Ordering;
 
 use super::process::log_softmax;
 use super::{GenerationSettings, Search};
-use crate::lm::DecoderCache;
+use crate::backbone::lm::DecoderCache;
 use crate::{Error, Result};
 
 /// transformers' mark of a score that must lose: a dead beam, a done candidate, a closed input.

@@ -2,7 +2,7 @@
 
 use super::process::argmax;
 use super::Search;
-use crate::lm::DecoderCache;
+use crate::backbone::lm::DecoderCache;
 use crate::Result;
 
 /// Decodes `batch` rows whose encoder ran into `cache`. A row that finishes leaves the cache, so later steps only

@@ -3,13 +3,13 @@
 //!
 //! The encoder runs once ([`LanguageModel::start`]); every step feeds one new token per row
 //! ([`LanguageModel::step`]), so the cost grows linearly with the output length. Beam search keeps `inputs × beams`
-//! rows in the cache and reorders them with [`crate::lm::DecoderCache::select_rows`] after each step.
+//! rows in the cache and reorders them with [`crate::backbone::lm::DecoderCache::select_rows`] after each step.
 //!
 //! What transformers does, and so what we do (the references are `tests/fixtures/lm/*/generate.json`):
 //! - the scores a step sees are the raw logits (greedy) or their log-softmax (beam search), changed in this order by
 //!   the n-gram ban (`no_repeat_ngram_size`: a token that would complete an n-gram already in the decoder sequence,
 //!   the start token included, gets −∞), the minimum length (EOS gets −∞ while fewer than `min_new_tokens` tokens
-//!   were generated) and the forced EOS ([`crate::lm::SpecialTokens::forced_eos`]: at the last allowed step every
+//!   were generated) and the forced EOS ([`crate::backbone::lm::SpecialTokens::forced_eos`]: at the last allowed step every
 //!   other token gets −∞ and EOS 0);
 //! - greedy takes the first highest score; a row is done at EOS or after `max_new_tokens` tokens;
 //! - beam search: see the documentation at the top of `beam.rs`.
@@ -25,7 +25,7 @@ use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::hooks::LayerHooks;
-use crate::lm::LanguageModel;
+use crate::backbone::lm::LanguageModel;
 use crate::{Error, Result};
 
 /// How to decode. The defaults are transformers' (greedy, no bans, length penalty 1, no early stopping) except
@@ -176,7 +176,7 @@ struct Search<'a> {
 
 impl Search<'_> {
     /// One decoding step: feeds `last[i]` to row i and returns each row's logits as f32.
-    fn step(&self, cache: &mut crate::lm::DecoderCache, last: &[u32]) -> Result<Vec<Vec<f32>>> {
+    fn step(&self, cache: &mut crate::backbone::lm::DecoderCache, last: &[u32]) -> Result<Vec<Vec<f32>>> {
         let device = cache.encoder_hidden.device().clone();
         let ids = Tensor::from_vec(last.to_vec(), (last.len(), 1), &device)?;
         let logits = self.lm.step(cache, &ids, self.hooks)?;

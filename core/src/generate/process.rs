@@ -2,7 +2,7 @@
 //! log-softmax beam search scores with.
 
 use super::GenerationSettings;
-use crate::lm::SpecialTokens;
+use crate::backbone::lm::SpecialTokens;
 
 /// The processors one decoding run applies to every row's scores.
 pub(super) struct Processors {

@@ -8,7 +8,7 @@ use candle_core::{DType, Device, Tensor};
 use super::{generate, GenerationSettings};
 use crate::backbone::{Batch, Mode};
 use crate::hooks::{LayerHooks, NoHooks};
-use crate::lm::{DecoderCache, KeyValues, LanguageModel, SpecialTokens};
+use crate::backbone::lm::{DecoderCache, KeyValues, LanguageModel, SpecialTokens};
 use crate::{Error, Result};
 
 const VOCAB: usize = 12;

@@ -10,7 +10,7 @@ use candle_core::{DType, Tensor, D};
 
 use crate::backbone::{Backbone, Batch};
 use crate::data::{pad_batch, Example, TaskData, TaskKind, Tokenize, Tokens};
-use crate::lm::{decoder_input_from_labels, LanguageModel, SpecialTokens};
+use crate::backbone::lm::{decoder_input_from_labels, LanguageModel, SpecialTokens};
 use crate::{Error, Result};
 
 /// The language model of a generation task's backbone, or the error saying why there is none.

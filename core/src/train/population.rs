@@ -28,7 +28,7 @@ use crate::data::{pad_batch, TaskKind, Tokens};
 use crate::evaluator::{Evaluator, Metrics};
 use crate::generate::{generate, GenerationSettings};
 use crate::hooks::{LayerHooks, PopulationHooks};
-use crate::lm::LanguageModel;
+use crate::backbone::lm::LanguageModel;
 use crate::registry::registries;
 use crate::trial::TrialStatus;
 use crate::{Error, Result};

@@ -1,5 +1,7 @@
 //! `Backbone`: a frozen pretrained transformer that calls hook sites, plus its registry keyed by HF `model_type`.
 
+pub mod lm;
+
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -149,7 +151,7 @@ pub trait Backbone: Send + Sync {
 
     /// The model's language-model head and incremental decoding, for sequence-to-sequence tasks and generation;
     /// `None` for a backbone without one (encoder-only models).
-    fn language_model(&self) -> Option<&dyn crate::lm::LanguageModel> {
+    fn language_model(&self) -> Option<&dyn lm::LanguageModel> {
         None
     }
 }
