@@ -313,6 +313,7 @@ fn selected_tasks(spec: &ExperimentSpec, args: &Args) -> anyhow::Result<Vec<Task
                     max_train: None,
                     max_eval: None,
                     custom: None,
+                    generation: None,
                 }],
                 None => {
                     let known: Vec<&str> = spec.tasks.iter().map(|t| t.id.as_str()).collect();
