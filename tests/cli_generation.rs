@@ -83,5 +83,8 @@ fn an_encoder_only_backbone_is_refused_at_the_task() {
         e.contains("experiment.ron:4:29: tasks[0].generation: task `reverse` generates text"),
         "{e}"
     );
-    assert!(e.contains("`bert` model") && e.contains("T5 or BART"), "{e}");
+    assert!(
+        e.contains("`bert` model") && e.contains("T5 or BART"),
+        "{e}"
+    );
 }
