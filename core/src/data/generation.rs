@@ -112,10 +112,9 @@ fn select_columns(spec: &GenerationTaskSpec, table: Table) -> Result<Table> {
         ),
         Some(header) => {
             let find = |name: &str| header.iter().position(|h| h == name);
-            let xsum = || {
-                spec.default_names()
-                    .then(|| Some((find(XSUM.0)?, find(XSUM.1)?)))
-                    .flatten()
+            let xsum = || match (spec.default_names(), find(XSUM.0), find(XSUM.1)) {
+                (true, Some(document), Some(summary)) => Some((document, summary)),
+                _ => None,
             };
             match (find(&spec.source), find(&spec.target)) {
                 (Some(s), Some(t)) => (s, t),
@@ -190,13 +189,10 @@ fn position(spec: &GenerationTaskSpec, table: &Table, name: &str, default: usize
 /// Where a JSON object keeps its source and target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum JsonLayout {
-    /// Top-level keys named by the task (or XSum's).
-    Flat {
-        source: &'static str,
-        target: &'static str,
-    },
-    /// The task's keys as named (not XSum's).
+    /// Top-level keys named by the task's `source` and `target`.
     Named,
+    /// XSum's top-level `document` and `summary`.
+    Xsum,
     /// WMT: the task's `source` and `target` inside the `translation` object.
     Translation,
 }
@@ -207,10 +203,7 @@ fn detect_layout(spec: &GenerationTaskSpec, object: &Map<String, Value>) -> Opti
         return Some(JsonLayout::Named);
     }
     if spec.default_names() && object.contains_key(XSUM.0) && object.contains_key(XSUM.1) {
-        return Some(JsonLayout::Flat {
-            source: XSUM.0,
-            target: XSUM.1,
-        });
+        return Some(JsonLayout::Xsum);
     }
     object
         .get(TRANSLATION)
@@ -276,7 +269,7 @@ fn read_jsonl(spec: &GenerationTaskSpec, path: &Path, text: &str) -> Result<Tabl
         };
         let (holder, source_key, target_key, within) = match layout {
             JsonLayout::Named => (Some(object), spec.source.as_str(), spec.target.as_str(), ""),
-            JsonLayout::Flat { source, target } => (Some(object), source, target, ""),
+            JsonLayout::Xsum => (Some(object), XSUM.0, XSUM.1, ""),
             JsonLayout::Translation => (
                 object.get(TRANSLATION).and_then(Value::as_object),
                 spec.source.as_str(),
