@@ -1,5 +1,6 @@
 //! `peftspace validate` on generation tasks: good files pass; a missing target key, an empty target and an
-//! encoder-only backbone each stop it with one line placed at `file:line` and exit code 2.
+//! encoder-only backbone each stop it with one line placed at `file:line` and exit code 2. `train` refuses the
+//! encoder-only backbone too, before it trains.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -86,5 +87,26 @@ fn an_encoder_only_backbone_is_refused_at_the_task() {
     assert!(
         e.contains("`bert` model") && e.contains("T5 or BART"),
         "{e}"
+    );
+}
+
+#[test]
+fn train_refuses_an_encoder_only_backbone_before_training() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let exp = experiment(dir.path(), "tiny-bert", "dev.jsonl");
+    let out = Command::new(env!("CARGO_BIN_EXE_peftspace"))
+        .env_remove("PEFTSPACE_MODEL")
+        .env_remove("PEFTSPACE_DATA")
+        .env_remove("PEFTSPACE_EXECUTOR")
+        .args(["--offline", "--device", "cpu", "train"])
+        .arg(&exp)
+        .args(["--baseline", "lora", "--quiet"])
+        .output()
+        .expect("run peftspace");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("experiment.ron:4:29: tasks[0].generation: task `reverse` generates text"),
+        "{stderr}"
     );
 }
