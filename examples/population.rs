@@ -73,6 +73,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             max_train: Some(train),
             max_eval: Some(eval),
             custom: None,
+            generation: None,
         },
         Some(&glue_dir),
         &glue_dir,

@@ -1,6 +1,7 @@
 //! The documentation's examples work as written: every experiment in `docs/EXPERIMENTS.md` parses and validates
-//! (the worked custom task against its documented files, the strategy options against the real option structs),
-//! and the build-and-load commands of `docs/PLUGINS.md` build a binary and a plugin that load together.
+//! (the worked custom task against its documented files, the generation tasks against fixtures in their layouts,
+//! the strategy options against the real option structs), and the build-and-load commands of `docs/PLUGINS.md`
+//! build a binary and a plugin that load together.
 
 // Links the built-in strategies, evaluators and backbones into this test binary.
 use peftspace_backbones as _;
@@ -56,6 +57,18 @@ fn every_experiment_in_experiments_md_validates_with_its_data() {
     for split in ["train", "eval"] {
         std::fs::write(data.join(format!("{split}.tsv")), &tsv[0]).expect("write");
         std::fs::write(data.join(format!("{split}.jsonl")), &jsonl[0]).expect("write");
+    }
+    // The generation examples' exported datasets: the fixtures in XSum's and WMT's layouts.
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/generation");
+    for (folder, fixture) in [("xsum", "xsum.jsonl"), ("wmt16", "wmt.jsonl")] {
+        std::fs::create_dir_all(dir.path().join(folder)).expect("mkdir");
+        for split in ["train", "validation"] {
+            std::fs::copy(
+                fixtures.join(fixture),
+                dir.path().join(folder).join(format!("{split}.jsonl")),
+            )
+            .expect("copy fixture");
+        }
     }
     let experiments: Vec<String> = blocks(&text, "ron")
         .into_iter()

@@ -235,6 +235,7 @@ fn subsampling_is_seeded_and_bounded() {
         max_train: Some(2),
         max_eval: Some(1),
         custom: None,
+        generation: None,
     };
     let dir = fixtures().join("glue");
     let a = load_task(&task, Some(&dir), Path::new("."), 7).expect("loads");

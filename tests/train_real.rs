@@ -49,6 +49,7 @@ fn task(id: &str, max_train: usize, max_eval: Option<usize>) -> TaskData {
         max_train: Some(max_train),
         max_eval,
         custom: None,
+        generation: None,
     };
     load_task(&spec, Some(&shared().join("data/glue")), Path::new("."), 1).expect("task loads")
 }

@@ -8,6 +8,10 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+mod generation;
+
+pub use generation::{GenerationTaskSpec, DEFAULT_GENERATION_MAX_EVAL, DEFAULT_GENERATION_METRIC};
+
 /// Longest experiment name accepted (it becomes a folder name, which file systems limit to 255 bytes).
 pub const MAX_NAME_LEN: usize = 100;
 
@@ -139,17 +143,42 @@ pub enum GroupStacks {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskSpec {
-    /// GLUE task id (`cola`, `sst2`, `mrpc`, `qqp`, `stsb`, `mnli`, `qnli`, `rte`, `wnli`) or a custom task's name.
+    /// GLUE task id (`cola`, `sst2`, `mrpc`, `qqp`, `stsb`, `mnli`, `qnli`, `rte`, `wnli`), or the name of a custom
+    /// or generation task.
     pub id: String,
     /// Seeded subsample of the training set. Default: all.
     #[serde(default)]
     pub max_train: Option<usize>,
-    /// Seeded subsample of the evaluation set. Default: all.
+    /// Seeded subsample of the evaluation set. Default: all; for a generation task
+    /// [`DEFAULT_GENERATION_MAX_EVAL`] (200), since every evaluation decodes each example.
     #[serde(default)]
     pub max_eval: Option<usize>,
-    /// A non-GLUE task read from TSV/CSV/JSONL files. Default: none (a GLUE task).
+    /// A non-GLUE classification or regression task read from TSV/CSV/JSONL files. Default: none.
     #[serde(default)]
     pub custom: Option<CustomTaskSpec>,
+    /// A text-to-text task (summarisation, translation) read from JSONL/TSV/CSV files. Default: none. A task with
+    /// neither `custom` nor `generation` is a GLUE task; one with both is refused.
+    // Left out of the serialised form when absent, so the trial ids of GLUE and custom tasks (hashes of this
+    // struct) stay what they were before generation tasks existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<GenerationTaskSpec>,
+}
+
+impl TaskSpec {
+    /// Whether this is one of GLUE's tasks (read from the GLUE folder) rather than one in the user's files.
+    pub fn is_glue(&self) -> bool {
+        self.custom.is_none() && self.generation.is_none()
+    }
+
+    /// The evaluation subsample that applies: `max_eval`, or for a generation task left without one
+    /// [`DEFAULT_GENERATION_MAX_EVAL`].
+    pub fn effective_max_eval(&self) -> Option<usize> {
+        self.max_eval.or_else(|| {
+            self.generation
+                .as_ref()
+                .map(|_| DEFAULT_GENERATION_MAX_EVAL)
+        })
+    }
 }
 
 /// A task in the user's own files.

@@ -266,6 +266,7 @@ pub fn sst2_trial(design: &str) -> crate::trial::TrialSpec {
         max_train: None,
         max_eval: None,
         custom: None,
+        generation: None,
     };
     crate::trial::TrialSpec::new(
         design,

@@ -346,6 +346,7 @@ mod tests {
             max_train: Some(100),
             max_eval: None,
             custom: None,
+            generation: None,
         }
     }
 

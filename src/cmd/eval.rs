@@ -32,6 +32,7 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
         max_train: None,
         max_eval: args.max_eval,
         custom: None,
+        generation: None,
     };
     let data_dir = super::resolver(global)
         .glue_data_for(

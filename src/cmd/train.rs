@@ -104,6 +104,8 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
     let executor = TrainingExecutor::new(&exp, model, data_dir, device)
         .map_err(Exit::library)?
         .with_data_seed(seed);
+    // A generation task on an encoder-only backbone is the user's to fix, placed at the task in the file.
+    exp.check_backbone(executor.info()).map_err(Exit::usage)?;
     let design = match (&args.design, args.baseline.as_deref()) {
         _ if adapter.is_some() => {
             let from = args.adapter.as_deref().unwrap_or(Path::new("")).display();
@@ -313,6 +315,7 @@ fn selected_tasks(spec: &ExperimentSpec, args: &Args) -> anyhow::Result<Vec<Task
                     max_train: None,
                     max_eval: None,
                     custom: None,
+                    generation: None,
                 }],
                 None => {
                     let known: Vec<&str> = spec.tasks.iter().map(|t| t.id.as_str()).collect();

@@ -1,5 +1,6 @@
-//! `peftspace validate FILE`: parse and check an experiment file and its custom task files; errors are one line
-//! `file:line:col: message` (`file:line: message` in a data file), exit code 2.
+//! `peftspace validate FILE`: parse and check an experiment file, its custom and generation task files, and (when
+//! its `config.json` is here) whether the backbone suits the tasks; errors are one line `file:line:col: message`
+//! (`file:line: message` in a data file), exit code 2.
 
 use std::path::{Path, PathBuf};
 
@@ -112,6 +113,7 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
     let exp = load_experiment(&args.file, global)?;
     // Everything that needs no model: custom task files are read and checked as training would read them.
     exp.check_data().map_err(Exit::usage)?;
+    check_backbone_if_here(&exp, global)?;
     let s = &exp.spec;
     println!(
         "{}: ok ({} task(s), {} strateg{}, {} group(s), {} stage(s), budget {} %)",
@@ -128,6 +130,38 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
         println!("  warning: {warning}");
     }
     Ok(())
+}
+
+/// Refuses a backbone that cannot do the experiment's generation tasks (an encoder without a decoder), when its
+/// `config.json` is already here: validate never downloads, and the commands that load the backbone check it too.
+fn check_backbone_if_here(exp: &Experiment, global: &Global) -> Result<(), Exit> {
+    let final_tasks = exp
+        .spec
+        .final_runs
+        .iter()
+        .flat_map(|f| f.tasks.iter().flatten());
+    if !exp
+        .spec
+        .tasks
+        .iter()
+        .chain(final_tasks)
+        .any(|t| t.generation.is_some())
+    {
+        return Ok(());
+    }
+    let described = Resolver::from_env(true)
+        .model_folder(
+            global.model.as_deref(),
+            &exp.spec.backbone,
+            &exp.base_dir(),
+            ModelNeeds::Config,
+        )
+        .and_then(|m| m.describe(&registries()?));
+    match described {
+        Ok(info) => exp.check_backbone(&info).map_err(Exit::usage),
+        // A backbone not here yet is described, and checked, when a command resolves it.
+        Err(_) => Ok(()),
+    }
 }
 
 /// Per grouping stage, the splits each candidate admits on the backbone and the warnings about them. The layer

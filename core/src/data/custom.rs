@@ -6,7 +6,9 @@
 use std::path::{Path, PathBuf};
 
 use super::glue::parse_label;
-use super::table::{read_text, read_tsv_text, Row, Table};
+use super::table::{
+    check_has_rows, check_not_empty, read_csv, read_text, read_tsv_text, FileType, Row, Table,
+};
 use super::{Example, TaskData, TaskKind};
 use crate::spec::{CustomKind, CustomTaskSpec};
 use crate::{Error, Result};
@@ -167,56 +169,17 @@ pub fn load_custom(id: &str, spec: &CustomTaskSpec, spec_dir: &Path) -> Result<T
 /// A custom file read into a table: its type from the extension; an empty file, or a header without examples,
 /// is an error.
 fn read_table(spec: &CustomTaskSpec, path: &Path) -> Result<Table> {
-    let extension = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase);
-    let reader = match extension.as_deref() {
-        Some("tsv") | Some("txt") => FileType::Tsv,
-        Some("csv") => FileType::Csv,
-        Some("jsonl") | Some("json") => FileType::Jsonl,
-        _ => {
-            return Err(Error::msg(format!(
-                "{}: unknown file type; custom task files must end in .tsv, .csv or .jsonl",
-                path.display()
-            )))
-        }
-    };
+    let file_type = FileType::of(path, "custom task files")?;
     let text = read_text(path)?;
-    let needs = match (reader, spec.header) {
-        (FileType::Jsonl, _) => "one JSON object per example",
-        (_, true) => "a header row naming the columns, then one example per line",
-        (_, false) => "one example per line",
-    };
-    if text.trim().is_empty() {
-        return Err(Error::Data {
-            path: path.to_path_buf(),
-            line: 1,
-            message: format!("the file is empty; it needs {needs}"),
-        });
-    }
-    let table = match reader {
+    let needs = file_type.needs(spec.header);
+    check_not_empty(path, &text, needs)?;
+    let table = match file_type {
         FileType::Tsv => read_tsv_text(path, &text, spec.header, None)?,
         FileType::Csv => read_csv(path, &text, spec.header)?,
         FileType::Jsonl => read_jsonl(path, &text, spec)?,
     };
-    if table.rows.is_empty() {
-        return Err(Error::Data {
-            path: path.to_path_buf(),
-            line: 2,
-            message: format!(
-                "no examples after the header row; the file needs {needs} (or `header: false` if line 1 is an example)"
-            ),
-        });
-    }
+    check_has_rows(&table, needs)?;
     Ok(table)
-}
-
-#[derive(Clone, Copy)]
-enum FileType {
-    Tsv,
-    Csv,
-    Jsonl,
 }
 
 fn read_custom(spec: &CustomTaskSpec, path: &Path, kind: &TaskKind) -> Result<Vec<Example>> {
@@ -315,47 +278,6 @@ fn field<'a>(table: &Table, row: &'a Row, index: usize) -> Result<&'a str> {
             ),
         )
     })
-}
-
-fn read_csv(path: &Path, text: &str, header: bool) -> Result<Table> {
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .from_reader(text.as_bytes());
-    let mut rows = Vec::new();
-    for record in reader.records() {
-        let record = record.map_err(|e| Error::Data {
-            path: path.to_path_buf(),
-            line: e.position().map(|p| p.line() as usize).unwrap_or(0),
-            message: format!("malformed CSV: {e}"),
-        })?;
-        let line = record.position().map(|p| p.line() as usize).unwrap_or(0);
-        rows.push(Row {
-            line,
-            fields: record.iter().map(str::to_string).collect(),
-        });
-    }
-    let mut table = Table {
-        path: path.to_path_buf(),
-        header: None,
-        rows,
-    };
-    if header && !table.rows.is_empty() {
-        let first = table.rows.remove(0);
-        table.header = Some(first.fields.iter().map(|s| s.trim().to_string()).collect());
-    }
-    if let Some(expected) = table.header.as_ref().map(Vec::len) {
-        if let Some(bad) = table.rows.iter().find(|r| r.fields.len() != expected) {
-            return Err(table.error(
-                bad,
-                format!(
-                    "expected {expected} comma-separated fields, found {}",
-                    bad.fields.len()
-                ),
-            ));
-        }
-    }
-    Ok(table)
 }
 
 /// JSON lines become a table whose columns are the keys the task names (text, pair, label).

@@ -1,10 +1,12 @@
-//! Tasks: GLUE's TSV files and the user's own TSV/CSV/JSONL files, read into labelled examples.
+//! Tasks: GLUE's TSV files and the user's own TSV/CSV/JSONL files, read into labelled examples (or, for generation
+//! tasks, source texts with their reference outputs).
 //!
 //! A task is read once into [`TaskData`] (strings and labels); tokenisation happens later, in the trainer, through a
 //! [`Tokenize`]r (the model folder's [`crate::model::Tokenizer`]).
 
 mod custom;
 mod encoding;
+mod generation;
 mod glue;
 mod table;
 
@@ -16,6 +18,7 @@ use rand::SeedableRng;
 
 pub use custom::{custom_kind, kind_problem_message, label_values, load_custom, KindProblem};
 pub use encoding::{pad_batch, Tokenize, Tokens};
+pub use generation::load_generation;
 pub use glue::{glue_task, load_glue, GlueTask, GLUE_TASKS};
 
 use crate::evaluator::{Evaluator, Metrics};
@@ -218,17 +221,25 @@ pub fn seeded_subset<T>(items: Vec<T>, n: usize, seed: u64) -> Vec<T> {
         .collect()
 }
 
-/// Loads the task an experiment names: a custom task from its files (relative paths from `spec_dir`), or a GLUE task
-/// from `data_dir/<GLUE folder>`; then subsamples with `seed` as the task asks.
+/// Loads the task an experiment names: a custom or generation task from its files (relative paths from
+/// `spec_dir`), or a GLUE task from `data_dir/<GLUE folder>`; then subsamples with `seed` as the task asks (a
+/// generation task without `max_eval` keeps [`crate::spec::DEFAULT_GENERATION_MAX_EVAL`] evaluation examples).
 pub fn load_task(
     task: &TaskSpec,
     data_dir: Option<&Path>,
     spec_dir: &Path,
     seed: u64,
 ) -> Result<TaskData> {
-    let data = match &task.custom {
-        Some(custom) => load_custom(&task.id, custom, spec_dir)?,
-        None => {
+    let data = match (&task.custom, &task.generation) {
+        (Some(_), Some(_)) => {
+            return Err(Error::msg(format!(
+                "task `{}` is both a `custom` and a `generation` task; keep one of them",
+                task.id
+            )))
+        }
+        (Some(custom), None) => load_custom(&task.id, custom, spec_dir)?,
+        (None, Some(generation)) => load_generation(&task.id, generation, spec_dir)?,
+        (None, None) => {
             let glue = glue_task(&task.id)?;
             let dir = data_dir.ok_or_else(|| {
                 Error::msg(format!(
@@ -240,7 +251,7 @@ pub fn load_task(
             load_glue(glue, dir)?
         }
     };
-    Ok(data.subsample(task.max_train, task.max_eval, seed))
+    Ok(data.subsample(task.max_train, task.effective_max_eval(), seed))
 }
 
 #[cfg(test)]

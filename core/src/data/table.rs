@@ -1,4 +1,7 @@
 //! Reading delimited text files row by row, with the file and line of every row kept for error messages.
+//!
+//! Shared by the GLUE, custom and generation task readers: file types by extension, TSV and CSV readers, and the
+//! errors for a file without examples.
 
 use std::path::{Path, PathBuf};
 
@@ -126,4 +129,112 @@ impl Table {
             message: message.into(),
         }
     }
+}
+
+/// Reads a comma-separated file with RFC 4180 quoting; with `header`, the first record names the columns and every
+/// row must have as many fields.
+pub(crate) fn read_csv(path: &Path, text: &str, header: bool) -> Result<Table> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(text.as_bytes());
+    let mut rows = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| Error::Data {
+            path: path.to_path_buf(),
+            line: e.position().map(|p| p.line() as usize).unwrap_or(0),
+            message: format!("malformed CSV: {e}"),
+        })?;
+        let line = record.position().map(|p| p.line() as usize).unwrap_or(0);
+        rows.push(Row {
+            line,
+            fields: record.iter().map(str::to_string).collect(),
+        });
+    }
+    let mut table = Table {
+        path: path.to_path_buf(),
+        header: None,
+        rows,
+    };
+    if header && !table.rows.is_empty() {
+        let first = table.rows.remove(0);
+        table.header = Some(first.fields.iter().map(|s| s.trim().to_string()).collect());
+    }
+    if let Some(expected) = table.header.as_ref().map(Vec::len) {
+        if let Some(bad) = table.rows.iter().find(|r| r.fields.len() != expected) {
+            return Err(table.error(
+                bad,
+                format!(
+                    "expected {expected} comma-separated fields, found {}",
+                    bad.fields.len()
+                ),
+            ));
+        }
+    }
+    Ok(table)
+}
+
+/// The kinds of task files a user may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FileType {
+    /// Tab-separated, no quoting (`.tsv`, `.txt`).
+    Tsv,
+    /// Comma-separated, RFC 4180 quoting (`.csv`).
+    Csv,
+    /// One JSON object per line (`.jsonl`, `.json`).
+    Jsonl,
+}
+
+impl FileType {
+    /// The type of `path` from its extension; `what` names the files in the error (`custom task files`).
+    pub fn of(path: &Path, what: &str) -> Result<FileType> {
+        let extension = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        match extension.as_deref() {
+            Some("tsv") | Some("txt") => Ok(FileType::Tsv),
+            Some("csv") => Ok(FileType::Csv),
+            Some("jsonl") | Some("json") => Ok(FileType::Jsonl),
+            _ => Err(Error::msg(format!(
+                "{}: unknown file type; {what} must end in .tsv, .csv or .jsonl",
+                path.display()
+            ))),
+        }
+    }
+
+    /// What a file of this type holds, for messages about an empty one.
+    pub fn needs(self, header: bool) -> &'static str {
+        match (self, header) {
+            (FileType::Jsonl, _) => "one JSON object per example",
+            (_, true) => "a header row naming the columns, then one example per line",
+            (_, false) => "one example per line",
+        }
+    }
+}
+
+/// Refuses a file whose text is empty or blank; `needs` says what it should hold ([`FileType::needs`]).
+pub(crate) fn check_not_empty(path: &Path, text: &str, needs: &str) -> Result<()> {
+    if text.trim().is_empty() {
+        return Err(Error::Data {
+            path: path.to_path_buf(),
+            line: 1,
+            message: format!("the file is empty; it needs {needs}"),
+        });
+    }
+    Ok(())
+}
+
+/// Refuses a table without rows (a header row alone).
+pub(crate) fn check_has_rows(table: &Table, needs: &str) -> Result<()> {
+    if table.rows.is_empty() {
+        return Err(Error::Data {
+            path: table.path.clone(),
+            line: 2,
+            message: format!(
+                "no examples after the header row; the file needs {needs} (or `header: false` if line 1 is an example)"
+            ),
+        });
+    }
+    Ok(())
 }

@@ -363,12 +363,14 @@ fn check_tasks(
                 format!("task `{}` is listed twice", t.id),
             ));
         }
+        super::generation::check_generation_task(p, reg, t, &path, unresolved.as_deref_mut())?;
         match &t.custom {
-            None if glue_task(&t.id).is_err() => {
+            None if t.generation.is_none() && glue_task(&t.id).is_err() => {
                 return Err(p.error_at(
                     &format!("{path}.id"),
                     format!(
-                        "unknown GLUE task `{}`; known: {} (or describe your own files with `custom`)",
+                        "unknown GLUE task `{}`; known: {} (or describe your own files with `custom`, or \
+                         `generation` for a text-to-text task)",
                         t.id,
                         known(GLUE_TASKS.iter().map(|t| t.id))
                     ),

@@ -1,10 +1,11 @@
 //! Experiment files, pass 2: a parsed [`ExperimentSpec`] checked against the registries, with every error placed
 //! at `file:line:col` and named by its path in the spec (`stages[2].candidates[1]`).
 //!
-//! Paths written in an experiment file (backbone, data, plugins, custom task files) are relative to the folder of
-//! that file.
+//! Paths written in an experiment file (backbone, data, plugins, custom and generation task files) are relative to
+//! the folder of that file.
 
 mod checks;
+mod generation;
 pub mod locate;
 
 pub use checks::Unresolved;
@@ -147,9 +148,10 @@ impl Experiment {
         self.spec.plugins.iter().map(|p| self.resolve(p)).collect()
     }
 
-    /// Reads every custom task's files (search and final-run tasks) and checks them as training would: the files
-    /// exist and parse, the named columns exist, every label is one of `labels` (a number for regression), no file
-    /// is empty. Needs no model. Errors are `file:line: message` in the data file, or placed in this file.
+    /// Reads every custom and generation task's files (search and final-run tasks) and checks them as training
+    /// would: the files exist and parse, the named columns exist, every label is one of `labels` (a number for
+    /// regression), every generation example has a source and a target, no file is empty. Needs no model. Errors
+    /// are `file:line: message` in the data file, or placed in this file.
     pub fn check_data(&self) -> Result<()> {
         self.check_tasks_data(&self.spec.tasks, "tasks")?;
         if let Some(tasks) = self.spec.final_runs.as_ref().and_then(|f| f.tasks.as_ref()) {
@@ -159,10 +161,14 @@ impl Experiment {
     }
 
     /// [`Self::check_data`] for some tasks; `at` is where they are listed (`tasks` or `final_runs.tasks`), to place
-    /// errors. Tasks that are not custom (GLUE's) are skipped: their folder is found later.
+    /// errors. GLUE tasks are skipped: their folder is found later.
     pub fn check_tasks_data(&self, tasks: &[TaskSpec], at: &str) -> Result<()> {
         for (i, task) in tasks.iter().enumerate() {
-            let Some(custom) = &task.custom else { continue };
+            let (field, train, eval) = match (&task.custom, &task.generation) {
+                (Some(custom), _) => ("custom", &custom.train, &custom.eval),
+                (None, Some(generation)) => ("generation", &generation.train, &generation.eval),
+                (None, None) => continue,
+            };
             // A subset of the search tasks (`train --task`) is placed at the task's own line.
             let index = match at {
                 "tasks" => self
@@ -173,12 +179,12 @@ impl Experiment {
                     .unwrap_or(i),
                 _ => i,
             };
-            let place = format!("{at}[{index}].custom");
-            for (field, file) in [("train", &custom.train), ("eval", &custom.eval)] {
+            let place = format!("{at}[{index}].{field}");
+            for (name, file) in [("train", train), ("eval", eval)] {
                 let path = self.resolve(file);
                 if !path.is_file() {
                     return Err(self.error_at(
-                        &format!("{place}.{field}"),
+                        &format!("{place}.{name}"),
                         format!(
                             "no file {}; paths are relative to the experiment file's folder ({})",
                             path.display(),
@@ -187,7 +193,14 @@ impl Experiment {
                     ));
                 }
             }
-            crate::data::load_custom(&task.id, custom, &self.base_dir()).map_err(|e| match e {
+            let loaded = match (&task.custom, &task.generation) {
+                (Some(custom), _) => crate::data::load_custom(&task.id, custom, &self.base_dir()),
+                (None, Some(generation)) => {
+                    crate::data::load_generation(&task.id, generation, &self.base_dir())
+                }
+                (None, None) => continue,
+            };
+            loaded.map_err(|e| match e {
                 Error::Msg(message) => self.error_at(&place, message),
                 other => other,
             })?;
@@ -236,8 +249,10 @@ impl Experiment {
     }
 
     /// S0 for a backbone: its layers in `groups` groups (for `group_stacks: Separate` on an encoder-decoder, half
-    /// of the groups cover the encoder and half the decoder).
+    /// of the groups cover the encoder and half the decoder). Refused when the backbone does not suit the tasks
+    /// ([`Experiment::check_backbone`]): every command that pairs the experiment with its backbone builds S0.
     pub fn space(&self, info: &BackboneInfo) -> Result<DesignSpace> {
+        self.check_backbone(info)?;
         let mut space =
             DesignSpace::new(info.num_layers(), self.spec.groups, self.strategy_names()).map_err(
                 |e| {

@@ -66,7 +66,7 @@ pub fn known_glue_size(id: &str) -> Option<(usize, usize)> {
 /// The size of `task`: its rows when its files can be read (GLUE under `glue_dir`, custom files relative to
 /// `spec_dir`), else GLUE's published sizes, capped by the task's subsample settings.
 pub fn task_size(task: &TaskSpec, glue_dir: Option<&Path>, spec_dir: &Path) -> TaskSize {
-    let readable = task.custom.is_some()
+    let readable = !task.is_glue()
         || glue_dir.is_some_and(|dir| {
             data::glue_task(&task.id).is_ok_and(|g| dir.join(g.folder).join(g.train_file).is_file())
         });
@@ -82,7 +82,7 @@ pub fn task_size(task: &TaskSpec, glue_dir: Option<&Path>, spec_dir: &Path) -> T
         }
     }
     let cap = |n: usize, max: Option<usize>| max.map_or(n, |m| m.min(n));
-    match (task.custom.is_none(), known_glue_size(&task.id)) {
+    match (task.is_glue(), known_glue_size(&task.id)) {
         (true, Some((train, eval))) => TaskSize {
             id: task.id.clone(),
             train: cap(train, task.max_train),

@@ -192,7 +192,7 @@ impl Resolver {
     }
 
     /// The GLUE folder for an experiment's `tasks`: [`Resolver::data`] over the GLUE tasks among them, `None`
-    /// when every task is a custom one (their files are named in the experiment).
+    /// when every task is a custom or generation one (their files are named in the experiment).
     pub fn glue_data_for(
         &self,
         flag: Option<&Path>,
@@ -202,7 +202,7 @@ impl Resolver {
     ) -> Result<Option<PathBuf>> {
         let glue: Vec<&GlueTask> = tasks
             .iter()
-            .filter(|t| t.custom.is_none())
+            .filter(|t| t.is_glue())
             .map(|t| glue_task(&t.id))
             .collect::<Result<_>>()?;
         if glue.is_empty() {
