@@ -94,6 +94,7 @@ fn reversal_task(train: usize, eval: usize) -> TaskData {
     TaskData {
         id: "reverse".into(),
         kind: TaskKind::Generation {
+            max_source_tokens: None,
             max_target_tokens: 6,
         },
         evaluator: "rouge".into(),

@@ -104,8 +104,6 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
     let executor = TrainingExecutor::new(&exp, model, data_dir, device)
         .map_err(Exit::library)?
         .with_data_seed(seed);
-    // A generation task on an encoder-only backbone is the user's to fix, placed at the task in the file.
-    exp.check_backbone(executor.info()).map_err(Exit::usage)?;
     let design = match (&args.design, args.baseline.as_deref()) {
         _ if adapter.is_some() => {
             let from = args.adapter.as_deref().unwrap_or(Path::new("")).display();

@@ -32,6 +32,7 @@ pub fn load_generation(id: &str, spec: &GenerationTaskSpec, spec_dir: &Path) -> 
     Ok(TaskData {
         id: id.to_string(),
         kind: TaskKind::Generation {
+            max_source_tokens: spec.max_source_tokens,
             max_target_tokens: spec.max_target_tokens,
         },
         evaluator: spec.metric_name().to_string(),

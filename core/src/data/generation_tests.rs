@@ -40,6 +40,7 @@ fn jsonl_tsv_and_csv_give_the_same_examples() -> Result<()> {
     assert_eq!(
         jsonl.kind,
         TaskKind::Generation {
+            max_source_tokens: None,
             max_target_tokens: 64
         }
     );
@@ -73,6 +74,7 @@ fn the_prefix_metric_and_target_length_come_from_the_task() -> Result<()> {
     assert_eq!(
         data.kind,
         TaskKind::Generation {
+            max_source_tokens: None,
             max_target_tokens: 12
         }
     );

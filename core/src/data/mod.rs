@@ -46,6 +46,8 @@ pub enum TaskKind {
     /// Text to text (summarisation, translation): [`Example::target`] holds the reference output, decoded and scored
     /// by a text evaluator (ROUGE, BLEU). Needs a backbone with a language model.
     Generation {
+        /// Source tokens kept (the task prefix and special tokens included); `None`: `training.max_seq_len`.
+        max_source_tokens: Option<usize>,
         /// Target tokens kept for training and generated at most at evaluation (the end-of-sequence token
         /// included).
         max_target_tokens: usize,

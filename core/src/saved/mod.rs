@@ -147,7 +147,9 @@ impl SavedTask {
         let (labels, regression, max_target_tokens) = match kind {
             TaskKind::Classification { labels } => (labels.clone(), false, None),
             TaskKind::Regression => (Vec::new(), true, None),
-            TaskKind::Generation { max_target_tokens } => {
+            TaskKind::Generation {
+                max_target_tokens, ..
+            } => {
                 (Vec::new(), false, Some(*max_target_tokens))
             }
         };
@@ -162,7 +164,10 @@ impl SavedTask {
 
     pub fn kind(&self) -> TaskKind {
         if let Some(max_target_tokens) = self.max_target_tokens {
-            TaskKind::Generation { max_target_tokens }
+            TaskKind::Generation {
+                max_source_tokens: None,
+                max_target_tokens,
+            }
         } else if self.regression {
             TaskKind::Regression
         } else {

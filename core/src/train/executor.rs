@@ -70,8 +70,10 @@ impl TrainingExecutor {
     ) -> Result<Self> {
         let registries = registries()?;
         let info = model.describe(&registries)?;
-        // Options are checked here, with the experiment file's place, rather than at the first trial.
+        // Options are checked here, with the experiment file's place, rather than at the first trial; so is a
+        // generation task on a model without a decoder.
         experiment.strategies(&registries)?;
+        experiment.check_backbone(&info)?;
         Ok(TrainingExecutor {
             data_dir,
             spec_dir: experiment.base_dir(),

@@ -96,7 +96,12 @@ pub fn run_population_with(
     }
     let evaluator = registries()?.evaluator(&task.evaluator)?;
     let generation = match (language_model(first.backbone, task)?, &task.kind) {
-        (Some(lm), TaskKind::Generation { max_target_tokens }) => Some(GenerationParts {
+        (
+            Some(lm),
+            TaskKind::Generation {
+                max_target_tokens, ..
+            },
+        ) => Some(GenerationParts {
             lm,
             train_targets: target_tokens(first.tokenizer, &task.train, *max_target_tokens)?,
             max_target_tokens: *max_target_tokens,

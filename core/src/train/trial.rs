@@ -7,7 +7,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::population::run_population_with;
 use super::{EpochReport, TrainingReport, TrialInput};
-use crate::data::{Example, Tokens};
+use crate::data::{Example, TaskKind, Tokens};
 use crate::params::Tensors;
 use crate::spec::Select;
 use crate::{Error, Result};
@@ -74,8 +74,16 @@ pub(super) fn finish(
 
 /// Tokenises `examples`, truncated to `training.max_seq_len` or to the backbone's position limit if shorter (a text
 /// too long for the model is cut, not a failed trial).
+/// A generation task's `max_source_tokens` replaces `max_seq_len` for its sources.
 pub(super) fn tokenize(input: &TrialInput<'_>, examples: &[Example]) -> Result<Vec<Tokens>> {
-    let max_len = max_input_len(input.training.max_seq_len, input.backbone.max_positions());
+    let max_seq_len = match input.task.kind {
+        TaskKind::Generation {
+            max_source_tokens: Some(limit),
+            ..
+        } => limit,
+        _ => input.training.max_seq_len,
+    };
+    let max_len = max_input_len(max_seq_len, input.backbone.max_positions());
     examples
         .iter()
         .map(|e| input.tokenizer.encode(&e.text, e.pair.as_deref(), max_len))
