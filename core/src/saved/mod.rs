@@ -149,9 +149,7 @@ impl SavedTask {
             TaskKind::Regression => (Vec::new(), true, None),
             TaskKind::Generation {
                 max_target_tokens, ..
-            } => {
-                (Vec::new(), false, Some(*max_target_tokens))
-            }
+            } => (Vec::new(), false, Some(*max_target_tokens)),
         };
         SavedTask {
             id: id.to_string(),
