@@ -66,7 +66,7 @@ fn corpus_bleu_equals_sacrebleu_with_its_parts_and_edge_cases() {
 #[test]
 fn the_text_evaluators_are_registered_and_refuse_labels() {
     let reg = registries().expect("registries");
-    for name in ["rouge", "bleu"] {
+    for name in ["rouge", "bleu", "exact_match"] {
         let e = reg.evaluator(name).expect("registered");
         assert!(e.scores_texts());
         let err = e.score(&[1.0], &[1.0]).unwrap_err().to_string();
@@ -78,4 +78,21 @@ fn the_text_evaluators_are_registered_and_refuse_labels() {
         .expect("scores");
     close("primary is ROUGE-2", m.primary, m.values["rouge2"]);
     assert!(reg.evaluator("accuracy").is_ok_and(|e| !e.scores_texts()));
+}
+
+#[test]
+fn exact_match_is_the_share_of_outputs_equal_to_their_reference() {
+    let exact = registries()
+        .expect("registries")
+        .evaluator("exact_match")
+        .expect("registered");
+    let texts = |t: &[&str]| t.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let m = exact
+        .score_texts(
+            &texts(&["w1 w2", " w3  w4 ", "w5", "w6 w7"]),
+            &texts(&["w1 w2", "w3 w4", "w5 w5", "w7 w6"]),
+        )
+        .expect("scores");
+    close("exact match", m.primary, 0.5);
+    assert!(exact.score_texts(&texts(&["a"]), &texts(&[])).is_err());
 }

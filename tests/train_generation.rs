@@ -268,3 +268,105 @@ fn a_generation_task_needs_a_language_model() {
     .expect("refused");
     assert!(err.to_string().contains("no language-model head"), "{err}");
 }
+
+/// Reversal pairs of two to four distinct words drawn with `seed`: the reversed text never equals its source.
+fn reversal_pairs(count: usize, seed: u64) -> Vec<Example> {
+    use rand::seq::IndexedRandom;
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let all: Vec<usize> = (0..40).collect();
+    (0..count)
+        .map(|_| {
+            let length = rng.random_range(2..=4);
+            let words: Vec<String> = all
+                .choose_multiple(&mut rng, length)
+                .map(|w| format!("w{w}"))
+                .collect();
+            let reversed: Vec<String> = words.iter().rev().cloned().collect();
+            Example {
+                text: words.join(" "),
+                pair: None,
+                label: 0.0,
+                target: Some(reversed.join(" ")),
+            }
+        })
+        .collect()
+}
+
+/// The acceptance test of learning on a generation task. `lm/t5-copy` is a small T5 trained (all weights) to copy
+/// word sequences, standing in for a pretrained model; it reverses none of the evaluation sources (exact match 0:
+/// the copy reference). LoRA of rank 8 on every projection of both stacks (self- and cross-attention, FFN), about
+/// 40 % of the model's size, then learns to reverse them in 315 steps (1 000 pairs, 5 epochs; 0.90 to 0.96 with
+/// seeds 1, 2, 3 and 7): the decoder must attend to the source positions in the opposite order, and
+/// cross-attention's query, key and value projections carry exactly that. Copying the source, or any constant
+/// output, scores 0.
+#[test]
+fn a_copy_model_learns_to_reverse_words_through_lora() {
+    let folder = ModelFolder::open(fixture("lm").join("t5-copy")).expect("fixture opens");
+    let backbone = folder
+        .load(
+            &registries().expect("registries"),
+            &Device::Cpu,
+            Weights::Frozen,
+        )
+        .expect("fixture loads");
+    let tokenizer = folder.tokenizer().expect("tokenizer");
+    let task = TaskData {
+        id: "reverse".into(),
+        kind: TaskKind::Generation {
+            max_source_tokens: None,
+            max_target_tokens: 6,
+        },
+        evaluator: "exact_match".into(),
+        train: reversal_pairs(1000, 1),
+        eval: reversal_pairs(100, 2),
+        sources: Vec::new(),
+    };
+    let training = TrainingSpec {
+        epochs: 5,
+        batch_size: 16,
+        learning_rate: 1e-2,
+        max_seq_len: 16,
+        eval_batch_size: 50,
+        ..TrainingSpec::default()
+    };
+    let strategies = vec![peftspace_core::spec::StrategySpec {
+        name: "lora".into(),
+        options: ron::from_str(
+            r#"(targets: ["q", "k", "v", "o", "cq", "ck", "cv", "co", "ffn_in", "ffn_out"])"#,
+        )
+        .expect("options"),
+        learning_rate: None,
+    }];
+    let plan = uniform_plan(backbone.info(), "lora", 8);
+    let report = run_trial(&TrialInput {
+        backbone: backbone.as_ref(),
+        tokenizer: &tokenizer,
+        task: &task,
+        plan: &plan,
+        strategies: &strategies,
+        training: &training,
+        seed: 7,
+        progress: false,
+        on_epoch: None,
+    })
+    .expect("trial runs");
+    assert_eq!(report.status, TrialStatus::Ok);
+    let reference = report.reference.as_ref().expect("reference").primary;
+    assert_eq!(reference, 0.0, "copying never reverses distinct words");
+    let scores: Vec<f64> = report.per_epoch.iter().map(|e| e.metrics.primary).collect();
+    eprintln!("exact match per epoch: {scores:?}");
+    assert!(
+        report.metrics.primary > 0.8,
+        "exact match after 315 steps: {scores:?}, losses {:?}",
+        report
+            .per_epoch
+            .iter()
+            .map(|e| e.train_loss)
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        report.trainable_params * 2 < backbone.info().num_params,
+        "the design is a fraction of the model"
+    );
+}

@@ -377,6 +377,39 @@ impl Evaluator for Rouge {
     }
 }
 
+/// The share of generated texts equal to their reference, whitespace runs and the ends ignored (the usual
+/// score of synthetic tasks such as copying or reversing, and of short answers); primary: that share.
+struct ExactMatch;
+
+impl Evaluator for ExactMatch {
+    fn name(&self) -> &str {
+        "exact_match"
+    }
+    fn score(&self, _: &[f64], _: &[f64]) -> Result<Metrics> {
+        Err(texts_only("exact_match"))
+    }
+    fn scores_texts(&self) -> bool {
+        true
+    }
+    fn score_texts(&self, hypotheses: &[String], references: &[String]) -> Result<Metrics> {
+        same_length("exact_match", hypotheses, references)?;
+        let equal = hypotheses
+            .iter()
+            .zip(references)
+            .filter(|(h, r)| h.split_whitespace().eq(r.split_whitespace()))
+            .count();
+        let share = if hypotheses.is_empty() {
+            0.0
+        } else {
+            equal as f64 / hypotheses.len() as f64
+        };
+        Ok(Metrics {
+            primary: share,
+            values: [("exact_match".to_string(), share)].into_iter().collect(),
+        })
+    }
+}
+
 /// sacrebleu's corpus BLEU; primary: BLEU / 100.
 struct BleuEvaluator;
 
@@ -412,6 +445,14 @@ peftspace_core::inventory::submit! {
         name: "rouge",
         summary: "generated text: mean ROUGE-1/2/L/Lsum F (rouge_score, no stemming); primary ROUGE-2",
         create: || Box::new(Rouge),
+    }
+}
+
+peftspace_core::inventory::submit! {
+    EvaluatorEntry {
+        name: "exact_match",
+        summary: "generated text: share of outputs equal to their reference (whitespace-normalised)",
+        create: || Box::new(ExactMatch),
     }
 }
 

@@ -60,7 +60,7 @@ impl TaskKind {
         match self {
             TaskKind::Classification { .. } => "majority class",
             TaskKind::Regression => "mean predictor",
-            TaskKind::Generation { .. } => "copying the source",
+            TaskKind::Generation { .. } => "source copy",
         }
     }
 
