@@ -355,6 +355,7 @@ fn paper_experiment_files_parse_and_follow_the_protocol() {
         "paper_t5_base.ron",
         "paper_roberta_base.ron",
         "paper_bart_base.ron",
+        "paper_bart_xsum.ron",
     ] {
         let path = root.join(name);
         let text =

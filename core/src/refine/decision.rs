@@ -554,7 +554,7 @@ pub fn decide_stage(
     }
     if did_not_learn {
         summary.push_str(&format!(
-            "; did not learn: no design beats the reference score {:.4} (majority class or mean predictor)",
+            "; did not learn: no design beats the reference score {:.4} (majority class, mean predictor or source copy)",
             winner_row.reference
         ));
     }
