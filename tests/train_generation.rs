@@ -96,6 +96,7 @@ fn reversal_task(train: usize, eval: usize) -> TaskData {
         kind: TaskKind::Generation {
             max_source_tokens: None,
             max_target_tokens: 6,
+            decoding: Default::default(),
         },
         evaluator: "rouge".into(),
         train: (0..train).map(example).collect(),
@@ -196,7 +197,12 @@ fn a_population_on_a_generation_task_equals_its_designs_alone() {
         )
         .expect("fixture loads");
     let tokenizer = folder.tokenizer().expect("tokenizer");
-    let task = reversal_task(32, 6);
+    // Beam search with an n-gram ban in evaluation, as a task's `decoding` asks.
+    let mut task = reversal_task(32, 6);
+    if let TaskKind::Generation { decoding, .. } = &mut task.kind {
+        decoding.num_beams = 2;
+        decoding.no_repeat_ngram_size = 2;
+    }
     let training = training();
     let plans = designs(backbone.as_ref());
     fn input<'a>(
@@ -316,6 +322,7 @@ fn a_copy_model_learns_to_reverse_words_through_lora() {
         kind: TaskKind::Generation {
             max_source_tokens: None,
             max_target_tokens: 6,
+            decoding: Default::default(),
         },
         evaluator: "exact_match".into(),
         train: reversal_pairs(1000, 1),

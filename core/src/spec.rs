@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 
 mod generation;
 
-pub use generation::{GenerationTaskSpec, DEFAULT_GENERATION_MAX_EVAL, DEFAULT_GENERATION_METRIC};
+pub use generation::{
+    DecodingSpec, GenerationTaskSpec, DEFAULT_GENERATION_MAX_EVAL, DEFAULT_GENERATION_METRIC,
+};
 
 /// Longest experiment name accepted (it becomes a folder name, which file systems limit to 255 bytes).
 pub const MAX_NAME_LEN: usize = 100;

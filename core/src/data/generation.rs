@@ -34,6 +34,7 @@ pub fn load_generation(id: &str, spec: &GenerationTaskSpec, spec_dir: &Path) -> 
         kind: TaskKind::Generation {
             max_source_tokens: spec.max_source_tokens,
             max_target_tokens: spec.max_target_tokens,
+            decoding: spec.decoding,
         },
         evaluator: spec.metric_name().to_string(),
         train,

@@ -41,7 +41,8 @@ fn jsonl_tsv_and_csv_give_the_same_examples() -> Result<()> {
         jsonl.kind,
         TaskKind::Generation {
             max_source_tokens: None,
-            max_target_tokens: 64
+            max_target_tokens: 64,
+            decoding: Default::default(),
         }
     );
     assert_eq!(jsonl.evaluator, "rouge");
@@ -75,7 +76,8 @@ fn the_prefix_metric_and_target_length_come_from_the_task() -> Result<()> {
         data.kind,
         TaskKind::Generation {
             max_source_tokens: None,
-            max_target_tokens: 12
+            max_target_tokens: 12,
+            decoding: Default::default(),
         }
     );
     assert_eq!(data.evaluator, "bleu");

@@ -51,6 +51,8 @@ pub enum TaskKind {
         /// Target tokens kept for training and generated at most at evaluation (the end-of-sequence token
         /// included).
         max_target_tokens: usize,
+        /// How evaluation decodes (greedy by default).
+        decoding: crate::spec::DecodingSpec,
     },
 }
 

@@ -41,6 +41,28 @@ pub(super) fn check_generation_task(
             "must be at least 1 token (leave it out for `training.max_seq_len`)",
         ));
     }
+    let decoding = &g.decoding;
+    if decoding.num_beams == 0 {
+        return Err(p.error_at(
+            &format!("{at}.decoding.num_beams"),
+            "must be at least 1 (1 is greedy search)",
+        ));
+    }
+    if decoding.min_target_tokens > g.max_target_tokens {
+        return Err(p.error_at(
+            &format!("{at}.decoding.min_target_tokens"),
+            format!(
+                "{} is more than `max_target_tokens` ({}); lower it or raise `max_target_tokens`",
+                decoding.min_target_tokens, g.max_target_tokens
+            ),
+        ));
+    }
+    if !decoding.length_penalty.is_finite() {
+        return Err(p.error_at(
+            &format!("{at}.decoding.length_penalty"),
+            "must be a finite number (1.0: plain length normalisation)",
+        ));
+    }
     if g.source == g.target {
         return Err(p.error_at(
             &format!("{at}.target"),

@@ -167,6 +167,24 @@ fn lengths_of_zero_tokens_and_one_column_for_both_texts_are_refused() {
 }
 
 #[test]
+fn decoding_settings_are_checked_at_their_place() {
+    let e = placed(&experiment(" decoding: (num_beams: 0),"));
+    assert!(
+        e.contains("tasks[0].generation.decoding.num_beams: must be at least 1"),
+        "{e}"
+    );
+    let e = placed(&experiment(
+        " max_target_tokens: 8, decoding: (min_target_tokens: 9),",
+    ));
+    assert!(
+        e.contains("tasks[0].generation.decoding.min_target_tokens: 9 is more than"),
+        "{e}"
+    );
+    let e = placed(&experiment(" decoding: (beams: 2),"));
+    assert!(e.contains("beams"), "{e}");
+}
+
+#[test]
 fn an_encoder_only_backbone_is_refused_at_the_generation_task() -> Result<()> {
     let e = check(&experiment(""))?;
     let bert = minilm();

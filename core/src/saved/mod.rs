@@ -165,6 +165,7 @@ impl SavedTask {
             TaskKind::Generation {
                 max_source_tokens: None,
                 max_target_tokens,
+                decoding: Default::default(),
             }
         } else if self.regression {
             TaskKind::Regression

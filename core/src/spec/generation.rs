@@ -46,6 +46,48 @@ pub struct GenerationTaskSpec {
     /// evaluator. Default: `rouge`.
     #[serde(default)]
     pub metric: Option<String>,
+    /// How evaluation decodes: `(num_beams: 4, length_penalty: 1.0, no_repeat_ngram_size: 3, min_target_tokens:
+    /// 10, early_stopping: true)`, as transformers' `generate` reads them. Default: greedy (every field at its
+    /// default).
+    // Left out of the serialised form while greedy, so trial ids of greedy runs stay what they were.
+    #[serde(default, skip_serializing_if = "DecodingSpec::is_greedy")]
+    pub decoding: DecodingSpec,
+}
+
+/// How a generation task's evaluation decodes (see [`crate::generate::GenerationSettings`], which it becomes with
+/// `max_target_tokens` as the limit).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecodingSpec {
+    /// Beams of beam search; 1 is greedy search. Default: 1.
+    pub num_beams: usize,
+    /// Exponent of the length normalisation of finished beams (> 0 favours longer outputs). Default: 1.0.
+    pub length_penalty: f64,
+    /// No n-gram of this size appears twice in an output; 0 allows repeats. Default: 0.
+    pub no_repeat_ngram_size: usize,
+    /// End-of-sequence is not allowed before this many generated tokens. Default: 0.
+    pub min_target_tokens: usize,
+    /// Stop an input's beam search as soon as `num_beams` outputs are finished. Default: false.
+    pub early_stopping: bool,
+}
+
+impl Default for DecodingSpec {
+    fn default() -> Self {
+        DecodingSpec {
+            num_beams: 1,
+            length_penalty: 1.0,
+            no_repeat_ngram_size: 0,
+            min_target_tokens: 0,
+            early_stopping: false,
+        }
+    }
+}
+
+impl DecodingSpec {
+    /// Whether every field has its default (greedy search, nothing banned).
+    pub fn is_greedy(&self) -> bool {
+        *self == DecodingSpec::default()
+    }
 }
 
 impl GenerationTaskSpec {
@@ -96,6 +138,13 @@ mod tests {
         assert_eq!(g.metric_name(), "rouge");
         assert_eq!(task.effective_max_eval(), Some(DEFAULT_GENERATION_MAX_EVAL));
         assert!(!task.is_glue());
+        assert!(g.decoding.is_greedy());
+        let beams: TaskSpec = ron::from_str(
+            r#"(id: "x", generation: Some((train: "t", eval: "e", decoding: (num_beams: 4))))"#,
+        )
+        .expect("parses");
+        let decoding = beams.generation.expect("generation").decoding;
+        assert_eq!((decoding.num_beams, decoding.length_penalty), (4, 1.0));
         let unknown = r#"(id: "x", generation: Some((train: "t", eval: "e", prefix: "a")))"#;
         assert!(ron::from_str::<TaskSpec>(unknown).is_err());
     }

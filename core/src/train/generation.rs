@@ -8,9 +8,11 @@
 
 use candle_core::{DType, Tensor, D};
 
+use crate::backbone::lm::{decoder_input_from_labels, LanguageModel, SpecialTokens};
 use crate::backbone::{Backbone, Batch};
 use crate::data::{pad_batch, Example, TaskData, TaskKind, Tokenize, Tokens};
-use crate::backbone::lm::{decoder_input_from_labels, LanguageModel, SpecialTokens};
+use crate::generate::GenerationSettings;
+use crate::spec::DecodingSpec;
 use crate::{Error, Result};
 
 /// The language model of a generation task's backbone, or the error saying why there is none.
@@ -28,6 +30,23 @@ pub(super) fn language_model<'b>(
             task.id
         ))
     })
+}
+
+/// How a generation task's evaluation decodes: its decoding settings, at most `max_target_tokens` new tokens.
+pub(super) fn decoding_settings(
+    max_target_tokens: usize,
+    decoding: &DecodingSpec,
+) -> Result<GenerationSettings> {
+    let settings = GenerationSettings {
+        num_beams: decoding.num_beams,
+        max_new_tokens: max_target_tokens,
+        min_new_tokens: decoding.min_target_tokens,
+        no_repeat_ngram_size: decoding.no_repeat_ngram_size,
+        length_penalty: decoding.length_penalty,
+        early_stopping: decoding.early_stopping,
+    };
+    settings.validate()?;
+    Ok(settings)
 }
 
 /// The target of each example as token ids, at most `max_target_tokens` long (special tokens included).
@@ -194,6 +213,32 @@ mod tests {
         let smoothed = token_cross_entropy(&logits, &l, 0.1)?.to_scalar::<f32>()? as f64;
         assert!((smoothed - (0.9 * expected + 0.1 * uniform)).abs() < 1e-5);
         Ok(())
+    }
+
+    #[test]
+    fn the_task_decoding_becomes_the_generation_settings() {
+        let decoding = DecodingSpec {
+            num_beams: 3,
+            length_penalty: 0.6,
+            no_repeat_ngram_size: 2,
+            min_target_tokens: 4,
+            early_stopping: true,
+        };
+        let settings = decoding_settings(12, &decoding).unwrap();
+        assert_eq!(
+            (
+                settings.num_beams,
+                settings.max_new_tokens,
+                settings.min_new_tokens
+            ),
+            (3, 12, 4)
+        );
+        assert_eq!(settings.no_repeat_ngram_size, 2);
+        assert!(settings.early_stopping && settings.length_penalty == 0.6);
+        assert!(
+            decoding_settings(3, &decoding).is_err(),
+            "a minimum above the limit"
+        );
     }
 
     #[test]

@@ -16,8 +16,8 @@ use rand::SeedableRng;
 
 use super::batches::{eval_batches, training_batches};
 use super::generation::{
-    decode_all, language_model, references, target_tokens, teacher_forcing, token_cross_entropy,
-    TargetLabels,
+    decode_all, decoding_settings, language_model, references, target_tokens, teacher_forcing,
+    token_cross_entropy, TargetLabels,
 };
 use super::member::Member;
 use super::optim::LinearSchedule;
@@ -99,12 +99,14 @@ pub fn run_population_with(
         (
             Some(lm),
             TaskKind::Generation {
-                max_target_tokens, ..
+                max_target_tokens,
+                decoding,
+                ..
             },
         ) => Some(GenerationParts {
             lm,
             train_targets: target_tokens(first.tokenizer, &task.train, *max_target_tokens)?,
-            max_target_tokens: *max_target_tokens,
+            decoding: decoding_settings(*max_target_tokens, decoding)?,
         }),
         _ => None,
     };
@@ -173,7 +175,8 @@ struct Shared<'a> {
 struct GenerationParts<'a> {
     lm: &'a dyn LanguageModel,
     train_targets: Vec<Tokens>,
-    max_target_tokens: usize,
+    /// How evaluation decodes.
+    decoding: GenerationSettings,
 }
 
 /// Positions (in `members`) of the members still training.
@@ -512,7 +515,6 @@ fn evaluate_generation(
     let examples = &input.task.eval;
     let lengths: Vec<usize> = shared.eval_tokens.iter().map(Tokens::len).collect();
     let mut hypotheses = vec![vec![String::new(); examples.len()]; running.len()];
-    let settings = GenerationSettings::greedy(generation.max_target_tokens);
     for indices in eval_batches(&lengths, input.training.eval_batch_size) {
         crate::interrupt::check()?;
         let rows: Vec<&Tokens> = indices.iter().map(|&i| &shared.eval_tokens[i]).collect();
@@ -523,7 +525,7 @@ fn evaluate_generation(
                 &batch.input_ids,
                 &batch.attention_mask,
                 &members[m].hooks,
-                &settings,
+                &generation.decoding,
             )?;
             for (&i, text) in indices.iter().zip(decode_all(
                 input.tokenizer,
