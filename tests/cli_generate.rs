@@ -205,3 +205,81 @@ fn the_adapter_applies_as_peft_does() {
         assert_eq!(stdout.lines().next(), Some(expected), "{flags:?}");
     }
 }
+
+fn peftspace(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_peftspace"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("PEFTSPACE_MODEL")
+        .output()
+        .expect("run peftspace")
+}
+
+/// A design trained on a generation task and saved: `predict` writes one generated text per input row, the same
+/// text `generate --adapter` prints for that row.
+#[test]
+fn a_saved_generation_design_predicts_texts_and_generates_the_same() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = fixture("generation");
+    let spec = format!(
+        r#"ExperimentSpec(
+    name: "reverse",
+    backbone: (path: "{model}"),
+    tasks: [(id: "reverse", generation: (train: "{data}/train.jsonl", eval: "{data}/dev.jsonl",
+        max_target_tokens: 8))],
+    budget: 0.2,
+    training: (epochs: 1, batch_size: 8, learning_rate: 1e-2, max_seq_len: 16),
+)"#,
+        model = fixture("lm/t5-copy").display(),
+        data = data.display(),
+    );
+    std::fs::write(dir.path().join("exp.ron"), spec).expect("write");
+    let train = peftspace(
+        &["train", "exp.ron", "--baseline", "lora", "--save", "saved"],
+        dir.path(),
+    );
+    assert!(train.status.success(), "{}", stderr(&train));
+    let input = data.join("dev.jsonl");
+    let predict = peftspace(
+        &[
+            "predict",
+            "saved",
+            "--input",
+            input.to_str().unwrap(),
+            "--text",
+            "source",
+            "--out",
+            "out.csv",
+        ],
+        dir.path(),
+    );
+    assert!(predict.status.success(), "{}", stderr(&predict));
+    let csv = std::fs::read_to_string(dir.path().join("out.csv")).expect("csv");
+    let rows: Vec<&str> = csv.lines().collect();
+    assert_eq!(rows[0], "index,generated");
+    let sources: Vec<Value> = std::fs::read_to_string(&input)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), sources.len() + 1, "{csv}");
+    let first_source = sources[0]["source"].as_str().unwrap();
+    let generated = peftspace(
+        &[
+            "generate",
+            "--model",
+            fixture("lm/t5-copy").to_str().unwrap(),
+            "--adapter",
+            "saved",
+            "--text",
+            first_source,
+            "--max-new-tokens",
+            "8",
+        ],
+        dir.path(),
+    );
+    assert!(generated.status.success(), "{}", stderr(&generated));
+    let text = String::from_utf8_lossy(&generated.stdout);
+    let printed = text.lines().nth(1).unwrap_or_default();
+    assert_eq!(rows[1], format!("0,{printed}"), "{csv}");
+}

@@ -7,7 +7,7 @@ use anyhow::anyhow;
 use candle_core::Tensor;
 use peftspace_core::backbone::Weights;
 use peftspace_core::data::Tokenize;
-use peftspace_core::generate::{generate, GenerationSettings};
+use peftspace_core::generate::{decode_texts, generate, GenerationSettings};
 use peftspace_core::hooks::{LayerHooks, NoHooks};
 use peftspace_core::registry::registries;
 use peftspace_core::resolve::ModelNeeds;
@@ -131,23 +131,10 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
         .into_iter()
         .next()
         .ok_or_else(|| anyhow!("generation returned no sequence for the input"))?;
-    // The tokenizer skips the tokens its file marks special; the model's own (start, EOS, padding) are skipped
-    // too, since a tokenizer file need not mark them.
-    let special = lm.special_tokens();
-    let content: Vec<u32> = ids
-        .iter()
-        .copied()
-        .filter(|&id| {
-            id != special.decoder_start
-                && id != special.eos
-                && id != special.pad
-                && Some(id) != special.forced_eos
-        })
-        .collect();
-    let text = tokenizer
-        .inner()
-        .decode(&content, true)
-        .map_err(|e| anyhow!("decoding the generated ids failed: {e}"))?;
+    let text = decode_texts(&tokenizer, std::slice::from_ref(&ids), lm.special_tokens())
+        .map_err(Exit::library)?
+        .pop()
+        .unwrap_or_default();
     let line = ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
     println!("{line}");
     println!("{text}");

@@ -6,9 +6,11 @@ use std::sync::Arc;
 
 use anyhow::anyhow;
 use peftspace_core::backbone::Weights;
+use peftspace_core::data::TaskKind;
+use peftspace_core::generate::{generate_texts, GenerationSettings};
 use peftspace_core::model::Tokenizer;
 use peftspace_core::registry::registries;
-use peftspace_core::saved::{probabilities, read_examples, Predictor, SavedDesign};
+use peftspace_core::saved::{design_hooks, probabilities, read_examples, Predictor, SavedDesign};
 use peftspace_core::spec::TrainingSpec;
 
 use super::{Exit, Global};
@@ -28,12 +30,15 @@ pub struct Args {
     #[arg(long)]
     pub pair: Option<String>,
     /// Where the predictions go (CSV: index, label, score, then p_<label> and logit_<label> for every class; or
-    /// index, value).
+    /// index, value; for a design trained on a generation task: index, generated).
     #[arg(long)]
     pub out: PathBuf,
     /// Examples per forward pass. Default: the training run's eval_batch_size.
     #[arg(long)]
     pub batch_size: Option<usize>,
+    /// Beams of beam search, for a design trained on a generation task (1: greedy, the default).
+    #[arg(long, default_value_t = 1)]
+    pub num_beams: usize,
 }
 
 /// A design ready to score: the loaded predictor, the tokenizer and the settings training used.
@@ -80,6 +85,10 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
             "{}: no examples to score",
             args.input.display()
         )));
+    }
+    if let Some(written) = generate_if_generation_design(&args, &examples, global)? {
+        eprintln!("wrote {written} generated texts to {}", args.out.display());
+        return Ok(());
     }
     let loaded = load(&args.design, global)?;
     let batch = args.batch_size.unwrap_or(loaded.training.eval_batch_size);
@@ -132,4 +141,55 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
         args.out.display()
     );
     Ok(())
+}
+
+/// For a design trained on a generation task (no head: the language model writes the output), generates a text for
+/// every example with the design applied and writes `index,generated`; `None` for any other design.
+fn generate_if_generation_design(
+    args: &Args,
+    examples: &[peftspace_core::data::Example],
+    global: &Global,
+) -> Result<Option<usize>, Exit> {
+    let (_, device) = super::device(global)?;
+    let model = super::adapter::model_for(&args.design, global)?;
+    let read = super::adapter::read(&args.design, &model, &device)?;
+    let TaskKind::Generation {
+        max_target_tokens, ..
+    } = read.design.manifest.task.kind()
+    else {
+        return Ok(None);
+    };
+    let backbone = model
+        .load(&registries()?, &device, Weights::Frozen)
+        .map_err(Exit::library)?;
+    let hooks = design_hooks(backbone.as_ref(), &read.design, &read.source).map_err(Exit::usage)?;
+    let tokenizer = model.tokenizer().map_err(Exit::library)?;
+    let training = read.design.manifest.training.clone().unwrap_or_default();
+    let settings = GenerationSettings {
+        num_beams: args.num_beams,
+        max_new_tokens: max_target_tokens,
+        ..GenerationSettings::default()
+    };
+    settings.validate().map_err(Exit::usage)?;
+    let sources: Vec<String> = examples.iter().map(|e| e.text.clone()).collect();
+    let texts = generate_texts(
+        backbone.as_ref(),
+        &tokenizer,
+        &sources,
+        training.max_seq_len,
+        &hooks,
+        &settings,
+        args.batch_size.unwrap_or(training.eval_batch_size),
+    )
+    .map_err(Exit::library)?;
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(["index", "generated"])?;
+    for (i, text) in texts.iter().enumerate() {
+        w.write_record([i.to_string(), text.clone()])?;
+    }
+    let bytes = w
+        .into_inner()
+        .map_err(|e| anyhow!("building {}: {e}", args.out.display()))?;
+    peftspace_core::store::write_bytes_atomically(&args.out, &bytes)?;
+    Ok(Some(texts.len()))
 }

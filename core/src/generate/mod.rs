@@ -17,15 +17,18 @@
 mod beam;
 mod greedy;
 mod process;
+mod text;
 
 #[cfg(test)]
 mod tests;
 
+pub use text::{decode_texts, generate_texts};
+
 use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::hooks::LayerHooks;
 use crate::backbone::lm::LanguageModel;
+use crate::hooks::LayerHooks;
 use crate::{Error, Result};
 
 /// How to decode. The defaults are transformers' (greedy, no bans, length penalty 1, no early stopping) except
@@ -176,7 +179,11 @@ struct Search<'a> {
 
 impl Search<'_> {
     /// One decoding step: feeds `last[i]` to row i and returns each row's logits as f32.
-    fn step(&self, cache: &mut crate::backbone::lm::DecoderCache, last: &[u32]) -> Result<Vec<Vec<f32>>> {
+    fn step(
+        &self,
+        cache: &mut crate::backbone::lm::DecoderCache,
+        last: &[u32],
+    ) -> Result<Vec<Vec<f32>>> {
         let device = cache.encoder_hidden.device().clone();
         let ids = Tensor::from_vec(last.to_vec(), (last.len(), 1), &device)?;
         let logits = self.lm.step(cache, &ids, self.hooks)?;

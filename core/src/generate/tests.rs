@@ -6,9 +6,9 @@ use std::sync::Mutex;
 use candle_core::{DType, Device, Tensor};
 
 use super::{generate, GenerationSettings};
+use crate::backbone::lm::{DecoderCache, KeyValues, LanguageModel, SpecialTokens};
 use crate::backbone::{Batch, Mode};
 use crate::hooks::{LayerHooks, NoHooks};
-use crate::backbone::lm::{DecoderCache, KeyValues, LanguageModel, SpecialTokens};
 use crate::{Error, Result};
 
 const VOCAB: usize = 12;

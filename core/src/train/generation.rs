@@ -8,7 +8,7 @@
 
 use candle_core::{DType, Tensor, D};
 
-use crate::backbone::lm::{decoder_input_from_labels, LanguageModel, SpecialTokens};
+use crate::backbone::lm::{decoder_input_from_labels, LanguageModel};
 use crate::backbone::{Backbone, Batch};
 use crate::data::{pad_batch, Example, TaskData, TaskKind, Tokenize, Tokens};
 use crate::generate::GenerationSettings;
@@ -132,27 +132,6 @@ pub fn token_cross_entropy(
         ));
     }
     Ok(((per_token * mask)?.sum_all()? / f64::from(count))?)
-}
-
-/// The texts of generated sequences: the decoder start token, EOS and padding left out (also where a tokenizer does
-/// not mark them special), the rest decoded without special tokens.
-pub(super) fn decode_all(
-    tokenizer: &dyn Tokenize,
-    sequences: &[Vec<u32>],
-    special: SpecialTokens,
-) -> Result<Vec<String>> {
-    sequences
-        .iter()
-        .map(|ids| {
-            let body: Vec<u32> = ids
-                .iter()
-                .skip(1)
-                .copied()
-                .filter(|&t| t != special.eos && t != special.pad && t != special.decoder_start)
-                .collect();
-            tokenizer.decode(&body)
-        })
-        .collect()
 }
 
 /// The reference texts of `examples`.

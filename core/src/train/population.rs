@@ -16,7 +16,7 @@ use rand::SeedableRng;
 
 use super::batches::{eval_batches, training_batches};
 use super::generation::{
-    decode_all, decoding_settings, language_model, references, target_tokens, teacher_forcing,
+    decoding_settings, language_model, references, target_tokens, teacher_forcing,
     token_cross_entropy, TargetLabels,
 };
 use super::member::Member;
@@ -27,7 +27,7 @@ use crate::backbone::lm::LanguageModel;
 use crate::backbone::{Dropout, Mode};
 use crate::data::{pad_batch, TaskKind, Tokens};
 use crate::evaluator::{Evaluator, Metrics};
-use crate::generate::{generate, GenerationSettings};
+use crate::generate::{decode_texts, generate, GenerationSettings};
 use crate::hooks::{LayerHooks, PopulationHooks};
 use crate::registry::registries;
 use crate::trial::TrialStatus;
@@ -527,7 +527,7 @@ fn evaluate_generation(
                 &members[m].hooks,
                 &generation.decoding,
             )?;
-            for (&i, text) in indices.iter().zip(decode_all(
+            for (&i, text) in indices.iter().zip(decode_texts(
                 input.tokenizer,
                 &sequences,
                 generation.lm.special_tokens(),
