@@ -11,7 +11,7 @@ use peftspace_core::data::{Example, TaskData, TaskKind};
 use peftspace_core::hooks::NoHooks;
 use peftspace_core::model::ModelFolder;
 use peftspace_core::registry::registries;
-use peftspace_core::spec::TrainingSpec;
+use peftspace_core::spec::{Select, TrainingSpec};
 use peftspace_core::train::{
     run_population, run_trial, token_cross_entropy, uniform_plan, TargetLabels, TrainingReport,
     TrialInput,
@@ -113,6 +113,8 @@ fn training() -> TrainingSpec {
         max_seq_len: 16,
         eval_batch_size: 4,
         label_smoothing: 0.1,
+        // Every epoch scored, for the learning curve (with `Last` only the last epoch would be).
+        select: Select::Best,
         ..TrainingSpec::default()
     }
 }
@@ -376,4 +378,51 @@ fn a_copy_model_learns_to_reverse_words_through_lora() {
         report.trainable_params * 2 < backbone.info().num_params,
         "the design is a fraction of the model"
     );
+}
+
+/// With `select: Last` a generation trial decodes only after its last epoch (scoring is decoding, the expensive
+/// part); its report equals the last epoch of the same trial scored after every epoch.
+#[test]
+fn reporting_the_last_epoch_decodes_only_after_it() {
+    let folder = ModelFolder::open(fixture("lm").join("t5-tiny-relu")).expect("fixture opens");
+    let backbone = folder
+        .load(
+            &registries().expect("registries"),
+            &Device::Cpu,
+            Weights::Frozen,
+        )
+        .expect("fixture loads");
+    let tokenizer = folder.tokenizer().expect("tokenizer");
+    let task = reversal_task(24, 6);
+    let plan = uniform_plan(backbone.info(), "lora", 2);
+    let run = |training: &TrainingSpec| {
+        run_trial(&TrialInput {
+            backbone: backbone.as_ref(),
+            tokenizer: &tokenizer,
+            task: &task,
+            plan: &plan,
+            strategies: &[],
+            training,
+            seed: 2,
+            progress: false,
+            on_epoch: None,
+        })
+        .expect("trial runs")
+    };
+    let every = run(&TrainingSpec {
+        epochs: 3,
+        ..training()
+    });
+    let last = run(&TrainingSpec {
+        epochs: 3,
+        select: Select::Last,
+        ..training()
+    });
+    assert_eq!(every.per_epoch.len(), 3);
+    assert_eq!(last.per_epoch.len(), 1);
+    assert_eq!(last.per_epoch[0].epoch, 3);
+    assert_eq!(last.selected_epoch, Some(3));
+    assert_eq!(last.per_epoch[0].metrics, every.per_epoch[2].metrics);
+    assert_eq!(last.per_epoch[0].train_loss, every.per_epoch[2].train_loss);
+    assert_eq!(last.metrics, every.per_epoch[2].metrics);
 }

@@ -20,7 +20,7 @@ use serde::Serialize;
 use crate::data;
 use crate::design::StrategyCodes;
 use crate::registry::registries;
-use crate::spec::{ExperimentSpec, TaskSpec};
+use crate::spec::{ExperimentSpec, Select, TaskSpec};
 use crate::train::executor::{TrainingExecutor, Watch};
 use crate::trial::TrialSpec;
 use crate::{Error, Result};
@@ -43,6 +43,8 @@ pub struct TaskSize {
     pub train: usize,
     pub eval: usize,
     pub source: SizeSource,
+    /// A generation task: scoring decodes, so a trial reporting its last epoch is scored only then.
+    pub decodes: bool,
 }
 
 /// GLUE's train and dev split sizes as the benchmark ships them (MNLI: matched and mismatched dev sets).
@@ -78,6 +80,7 @@ pub fn task_size(task: &TaskSpec, glue_dir: Option<&Path>, spec_dir: &Path) -> T
                 train: d.train.len(),
                 eval: d.eval.len(),
                 source: SizeSource::Files,
+                decodes: task.generation.is_some(),
             };
         }
     }
@@ -88,12 +91,14 @@ pub fn task_size(task: &TaskSpec, glue_dir: Option<&Path>, spec_dir: &Path) -> T
             train: cap(train, task.max_train),
             eval: cap(eval, task.max_eval),
             source: SizeSource::KnownGlue,
+            decodes: false,
         },
         _ => TaskSize {
             id: task.id.clone(),
             train: 0,
             eval: 0,
             source: SizeSource::Unknown,
+            decodes: task.generation.is_some(),
         },
     }
 }
@@ -121,16 +126,22 @@ impl Work {
         self.train_examples + self.eval_examples
     }
 
-    /// `designs` designs, each trained once per task of `tasks` and per seed, for `epochs` epochs.
-    fn of(designs: u64, tasks: &[TaskSize], seeds: u64, epochs: u64) -> Work {
-        let per_design = |f: fn(&TaskSize) -> usize| -> u64 {
-            tasks.iter().map(|t| f(t) as u64).sum::<u64>() * seeds * epochs
-        };
+    /// `designs` designs, each trained once per task of `tasks` and per seed, for `epochs` epochs, scored after
+    /// `scored(task)` of them.
+    fn of(
+        designs: u64,
+        tasks: &[TaskSize],
+        seeds: u64,
+        epochs: u64,
+        scored: &dyn Fn(&TaskSize) -> u64,
+    ) -> Work {
+        let train: u64 = tasks.iter().map(|t| t.train as u64 * epochs).sum();
+        let eval: u64 = tasks.iter().map(|t| t.eval as u64 * scored(t)).sum();
         Work {
             trials: designs * tasks.len() as u64 * seeds,
             trial_epochs: designs * tasks.len() as u64 * seeds * epochs,
-            train_examples: designs * per_design(|t| t.train),
-            eval_examples: designs * per_design(|t| t.eval),
+            train_examples: designs * train * seeds,
+            eval_examples: designs * eval * seeds,
         }
     }
 }
@@ -155,6 +166,16 @@ pub struct ComputePlan {
     pub final_runs: Option<StageCost>,
     pub total_min: Work,
     pub total_max: Work,
+}
+
+/// The epochs after which a trial of `task` is scored (as the trainer decides): every one, except for a generation
+/// task reporting its last epoch, scored after the last epoch and after the one pruning looks at.
+fn scored_epochs(task: &TaskSize, epochs: u64, select: Select, prune_epoch: Option<u64>) -> u64 {
+    if !task.decodes || select == Select::Best {
+        return epochs;
+    }
+    let pruned_before_last = prune_epoch.is_some_and(|e| e >= 1 && e < epochs);
+    epochs.min(1 + u64::from(pruned_before_last))
 }
 
 /// Counts the experiment's work from its spec and the sizes of its search tasks and final tasks (in the order the
@@ -192,6 +213,8 @@ pub fn compute_plan(
             })
             .collect()
     };
+    let prune_epoch = spec.training.prune.map(|p| p.after_epoch as u64);
+    let search_scored = |t: &TaskSize| scored_epochs(t, epochs, spec.training.select, prune_epoch);
     let mut total_min = Work::default();
     let mut total_max = Work::default();
     let mut stages = Vec::new();
@@ -200,8 +223,20 @@ pub fn compute_plan(
             .race
             .map_or(samples, |r| r.min_samples.clamp(1, samples.max(1)));
         let cost = StageCost {
-            min: Work::of((candidates * least) as u64, &search_tasks, seeds, epochs),
-            max: Work::of((candidates * samples) as u64, &search_tasks, seeds, epochs),
+            min: Work::of(
+                (candidates * least) as u64,
+                &search_tasks,
+                seeds,
+                epochs,
+                &search_scored,
+            ),
+            max: Work::of(
+                (candidates * samples) as u64,
+                &search_tasks,
+                seeds,
+                epochs,
+                &search_scored,
+            ),
             name,
             candidates,
             designs: (least, samples),
@@ -214,7 +249,9 @@ pub fn compute_plan(
         let methods = f.top + f.baselines.len();
         let epochs = f.epochs.unwrap_or(spec.training.epochs) as u64;
         let seeds = f.seeds_after(&spec.seeds).len() as u64;
-        let work = Work::of(methods as u64, &final_tasks, seeds, epochs);
+        // Final runs are never pruned.
+        let scored = |t: &TaskSize| scored_epochs(t, epochs, spec.training.select, None);
+        let work = Work::of(methods as u64, &final_tasks, seeds, epochs, &scored);
         StageCost {
             name: "final".into(),
             candidates: methods,
@@ -349,6 +386,7 @@ mod tests {
                 train,
                 eval,
                 source: SizeSource::Files,
+                decodes: false,
             })
             .collect()
     }
@@ -359,6 +397,36 @@ mod tests {
                 training: (epochs: 3), samples: 20, {extra})"#
         ))
         .expect("parses")
+    }
+
+    #[test]
+    fn a_generation_task_reporting_its_last_epoch_is_decoded_once_per_trial() {
+        let decoding = |pairs: &[(usize, usize)]| -> Vec<TaskSize> {
+            sizes(pairs)
+                .into_iter()
+                .map(|t| TaskSize { decodes: true, ..t })
+                .collect()
+        };
+        let stages = r#"stages: [(name: "S1", dimension: Grouping, candidates: ["uniform"])],
+               final_runs: Some((top: 1, seeds: Some([3]), epochs: Some(4), baselines: []))"#;
+        let count = |training: &str| {
+            let spec: ExperimentSpec = ron::from_str(&format!(
+                r#"ExperimentSpec(name: "c", backbone: (), tasks: [(id: "sst2")], seeds: [1, 2],
+                    training: (epochs: 3, {training}), samples: 20, {stages})"#
+            ))
+            .expect("parses");
+            let plan = compute_plan(&spec, decoding(&[(100, 10)]), decoding(&[(100, 10)]));
+            let f = plan.final_runs.expect("final runs").max;
+            (plan.stages[0].max.eval_examples, f.eval_examples)
+        };
+        // 20 designs × 2 seeds × 10 held-out rows, once (select Last), twice with pruning after epoch 1, after every
+        // one of 3 epochs with select Best; final runs: 1 method × 1 seed × 10 dev rows, never pruned.
+        assert_eq!(count(""), (400, 10));
+        assert_eq!(
+            count("prune: Some((after_epoch: 1, below: Score(0.1)))"),
+            (800, 10)
+        );
+        assert_eq!(count("select: Best"), (1200, 40));
     }
 
     #[test]

@@ -30,6 +30,7 @@ use crate::evaluator::{Evaluator, Metrics};
 use crate::generate::{decode_texts, generate, GenerationSettings};
 use crate::hooks::{LayerHooks, PopulationHooks};
 use crate::registry::registries;
+use crate::spec::Select;
 use crate::trial::TrialStatus;
 use crate::{Error, Result};
 
@@ -298,6 +299,12 @@ fn train(shared: &Shared<'_>, members: &mut [Member<'_>], started: Instant) -> R
             seconds_per_step = train_seconds / batches.len().max(1) as f64,
             "epoch trained"
         );
+        if !scored_after(shared, epoch) {
+            for &m in &running {
+                members[m].loss_sum = 0.0;
+            }
+            continue;
+        }
         match evaluate(shared, members, &running) {
             Ok(scores) => {
                 for (&m, metrics) in running.iter().zip(scores) {
@@ -359,6 +366,18 @@ fn train(shared: &Shared<'_>, members: &mut [Member<'_>], started: Instant) -> R
         members[m].close(step, started, training.select);
     }
     Ok(())
+}
+
+/// Whether the designs are scored after `epoch`. Always, except for generation tasks, whose scoring decodes every
+/// evaluation example: when only the last epoch's score is reported (`select: Last`), they are scored after the
+/// last epoch and after the epoch pruning looks at, not after the others. The reported score is the same; the
+/// learning curve then has only those epochs.
+fn scored_after(shared: &Shared<'_>, epoch: usize) -> bool {
+    let training = shared.input.training;
+    shared.generation.is_none()
+        || epoch == training.epochs
+        || training.select == Select::Best
+        || training.prune.is_some_and(|rule| rule.after_epoch == epoch)
 }
 
 /// The hooks of the members at `running`, stacked in that order.
