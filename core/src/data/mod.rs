@@ -99,15 +99,6 @@ impl TaskData {
     /// the majority class. For generation it is the score of copying each source text as its output. A trial that
     /// does not beat it learned nothing.
     pub fn reference(&self, evaluator: &dyn Evaluator) -> Result<Metrics> {
-        if let TaskKind::Generation { .. } = self.kind {
-            let copies: Vec<String> = self.eval.iter().map(|e| e.text.clone()).collect();
-            let targets: Vec<String> = self
-                .eval
-                .iter()
-                .map(|e| e.target.clone().unwrap_or_default())
-                .collect();
-            return evaluator.score_texts(&copies, &targets);
-        }
         let constant = match &self.kind {
             TaskKind::Classification { labels } => {
                 let mut counts = vec![0usize; labels.len()];
@@ -129,7 +120,15 @@ impl TaskData {
                 let n = self.train.len().max(1) as f64;
                 self.train.iter().map(|e| f64::from(e.label)).sum::<f64>() / n
             }
-            TaskKind::Generation { .. } => unreachable!("handled above"),
+            TaskKind::Generation { .. } => {
+                let copies: Vec<String> = self.eval.iter().map(|e| e.text.clone()).collect();
+                let targets: Vec<String> = self
+                    .eval
+                    .iter()
+                    .map(|e| e.target.clone().unwrap_or_default())
+                    .collect();
+                return evaluator.score_texts(&copies, &targets);
+            }
         };
         let labels: Vec<f64> = self.eval.iter().map(|e| f64::from(e.label)).collect();
         evaluator.score(&vec![constant; labels.len()], &labels)
