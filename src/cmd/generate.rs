@@ -37,9 +37,10 @@ pub struct Args {
     /// Beams per input: 1 is greedy search.
     #[arg(long, default_value_t = 1)]
     pub num_beams: usize,
-    /// The most tokens to generate after the decoder start token (EOS included).
-    #[arg(long, default_value_t = 20)]
-    pub max_new_tokens: usize,
+    /// The most tokens to generate after the decoder start token (EOS included). Default: the `max_target_tokens`
+    /// of the generation task a saved design (--adapter) was trained on, else 20.
+    #[arg(long)]
+    pub max_new_tokens: Option<usize>,
     /// EOS is not allowed before this many tokens were generated.
     #[arg(long, default_value_t = 0)]
     pub min_new_tokens: usize,
@@ -54,11 +55,14 @@ pub struct Args {
     pub early_stopping: bool,
 }
 
+/// `--max-new-tokens` without a saved design that says otherwise.
+const DEFAULT_MAX_NEW_TOKENS: usize = 20;
+
 impl Args {
     fn settings(&self) -> GenerationSettings {
         GenerationSettings {
             num_beams: self.num_beams,
-            max_new_tokens: self.max_new_tokens,
+            max_new_tokens: self.max_new_tokens.unwrap_or(DEFAULT_MAX_NEW_TOKENS),
             min_new_tokens: self.min_new_tokens,
             no_repeat_ngram_size: self.no_repeat_ngram_size,
             length_penalty: self.length_penalty,
@@ -68,7 +72,7 @@ impl Args {
 }
 
 pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
-    let settings = args.settings();
+    let mut settings = args.settings();
     // Bad settings are refused before a model is resolved (perhaps downloaded) and loaded.
     settings.validate().map_err(Exit::usage)?;
     let spec = BackboneSpec {
@@ -120,6 +124,13 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
     let hooks: &dyn LayerHooks = match &args.adapter {
         Some(dir) => {
             let read = super::adapter::read(dir, &model, &device)?;
+            // A design trained on a generation task generates at most what it was trained to.
+            if let (None, Some(limit)) = (
+                args.max_new_tokens,
+                read.design.manifest.task.max_target_tokens,
+            ) {
+                settings.max_new_tokens = limit;
+            }
             design =
                 design_hooks(backbone.as_ref(), &read.design, &read.source).map_err(Exit::usage)?;
             &design
