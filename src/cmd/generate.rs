@@ -10,9 +10,7 @@ use peftspace_core::data::Tokenize;
 use peftspace_core::generate::{decode_texts, generate, GenerationSettings};
 use peftspace_core::hooks::{LayerHooks, NoHooks};
 use peftspace_core::registry::registries;
-use peftspace_core::resolve::ModelNeeds;
 use peftspace_core::saved::design_hooks;
-use peftspace_core::spec::BackboneSpec;
 
 use super::{Exit, Global};
 
@@ -75,18 +73,7 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
     let mut settings = args.settings();
     // Bad settings are refused before a model is resolved (perhaps downloaded) and loaded.
     settings.validate().map_err(Exit::usage)?;
-    let spec = BackboneSpec {
-        path: None,
-        hub_id: args.hub_id.clone(),
-    };
-    let model = super::resolver(global)
-        .model_folder(
-            global.model.as_deref(),
-            &spec,
-            std::path::Path::new("."),
-            ModelNeeds::Everything,
-        )
-        .map_err(Exit::library)?;
+    let model = super::model_without_experiment(global, args.hub_id.clone())?;
     let (_, device) = super::device(global)?;
     let backbone = model
         .load(&registries()?, &device, Weights::Frozen)

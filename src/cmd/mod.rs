@@ -124,6 +124,23 @@ pub fn model_folder(
         .map_err(Exit::library)
 }
 
+/// The model of a command that takes no experiment file (`encode`, `generate`): `--model` > `PEFTSPACE_MODEL` >
+/// `hub_id` from the cache or downloaded, with everything a forward pass needs.
+pub fn model_without_experiment(
+    global: &Global,
+    hub_id: Option<String>,
+) -> Result<ModelFolder, Exit> {
+    let spec = peftspace_core::spec::BackboneSpec { path: None, hub_id };
+    resolver(global)
+        .model_folder(
+            global.model.as_deref(),
+            &spec,
+            std::path::Path::new("."),
+            ModelNeeds::Everything,
+        )
+        .map_err(Exit::library)
+}
+
 /// The folder holding GLUE's task folders when any of `tasks` is a GLUE task (`None` when all are custom): the
 /// flag, the environment, the file's `data_dir`, else the cache (downloaded when online).
 pub fn glue_data_dir(
