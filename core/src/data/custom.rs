@@ -3,11 +3,12 @@
 //! `.tsv` (tabs, no quoting), `.csv` (RFC 4180 quoting) and `.jsonl` (one JSON object per line). Without a header
 //! row, columns are named by their 0-based position (`text: "0"`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::glue::parse_label;
 use super::table::{
-    check_has_rows, check_not_empty, read_csv, read_text, read_tsv_text, FileType, Row, Table,
+    check_has_rows, check_not_empty, json_objects, line_error, read_csv, read_text, read_tsv_text,
+    FileType, Row, Table,
 };
 use super::{Example, TaskData, TaskKind};
 use crate::spec::{CustomKind, CustomTaskSpec};
@@ -286,21 +287,8 @@ fn read_jsonl(path: &Path, text: &str, spec: &CustomTaskSpec) -> Result<Table> {
     keys.extend(spec.text_pair.clone());
     keys.push(spec.label.clone());
     let mut rows = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line_no = i + 1;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let error = |message: String| Error::Data {
-            path: PathBuf::from(path),
-            line: line_no,
-            message,
-        };
-        let value: serde_json::Value =
-            serde_json::from_str(line).map_err(|e| error(format!("not a JSON object: {e}")))?;
-        let object = value
-            .as_object()
-            .ok_or_else(|| error("each line must be one JSON object".into()))?;
+    for (line_no, object) in json_objects(path, text)? {
+        let error = |message: String| line_error(path, line_no, message);
         let fields = keys
             .iter()
             .map(|k| match object.get(k) {

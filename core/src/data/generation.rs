@@ -11,7 +11,8 @@ use std::path::Path;
 use serde_json::{Map, Value};
 
 use super::table::{
-    check_has_rows, check_not_empty, read_csv, read_text, read_tsv_text, FileType, Row, Table,
+    check_has_rows, check_not_empty, json_objects, line_error, read_csv, read_text, read_tsv_text,
+    FileType, Row, Table,
 };
 use super::{Example, TaskData, TaskKind};
 use crate::spec::GenerationTaskSpec;
@@ -238,21 +239,9 @@ fn keys_found(object: &Map<String, Value>) -> String {
 fn read_jsonl(spec: &GenerationTaskSpec, path: &Path, text: &str) -> Result<Table> {
     let mut layout = None;
     let mut rows = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line_no = i + 1;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let error = |message: String| Error::Data {
-            path: path.to_path_buf(),
-            line: line_no,
-            message,
-        };
-        let value: Value =
-            serde_json::from_str(line).map_err(|e| error(format!("not a JSON object: {e}")))?;
-        let object = value
-            .as_object()
-            .ok_or_else(|| error("each line must be one JSON object".into()))?;
+    for (line_no, object) in json_objects(path, text)? {
+        let object = &object;
+        let error = |message: String| line_error(path, line_no, message);
         let layout = match layout {
             Some(known) => known,
             None => {

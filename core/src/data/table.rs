@@ -21,6 +21,43 @@ pub(crate) struct Row {
     pub fields: Vec<String>,
 }
 
+/// The error of line `line` of the file at `path`.
+pub(crate) fn line_error(path: &Path, line: usize, message: impl Into<String>) -> Error {
+    Error::Data {
+        path: path.to_path_buf(),
+        line,
+        message: message.into(),
+    }
+}
+
+/// The objects of a JSON-lines file with their 1-based line numbers, blank lines skipped; a line that is not one
+/// JSON object is an error naming the file and line.
+pub(crate) fn json_objects(
+    path: &Path,
+    text: &str,
+) -> Result<Vec<(usize, serde_json::Map<String, serde_json::Value>)>> {
+    let mut objects = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line_no = i + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let value: serde_json::Value = serde_json::from_str(line)
+            .map_err(|e| line_error(path, line_no, format!("not a JSON object: {e}")))?;
+        match value {
+            serde_json::Value::Object(object) => objects.push((line_no, object)),
+            _ => {
+                return Err(line_error(
+                    path,
+                    line_no,
+                    "each line must be one JSON object",
+                ))
+            }
+        }
+    }
+    Ok(objects)
+}
+
 pub(crate) fn read_text(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let mut text = String::from_utf8(bytes).map_err(|e| Error::Data {
