@@ -5,11 +5,11 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device};
-use peftspace_core::backbone::{Batch, Mode, Weights};
+use peftspace_core::backbone::{Backbone, Batch, Mode, Weights};
 use peftspace_core::budget::LayerAssignment;
 use peftspace_core::data::{Example, TaskData, TaskKind};
 use peftspace_core::hooks::NoHooks;
-use peftspace_core::model::ModelFolder;
+use peftspace_core::model::{ModelFolder, Tokenizer};
 use peftspace_core::registry::registries;
 use peftspace_core::spec::{Select, TrainingSpec};
 use peftspace_core::train::{
@@ -28,20 +28,26 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// The frozen model and tokenizer of a fixture folder.
+fn open(dir: impl AsRef<Path>) -> (Box<dyn Backbone>, Tokenizer) {
+    let folder = ModelFolder::open(dir.as_ref()).expect("fixture opens");
+    let backbone = folder
+        .load(
+            &registries().expect("registries"),
+            &Device::Cpu,
+            Weights::Frozen,
+        )
+        .expect("fixture loads");
+    (backbone, folder.tokenizer().expect("tokenizer"))
+}
+
 /// transformers' mean token cross-entropy (padding as -100 left out), plain and with label smoothing 0.1, equals
 /// ours on our logits for the same batch.
 #[test]
 fn the_token_loss_equals_transformers_loss() {
     for name in ["t5-tiny-relu", "t5-tiny-gated", "bart-tiny"] {
         let dir = fixture("lm").join(name);
-        let folder = ModelFolder::open(&dir).expect("fixture opens");
-        let backbone = folder
-            .load(
-                &registries().expect("registries"),
-                &Device::Cpu,
-                Weights::Frozen,
-            )
-            .expect("fixture loads");
+        let (backbone, _) = open(&dir);
         let lm = backbone.language_model().expect("a language model");
         let reference =
             candle_core::safetensors::load(dir.join("reference.safetensors"), &Device::Cpu)
@@ -119,7 +125,7 @@ fn training() -> TrainingSpec {
     }
 }
 
-fn designs(backbone: &dyn peftspace_core::backbone::Backbone) -> Vec<Vec<LayerAssignment>> {
+fn designs(backbone: &dyn Backbone) -> Vec<Vec<LayerAssignment>> {
     let info = backbone.info();
     vec![
         uniform_plan(info, "lora", 2),
@@ -132,15 +138,7 @@ fn designs(backbone: &dyn peftspace_core::backbone::Backbone) -> Vec<Vec<LayerAs
 #[test]
 fn a_design_trains_on_a_generation_task_and_is_scored_by_decoding() {
     for name in ["t5-tiny-relu", "bart-tiny"] {
-        let folder = ModelFolder::open(fixture("lm").join(name)).expect("fixture opens");
-        let backbone = folder
-            .load(
-                &registries().expect("registries"),
-                &Device::Cpu,
-                Weights::Frozen,
-            )
-            .expect("fixture loads");
-        let tokenizer = folder.tokenizer().expect("tokenizer");
+        let (backbone, tokenizer) = open(fixture("lm").join(name));
         let task = reversal_task(48, 8);
         let training = training();
         for plan in designs(backbone.as_ref()) {
@@ -190,15 +188,7 @@ fn same(a: &TrainingReport, b: &TrainingReport) -> bool {
 /// alone.
 #[test]
 fn a_population_on_a_generation_task_equals_its_designs_alone() {
-    let folder = ModelFolder::open(fixture("lm").join("t5-tiny-gated")).expect("fixture opens");
-    let backbone = folder
-        .load(
-            &registries().expect("registries"),
-            &Device::Cpu,
-            Weights::Frozen,
-        )
-        .expect("fixture loads");
-    let tokenizer = folder.tokenizer().expect("tokenizer");
+    let (backbone, tokenizer) = open(fixture("lm").join("t5-tiny-gated"));
     // Beam search with an n-gram ban in evaluation, as a task's `decoding` asks.
     let mut task = reversal_task(32, 6);
     if let TaskKind::Generation { decoding, .. } = &mut task.kind {
@@ -209,7 +199,7 @@ fn a_population_on_a_generation_task_equals_its_designs_alone() {
     let plans = designs(backbone.as_ref());
     fn input<'a>(
         backbone: &'a dyn peftspace_core::backbone::Backbone,
-        tokenizer: &'a peftspace_core::model::Tokenizer,
+        tokenizer: &'a Tokenizer,
         task: &'a TaskData,
         plan: &'a [LayerAssignment],
         training: &'a TrainingSpec,
@@ -250,15 +240,7 @@ fn a_population_on_a_generation_task_equals_its_designs_alone() {
 
 #[test]
 fn a_generation_task_needs_a_language_model() {
-    let folder = ModelFolder::open(fixture("tiny-bert")).expect("fixture opens");
-    let backbone = folder
-        .load(
-            &registries().expect("registries"),
-            &Device::Cpu,
-            Weights::Frozen,
-        )
-        .expect("fixture loads");
-    let tokenizer = folder.tokenizer().expect("tokenizer");
+    let (backbone, tokenizer) = open(fixture("tiny-bert"));
     let task = reversal_task(8, 2);
     let plan = uniform_plan(backbone.info(), "lora", 2);
     let err = run_trial(&TrialInput {
@@ -310,15 +292,7 @@ fn reversal_pairs(count: usize, seed: u64) -> Vec<Example> {
 /// output, scores 0.
 #[test]
 fn a_copy_model_learns_to_reverse_words_through_lora() {
-    let folder = ModelFolder::open(fixture("lm").join("t5-copy")).expect("fixture opens");
-    let backbone = folder
-        .load(
-            &registries().expect("registries"),
-            &Device::Cpu,
-            Weights::Frozen,
-        )
-        .expect("fixture loads");
-    let tokenizer = folder.tokenizer().expect("tokenizer");
+    let (backbone, tokenizer) = open(fixture("lm").join("t5-copy"));
     let task = TaskData {
         id: "reverse".into(),
         kind: TaskKind::Generation {
@@ -384,15 +358,7 @@ fn a_copy_model_learns_to_reverse_words_through_lora() {
 /// part); its report equals the last epoch of the same trial scored after every epoch.
 #[test]
 fn reporting_the_last_epoch_decodes_only_after_it() {
-    let folder = ModelFolder::open(fixture("lm").join("t5-tiny-relu")).expect("fixture opens");
-    let backbone = folder
-        .load(
-            &registries().expect("registries"),
-            &Device::Cpu,
-            Weights::Frozen,
-        )
-        .expect("fixture loads");
-    let tokenizer = folder.tokenizer().expect("tokenizer");
+    let (backbone, tokenizer) = open(fixture("lm").join("t5-tiny-relu"));
     let task = reversal_task(24, 6);
     let plan = uniform_plan(backbone.info(), "lora", 2);
     let run = |training: &TrainingSpec| {
