@@ -5,14 +5,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::anyhow;
+use candle_core::Device;
 use peftspace_core::backbone::Weights;
 use peftspace_core::data::TaskKind;
 use peftspace_core::generate::{generate_texts, GenerationSettings};
-use peftspace_core::model::Tokenizer;
+use peftspace_core::model::{ModelFolder, Tokenizer};
 use peftspace_core::registry::registries;
 use peftspace_core::saved::{design_hooks, probabilities, read_examples, Predictor, SavedDesign};
 use peftspace_core::spec::TrainingSpec;
 
+use super::adapter::Design;
 use super::{Exit, Global};
 
 #[derive(clap::Args, Debug)]
@@ -52,9 +54,20 @@ pub struct Loaded {
 /// Loads a saved design (or PEFT adapter) from `dir` onto the model `--model` names (else the one the design
 /// records), refusing a backbone with other weights.
 pub fn load(dir: &Path, global: &Global) -> Result<Loaded, Exit> {
+    let (model, device, design) = read(dir, global)?;
+    with_predictor(model, device, design)
+}
+
+/// The design (or PEFT adapter) in `dir`, the model it applies to and the device.
+fn read(dir: &Path, global: &Global) -> Result<(ModelFolder, Device, Design), Exit> {
     let (_, device) = super::device(global)?;
     let model = super::adapter::model_for(dir, global)?;
     let design = super::adapter::read(dir, &model, &device)?;
+    Ok((model, device, design))
+}
+
+/// A read design with its head's predictor on the frozen model.
+fn with_predictor(model: ModelFolder, device: Device, design: Design) -> Result<Loaded, Exit> {
     if !design.has_head {
         return Err(Exit::usage(anyhow!(
             "{}: the adapter has no task head this backbone can use (PEFT's `classifier` of a BERT sequence \
@@ -86,11 +99,16 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
             args.input.display()
         )));
     }
-    if let Some(written) = generate_if_generation_design(&args, &examples, global)? {
+    let (model, device, design) = read(&args.design, global)?;
+    if let TaskKind::Generation {
+        max_target_tokens, ..
+    } = design.design.manifest.task.kind()
+    {
+        let written = generate(&args, &examples, model, device, design, max_target_tokens)?;
         eprintln!("wrote {written} generated texts to {}", args.out.display());
         return Ok(());
     }
-    let loaded = load(&args.design, global)?;
+    let loaded = with_predictor(model, device, design)?;
     let batch = args.batch_size.unwrap_or(loaded.training.eval_batch_size);
     let outputs = loaded.predictor.outputs(
         &loaded.tokenizer,
@@ -144,21 +162,15 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
 }
 
 /// For a design trained on a generation task (no head: the language model writes the output), generates a text for
-/// every example with the design applied and writes `index,generated`; `None` for any other design.
-fn generate_if_generation_design(
+/// every example with the design applied and writes `index,generated`; returns how many.
+fn generate(
     args: &Args,
     examples: &[peftspace_core::data::Example],
-    global: &Global,
-) -> Result<Option<usize>, Exit> {
-    let (_, device) = super::device(global)?;
-    let model = super::adapter::model_for(&args.design, global)?;
-    let read = super::adapter::read(&args.design, &model, &device)?;
-    let TaskKind::Generation {
-        max_target_tokens, ..
-    } = read.design.manifest.task.kind()
-    else {
-        return Ok(None);
-    };
+    model: ModelFolder,
+    device: Device,
+    read: Design,
+    max_target_tokens: usize,
+) -> Result<usize, Exit> {
     let backbone = model
         .load(&registries()?, &device, Weights::Frozen)
         .map_err(Exit::library)?;
@@ -191,5 +203,5 @@ fn generate_if_generation_design(
         .into_inner()
         .map_err(|e| anyhow!("building {}: {e}", args.out.display()))?;
     peftspace_core::store::write_bytes_atomically(&args.out, &bytes)?;
-    Ok(Some(texts.len()))
+    Ok(texts.len())
 }
