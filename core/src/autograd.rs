@@ -91,3 +91,228 @@ pub fn with_input_gradient(
         },
     )
 }
+
+/// Whether `x` lives on the CPU as `f32`, where the hand-written CPU kernels exist (here and in the backbones'
+/// `ops`), and they are not switched off: `PEFTSPACE_FUSED_KERNELS=0` (read once per process) makes every caller take
+/// the composed ops, so that one binary can time and check both paths side by side.
+pub fn cpu_kernels_apply(x: &Tensor) -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    x.device().is_cpu()
+        && x.dtype() == candle_core::DType::F32
+        && *ENABLED
+            .get_or_init(|| std::env::var("PEFTSPACE_FUSED_KERNELS").map_or(true, |v| v != "0"))
+}
+
+/// Rows per part of the bias gradient's column sums: a fixed split (not one per thread), so that the sum is the same
+/// whatever the thread count.
+const BIAS_ROWS_PER_PART: usize = 128;
+
+/// A raw pointer the pool's threads share; each writes a disjoint range.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+// SAFETY: every use hands each part a disjoint range of the buffer and waits for all parts.
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+/// `h + b` over the last axis, on candle's CPU pool; backward: `dh = dy` (the same tensor, no copy) and
+/// `db = Σ_rows dy`, each only where needed.
+struct BiasAdd;
+
+impl CustomOp2 for BiasAdd {
+    fn name(&self) -> &'static str {
+        "bias-add"
+    }
+
+    fn cpu_fwd(
+        &self,
+        hs: &CpuStorage,
+        hl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (h, b) = (contiguous_f32(hs, hl)?, contiguous_f32(bs, bl)?);
+        let width = b.len();
+        if width == 0 || h.len() % width != 0 || hl.dims().last() != Some(&width) {
+            candle_core::bail!(
+                "bias-add: the bias does not match the last axis of {:?}",
+                hl.dims()
+            );
+        }
+        let mut out = vec![0f32; h.len()];
+        let rows = h.len() / width;
+        let out_ptr = SharedOut(out.as_mut_ptr());
+        candle_core::utils::barrier_pool().execute_chunked(rows.div_ceil(64), |blocks| {
+            let out_ptr = out_ptr;
+            let (start, end) = (
+                blocks.start * 64 * width,
+                (blocks.end * 64 * width).min(h.len()),
+            );
+            // SAFETY: the pool's ranges are disjoint, so `start..end` are disjoint parts of `out`.
+            let part = unsafe { std::slice::from_raw_parts_mut(out_ptr.0.add(start), end - start) };
+            for (o_row, h_row) in part.chunks_mut(width).zip(h[start..end].chunks(width)) {
+                for ((o, &x), &bias) in o_row.iter_mut().zip(h_row).zip(b) {
+                    *o = x + bias;
+                }
+            }
+        });
+        Ok((CpuStorage::F32(out), hl.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        h: &Tensor,
+        b: &Tensor,
+        _: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad_h = h.track_op().then(|| grad.clone());
+        let grad_b = if b.track_op() {
+            Some(grad.contiguous()?.apply_op1_no_bwd(&ColumnSums)?)
+        } else {
+            None
+        };
+        Ok((grad_h, grad_b))
+    }
+}
+
+/// `Σ_rows x` for `x: [..., width]`, as `[width]`: partial sums over fixed row blocks on the pool, added in order.
+struct ColumnSums;
+
+impl candle_core::CustomOp1 for ColumnSums {
+    fn name(&self) -> &'static str {
+        "column-sums"
+    }
+
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(xs, xl)?;
+        let width = xl.dims().last().copied().unwrap_or(1).max(1);
+        let rows = x.len() / width;
+        let parts = rows.div_ceil(BIAS_ROWS_PER_PART).max(1);
+        let mut partial = vec![0f32; parts * width];
+        let ptr = SharedOut(partial.as_mut_ptr());
+        candle_core::utils::barrier_pool().execute_chunked(parts, |range| {
+            let ptr = ptr;
+            for part in range {
+                // SAFETY: part `part` owns `partial[part · width ..][..width]`, disjoint from the others.
+                let sums =
+                    unsafe { std::slice::from_raw_parts_mut(ptr.0.add(part * width), width) };
+                let first = part * BIAS_ROWS_PER_PART;
+                let last = (first + BIAS_ROWS_PER_PART).min(rows);
+                for row in x[first * width..last * width].chunks(width) {
+                    for (s, &v) in sums.iter_mut().zip(row) {
+                        *s += v;
+                    }
+                }
+            }
+        });
+        let mut out = vec![0f32; width];
+        for sums in partial.chunks(width) {
+            for (o, &s) in out.iter_mut().zip(sums) {
+                *o += s;
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from(width)))
+    }
+}
+
+/// The contiguous `f32` values of a CPU storage.
+fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
+    let CpuStorage::F32(all) = storage else {
+        candle_core::bail!("expected f32 values");
+    };
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("expected a contiguous tensor");
+    };
+    all.get(start..end)
+        .ok_or_else(|| candle_core::Error::Msg("storage shorter than its layout".into()))
+}
+
+/// `h + bias` over the last axis of `h` (`bias: [width]`): a one-pass kernel with a pooled column-sum backward on CPU
+/// `f32`, candle's `broadcast_add` elsewhere (same values, same gradients up to float reassociation).
+pub fn bias_add(h: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    if cpu_kernels_apply(h) && cpu_kernels_apply(bias) && bias.rank() == 1 {
+        return h.contiguous()?.apply_op2(&bias.contiguous()?, BiasAdd);
+    }
+    h.broadcast_add(bias)
+}
+
+#[cfg(test)]
+mod bias_add_tests {
+    use candle_core::{Device, Result, Tensor, Var};
+
+    use super::bias_add;
+
+    fn max_abs(t: &Tensor) -> Result<f32> {
+        t.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()
+    }
+
+    /// Value and the gradients of `h` and `bias` (loss `Σ f(h, bias) ⊙ upstream`).
+    fn run(
+        h: &Var,
+        bias: &Var,
+        upstream: &Tensor,
+        f: &dyn Fn(&Tensor, &Tensor) -> Result<Tensor>,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let y = f(h.as_tensor(), bias.as_tensor())?;
+        let grads = (&y * upstream)?.sum_all()?.backward()?;
+        let missing = || candle_core::Error::Msg("no gradient".into());
+        Ok((
+            y.detach(),
+            grads.get(h).cloned().ok_or_else(missing)?,
+            grads.get(bias).cloned().ok_or_else(missing)?,
+        ))
+    }
+
+    #[test]
+    fn matches_broadcast_add_in_value_and_both_gradients() -> Result<()> {
+        let dev = Device::Cpu;
+        // 3·150 rows: several row blocks and column-sum parts, one of them short.
+        let h = Var::from_tensor(&Tensor::randn(0f32, 1., (3, 150, 40), &dev)?)?;
+        let bias = Var::from_tensor(&Tensor::randn(0f32, 1., 40, &dev)?)?;
+        let upstream = Tensor::randn(0f32, 1., (3, 150, 40), &dev)?;
+        let fast = run(&h, &bias, &upstream, &|h, b| bias_add(h, b))?;
+        let reference = run(&h, &bias, &upstream, &|h, b| h.broadcast_add(b))?;
+        for (what, f, r) in [
+            ("value", &fast.0, &reference.0),
+            ("h", &fast.1, &reference.1),
+            ("bias", &fast.2, &reference.2),
+        ] {
+            let gap = max_abs(&(f - r)?)? / max_abs(r)?;
+            assert!(gap <= 1e-5, "{what}: {gap}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn bias_gradient_matches_central_differences_and_a_frozen_input_gets_none() -> Result<()> {
+        let dev = Device::Cpu;
+        let h = Tensor::randn(0f32, 1., (300, 7), &dev)?;
+        let bias = Var::from_tensor(&Tensor::randn(0f32, 1., 7, &dev)?)?;
+        let upstream = Tensor::randn(0f32, 1., (300, 7), &dev)?;
+        let y = bias_add(&h, bias.as_tensor())?;
+        let grads = (&y * &upstream)?.sum_all()?.backward()?;
+        assert!(grads.get(&h).is_none());
+        let g = grads.get(&bias).expect("bias gradient").to_vec1::<f32>()?;
+        let base = bias.as_tensor().to_vec1::<f32>()?;
+        let loss = |b: Vec<f32>| -> Result<f64> {
+            let b = Tensor::new(b, &dev)?;
+            (bias_add(&h, &b)? * &upstream)?
+                .sum_all()?
+                .to_dtype(candle_core::DType::F64)?
+                .to_scalar::<f64>()
+        };
+        let step = 1e-2f32;
+        for i in 0..base.len() {
+            let (mut plus, mut minus) = (base.clone(), base.clone());
+            plus[i] += step;
+            minus[i] -= step;
+            let numeric = (loss(plus)? - loss(minus)?) / (2.0 * step as f64);
+            assert!(
+                (numeric as f32 - g[i]).abs() <= 1e-3 * g[i].abs().max(1.0),
+                "{i}: {numeric} vs {}",
+                g[i]
+            );
+        }
+        Ok(())
+    }
+}

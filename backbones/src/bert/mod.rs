@@ -30,6 +30,9 @@ impl Bert {
 
     /// [`Bert::load`] with frozen or trainable weights.
     pub fn load_with(dir: &Path, device: &Device, weights: Weights) -> Result<Bert> {
+        if device.is_cpu() {
+            crate::ops::heap::keep_freed_buffers();
+        }
         let (config_path, text) = read_config(dir)?;
         let config = BertConfig::from_json(&text).map_err(|e| with_config_path(e, &config_path))?;
         let checkpoint = Checkpoint::open(dir)?;

@@ -14,6 +14,7 @@ use peftspace_core::{Error, Result};
 
 use super::config::{BertConfig, Flavour};
 use crate::checkpoint::Checkpoint;
+use crate::ops::matmul::matmul;
 use crate::ops::{fused, mask_bias, softmax_last_dim, Activation, LayerNorm, Linear};
 
 /// Word + position + token-type embeddings, then LayerNorm and dropout.
@@ -185,7 +186,7 @@ impl Attention {
         let v = self.split_heads(&v)?;
         let probs = if fused::applies(&q) {
             // The scale and the mask are applied inside the fused softmax: two passes over the scores fewer.
-            let scores = self.split_heads(&q)?.matmul(&k.t()?)?;
+            let scores = matmul(&self.split_heads(&q)?, &k.t()?)?;
             fused::masked_softmax(&scores, &mask, scale)?
         } else {
             let q = (self.split_heads(&q)? * scale)?;
@@ -195,7 +196,7 @@ impl Attention {
             softmax_last_dim(&scores)?
         };
         let probs = mode.dropout(&probs, self.attention_dropout)?;
-        let context = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, s, h))?;
+        let context = matmul(&probs, &v)?.transpose(1, 2)?.reshape((b, s, h))?;
         let out = hooks.linear(
             layer,
             SiteKind::AttnOut,

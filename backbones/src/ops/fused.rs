@@ -18,16 +18,10 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape
 
 use super::fast_math::{exp, normal_cdf, normal_pdf};
 
-/// Whether `x` lives on the CPU as `f32`, where the fused kernels exist, and they are not switched off.
+/// Whether `x` lives on the CPU as `f32`, where the fused kernels exist, and they are not switched off
+/// (`PEFTSPACE_FUSED_KERNELS=0`, see [`peftspace_core::autograd::cpu_kernels_apply`]).
 pub fn applies(x: &Tensor) -> bool {
-    x.device().is_cpu() && x.dtype() == DType::F32 && enabled()
-}
-
-/// `PEFTSPACE_FUSED_KERNELS=0` switches the fused kernels off (read once per process), so that one binary can time
-/// and check both paths side by side.
-fn enabled() -> bool {
-    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ENABLED.get_or_init(|| std::env::var("PEFTSPACE_FUSED_KERNELS").map_or(true, |v| v != "0"))
+    peftspace_core::autograd::cpu_kernels_apply(x)
 }
 
 /// The contiguous `f32` values of a CPU storage, or an error naming the op.
@@ -401,13 +395,13 @@ impl CustomOp2 for FrozenLinearBias {
         _: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        Ok((Some(grad.matmul(&self.weight)?), None))
+        Ok((Some(super::matmul::matmul(grad, &self.weight)?), None))
     }
 }
 
 /// `flat Wᵀ + b` for a frozen `weight: [d_out, d_in]` and `bias`, `flat: [rows, d_in]` tracked, on CPU `f32`.
 pub fn frozen_linear_with_bias(flat: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
-    let y = flat.detach().matmul(&weight.t()?)?;
+    let y = super::matmul::matmul(&flat.detach(), &weight.t()?)?;
     let op = FrozenLinearBias {
         bias: bias.to_dtype(DType::F32)?.to_vec1::<f32>()?,
         weight: weight.clone(),

@@ -15,6 +15,8 @@ use peftspace_core::autograd::with_input_gradient;
 
 mod fast_math;
 pub mod fused;
+pub mod heap;
+pub mod matmul;
 
 /// `y = x Wᵀ + b` for `W: [d_out, d_in]`, any number of leading axes in `x`. `W` and `b` are frozen tensors, or
 /// `Var`s when the backbone was loaded trainable.
@@ -67,6 +69,14 @@ impl Module for Linear {
             .filter(|_| fused::applies(&flat) && flat.track_op())
         {
             return fused::frozen_linear_with_bias(&flat, &self.weight, b)?.reshape(dims);
+        }
+        if fused::applies(&flat) {
+            // The pooled product sends `dy · W` to the input and nothing to the frozen weight.
+            let mut y = matmul::matmul(&flat, &self.weight.t()?)?;
+            if let Some(b) = &self.bias {
+                y = y.broadcast_add(b)?;
+            }
+            return y.reshape(dims);
         }
         let mut y = flat.detach().matmul(&self.weight.t()?)?;
         if let Some(b) = &self.bias {

@@ -143,6 +143,9 @@ impl<A: Architecture> EncoderDecoder<A> {
 
     /// [`Self::load`] with frozen or trainable weights.
     pub fn load_with(dir: &Path, device: &Device, weights: Weights) -> Result<Self> {
+        if device.is_cpu() {
+            crate::ops::heap::keep_freed_buffers();
+        }
         let cfg = read_config(dir, A::parse_config)?;
         let info = A::describe(&cfg).map_err(|message| Error::Model {
             path: dir.join("config.json"),

@@ -170,5 +170,5 @@ pub fn expand_rows(rows: &Tensor, batch: usize) -> Result<Tensor> {
 /// Adds a `[width]` bias to the last axis of `h` (used by bias-style strategies).
 pub fn add_bias(h: &Tensor, bias: &Tensor) -> Result<Tensor> {
     debug_assert_eq!(h.dim(D::Minus1).ok(), bias.dim(0).ok());
-    Ok(h.broadcast_add(bias)?)
+    Ok(crate::autograd::bias_add(h, bias)?)
 }
