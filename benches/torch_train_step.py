@@ -3,8 +3,11 @@
 
 Two modes, on CPU with a fixed number of threads (or on a GPU with `--device cuda`):
 
-  step   examples/s of one LoRA training step (forward, backward, AdamW) at a fixed sequence length and batch size,
-         and the process's peak RSS; the same measurement `peftspace`'s `train_step` example prints.
+  step   examples/s of one training step (forward, backward, AdamW) at a fixed sequence length and batch size, and
+         the process's peak RSS; the same measurement `peftspace`'s `train_step` example prints. `--strategy lora`
+         (PEFT LoRA on query and value), `bitfit`, or `design --layers "A12+L4 P8+B …"`: per layer, the modules a
+         peftspace design builds at its budget (the `plan` line of `train_step --design`), written here as PEFT LoRA
+         with per-layer ranks, prefix rows prepended to keys and values, Houlsby bottleneck adapters and BitFit.
   sst2   LoRA fine-tuning on a seeded SST-2 subsample, dev accuracy (calibrates the real-data tests).
 
 Usage:
@@ -19,6 +22,7 @@ import resource
 import time
 
 import torch
+import torch.nn.functional as F
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
 
@@ -39,10 +43,106 @@ def bitfit_model(model_dir, labels=2):
     return model
 
 
+class Adapter(torch.nn.Module):
+    """Bottleneck adapter `h + up(gelu(down(h)))` on a sub-layer's output, as peftspace's `adapter` (Houlsby)."""
+
+    def __init__(self, hidden, width):
+        super().__init__()
+        self.down = torch.nn.Linear(hidden, width)
+        self.up = torch.nn.Linear(width, hidden)
+        torch.nn.init.normal_(self.up.weight, std=1e-3)
+        torch.nn.init.zeros_(self.up.bias)
+
+    def forward(self, h):
+        return h + self.up(F.gelu(self.down(h)))
+
+
+def add_adapter(linear, hidden, width):
+    # The adapter rewrites the output projection's result (before dropout, residual and LayerNorm).
+    linear.adapter = Adapter(hidden, width)
+    linear.register_forward_hook(lambda module, inputs, out: module.adapter(out))
+
+
+def add_prefix(attention, rows):
+    """Prefix tuning: `rows` trainable key and value rows prepended in this self-attention (peftspace's `prefix`).
+
+    Hugging Face's BERT has no per-layer prefix, so the self-attention's forward is replaced by one that computes
+    the same projections with its own (possibly LoRA-wrapped) query/key/value modules and prepends the rows."""
+    hidden = attention.all_head_size
+    attention.prefix_keys = torch.nn.Parameter(torch.randn(rows, hidden) * 0.02)
+    attention.prefix_values = torch.nn.Parameter(torch.randn(rows, hidden) * 0.02)
+    heads, head_dim = attention.num_attention_heads, attention.attention_head_size
+
+    def forward(hidden_states, attention_mask=None, *args, **kwargs):
+        batch, length, _ = hidden_states.shape
+        def split(x):
+            return x.view(batch, -1, heads, head_dim).transpose(1, 2)
+        query = split(attention.query(hidden_states))
+        key = split(torch.cat([attention.prefix_keys.expand(batch, rows, hidden), attention.key(hidden_states)], 1))
+        value = split(torch.cat([attention.prefix_values.expand(batch, rows, hidden),
+                                 attention.value(hidden_states)], 1))
+        mask = attention_mask
+        if mask is not None:
+            # Prefix columns are always attended: True in a boolean mask, 0 in an additive one.
+            fill = torch.ones if mask.dtype == torch.bool else torch.zeros
+            mask = torch.cat([fill(*mask.shape[:-1], rows, dtype=mask.dtype, device=mask.device), mask], -1)
+        out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask,
+                                             dropout_p=attention.dropout.p if attention.training else 0.0)
+        return out.transpose(1, 2).reshape(batch, length, hidden), None
+
+    attention.forward = forward
+
+
+def design_model(model_dir, layers_text, labels=2):
+    """The modules of a peftspace design, per layer, from its sizes text (`A12+L4 P8+B -`: A adapter width,
+    L LoRA rank on query and value, P prefix rows, B BitFit, `-` untuned)."""
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=labels)
+    bert_layers = model.bert.encoder.layer
+    layers = []
+    for token in layers_text.split():
+        parts = {} if token == "-" else {p[0]: int(p[1:] or 0) for p in token.split("+")}
+        unknown = set(parts) - set("ALPB")
+        if unknown:
+            raise SystemExit(f"--layers: unknown strategy code {sorted(unknown)} in `{token}` (known: A, L, P, B)")
+        layers.append(parts)
+    if len(layers) != len(bert_layers):
+        raise SystemExit(f"--layers names {len(layers)} layers; the model has {len(bert_layers)}")
+    ranks = {i: parts["L"] for i, parts in enumerate(layers) if "L" in parts}
+    if ranks:
+        pattern = {f"layer.{i}.attention.self.{m}": r for i, r in ranks.items() for m in ("query", "value")}
+        config = LoraConfig(r=max(ranks.values()), lora_alpha=8, target_modules=["query", "value"],
+                            layers_to_transform=sorted(ranks), rank_pattern=pattern, lora_dropout=0.0,
+                            modules_to_save=["classifier"])
+        model = get_peft_model(model, config)
+    else:
+        for name, p in model.named_parameters():
+            p.requires_grad = name.startswith("classifier.")
+    hidden = bert_layers[0].output.dense.out_features
+    for layer, parts in zip(bert_layers, layers):
+        if "B" in parts:
+            for name, p in layer.named_parameters():
+                if name.endswith(".bias") and "lora_" not in name:
+                    p.requires_grad = True
+        if "A" in parts:
+            add_adapter(layer.attention.output.dense, hidden, parts["A"])
+            add_adapter(layer.output.dense, hidden, parts["A"])
+        if "P" in parts:
+            add_prefix(layer.attention.self, parts["P"])
+    return model
+
+
 def step_benchmark(args):
     torch.manual_seed(0)
     device = torch.device(args.device)
-    model = (lora_model(args.model, args.rank) if args.strategy == "lora" else bitfit_model(args.model)).to(device)
+    if args.strategy == "lora":
+        model = lora_model(args.model, args.rank)
+    elif args.strategy == "bitfit":
+        model = bitfit_model(args.model)
+    else:
+        if not args.layers:
+            raise SystemExit("--strategy design needs --layers (the `plan` line of peftspace's train_step --design)")
+        model = design_model(args.model, args.layers)
+    model = model.to(device)
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     # The very batch peftspace's `train_step` example builds: ids 1000 + (i · 7919 mod 19000), labels alternating.
@@ -146,7 +246,9 @@ def main():
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--rank", type=int, default=12)
-    p.add_argument("--strategy", choices=["lora", "bitfit"], default="lora", help="step mode: LoRA (q, v) or BitFit")
+    p.add_argument("--strategy", choices=["lora", "bitfit", "design"], default="lora",
+                   help="step mode: LoRA (q, v), BitFit, or a design's modules (--layers)")
+    p.add_argument("--layers", help="step mode, --strategy design: per-layer sizes, e.g. \"A12+L4 P8+B -\"")
     p.add_argument("--train", type=int, default=4000)
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--lr", type=float, default=1e-3)

@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
-# One training step of MiniLM + LoRA (q, v), peftspace against PyTorch + PEFT, interleaved on one machine.
+# One training step of MiniLM + LoRA (q, v), BitFit or a design, peftspace against PyTorch + PEFT, interleaved on one
+# machine.
 #
 #   benches/train_step_vs_torch.sh MODEL_DIR PYTHON [ROUNDS]
 #
 # Each round runs peftspace's `train_step` example (release build), then `benches/torch_train_step.py step`, both on
 # the same model folder, the same batch (ids 1000 + (i · 7919 mod 19000), all attended, labels alternating), the same
 # shape and the same thread count; with UNFUSED=1 each round also runs peftspace with its fused CPU kernels switched
-# off (PEFTSPACE_FUSED_KERNELS=0). Interleaving spreads a shared machine's load over both sides. The load average is
+# off (PEFTSPACE_FUSED_KERNELS=0), and with UNTUNED=1 with glibc's default malloc settings (PEFTSPACE_MALLOC_TUNING=0,
+# see backbones/src/ops/heap.rs). Interleaving spreads a shared machine's load over both sides. The load average is
 # printed before every run; at the end a Markdown table: examples/s (median, min–max), ms per phase (medians), peak
 # RSS (largest) and the ratio of the medians.
 #
-# Environment: THREADS (2), SEQ (128), BATCH (16), STEPS (10), STRATEGY (lora, or bitfit),
-# BIN (target/release/examples/train_step).
+# Environment: THREADS (2), SEQ (128), BATCH (16), STEPS (10), STRATEGY (lora, bitfit or design),
+# BIN (target/release/examples/train_step). STRATEGY=design trains DESIGN (default: the paper's design
+# `g=1,2,2,1 a=… t=1111 s=AL|AP|ABP|BLP`) at BUDGET (0.005); peftspace solves its per-layer sizes once and the
+# PyTorch side builds the same modules from them (`torch_train_step.py --layers`).
 set -euo pipefail
 
 model=${1:?usage: train_step_vs_torch.sh MODEL_DIR PYTHON [ROUNDS]}
@@ -22,6 +26,8 @@ seq=${SEQ:-128}
 batch=${BATCH:-16}
 steps=${STEPS:-10}
 strategy=${STRATEGY:-lora}
+design=${DESIGN:-g=1,2,2,1 a=0.1667,0.3333,0.3333,0.1667 t=1111 s=AL|AP|ABP|BLP}
+budget=${BUDGET:-0.005}
 bin=${BIN:-target/release/examples/train_step}
 here=$(cd "$(dirname "$0")" && pwd)
 
@@ -43,14 +49,32 @@ run() {
     echo "$side|$load|$line" | tee -a "$log"
 }
 
+# What each side trains: the same strategy, or for a design peftspace's solved sizes, handed to PyTorch.
+ours=(--strategy "$strategy")
+theirs=(--strategy "$strategy")
+if [[ $strategy == design ]]; then
+    ours=(--design "$design" --budget "$budget")
+    layers=$("$bin" "$model" --seq 8 --batch 1 --steps 1 "${ours[@]}" | sed -n 's/^plan //p')
+    if [[ -z $layers ]]; then
+        echo "train_step printed no plan for the design \`$design\`" >&2
+        exit 1
+    fi
+    echo "design $design at budget $budget: per-layer sizes $layers" >&2
+    theirs=(--strategy design --layers "$layers")
+fi
+
 for ((r = 1; r <= rounds; r++)); do
     echo "round $r of $rounds" >&2
-    run peftspace "$bin" "$model" --seq "$seq" --batch "$batch" --steps "$steps" --strategy "$strategy"
+    run peftspace "$bin" "$model" --seq "$seq" --batch "$batch" --steps "$steps" "${ours[@]}"
     run pytorch "$python" "$here/torch_train_step.py" step --model "$model" --threads "$threads" \
-        --seq "$seq" --batch "$batch" --steps "$steps" --strategy "$strategy"
+        --seq "$seq" --batch "$batch" --steps "$steps" "${theirs[@]}"
+    if [[ ${UNTUNED:-0} == 1 ]]; then
+        run "peftspace, malloc tuning off" env PEFTSPACE_MALLOC_TUNING=0 "$bin" "$model" --seq "$seq" \
+            --batch "$batch" --steps "$steps" "${ours[@]}"
+    fi
     if [[ ${UNFUSED:-0} == 1 ]]; then
         run "peftspace, fused kernels off" env PEFTSPACE_FUSED_KERNELS=0 "$bin" "$model" --seq "$seq" \
-            --batch "$batch" --steps "$steps" --strategy "$strategy"
+            --batch "$batch" --steps "$steps" "${ours[@]}"
     fi
 done
 

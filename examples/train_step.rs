@@ -1,16 +1,22 @@
-//! Throughput of one training step, MiniLM + LoRA r = 12 on q and v, fixed sequence length and batch size, on the
-//! CPU or a GPU: the number `BENCHMARKS.md` sets next to `benches/torch_train_step.py step`.
+//! Throughput of one training step, MiniLM + LoRA r = 12 on q and v (or BitFit, or any design at a budget), fixed
+//! sequence length and batch size, on the CPU or a GPU: the number `BENCHMARKS.md` sets next to
+//! `benches/torch_train_step.py step`.
 //!
 //! `cargo run --release --example train_step -- MODEL_DIR [--device cpu|cuda:N] [--seq 128] [--batch 16] [--steps 10]
-//! [--strategy lora|bitfit]`
-//! Set `RAYON_NUM_THREADS` to fix the CPU thread count (candle's CPU kernels read it).
+//! [--strategy lora|bitfit | --design "g=… a=… t=… s=…" [--budget 0.005]]`
+//! With `--design`, the per-layer sizes the budget solver gives are printed first (`plan A12+L4 …`), so that a
+//! reference implementation can build the same modules. Set `RAYON_NUM_THREADS` to fix the CPU thread count
+//! (candle's CPU kernels read it).
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use peftspace_core::backbone::{Batch, Dropout, Mode, Weights};
+use peftspace_core::budget::{self, LayerAssignment, Strategies};
 use peftspace_core::data::TaskKind;
+use peftspace_core::design::{Design, StrategyCodes};
 use peftspace_core::device::DeviceChoice;
 use peftspace_core::model::ModelFolder;
 use peftspace_core::params::ParamStore;
@@ -45,27 +51,52 @@ fn option<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> Resu
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let usage =
-        "usage: train_step MODEL_DIR [--device cpu|cuda:N] [--seq 128] [--batch 16] [--steps 10] [--strategy lora|bitfit]";
+        "usage: train_step MODEL_DIR [--device cpu|cuda:N] [--seq 128] [--batch 16] [--steps 10] \
+                 [--strategy lora|bitfit | --design \"g=… a=… t=… s=…\" [--budget 0.005]]";
     let dir = PathBuf::from(args.first().filter(|a| !a.starts_with("--")).ok_or(usage)?);
     let seq: usize = option(&args, "--seq", 128)?;
     let batch_size: usize = option(&args, "--batch", 16)?;
     let steps: usize = option(&args, "--steps", 10)?;
     let choice = DeviceChoice::parse(&option(&args, "--device", "cpu".to_string())?)?;
     let device = choice.open()?;
-    let backbone = ModelFolder::open(&dir)?.load(&registries()?, &device, Weights::Frozen)?;
+    let registries = registries()?;
+    let backbone = ModelFolder::open(&dir)?.load(&registries, &device, Weights::Frozen)?;
     let mut store = ParamStore::new(&device, 0);
     let training = TrainingSpec::default();
-    // LoRA r = 12 on every layer, or BitFit (every bias of every layer): `--strategy lora|bitfit`.
-    let strategy: String = option(&args, "--strategy", "lora".to_string())?;
-    if strategy != "lora" && strategy != "bitfit" {
-        return Err(format!("--strategy must be lora or bitfit, not {strategy}").into());
-    }
-    let plan = uniform_plan(backbone.info(), &strategy, 12);
-    let strategies = [StrategySpec {
-        name: strategy.clone(),
-        options: ron::Value::Unit,
-        learning_rate: None,
-    }];
+    let design_text: String = option(&args, "--design", String::new())?;
+    // LoRA r = 12 on every layer, BitFit (every bias of every layer), or a design solved at a budget.
+    let (strategy, plan): (String, Vec<LayerAssignment>) = if design_text.is_empty() {
+        let strategy: String = option(&args, "--strategy", "lora".to_string())?;
+        if strategy != "lora" && strategy != "bitfit" {
+            return Err(format!("--strategy must be lora or bitfit, not {strategy}").into());
+        }
+        let plan = uniform_plan(backbone.info(), &strategy, 12);
+        (strategy, plan)
+    } else {
+        let fraction: f64 = option(&args, "--budget", 0.005)?;
+        let codes = StrategyCodes::from_registries(&registries);
+        let design = Design::parse(&design_text, &codes)?;
+        let mut strategies = Strategies::new();
+        for name in design.strategies.iter().flatten() {
+            strategies.insert(name.clone(), registries.strategy(name, &ron::Value::Unit)?);
+        }
+        let solved = budget::solve(backbone.info(), &design, &strategies, fraction)?;
+        let sizes = solved.sizes_text(|name| codes.code(name).unwrap_or("?").to_string());
+        println!("plan {sizes}");
+        ("design".to_string(), solved.layer_assignments())
+    };
+    let names: BTreeSet<&str> = plan
+        .iter()
+        .flat_map(|a| a.strategies.iter().map(|(name, _)| name.as_str()))
+        .collect();
+    let strategies: Vec<StrategySpec> = names
+        .iter()
+        .map(|name| StrategySpec {
+            name: name.to_string(),
+            options: ron::Value::Unit,
+            learning_rate: None,
+        })
+        .collect();
     let design = build_design(backbone.info(), &plan, &strategies, &training, &mut store)?;
     let kind = TaskKind::Classification {
         labels: vec!["0".into(), "1".into()],
