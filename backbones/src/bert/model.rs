@@ -14,8 +14,8 @@ use peftspace_core::{Error, Result};
 
 use super::config::{BertConfig, Flavour};
 use crate::checkpoint::Checkpoint;
-use crate::ops::matmul::matmul;
-use crate::ops::{fused, mask_bias, softmax_last_dim, Activation, LayerNorm, Linear};
+use crate::ops::attention::attention;
+use crate::ops::{Activation, LayerNorm, Linear};
 
 /// Word + position + token-type embeddings, then LayerNorm and dropout.
 struct Embeddings {
@@ -142,14 +142,6 @@ impl Attention {
         })
     }
 
-    /// `[b, n, heads·d]` → `[b, heads, n, d]`.
-    fn split_heads(&self, x: &Tensor) -> Result<Tensor> {
-        let (b, n, _) = x.dims3()?;
-        Ok(x.reshape((b, n, self.heads, self.head_dim))?
-            .transpose(1, 2)?
-            .contiguous()?)
-    }
-
     fn forward(
         &self,
         layer: usize,
@@ -158,7 +150,7 @@ impl Attention {
         hooks: &dyn LayerHooks,
         mode: Mode<'_>,
     ) -> Result<Tensor> {
-        let (b, s, h) = x.dims3()?;
+        let (b, _, h) = x.dims3()?;
         let q = hooks.linear(layer, SiteKind::Query, x, self.query.forward(x)?)?;
         let mut k = hooks.linear(layer, SiteKind::Key, x, self.key.forward(x)?)?;
         let mut v = hooks.linear(layer, SiteKind::Value, x, self.value.forward(x)?)?;
@@ -182,21 +174,16 @@ impl Attention {
             )?;
         }
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let k = self.split_heads(&k)?;
-        let v = self.split_heads(&v)?;
-        let probs = if fused::applies(&q) {
-            // The scale and the mask are applied inside the fused softmax: two passes over the scores fewer.
-            let scores = matmul(&self.split_heads(&q)?, &k.t()?)?;
-            fused::masked_softmax(&scores, &mask, scale)?
-        } else {
-            let q = (self.split_heads(&q)? * scale)?;
-            let scores = q
-                .matmul(&k.t()?)?
-                .broadcast_add(&mask_bias(&mask, q.dtype())?)?;
-            softmax_last_dim(&scores)?
-        };
-        let probs = mode.dropout(&probs, self.attention_dropout)?;
-        let context = matmul(&probs, &v)?.transpose(1, 2)?.reshape((b, s, h))?;
+        let context = attention(
+            &q,
+            &k,
+            &v,
+            &mask,
+            self.heads,
+            scale,
+            self.attention_dropout,
+            mode,
+        )?;
         let out = hooks.linear(
             layer,
             SiteKind::AttnOut,

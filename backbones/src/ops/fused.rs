@@ -16,7 +16,7 @@ use std::ops::Range;
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
 
-use super::fast_math::{exp, normal_cdf, normal_pdf};
+use super::simd;
 
 /// Whether `x` lives on the CPU as `f32`, where the fused kernels exist, and they are not switched off
 /// (`PEFTSPACE_FUSED_KERNELS=0`, see [`peftspace_core::autograd::cpu_kernels_apply`]).
@@ -73,9 +73,7 @@ impl CustomOp1 for GeluErf {
         let x = values(storage, layout, self.name())?;
         let mut out = vec![0f32; x.len()];
         par_blocks(&mut out, ELEMENT_BLOCK, |start, part| {
-            for (o, &x) in part.iter_mut().zip(&x[start..]) {
-                *o = x * normal_cdf(x);
-            }
+            simd::gelu_erf(part, &x[start..]);
         });
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
@@ -108,9 +106,7 @@ impl CustomOp2 for GeluErfBackward {
         }
         let mut out = vec![0f32; x.len()];
         par_blocks(&mut out, ELEMENT_BLOCK, |start, part| {
-            for ((o, &x), &g) in part.iter_mut().zip(&x[start..]).zip(&g[start..]) {
-                *o = g * (normal_cdf(x) + x * normal_pdf(x));
-            }
+            simd::gelu_erf_backward(part, &x[start..], &g[start..]);
         });
         Ok((CpuStorage::F32(out), xl.shape().clone()))
     }
@@ -154,21 +150,8 @@ impl CustomOp1 for MaskedSoftmax {
             for (i, row) in part.chunks_mut(k).enumerate() {
                 let r = start / k + i;
                 let bias = &self.bias[(r / rows_per_batch) * k..][..k];
-                let input = &s[r * k..][..k];
-                let mut max = f32::NEG_INFINITY;
-                for ((o, &x), &b) in row.iter_mut().zip(input).zip(bias) {
-                    *o = x * self.scale + b;
-                    max = max.max(*o);
-                }
-                let mut sum = 0f32;
-                for o in row.iter_mut() {
-                    *o = exp(*o - max);
-                    sum += *o;
-                }
-                let inv = 1.0 / sum;
-                for o in row.iter_mut() {
-                    *o *= inv;
-                }
+                row.copy_from_slice(&s[r * k..][..k]);
+                simd::softmax_row(row, bias, self.scale);
             }
         });
         Ok((CpuStorage::F32(out), layout.shape().clone()))
@@ -212,11 +195,8 @@ impl CustomOp2 for SoftmaxBackward {
         par_blocks(&mut out, k, |start, part| {
             for (i, row) in part.chunks_mut(k).enumerate() {
                 let at = start + i * k;
-                let (y, g) = (&y[at..at + k], &g[at..at + k]);
-                let dot: f32 = y.iter().zip(g).map(|(y, g)| y * g).sum();
-                for ((o, &y), &g) in row.iter_mut().zip(y).zip(g) {
-                    *o = self.scale * y * (g - dot);
-                }
+                row.copy_from_slice(&g[at..at + k]);
+                simd::softmax_backward_row(row, &y[at..at + k], self.scale);
             }
         });
         Ok((CpuStorage::F32(out), yl.shape().clone()))
@@ -242,15 +222,6 @@ pub fn masked_softmax(scores: &Tensor, mask: &Tensor, scale: f64) -> Result<Tens
     })
 }
 
-/// Mean and `1 / sqrt(var + eps)` of one row.
-#[inline]
-fn row_moments(x: &[f32], eps: f32) -> (f32, f32) {
-    let n = x.len() as f32;
-    let mean = x.iter().sum::<f32>() / n;
-    let var = x.iter().map(|&v| (v - mean) * (v - mean)).sum::<f32>() / n;
-    (mean, 1.0 / (var + eps).sqrt())
-}
-
 /// LayerNorm over the last axis with a frozen scale and shift.
 struct FusedLayerNorm {
     weight: Vec<f32>,
@@ -273,12 +244,7 @@ impl CustomOp1 for FusedLayerNorm {
         par_blocks(&mut out, w, |start, part| {
             for (i, row) in part.chunks_mut(w).enumerate() {
                 let input = &x[start + i * w..][..w];
-                let (mean, rstd) = row_moments(input, self.eps);
-                for (((o, &x), &g), &b) in
-                    row.iter_mut().zip(input).zip(&self.weight).zip(&self.bias)
-                {
-                    *o = (x - mean) * rstd * g + b;
-                }
+                simd::layer_norm_row(row, input, &self.weight, &self.bias, self.eps);
             }
         });
         Ok((CpuStorage::F32(out), layout.shape().clone()))
@@ -318,24 +284,12 @@ impl CustomOp2 for LayerNormBackward {
         if x.len() != g.len() || w == 0 || x.len() % w != 0 {
             candle_core::bail!("{}: input and gradient differ in size", self.name());
         }
-        let n = w as f32;
         let mut out = vec![0f32; x.len()];
         par_blocks(&mut out, w, |start, part| {
             for (i, row) in part.chunks_mut(w).enumerate() {
                 let at = start + i * w;
                 let (x, dy) = (&x[at..at + w], &g[at..at + w]);
-                let (mean, rstd) = row_moments(x, self.eps);
-                let (mut g_sum, mut gx_sum) = (0f32, 0f32);
-                for ((&x, &dy), &wt) in x.iter().zip(dy).zip(&self.weight) {
-                    let g = dy * wt;
-                    g_sum += g;
-                    gx_sum += g * (x - mean) * rstd;
-                }
-                let (g_mean, gx_mean) = (g_sum / n, gx_sum / n);
-                for (((o, &x), &dy), &wt) in row.iter_mut().zip(x).zip(dy).zip(&self.weight) {
-                    let normed = (x - mean) * rstd;
-                    *o = rstd * (dy * wt - g_mean - normed * gx_mean);
-                }
+                simd::layer_norm_backward_row(row, x, dy, &self.weight, self.eps);
             }
         });
         Ok((CpuStorage::F32(out), xl.shape().clone()))
@@ -390,23 +344,36 @@ impl CustomOp2 for FrozenLinearBias {
 
     fn bwd(
         &self,
-        _: &Tensor,
+        x: &Tensor,
         _: &Tensor,
         _: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        Ok((Some(super::matmul::matmul(grad, &self.weight)?), None))
+        let d_out = grad.dim(candle_core::D::Minus1)?;
+        let dims = x.dims();
+        // As one `[rows, d_out]` matrix, split by rows across the pool; the reshapes are of untracked tensors.
+        let flat = grad.reshape((grad.elem_count() / d_out.max(1), d_out))?;
+        let dx = super::matmul::matmul(&flat, &self.weight)?.reshape(dims)?;
+        Ok((Some(dx), None))
     }
 }
 
-/// `flat Wᵀ + b` for a frozen `weight: [d_out, d_in]` and `bias`, `flat: [rows, d_in]` tracked, on CPU `f32`.
-pub fn frozen_linear_with_bias(flat: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
-    let y = super::matmul::matmul(&flat.detach(), &weight.t()?)?;
+/// `x Wᵀ + b` for a frozen `weight: [d_out, d_in]` and `bias`, `x: [..., d_in]` tracked, on CPU `f32`; one recorded
+/// op whatever the number of leading axes.
+pub fn frozen_linear_with_bias(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    let d_in = x.dim(candle_core::D::Minus1)?;
+    let rows = x.elem_count() / d_in.max(1);
+    let mut dims = x.dims().to_vec();
+    if let Some(last) = dims.last_mut() {
+        *last = weight.dim(0)?;
+    }
+    let flat = x.detach().reshape((rows, d_in))?;
+    let y = super::matmul::matmul(&flat, &weight.t()?)?.reshape(dims)?;
     let op = FrozenLinearBias {
         bias: bias.to_dtype(DType::F32)?.to_vec1::<f32>()?,
         weight: weight.clone(),
     };
-    flat.apply_op2(&y.contiguous()?, op)
+    x.apply_op2(&y.contiguous()?, op)
 }
 
 #[cfg(test)]

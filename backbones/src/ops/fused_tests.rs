@@ -151,6 +151,12 @@ fn frozen_linear_with_bias_matches_matmul_plus_bias_and_finite_differences() -> 
     assert!(dy < 1e-5 && dg < 1e-5, "value {dy}, gradient {dg}");
     let fd = finite_difference_gap(&x, &|x| fused::frozen_linear_with_bias(x, &w, &b))?;
     assert!(fd < 1e-3, "finite differences {fd}");
+    // Leading axes (a batch of sequences) are taken as they are, without a recorded reshape.
+    let x = Tensor::randn(0f32, 1., (3, 10, 16), &dev)?;
+    let (dy, dg) = relative_gaps(&x, &|x| fused::frozen_linear_with_bias(x, &w, &b), &|x| {
+        x.broadcast_matmul(&w.t()?)?.broadcast_add(&b)
+    })?;
+    assert!(dy < 1e-5 && dg < 1e-5, "3-D: value {dy}, gradient {dg}");
     Ok(())
 }
 

@@ -62,6 +62,22 @@ impl Matrices {
         })
     }
 
+    /// A stack whose matrices follow one another row after row (a contiguous `[batch, rows, cols]`, say) as one
+    /// matrix of `batch · rows` rows: a product by a shared matrix then runs as one product, whatever the leading
+    /// axes, so a projection gives the same values for `[b, s, d]` as for `[b · s, d]`.
+    fn as_one_matrix(self) -> Matrices {
+        if self.batch > 1 && self.batch_stride == self.rows * self.row_stride {
+            Matrices {
+                batch: 1,
+                rows: self.batch * self.rows,
+                batch_stride: 0,
+                ..self
+            }
+        } else {
+            self
+        }
+    }
+
     /// One past the largest index the view reads.
     fn end(&self) -> usize {
         if self.batch == 0 || self.rows == 0 || self.cols == 0 {
@@ -178,6 +194,11 @@ impl CustomOp2 for PoolMatmul {
                 b_layout.dims()
             );
         }
+        let am = if bm.batch == 1 {
+            am.as_one_matrix()
+        } else {
+            am
+        };
         if am.end() > a.len() || bm.end() > b.len() {
             candle_core::bail!("{}: storage shorter than its layout", self.name());
         }
@@ -324,6 +345,19 @@ mod tests {
     #[test]
     fn a_matrix_shared_by_a_stack_sums_its_gradient_over_the_stack() -> Result<()> {
         check(&[5, 40, 64], &[64, 48], &|w| Ok(w.clone()))
+    }
+
+    #[test]
+    fn a_batch_of_sequences_by_a_shared_matrix_equals_the_flat_product_exactly() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1., (6, 50, 40), &dev)?;
+        let w = Tensor::randn(0f32, 1., (40, 30), &dev)?;
+        let stacked = matmul(&x, &w)?.flatten_all()?.to_vec1::<f32>()?;
+        let flat = matmul(&x.reshape((300, 40))?, &w)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        assert!(stacked == flat, "the same rows gave different values");
+        Ok(())
     }
 
     #[test]

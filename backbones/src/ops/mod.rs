@@ -13,10 +13,12 @@ use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 use peftspace_core::autograd::with_input_gradient;
 
+pub mod attention;
 mod fast_math;
 pub mod fused;
 pub mod heap;
 pub mod matmul;
+mod simd;
 
 /// `y = x Wᵀ + b` for `W: [d_out, d_in]`, any number of leading axes in `x`. `W` and `b` are frozen tensors, or
 /// `Var`s when the backbone was loaded trainable.
@@ -63,20 +65,22 @@ impl Module for Linear {
             }
             return y.reshape(dims);
         }
+        // On the fused paths `x` itself is the op's input, not a reshape of it: a reshape would be one more recorded
+        // node, whose backward pass zero-fills and accumulates an activation-sized gradient of its own.
         if let Some(b) = self
             .bias
             .as_ref()
-            .filter(|_| fused::applies(&flat) && flat.track_op())
+            .filter(|_| fused::applies(x) && x.track_op())
         {
-            return fused::frozen_linear_with_bias(&flat, &self.weight, b)?.reshape(dims);
+            return fused::frozen_linear_with_bias(x, &self.weight, b);
         }
-        if fused::applies(&flat) {
+        if fused::applies(x) {
             // The pooled product sends `dy · W` to the input and nothing to the frozen weight.
-            let mut y = matmul::matmul(&flat, &self.weight.t()?)?;
+            let mut y = matmul::matmul(x, &self.weight.t()?)?;
             if let Some(b) = &self.bias {
                 y = y.broadcast_add(b)?;
             }
-            return y.reshape(dims);
+            return Ok(y);
         }
         let mut y = flat.detach().matmul(&self.weight.t()?)?;
         if let Some(b) = &self.bias {

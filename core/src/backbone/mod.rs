@@ -62,22 +62,36 @@ impl Dropout {
     }
 
     /// Inverted dropout with drop probability `p` (identity when `p == 0`).
+    pub fn apply(&self, x: &Tensor, p: f64) -> Result<Tensor> {
+        let Some(mask) = self.scaled_keep_mask(x.dims(), p)? else {
+            return Ok(x.clone());
+        };
+        let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+        let y = (x.detach() * &mask)?;
+        // The mask is a constant: only x needs a gradient.
+        Ok(with_input_gradient("dropout", x, y, move |_, _, grad| {
+            grad * &mask
+        })?)
+    }
+
+    /// The next mask [`Dropout::apply`] would draw for a tensor of shape `dims`, row-major: `1 / (1 - p)` where an
+    /// element is kept, 0 where it is dropped; `None` when `p == 0` (nothing is drawn). For a fused kernel that
+    /// applies dropout inside (attention's probabilities): it consumes the stream exactly as `apply` would.
     // `is_multiple_of` is newer than the workspace's rust-version (1.85).
     #[allow(clippy::manual_is_multiple_of)]
-    pub fn apply(&self, x: &Tensor, p: f64) -> Result<Tensor> {
+    pub fn scaled_keep_mask(&self, dims: &[usize], p: f64) -> Result<Option<Vec<f32>>> {
         if p <= 0.0 {
-            return Ok(x.clone());
+            return Ok(None);
         }
         let keep = 1.0 - p;
         let scale = (1.0 / keep) as f32;
         // An element is kept when its 32 random bits fall below keep · 2³².
         let threshold = (keep * 4_294_967_296.0).min(u32::MAX as f64) as u32;
         let copies = self.copies.load(Ordering::Relaxed);
-        let count = x.elem_count();
-        if count % copies != 0 || x.dims().first().is_none_or(|&n| n % copies != 0) {
+        let count: usize = dims.iter().product();
+        if count % copies != 0 || dims.first().is_none_or(|&n| n % copies != 0) {
             return Err(crate::Error::msg(format!(
-                "dropout on shape {:?} cannot split into {copies} stacked copies",
-                x.dims()
+                "dropout on shape {dims:?} cannot split into {copies} stacked copies"
             )));
         }
         let mut bits = vec![0u32; count / copies];
@@ -86,17 +100,12 @@ impl Dropout {
             .unwrap_or_else(|e| e.into_inner())
             .fill(&mut bits[..]);
         // The leading axis is the slowest one, so the mask of one copy repeated end to end is its tiling.
-        let mask: Vec<f32> = bits
-            .iter()
-            .map(|&b| if b < threshold { scale } else { 0.0 })
-            .collect::<Vec<f32>>()
-            .repeat(copies);
-        let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
-        let y = (x.detach() * &mask)?;
-        // The mask is a constant: only x needs a gradient.
-        Ok(with_input_gradient("dropout", x, y, move |_, _, grad| {
-            grad * &mask
-        })?)
+        Ok(Some(
+            bits.iter()
+                .map(|&b| if b < threshold { scale } else { 0.0 })
+                .collect::<Vec<f32>>()
+                .repeat(copies),
+        ))
     }
 }
 
@@ -113,6 +122,15 @@ impl Mode<'_> {
         match self {
             Mode::Eval => Ok(x.clone()),
             Mode::Train { dropout } => dropout.apply(x, p),
+        }
+    }
+
+    /// The dropout mask [`Mode::dropout`] would apply to a tensor of shape `dims` ([`Dropout::scaled_keep_mask`]);
+    /// `None` in evaluation or when `p == 0`.
+    pub fn dropout_mask(&self, dims: &[usize], p: f64) -> Result<Option<Vec<f32>>> {
+        match self {
+            Mode::Eval => Ok(None),
+            Mode::Train { dropout } => dropout.scaled_keep_mask(dims, p),
         }
     }
 }
