@@ -171,3 +171,55 @@ fn the_plugin_commands_of_plugins_md_build_and_load_the_plugin() {
     );
     assert!(stdout.contains("ia3"), "{stdout}");
 }
+
+/// `docs/RESULTS.md` quotes a results folder kept in the repository; `report` must still re-render every table and
+/// plot in it byte for byte, or the report's numbers no longer come from the code that describes them.
+#[test]
+fn the_results_folder_of_results_md_re_renders_byte_for_byte() {
+    let kept = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/results/reproduction_minilm");
+    let work = tempfile::tempdir().expect("tempdir");
+    let copy = work.path().join("reproduction_minilm");
+    std::fs::create_dir(&copy).expect("create the copy");
+    let mut names: Vec<String> = std::fs::read_dir(&kept)
+        .unwrap_or_else(|e| panic!("{}: {e}", kept.display()))
+        .map(|entry| {
+            entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    names.sort();
+    for name in &names {
+        std::fs::copy(kept.join(name), copy.join(name)).expect("copy");
+    }
+    // The rendered files are removed, so that `report` has to write each of them again.
+    for rendered in ["stages.csv", "final.csv", "edf_S1.svg", "edf_S4a.svg"] {
+        assert!(
+            names.iter().any(|n| n == rendered),
+            "{rendered} is missing from {}",
+            kept.display()
+        );
+        std::fs::remove_file(copy.join(rendered)).expect("remove");
+    }
+    let report = Command::new(env!("CARGO_BIN_EXE_peftspace"))
+        .arg("--offline")
+        .arg("report")
+        .arg(&copy)
+        .env_remove("PEFTSPACE_MODEL")
+        .env_remove("PEFTSPACE_DATA")
+        .output()
+        .expect("run report");
+    assert!(
+        report.status.success(),
+        "{}",
+        String::from_utf8_lossy(&report.stderr)
+    );
+    for name in &names {
+        let before = std::fs::read(kept.join(name)).expect("read kept");
+        let after =
+            std::fs::read(copy.join(name)).unwrap_or_else(|e| panic!("{name} after report: {e}"));
+        assert!(before == after, "{name} differs after `peftspace report`");
+    }
+}
