@@ -56,12 +56,25 @@ impl<'a> PopulationHooks<'a> {
             return f(*only, 0, t.clone());
         }
         let rows = self.rows_per_member(t, layer)?;
+        let mut untouched = true;
         let parts = self
             .members
             .iter()
             .enumerate()
-            .map(|(k, m)| f(*m, k, t.narrow(0, k * rows, rows)?))
+            .map(|(k, m)| {
+                let own = t.narrow(0, k * rows, rows)?;
+                let id = own.id();
+                let out = f(*m, k, own)?;
+                untouched &= out.id() == id;
+                Ok(out)
+            })
             .collect::<Result<Vec<_>>>()?;
+        if untouched {
+            // No member changed its rows (a site none of the designs uses): hand back the tensor itself. Stacking
+            // the unchanged parts again would give the same values, but each part's recorded narrowing costs a
+            // zero-padded gradient of the whole tensor in the backward pass, K of them per site.
+            return Ok(t.clone());
+        }
         Ok(Tensor::cat(&parts, 0)?)
     }
 }
@@ -131,6 +144,7 @@ impl LayerHooks for PopulationHooks<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hooks::NoHooks;
     use candle_core::{Device, Var};
 
     /// A member that adds its own bias at every site and prepends `len` rows of its own value.
@@ -179,6 +193,31 @@ mod tests {
         assert_eq!(
             n.narrow(0, 3, 3)?.to_vec3::<f32>()?,
             (x.narrow(0, 3, 3)? * 5.0)?.to_vec3::<f32>()?
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_site_no_member_uses_hands_back_the_tensor_itself() -> Result<()> {
+        // `Shift` leaves residual sites alone: the answer is the input, not a stack of its parts (whose recorded
+        // narrowings would each cost a whole-tensor gradient in the backward pass).
+        let members = [Shift { bias: 1.0, len: 0 }, Shift { bias: 5.0, len: 0 }];
+        let hooks = PopulationHooks::new(members.iter().map(|m| m as &dyn LayerHooks).collect());
+        let h = stacked(2, 3)?;
+        let out = hooks.residual(0, ResidualSite::Ffn, h.clone())?;
+        assert_eq!(out.id(), h.id());
+        // A site one member uses is still stacked, the other member's rows unchanged.
+        let one_uses = [Shift { bias: 2.0, len: 0 }];
+        let mixed: Vec<&dyn LayerHooks> = vec![&NoHooks, &one_uses[0]];
+        let n = PopulationHooks::new(mixed).norm(0, NormSite::Ffn, h.clone())?;
+        assert_ne!(n.id(), h.id());
+        assert_eq!(
+            n.narrow(0, 0, 3)?.to_vec3::<f32>()?,
+            h.narrow(0, 0, 3)?.to_vec3::<f32>()?
+        );
+        assert_eq!(
+            n.narrow(0, 3, 3)?.to_vec3::<f32>()?,
+            (h.narrow(0, 3, 3)? * 2.0)?.to_vec3::<f32>()?
         );
         Ok(())
     }
