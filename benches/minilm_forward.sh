@@ -10,6 +10,6 @@ BATCH=$(mktemp --suffix=.safetensors)
 trap 'rm -f "$BATCH"' EXIT
 lscpu | grep 'Model name' || true
 export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS RAYON_NUM_THREADS=$THREADS
-cargo build -q -p peftspace-backbones --example minilm_forward
+cargo build -q --release -p peftspace-backbones --example minilm_forward
 "$PYTHON" benches/torch_forward.py "$MODEL" "$BATCH" --threads "$THREADS" --repeats "$REPEATS"
-target/debug/examples/minilm_forward "$MODEL" "$BATCH" "$REPEATS"
+target/release/examples/minilm_forward "$MODEL" "$BATCH" "$REPEATS"
