@@ -18,10 +18,10 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
-use gemm::{gemm, Parallelism};
 use peftspace_core::backbone::Mode;
 
-use super::matmul::matmul;
+use super::fused::values;
+use super::matmul::{gemm_into, matmul, Shared};
 use super::simd;
 
 /// `softmax(scale · q kᵀ + mask bias) v` per head, with dropout on the probabilities in training.
@@ -130,51 +130,6 @@ impl Tiles {
     }
 }
 
-/// A raw pointer the pool's threads share; each tile writes its own head columns of its own batch row.
-#[derive(Clone, Copy)]
-struct Shared(*mut f32);
-// SAFETY: tiles are handed out by the pool as disjoint ranges, and each writes only its `(batch row, head)` block.
-unsafe impl Send for Shared {}
-unsafe impl Sync for Shared {}
-
-/// `dst (m×n) = lhs (m×k) · rhs (k×n)`, every operand given by its pointer and (row, column) strides; `dst` is
-/// overwritten.
-///
-/// # Safety
-/// Every index the strides reach must lie within its buffer, and `dst` must not overlap the operands.
-#[allow(clippy::too_many_arguments)]
-unsafe fn product(
-    (m, n, k): (usize, usize, usize),
-    dst: *mut f32,
-    dst_rs: usize,
-    lhs: *const f32,
-    (lhs_rs, lhs_cs): (usize, usize),
-    rhs: *const f32,
-    (rhs_rs, rhs_cs): (usize, usize),
-) {
-    gemm(
-        m,
-        n,
-        k,
-        dst,
-        1,
-        dst_rs as isize,
-        false,
-        lhs,
-        lhs_cs as isize,
-        lhs_rs as isize,
-        rhs,
-        rhs_cs as isize,
-        rhs_rs as isize,
-        0.0,
-        1.0,
-        false,
-        false,
-        false,
-        Parallelism::None,
-    );
-}
-
 /// The attention op: `(q, k, v)` → context, all `[batch, tokens, heads·d]` and contiguous.
 struct FusedAttention {
     shape: Tiles,
@@ -198,7 +153,7 @@ impl FusedAttention {
         // SAFETY: the head's rows lie within q and k (checked against the tensors' sizes by the caller), and
         // `probs` holds s·t values.
         unsafe {
-            product(
+            gemm_into(
                 (s, t, d),
                 probs.as_mut_ptr(),
                 t,
@@ -243,19 +198,6 @@ impl FusedAttention {
     }
 }
 
-/// The contiguous `f32` values behind a layout.
-fn contiguous<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
-    let CpuStorage::F32(all) = storage else {
-        candle_core::bail!("fused-attention: only f32 has a kernel");
-    };
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        candle_core::bail!("fused-attention: expects contiguous inputs");
-    };
-    all.get(start..end).ok_or_else(|| {
-        candle_core::Error::Msg("fused-attention: storage shorter than its layout".into())
-    })
-}
-
 /// Runs `f(tiles)` over all tiles on candle's CPU pool, each call with its own scratch buffers.
 fn for_tiles(count: usize, f: impl Fn(Range<usize>) + Sync) {
     candle_core::utils::barrier_pool().execute_chunked(count, f);
@@ -276,9 +218,9 @@ impl CustomOp3 for FusedAttention {
         vl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (q, k, v) = (
-            contiguous(qs, ql)?,
-            contiguous(ks, kl)?,
-            contiguous(vs, vl)?,
+            values(qs, ql, "fused-attention")?,
+            values(ks, kl, "fused-attention")?,
+            values(vs, vl, "fused-attention")?,
         );
         self.check(q, k, v)?;
         let Tiles {
@@ -301,7 +243,7 @@ impl CustomOp3 for FusedAttention {
                 }
                 // SAFETY: this tile's head block of `out` is written by this tile only; the reads stay within v.
                 unsafe {
-                    product(
+                    gemm_into(
                         (s, d, t),
                         out_ptr.0.add(self.shape.head_offset(tile, s)),
                         width,
@@ -336,11 +278,11 @@ impl CustomOp3 for FusedAttention {
                 candle_core::bail!("fused-attention: backward expects CPU tensors");
             };
             let (q, k, v) = (
-                contiguous(qs, ql)?,
-                contiguous(ks, kl)?,
-                contiguous(vs, vl)?,
+                values(qs, ql, "fused-attention")?,
+                values(ks, kl, "fused-attention")?,
+                values(vs, vl, "fused-attention")?,
             );
-            let g = contiguous(gs, gl)?;
+            let g = values(gs, gl, "fused-attention")?;
             self.check(q, k, v)?;
             if g.len() != q.len() {
                 candle_core::bail!("fused-attention: gradient does not match the output");
@@ -409,7 +351,7 @@ impl FusedAttention {
                 // SAFETY (every product below): this tile's head blocks of dq, dk and dv are written by this tile
                 // only, the scratch buffers hold s·t values, and every read stays within q, k, v and g.
                 unsafe {
-                    product(
+                    gemm_into(
                         (t, d, s),
                         dv_ptr.0.add(at_k),
                         width,
@@ -419,7 +361,7 @@ impl FusedAttention {
                         (width, 1),
                     );
                     // work = g · vᵀ, the gradient of the dropped-out probabilities.
-                    product(
+                    gemm_into(
                         (s, t, d),
                         work.as_mut_ptr(),
                         t,
@@ -438,7 +380,7 @@ impl FusedAttention {
                 }
                 unsafe {
                     // dq = dS · k
-                    product(
+                    gemm_into(
                         (s, d, t),
                         dq_ptr.0.add(at_q),
                         width,
@@ -448,7 +390,7 @@ impl FusedAttention {
                         (width, 1),
                     );
                     // dk = dSᵀ · q
-                    product(
+                    gemm_into(
                         (t, d, s),
                         dk_ptr.0.add(at_k),
                         width,

@@ -25,7 +25,7 @@ pub fn applies(x: &Tensor) -> bool {
 }
 
 /// The contiguous `f32` values of a CPU storage, or an error naming the op.
-fn values<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
+pub(super) fn values<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(all) = storage else {
         candle_core::bail!("{op}: only f32 has a fused kernel");
     };

@@ -94,12 +94,50 @@ impl Matrices {
 /// Products below this many multiply-adds run on the calling thread: handing them to the pool costs more than it saves.
 const PARALLEL_WORK: usize = 1 << 18;
 
-/// A raw pointer the pool's threads share; each writes its own matrices or rows.
+/// A raw pointer the pool's threads share; each part writes its own block (matrices or rows here, `(batch row,
+/// head)` blocks in [`super::attention`]).
 #[derive(Clone, Copy)]
-struct Shared(*mut f32);
-// SAFETY: `product` gives every part a disjoint block of the output and returns after all parts are done.
+pub(super) struct Shared(pub(super) *mut f32);
+// SAFETY: every user hands each part of the pool a disjoint block of the buffer and returns after all parts are done.
 unsafe impl Send for Shared {}
 unsafe impl Sync for Shared {}
+
+/// `dst (m×n) = lhs (m×k) · rhs (k×n)` with `gemm` on the calling thread, every operand given by its pointer and
+/// (row, column) strides (`dst`'s columns contiguous); `dst` is overwritten.
+///
+/// # Safety
+/// Every index the strides reach must lie within its buffer, and `dst` must not overlap the operands.
+pub(super) unsafe fn gemm_into(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    dst_rs: usize,
+    lhs: *const f32,
+    (lhs_rs, lhs_cs): (usize, usize),
+    rhs: *const f32,
+    (rhs_rs, rhs_cs): (usize, usize),
+) {
+    gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        dst_rs as isize,
+        false,
+        lhs,
+        lhs_cs as isize,
+        lhs_rs as isize,
+        rhs,
+        rhs_cs as isize,
+        rhs_rs as isize,
+        0.0,
+        1.0,
+        false,
+        false,
+        false,
+        Parallelism::None,
+    );
+}
 
 /// `out = a · b` for stacks of matrices (`b.batch` is `a.batch`, or 1 for one matrix shared by all), `out`
 /// contiguous `[batch, a.rows, b.cols]`.
@@ -117,27 +155,15 @@ fn product(a: &[f32], am: Matrices, b: &[f32], bm: Matrices, out: &mut [f32]) {
                 bm.offset + i * bm.batch_stride
             };
             unsafe {
-                gemm(
-                    rows.len(),
-                    n,
-                    k,
+                gemm_into(
+                    (rows.len(), n, k),
                     out_ptr.0.add(i * m * n + rows.start * n),
-                    1,
-                    n as isize,
-                    false,
+                    n,
                     a.as_ptr()
                         .add(am.offset + i * am.batch_stride + rows.start * am.row_stride),
-                    am.col_stride as isize,
-                    am.row_stride as isize,
+                    (am.row_stride, am.col_stride),
                     b.as_ptr().add(b_start),
-                    bm.col_stride as isize,
-                    bm.row_stride as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    Parallelism::None,
+                    (bm.row_stride, bm.col_stride),
                 );
             }
         }
