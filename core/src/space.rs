@@ -22,6 +22,9 @@ const ENUMERATION_LIMIT: u128 = 200_000;
 /// Draws of uniform compositions before a rule is declared (practically) unsatisfiable.
 const COMPOSITION_DRAWS: usize = 1_000_000;
 
+/// Beyond the draws, compositions are walked (not stored) up to this many to find the admitted ones exactly.
+const WALK_LIMIT: u128 = 50_000_000;
+
 /// Designs drawn for one sample before the space is declared infeasible for the budget.
 pub const MAX_DRAWS: usize = 10_000;
 
@@ -511,24 +514,30 @@ pub fn count_compositions(layers: usize, groups: usize) -> u128 {
 
 /// Every composition of `layers` into `groups` positive parts, in lexicographic order.
 pub fn compositions(layers: usize, groups: usize) -> Vec<Vec<usize>> {
-    fn extend(prefix: &mut Vec<usize>, left: usize, parts: usize, out: &mut Vec<Vec<usize>>) {
+    let mut out = Vec::new();
+    for_each_composition(layers, groups, &mut |c| out.push(c.to_vec()));
+    out
+}
+
+/// Calls `visit` with every composition of `layers` into `groups` positive parts, in lexicographic order, without
+/// keeping them: counting through tens of millions of compositions stays cheap in memory.
+pub fn for_each_composition(layers: usize, groups: usize, visit: &mut dyn FnMut(&[usize])) {
+    fn extend(prefix: &mut Vec<usize>, left: usize, parts: usize, visit: &mut dyn FnMut(&[usize])) {
         if parts == 1 {
             prefix.push(left);
-            out.push(prefix.clone());
+            visit(prefix);
             prefix.pop();
             return;
         }
         for first in 1..=left - (parts - 1) {
             prefix.push(first);
-            extend(prefix, left - first, parts - 1, out);
+            extend(prefix, left - first, parts - 1, visit);
             prefix.pop();
         }
     }
-    let mut out = Vec::new();
     if groups >= 1 && groups <= layers {
-        extend(&mut Vec::with_capacity(groups), layers, groups, &mut out);
+        extend(&mut Vec::with_capacity(groups), layers, groups, visit);
     }
-    out
 }
 
 /// A composition drawn uniformly: `groups − 1` distinct cut points among the `layers − 1` gaps
@@ -583,10 +592,40 @@ pub fn sample_composition(
             return Ok(c);
         }
     }
+    if total <= WALK_LIMIT {
+        // A rule this narrow (e.g. `uniform`: one admitted cut of 36 layers in 324,632) can escape every draw; two
+        // walks over all compositions, one counting and one stopping at a uniformly chosen admitted index, settle it.
+        return nth_admitted(admits, layers, groups, rng).ok_or_else(none);
+    }
     Err(Error::msg(format!(
         "grouping rule `{rule}`: no admitted composition of {layers} layers into {groups} groups found in \
          {COMPOSITION_DRAWS} draws"
     )))
+}
+
+/// A uniformly chosen admitted composition, found by walking all of them twice; `None` when none is admitted.
+fn nth_admitted(
+    admits: &dyn Fn(&[usize]) -> bool,
+    layers: usize,
+    groups: usize,
+    rng: &mut dyn RngCore,
+) -> Option<Vec<usize>> {
+    let mut count = 0u64;
+    for_each_composition(layers, groups, &mut |c| count += u64::from(admits(c)));
+    if count == 0 {
+        return None;
+    }
+    let wanted = rng.random_range(0..count);
+    let (mut seen, mut chosen) = (0u64, None);
+    for_each_composition(layers, groups, &mut |c| {
+        if chosen.is_none() && admits(c) {
+            if seen == wanted {
+                chosen = Some(c.to_vec());
+            }
+            seen += 1;
+        }
+    });
+    chosen
 }
 
 #[cfg(test)]
