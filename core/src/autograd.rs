@@ -5,10 +5,12 @@
 //! forward pass on a detached input and attaches the derivative with [`with_input_gradient`]: one recorded op instead
 //! of many, and no work on gradients nobody reads.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CudaStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{
+    CpuStorage, CudaStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Storage, Tensor,
+};
 
 /// The gradient of one block with respect to its input: `(input, output, output gradient) -> input gradient`.
 type InputGradient = Arc<dyn Fn(&Tensor, &Tensor, &Tensor) -> Result<Tensor> + Send + Sync>;
@@ -90,6 +92,147 @@ pub fn with_input_gradient(
             gradient: Arc::new(gradient),
         },
     )
+}
+
+/// The gradient of a block with respect to its inputs, from its output's gradient: one gradient (or none) per input.
+type InputsGradient = Arc<dyn Fn(&Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync>;
+
+/// A custom op over one or two inputs whose forward pass returns an output computed already (handed over once, so
+/// that the recorded op does not keep it alive) and whose backward pass sends `gradient`'s answers to the inputs.
+struct RouteGradient {
+    name: &'static str,
+    output: Mutex<Option<Tensor>>,
+    gradient: InputsGradient,
+}
+
+impl RouteGradient {
+    /// The output's storage (contiguous from offset 0, see [`with_gradients_to`]) and shape; the op lets go of it.
+    fn take_output(&self) -> Result<(Storage, Shape)> {
+        let output = self
+            .output
+            .lock()
+            .map_err(|_| candle_core::Error::Msg(format!("{}: poisoned", self.name)))?
+            .take()
+            .ok_or_else(|| candle_core::Error::Msg(format!("{}: run twice", self.name)))?;
+        let (storage, layout) = output.storage_and_layout();
+        let copy = match &*storage {
+            Storage::Cpu(s) => Storage::Cpu(s.try_clone(layout)?),
+            Storage::Cuda(s) => Storage::Cuda(s.try_clone(layout)?),
+            Storage::Metal(_) => candle_core::bail!("{}: no Metal support", self.name),
+        };
+        Ok((copy, layout.shape().clone()))
+    }
+
+    fn cpu_output(&self) -> Result<(CpuStorage, Shape)> {
+        match self.take_output()? {
+            (Storage::Cpu(s), shape) => Ok((s, shape)),
+            _ => candle_core::bail!("{}: the output is not on the CPU", self.name),
+        }
+    }
+
+    fn cuda_output(&self) -> Result<(CudaStorage, Shape)> {
+        match self.take_output()? {
+            (Storage::Cuda(s), shape) => Ok((s, shape)),
+            _ => candle_core::bail!("{}: the output is not on the GPU", self.name),
+        }
+    }
+
+    fn answers<const N: usize>(&self, grad: &Tensor) -> Result<[Option<Tensor>; N]> {
+        let answers = (self.gradient)(&grad.detach())?;
+        let got = answers.len();
+        answers.try_into().map_err(|_| {
+            candle_core::Error::Msg(format!(
+                "{}: {got} input gradients for {N} inputs",
+                self.name
+            ))
+        })
+    }
+}
+
+impl CustomOp1 for RouteGradient {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+        self.cpu_output()
+    }
+
+    fn cuda_fwd(&self, _: &CudaStorage, _: &Layout) -> Result<(CudaStorage, Shape)> {
+        self.cuda_output()
+    }
+
+    fn bwd(&self, _: &Tensor, _: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let [input] = self.answers::<1>(grad)?;
+        Ok(input)
+    }
+}
+
+impl CustomOp2 for RouteGradient {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        self.cpu_output()
+    }
+
+    fn cuda_fwd(
+        &self,
+        _: &CudaStorage,
+        _: &Layout,
+        _: &CudaStorage,
+        _: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        self.cuda_output()
+    }
+
+    fn bwd(
+        &self,
+        _: &Tensor,
+        _: &Tensor,
+        _: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let [first, second] = self.answers::<2>(grad)?;
+        Ok((first, second))
+    }
+}
+
+/// `output`, computed without recording from one or two recorded `inputs`, with `gradient` as the whole backward
+/// pass from it: `gradient` receives the output's gradient (detached) and answers one gradient (or none) per input.
+/// Nothing recorded in `output`'s own graph is reached from the result; `gradient` is where that graph is used.
+pub fn with_gradients_to(
+    name: &'static str,
+    inputs: &[&Tensor],
+    output: Tensor,
+    gradient: impl Fn(&Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync + 'static,
+) -> Result<Tensor> {
+    let output = output.detach();
+    let output = if output.is_contiguous() && output.layout().start_offset() == 0 {
+        output
+    } else {
+        output.force_contiguous()?
+    };
+    let op = RouteGradient {
+        name,
+        output: Mutex::new(Some(output)),
+        gradient: Arc::new(gradient),
+    };
+    match inputs {
+        [input] => input.apply_op1(op),
+        [first, second] => first.apply_op2(second, op),
+        _ => candle_core::bail!(
+            "{name}: gradients route to one or two inputs, not {}",
+            inputs.len()
+        ),
+    }
 }
 
 /// Whether `x` lives on the CPU as `f32`, where the hand-written CPU kernels exist (here and in the backbones'

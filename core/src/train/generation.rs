@@ -99,12 +99,32 @@ pub fn token_cross_entropy(
     labels: &TargetLabels,
     smoothing: f64,
 ) -> Result<Tensor> {
+    let mut losses = token_cross_entropy_per_group(logits, labels, smoothing, 1)?;
+    losses
+        .pop()
+        .ok_or_else(|| Error::msg("no loss for a batch of generation targets"))
+}
+
+/// [`token_cross_entropy`] of each of `groups` equal blocks of rows (a population's members, stacked member-major),
+/// from one pass over the whole logits: only the small per-token losses are split, so the backward pass never pads a
+/// gradient of the whole logits once per member.
+pub fn token_cross_entropy_per_group(
+    logits: &Tensor,
+    labels: &TargetLabels,
+    smoothing: f64,
+    groups: usize,
+) -> Result<Vec<Tensor>> {
     let (rows, length, vocab) = logits.dims3()?;
     if labels.ids.dims2()? != (rows, length) {
         return Err(Error::msg(format!(
             "logits of shape {:?} for labels of shape {:?}",
             logits.dims(),
             labels.ids.dims()
+        )));
+    }
+    if groups == 0 || rows % groups != 0 {
+        return Err(Error::msg(format!(
+            "{rows} rows of logits do not split into {groups} equal groups"
         )));
     }
     let logits = logits
@@ -124,14 +144,30 @@ pub fn token_cross_entropy(
         let uniform = log_probs.mean(D::Minus1)?.neg()?;
         per_token = ((per_token * (1.0 - smoothing))? + (uniform * smoothing)?)?;
     }
-    let mask = labels.mask.to_dtype(DType::F32)?.reshape(rows * length)?;
-    let count = mask.sum_all()?.to_scalar::<f32>()?;
-    if count == 0.0 {
-        return Err(Error::msg(
-            "a batch of generation targets has no target token",
-        ));
-    }
-    Ok(((per_token * mask)?.sum_all()? / f64::from(count))?)
+    let per_group = rows / groups * length;
+    let mask = labels
+        .mask
+        .to_dtype(DType::F32)?
+        .reshape((groups, per_group))?;
+    let counts = mask.sum(1)?.to_vec1::<f32>()?;
+    let masked = (per_token.reshape((groups, per_group))? * mask)?;
+    counts
+        .iter()
+        .enumerate()
+        .map(|(g, &count)| {
+            if count == 0.0 {
+                return Err(Error::msg(
+                    "a batch of generation targets has no target token",
+                ));
+            }
+            let own = if groups == 1 {
+                masked.clone()
+            } else {
+                masked.narrow(0, g, 1)?
+            };
+            Ok((own.sum_all()? / f64::from(count))?)
+        })
+        .collect()
 }
 
 /// The reference texts of `examples`.
@@ -191,6 +227,40 @@ mod tests {
             / 4.0;
         let smoothed = token_cross_entropy(&logits, &l, 0.1)?.to_scalar::<f32>()? as f64;
         assert!((smoothed - (0.9 * expected + 0.1 * uniform)).abs() < 1e-5);
+        Ok(())
+    }
+
+    #[test]
+    fn each_group_of_rows_gets_the_loss_and_gradient_of_its_rows_alone() -> Result<()> {
+        let values: Vec<f32> = (0..4 * 3 * 5)
+            .map(|i| ((i * 7) % 13) as f32 * 0.25 - 1.5)
+            .collect();
+        let logits = candle_core::Var::from_vec(values, (4, 3, 5), &Device::Cpu)?;
+        let l = labels(
+            &[&[1, 3, 0], &[2, 0, 0], &[4, 4, 1], &[0, 2, 0]],
+            &[&[1, 1, 1], &[1, 0, 0], &[1, 1, 0], &[1, 1, 1]],
+        );
+        let groups = token_cross_entropy_per_group(&logits, &l, 0.1, 2)?;
+        let total = (&groups[0] + &groups[1])?;
+        let grads = total.backward()?;
+        let together = grads.get(&logits).expect("a gradient").to_vec3::<f32>()?;
+        for (g, group) in groups.iter().enumerate() {
+            let own = logits.narrow(0, 2 * g, 2)?.detach();
+            let own = candle_core::Var::from_tensor(&own)?;
+            let own_labels = TargetLabels {
+                ids: l.ids.narrow(0, 2 * g, 2)?,
+                mask: l.mask.narrow(0, 2 * g, 2)?,
+            };
+            let alone = token_cross_entropy(&own, &own_labels, 0.1)?;
+            assert_eq!(group.to_scalar::<f32>()?, alone.to_scalar::<f32>()?);
+            let own_grad = alone
+                .backward()?
+                .get(&own)
+                .expect("a gradient")
+                .to_vec3::<f32>()?;
+            assert_eq!(together[2 * g..2 * g + 2], own_grad[..]);
+        }
+        assert!(token_cross_entropy_per_group(&logits, &l, 0.0, 3).is_err());
         Ok(())
     }
 

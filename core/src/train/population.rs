@@ -17,7 +17,7 @@ use rand::SeedableRng;
 use super::batches::{eval_batches, training_batches};
 use super::generation::{
     decoding_settings, language_model, references, target_tokens, teacher_forcing,
-    token_cross_entropy, TargetLabels,
+    token_cross_entropy_per_group,
 };
 use super::member::Member;
 use super::optim::LinearSchedule;
@@ -381,13 +381,11 @@ fn scored_after(shared: &Shared<'_>, epoch: usize) -> bool {
 }
 
 /// The hooks of the members at `running`, stacked in that order.
-fn population_hooks<'m>(members: &'m [Member<'_>], running: &[usize]) -> PopulationHooks<'m> {
-    PopulationHooks::new(
-        running
-            .iter()
-            .map(|&m| &members[m].hooks as &dyn LayerHooks)
-            .collect(),
-    )
+fn member_hooks<'m>(members: &'m [Member<'_>], running: &[usize]) -> Vec<&'m dyn LayerHooks> {
+    running
+        .iter()
+        .map(|&m| &members[m].hooks as &dyn LayerHooks)
+        .collect()
 }
 
 /// Forward and backward on one batch for every running member: each member's loss, and the gradients of the sum of
@@ -410,7 +408,7 @@ fn train_step(
     let labels: Vec<f32> = indices.iter().map(|&i| input.task.train[i].label).collect();
     dropout.set_copies(k);
     let mode = Mode::Train { dropout };
-    let hooks = population_hooks(members, running);
+    let hooks = PopulationHooks::new(member_hooks(members, running));
     let forward_span = tracing::debug_span!("forward").entered();
     let mut losses = Vec::with_capacity(k);
     let mut total: Option<Tensor> = None;
@@ -440,16 +438,10 @@ fn train_step(
         let special = generation.lm.special_tokens();
         let labels = teacher_forcing(&mut batch, &targets, special.pad, special.decoder_start)?;
         let logits = generation.lm.logits(&batch, &hooks, mode)?;
-        for slot in 0..running.len() {
-            let member_labels = TargetLabels {
-                ids: rows_of(&labels.ids, slot)?,
-                mask: rows_of(&labels.mask, slot)?,
-            };
-            let loss = token_cross_entropy(
-                &rows_of(&logits, slot)?,
-                &member_labels,
-                input.training.label_smoothing,
-            )?;
+        // One loss pass over the stacked logits; only the per-token losses are split per member.
+        for loss in
+            token_cross_entropy_per_group(&logits, &labels, input.training.label_smoothing, k)?
+        {
             add(loss)?;
         }
     } else {
@@ -470,7 +462,7 @@ fn train_step(
         return Ok((losses, GradStore::default()));
     };
     let _backward_span = tracing::debug_span!("backward").entered();
-    Ok((losses, total.backward()?))
+    Ok((losses, hooks.backward(&total)?))
 }
 
 /// Scores the evaluation set with dropout off, for every running member (stacked like a training step).
@@ -489,7 +481,7 @@ fn evaluate(
     let k = running.len();
     let lengths: Vec<usize> = shared.eval_tokens.iter().map(Tokens::len).collect();
     let mut predictions = vec![vec![0f64; examples.len()]; k];
-    let hooks = population_hooks(members, running);
+    let hooks = PopulationHooks::without_gradients(member_hooks(members, running));
     for indices in eval_batches(&lengths, input.training.eval_batch_size) {
         crate::interrupt::check()?;
         let b = indices.len();
