@@ -35,7 +35,8 @@ impl<'a> PopulationHooks<'a> {
         }
     }
 
-    /// The population of `members` where no backward pass will run (evaluation): member rows are narrowed plainly.
+    /// The population of `members` where no backward pass will run (evaluation): member rows are narrowed plainly and
+    /// every answer is detached, so no activation outlives the op that reads it.
     pub fn without_gradients(members: Vec<&'a dyn LayerHooks>) -> Self {
         PopulationHooks {
             routing: false,
@@ -59,6 +60,23 @@ impl<'a> PopulationHooks<'a> {
         let gathered = std::mem::take(&mut *lock(&self.gathered)?);
         grads.extend(gathered)?;
         Ok(grads)
+    }
+
+    /// A site's answer as the backbone receives it. Without gradients it is detached: the members' variables would
+    /// otherwise make every later op record its inputs, keeping every activation of the forward pass alive.
+    fn settled(&self, answer: Tensor) -> Result<Tensor> {
+        Ok(if self.routing {
+            answer
+        } else {
+            answer.detach()
+        })
+    }
+
+    fn settled_prefix(&self, prefix: Prefix) -> Result<Prefix> {
+        Ok(Prefix {
+            key: self.settled(prefix.key)?,
+            value: self.settled(prefix.value)?,
+        })
     }
 
     /// Rows per member of a tensor whose leading axis holds every member's rows.
@@ -266,11 +284,12 @@ impl MemberBackward<'_> {
 impl LayerHooks for PopulationHooks<'_> {
     fn linear(&self, layer: usize, site: SiteKind, x: &Tensor, y: Tensor) -> Result<Tensor> {
         if let [only] = self.members.as_slice() {
-            return only.linear(layer, site, x, y);
+            return self.settled(only.linear(layer, site, x, y)?);
         }
-        self.per_member(layer, &[x, &y], |m, own| {
+        let out = self.per_member(layer, &[x, &y], |m, own| {
             m.linear(layer, site, &own[0], own[1].clone())
-        })
+        })?;
+        self.settled(out)
     }
 
     /// Member prefixes stacked along the batch axis. Stacking needs one length: members whose prefix lengths differ
@@ -280,7 +299,10 @@ impl LayerHooks for PopulationHooks<'_> {
     #[allow(clippy::manual_is_multiple_of)]
     fn prefix(&self, layer: usize, kind: AttentionKind, batch: usize) -> Result<Option<Prefix>> {
         if let [only] = self.members.as_slice() {
-            return only.prefix(layer, kind, batch);
+            return only
+                .prefix(layer, kind, batch)?
+                .map(|p| self.settled_prefix(p))
+                .transpose();
         }
         let k = self.members.len();
         if batch % k != 0 {
@@ -309,20 +331,22 @@ impl LayerHooks for PopulationHooks<'_> {
         let parts: Vec<Prefix> = parts.into_iter().flatten().collect();
         let keys: Vec<&Tensor> = parts.iter().map(|p| &p.key).collect();
         let values: Vec<&Tensor> = parts.iter().map(|p| &p.value).collect();
-        Ok(Some(Prefix {
+        Ok(Some(self.settled_prefix(Prefix {
             key: Tensor::cat(&keys, 0)?,
             value: Tensor::cat(&values, 0)?,
-        }))
+        })?))
     }
 
     fn residual(&self, layer: usize, site: ResidualSite, h: Tensor) -> Result<Tensor> {
-        self.per_member(layer, &[&h], |m, own| {
+        let out = self.per_member(layer, &[&h], |m, own| {
             m.residual(layer, site, own[0].clone())
-        })
+        })?;
+        self.settled(out)
     }
 
     fn norm(&self, layer: usize, site: NormSite, h: Tensor) -> Result<Tensor> {
-        self.per_member(layer, &[&h], |m, own| m.norm(layer, site, own[0].clone()))
+        let out = self.per_member(layer, &[&h], |m, own| m.norm(layer, site, own[0].clone()))?;
+        self.settled(out)
     }
 }
 
