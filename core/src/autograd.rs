@@ -80,18 +80,22 @@ pub fn with_input_gradient(
     if !input.track_op() {
         return Ok(output);
     }
-    let output = if output.is_contiguous() && output.layout().start_offset() == 0 {
-        output
-    } else {
-        output.force_contiguous()?
-    };
     input.apply_op2(
-        &output.detach(),
+        &contiguous_from_start(output)?.detach(),
         AttachGradient {
             name,
             gradient: Arc::new(gradient),
         },
     )
+}
+
+/// `t` laid out from offset 0 of its storage, as the custom ops here hand an output over (a plain storage copy).
+fn contiguous_from_start(t: Tensor) -> Result<Tensor> {
+    if t.is_contiguous() && t.layout().start_offset() == 0 {
+        Ok(t)
+    } else {
+        t.force_contiguous()
+    }
 }
 
 /// The gradient of a block with respect to its inputs, from its output's gradient: one gradient (or none) per input.
@@ -106,33 +110,29 @@ struct RouteGradient {
 }
 
 impl RouteGradient {
-    /// The output's storage (contiguous from offset 0, see [`with_gradients_to`]) and shape; the op lets go of it.
-    fn take_output(&self) -> Result<(Storage, Shape)> {
-        let output = self
-            .output
+    /// The output handed over by [`with_gradients_to`] (contiguous from offset 0); the op lets go of it.
+    fn take_output(&self) -> Result<Tensor> {
+        self.output
             .lock()
             .map_err(|_| candle_core::Error::Msg(format!("{}: poisoned", self.name)))?
             .take()
-            .ok_or_else(|| candle_core::Error::Msg(format!("{}: run twice", self.name)))?;
-        let (storage, layout) = output.storage_and_layout();
-        let copy = match &*storage {
-            Storage::Cpu(s) => Storage::Cpu(s.try_clone(layout)?),
-            Storage::Cuda(s) => Storage::Cuda(s.try_clone(layout)?),
-            Storage::Metal(_) => candle_core::bail!("{}: no Metal support", self.name),
-        };
-        Ok((copy, layout.shape().clone()))
+            .ok_or_else(|| candle_core::Error::Msg(format!("{}: run twice", self.name)))
     }
 
     fn cpu_output(&self) -> Result<(CpuStorage, Shape)> {
-        match self.take_output()? {
-            (Storage::Cpu(s), shape) => Ok((s, shape)),
+        let output = self.take_output()?;
+        let (storage, layout) = output.storage_and_layout();
+        match &*storage {
+            Storage::Cpu(s) => Ok((s.try_clone(layout)?, layout.shape().clone())),
             _ => candle_core::bail!("{}: the output is not on the CPU", self.name),
         }
     }
 
     fn cuda_output(&self) -> Result<(CudaStorage, Shape)> {
-        match self.take_output()? {
-            (Storage::Cuda(s), shape) => Ok((s, shape)),
+        let output = self.take_output()?;
+        let (storage, layout) = output.storage_and_layout();
+        match &*storage {
+            Storage::Cuda(s) => Ok((s.try_clone(layout)?, layout.shape().clone())),
             _ => candle_core::bail!("{}: the output is not on the GPU", self.name),
         }
     }
@@ -214,15 +214,9 @@ pub fn with_gradients_to(
     output: Tensor,
     gradient: impl Fn(&Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync + 'static,
 ) -> Result<Tensor> {
-    let output = output.detach();
-    let output = if output.is_contiguous() && output.layout().start_offset() == 0 {
-        output
-    } else {
-        output.force_contiguous()?
-    };
     let op = RouteGradient {
         name,
-        output: Mutex::new(Some(output)),
+        output: Mutex::new(Some(contiguous_from_start(output.detach())?)),
         gradient: Arc::new(gradient),
     };
     match inputs {

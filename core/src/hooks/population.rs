@@ -169,9 +169,8 @@ impl<'a> PopulationHooks<'a> {
             // Nothing recorded below the site (or no backward pass): the narrowings cost nothing to differentiate.
             return Ok(Tensor::cat(&outputs, 0)?);
         }
-        let detached: Vec<Tensor> = outputs.iter().map(Tensor::detach).collect();
-        let together = Tensor::cat(&detached, 0)?;
-        drop(detached);
+        // `with_gradients_to` keeps none of this concatenation's graph: the answers' graphs live in the closure.
+        let together = Tensor::cat(&outputs, 0)?;
         let gathered = Arc::clone(&self.gathered);
         Ok(crate::autograd::with_gradients_to(
             "population-rows",
