@@ -54,10 +54,31 @@ enum Command {
     Trust(cmd::trust::Args),
     /// Run the trials of one task file and write their results (what `run --executor slurm` submits).
     Trial(cmd::trial::Args),
+    /// Print a shell completion script (`peftspace completions bash > ~/.local/share/bash-completion/completions/peftspace`).
+    Completions(CompletionsArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct CompletionsArgs {
+    /// bash, zsh, fish, elvish or powershell.
+    shell: clap_complete::Shell,
+}
+
+/// `peftspace validate FILE | head -1`: a reader that closes the pipe ends the process quietly, as for any Unix
+/// filter, instead of a panic on the next write (Rust ignores SIGPIPE, so the write fails with EPIPE). `run` and
+/// `trial` keep their handlers: they store trials, and a failed print must not end them between two writes.
+fn quiet_on_closed_pipe() {
+    // SAFETY: restoring a signal's default disposition at start-up, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run(_) | Command::Trial(_)) {
+        quiet_on_closed_pipe();
+    }
     logging::init(cli.global.verbose, cli.global.log_format);
     let result = cmd::load_plugins(&cli.global).and_then(|()| match cli.command {
         Command::List(a) => cmd::list::run(a, &cli.global),
@@ -74,6 +95,16 @@ fn main() -> ExitCode {
         Command::Export(a) => cmd::export::run(a, &cli.global),
         Command::Trust(a) => cmd::trust::run(a, &cli.global),
         Command::Trial(a) => cmd::trial::run(a, &cli.global),
+        Command::Completions(a) => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                a.shell,
+                &mut Cli::command(),
+                "peftspace",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

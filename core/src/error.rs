@@ -64,6 +64,11 @@ pub enum Error {
         message: String,
     },
 
+    /// What the user asked for is refused as given (a results folder of another experiment, a saved design that
+    /// would be overwritten); the message says why and what to do instead.
+    #[error("{0}")]
+    Refused(String),
+
     /// Something the user must provide is not there (a model or data folder, a file offline mode cannot
     /// download); the message lists what is missing and how to provide it.
     #[error("{0}")]

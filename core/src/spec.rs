@@ -104,6 +104,12 @@ pub struct ExperimentSpec {
     /// How a stage picks its winner. Default: `HighestMean`.
     #[serde(default)]
     pub decision: DecisionRule,
+    /// Two candidates whose mean design scores differ by less than this are practically equal: a stage whose every
+    /// pair is shown inside ±margin (two one-sided Welch tests at the stage's α) ends `equivalent`. On the primary
+    /// score's scale (a fraction). Default: 0.01.
+    // Left out of the serialised form when absent, so manifests written before the option existed stay valid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub equivalence_margin: Option<f64>,
     /// What a design with a diverged trial counts as in a stage's population. Default: `Drop`.
     // Left out of the serialised form when `Drop`, so manifests written before the option existed stay valid.
     #[serde(default, skip_serializing_if = "DivergedRule::is_drop")]
@@ -269,7 +275,8 @@ pub struct TrainingSpec {
     pub grad_clip: f64,
     /// Dropout inside the backbone and head while training. Default: 0.1.
     pub dropout: f64,
-    /// Which epoch's dev score a trial reports. Default: `Last`.
+    /// Which epoch's score a search trial reports (on its validation split). Default: `Last`. Final runs always
+    /// report their last epoch: they are scored on the dev set, which must not also pick the epoch.
     pub select: Select,
     /// Eval batch size. Default: 64.
     pub eval_batch_size: usize,

@@ -26,6 +26,12 @@ pub trait TuningStrategy: Send + Sync {
         size: usize,
         store: &mut ParamStore,
     ) -> Result<Box<dyn LayerModule>>;
+
+    /// The options this strategy was built with, as RON text with every field written out (`(alpha: 8.0, …)`), so
+    /// a saved design needs no defaults to be read back and exported. `None` keeps the experiment's own text.
+    fn canonical_options(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A registry entry for a strategy. Plugins `inventory::submit!` one next to each implementation.

@@ -10,6 +10,7 @@ use peftspace_core::backbone::{Batch, Mode, Weights};
 use peftspace_core::data::{pad_batch, Tokenize, Tokens};
 use peftspace_core::hooks::NoHooks;
 use peftspace_core::registry::registries;
+use peftspace_core::resolve::ModelNeeds;
 use peftspace_core::saved::design_hooks;
 
 use super::{Exit, Global};
@@ -42,7 +43,13 @@ pub struct Args {
 }
 
 pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
-    let model = super::model_without_experiment(global, args.hub_id.clone())?;
+    // Token ids are used as given: only a text needs the tokenizer.
+    let needs = if args.text.is_some() {
+        ModelNeeds::Everything
+    } else {
+        ModelNeeds::Weights
+    };
+    let model = super::model_without_experiment(global, args.hub_id.clone(), needs)?;
     let (_, device) = super::device(global)?;
     let backbone = model
         .load(&registries()?, &device, Weights::Frozen)

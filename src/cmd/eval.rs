@@ -12,11 +12,13 @@ use super::{Exit, Global};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// A folder written by `train --save`, or a PEFT adapter folder.
+    /// A folder written by `train --save` (or by a run's final runs), or a PEFT adapter folder.
     pub design: PathBuf,
-    /// The GLUE task to score on (its dev set; the data folder comes from --data-dir, PEFTSPACE_DATA or the cache).
+    /// The task to score on: a GLUE task id (its dev set, from --data-dir, PEFTSPACE_DATA or the cache). Default:
+    /// the task the design was trained on, read as its experiment defined it (custom tasks included) from the
+    /// folder the design records.
     #[arg(long)]
-    pub task: String,
+    pub task: Option<String>,
     /// Score a seeded subsample of this many evaluation examples. Default: all.
     #[arg(long)]
     pub max_eval: Option<usize>,
@@ -25,24 +27,63 @@ pub struct Args {
     pub batch_size: Option<usize>,
 }
 
-pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
-    glue_task(&args.task).map_err(Exit::usage)?;
-    let spec = TaskSpec {
-        id: args.task.clone(),
-        max_train: None,
-        max_eval: args.max_eval,
-        custom: None,
-        generation: None,
+/// The task `eval` scores on and the GLUE folder to read it from: `--task` (a GLUE id, or the saved task's own id),
+/// else the saved design's own task definition.
+fn task_to_score(
+    args: &Args,
+    saved: &peftspace_core::saved::SavedTask,
+    global: &Global,
+) -> Result<(TaskSpec, Option<PathBuf>), Exit> {
+    let own = saved.source.as_ref().filter(|s| match &args.task {
+        None => true,
+        Some(id) => *id == s.definition.id,
+    });
+    let mut spec = match (own, &args.task) {
+        (Some(source), _) => source.definition.clone(),
+        (None, Some(id)) => {
+            glue_task(id).map_err(Exit::usage)?;
+            TaskSpec {
+                id: id.clone(),
+                max_train: None,
+                max_eval: None,
+                custom: None,
+                generation: None,
+            }
+        }
+        (None, None) => {
+            return Err(Exit::usage(anyhow!(
+                "{} does not record the task it was trained on (a design saved by an older version, or an \
+                 imported adapter); pass --task ID",
+                args.design.display()
+            )))
+        }
     };
+    spec.max_train = None;
+    spec.max_eval = args.max_eval;
+    if spec.id != saved.id {
+        eprintln!(
+            "warning: scoring on `{}`, but the design was trained on `{}`: its head's classes may mean other things",
+            spec.id, saved.id
+        );
+    }
+    if !spec.is_glue() {
+        return Ok((spec, None));
+    }
+    let recorded = own.and_then(|s| s.data_dir.clone());
     let data_dir = super::resolver(global)
         .glue_data_for(
-            global.data_dir.as_deref(),
+            global.data_dir.as_deref().or(recorded.as_deref()),
             None,
             Path::new("."),
             std::slice::from_ref(&spec),
         )
         .map_err(Exit::library)?;
+    Ok((spec, data_dir))
+}
+
+pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
     let loaded = super::predict::load(&args.design, global)?;
+    let (spec, data_dir) = task_to_score(&args, &loaded.design.manifest.task, global)?;
     let seed = loaded.design.manifest.seed.unwrap_or(1);
     let task =
         load_task(&spec, data_dir.as_deref(), Path::new("."), seed).map_err(Exit::library)?;

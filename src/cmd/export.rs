@@ -18,6 +18,9 @@ pub struct Args {
     /// The adapter folder to write.
     #[arg(long)]
     pub out: PathBuf,
+    /// Replace --out when it already holds files.
+    #[arg(long)]
+    pub force: bool,
 }
 
 pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
@@ -31,6 +34,13 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
         return Err(Exit::usage(anyhow!(
             "{} is already a PEFT adapter",
             args.design.display()
+        )));
+    }
+    let occupied = std::fs::read_dir(&args.out).is_ok_and(|mut entries| entries.next().is_some());
+    if occupied && !args.force {
+        return Err(Exit::usage(anyhow!(
+            "{} already holds files; choose another --out, or pass --force to replace them",
+            args.out.display()
         )));
     }
     let (_, device) = super::device(global)?;

@@ -10,6 +10,7 @@ use peftspace_core::data::Tokenize;
 use peftspace_core::generate::{decode_texts, generate, GenerationSettings};
 use peftspace_core::hooks::{LayerHooks, NoHooks};
 use peftspace_core::registry::registries;
+use peftspace_core::resolve::ModelNeeds;
 use peftspace_core::saved::design_hooks;
 
 use super::{Exit, Global};
@@ -73,7 +74,13 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
     let mut settings = args.settings();
     // Bad settings are refused before a model is resolved (perhaps downloaded) and loaded.
     settings.validate().map_err(Exit::usage)?;
-    let model = super::model_without_experiment(global, args.hub_id.clone())?;
+    // Token ids are used as given: without a tokenizer the ids are printed, and the text line is left out.
+    let needs = if args.text.is_some() {
+        ModelNeeds::Everything
+    } else {
+        ModelNeeds::Weights
+    };
+    let model = super::model_without_experiment(global, args.hub_id.clone(), needs)?;
     let (_, device) = super::device(global)?;
     let backbone = model
         .load(&registries()?, &device, Weights::Frozen)
@@ -86,11 +93,17 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
             model.model_type()
         ))
     })?;
-    let tokenizer = model.tokenizer().map_err(Exit::library)?;
-    let input: Vec<u32> = match (&args.text, &args.ids) {
+    let tokenizer = match args.text {
+        Some(_) => Some(model.tokenizer().map_err(Exit::library)?),
+        None if model.dir().join("tokenizer.json").is_file() => {
+            Some(model.tokenizer().map_err(Exit::library)?)
+        }
+        None => None,
+    };
+    let input: Vec<u32> = match (&args.text, &args.ids, &tokenizer) {
         // One input, no truncation: a too-long text is reported by the model, not silently cut.
-        (Some(text), _) => tokenizer.encode(text, None, usize::MAX)?.ids,
-        (None, Some(ids)) if !ids.is_empty() => ids.clone(),
+        (Some(text), _, Some(tokenizer)) => tokenizer.encode(text, None, usize::MAX)?.ids,
+        (None, Some(ids), _) if !ids.is_empty() => ids.clone(),
         _ => {
             return Err(Exit::usage(anyhow!(
                 "give --text TEXT or --ids 1,2,3 (not empty)"
@@ -129,12 +142,14 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
         .into_iter()
         .next()
         .ok_or_else(|| anyhow!("generation returned no sequence for the input"))?;
-    let text = decode_texts(&tokenizer, std::slice::from_ref(&ids), lm.special_tokens())
-        .map_err(Exit::library)?
-        .pop()
-        .unwrap_or_default();
     let line = ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
     println!("{line}");
-    println!("{text}");
+    if let Some(tokenizer) = &tokenizer {
+        let text = decode_texts(tokenizer, std::slice::from_ref(&ids), lm.special_tokens())
+            .map_err(Exit::library)?
+            .pop()
+            .unwrap_or_default();
+        println!("{text}");
+    }
     Ok(())
 }

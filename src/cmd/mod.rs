@@ -30,27 +30,39 @@ use peftspace_core::spec::TaskSpec;
 /// Options every command accepts.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Global {
-    /// Backbone folder (config.json, model.safetensors, tokenizer.json); overrides the experiment file.
-    #[arg(long, global = true, env = "PEFTSPACE_MODEL")]
+    /// Backbone folder (config.json, weights, tokenizer.json); takes precedence over an experiment file's
+    /// `backbone`.
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "PEFTSPACE_MODEL"
+    )]
     pub model: Option<PathBuf>,
-    /// Folder holding GLUE task folders as GLUE ships them (CoLA, SST-2, MRPC, …); overrides the experiment file.
-    #[arg(long, global = true, env = "PEFTSPACE_DATA")]
+    /// Folder holding GLUE task folders as GLUE ships them (CoLA, SST-2, MRPC, …); takes precedence over an
+    /// experiment file's `data_dir` and a saved design's data folder.
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "PEFTSPACE_DATA"
+    )]
     pub data_dir: Option<PathBuf>,
     /// A dynamic plugin library to load (repeatable).
-    #[arg(long = "plugin", global = true)]
+    #[arg(long = "plugin", global = true, help_heading = "Global options")]
     pub plugins: Vec<PathBuf>,
     /// Never touch the network; fail with a list of what is missing instead.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     pub offline: bool,
     /// Where models run: `cpu`, `cuda` or `cuda:N`. Default: `cuda:0` when this build has CUDA and a GPU is
     /// present, else `cpu`.
-    #[arg(long, global = true, env = DEVICE_ENV)]
+    #[arg(long, global = true, help_heading = "Global options", env = DEVICE_ENV)]
     pub device: Option<String>,
     /// More diagnostics on stderr: -v debug, -vv trace with span timings. `RUST_LOG` overrides the filter.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, help_heading = "Global options", action = clap::ArgAction::Count)]
     pub verbose: u8,
     /// How diagnostics are written on stderr: `text` for people, `json` (one object per line) for machines.
-    #[arg(long, global = true, value_enum, default_value_t = crate::logging::LogFormat::Text)]
+    #[arg(long, global = true, help_heading = "Global options", value_enum, default_value_t = crate::logging::LogFormat::Text)]
     pub log_format: crate::logging::LogFormat,
 }
 
@@ -89,6 +101,7 @@ impl Exit {
             | Error::Model { .. }
             | Error::Spec { .. }
             | Error::Data { .. }
+            | Error::Refused(_)
             | Error::Locked { .. } => Exit::usage(error),
             other => Exit::from(other),
         }
@@ -125,10 +138,11 @@ pub fn model_folder(
 }
 
 /// The model of a command that takes no experiment file (`encode`, `generate`): `--model` > `PEFTSPACE_MODEL` >
-/// `hub_id` from the cache or downloaded, with everything a forward pass needs.
+/// `hub_id` from the cache or downloaded, with what `needs` asks for (no tokenizer for token ids given as they are).
 pub fn model_without_experiment(
     global: &Global,
     hub_id: Option<String>,
+    needs: ModelNeeds,
 ) -> Result<ModelFolder, Exit> {
     let spec = peftspace_core::spec::BackboneSpec { path: None, hub_id };
     resolver(global)
@@ -136,7 +150,7 @@ pub fn model_without_experiment(
             global.model.as_deref(),
             &spec,
             std::path::Path::new("."),
-            ModelNeeds::Everything,
+            needs,
         )
         .map_err(Exit::library)
 }

@@ -15,6 +15,7 @@ use super::{Exit, Global};
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// The experiment file (RON).
+    #[arg(value_name = "EXPERIMENT")]
     pub file: PathBuf,
     /// Count only: no calibration (loads no weights, trains nothing) and no time estimate.
     #[arg(long)]
@@ -71,25 +72,59 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
         return Ok(());
     }
     let (choice, device) = super::device(global)?;
-    let model = super::model_folder(global, &exp, ModelNeeds::Everything)?;
+    // Calibration trains: without the weights (a config-only folder) the counts above are the answer.
+    let model = match super::model_folder(global, &exp, ModelNeeds::Everything) {
+        Ok(model) => model,
+        Err(e) => {
+            println!(
+                "no time estimate: calibration trains a few short trials and needs the model's weights and \
+                 tokenizer ({:#}); the counts above need neither",
+                e.error
+            );
+            return Ok(());
+        }
+    };
     let data_dir = super::glue_data_dir(global, &exp, &spec.tasks)?;
     let executor = TrainingExecutor::new(&exp, model, data_dir, device).map_err(Exit::library)?;
     eprintln!("calibrating on {choice} (a few short trials of the first task)…");
     let calibration = refine::calibrate(spec, &executor).map_err(Exit::library)?;
     let (least, most) = plan.seconds(&calibration);
     println!(
-        "estimated wall time on {choice}, one trial at a time: {}{} ({:.2e} s per training example, {:.2e} s per \
-         evaluation example)",
+        "estimated wall time on {choice}, one trial at a time: {}{} ({} per training example, {} per evaluation \
+         example)",
         duration(most),
         if least < most {
             format!(" at most, {} at least (race)", duration(least))
         } else {
             String::new()
         },
-        calibration.train_seconds,
-        calibration.eval_seconds
+        per_example(calibration.train_seconds),
+        per_example(calibration.eval_seconds)
     );
     Ok(())
+}
+
+/// A per-example time with three significant digits in a unit that fits (`1.23 ms`, `456 µs`); a rate the
+/// calibration could not separate from its noise is said to be so rather than printed as zero.
+fn per_example(seconds: f64) -> String {
+    if !(seconds > 0.0) {
+        return "below the calibration's resolution".into();
+    }
+    let (value, unit) = if seconds >= 1.0 {
+        (seconds, "s")
+    } else if seconds >= 1e-3 {
+        (seconds * 1e3, "ms")
+    } else {
+        (seconds * 1e6, "µs")
+    };
+    let decimals = if value >= 100.0 {
+        0
+    } else if value >= 10.0 {
+        1
+    } else {
+        2
+    };
+    format!("{value:.decimals$} {unit}")
 }
 
 /// The plan as a plain-text table: one row per stage, the final runs, the total.
@@ -107,11 +142,14 @@ fn table(plan: &ComputePlan) -> String {
             .join(", ")
     };
     out.push_str(&format!(
-        "search tasks (train/eval examples): {}\n",
+        "search trials (train/validation examples per trial): {}\n",
         sizes(&plan.tasks)
     ));
     if plan.final_runs.is_some() {
-        out.push_str(&format!("final-run tasks: {}\n", sizes(&plan.final_tasks)));
+        out.push_str(&format!(
+            "final-run trials (train/dev examples per trial): {}\n",
+            sizes(&plan.final_tasks)
+        ));
     }
     out.push_str(&format!(
         "{:<8} {:>10} {:>9} {:>14} {:>16} {:>18} {:>18}\n",

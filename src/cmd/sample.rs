@@ -25,6 +25,7 @@ pub enum Format {
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// The experiment file (RON).
+    #[arg(value_name = "EXPERIMENT")]
     pub file: PathBuf,
     /// Sample the space as narrowed up to this stage (each stage by its first candidate).
     #[arg(long)]

@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 use anyhow::anyhow;
 use peftspace_core::data::glue_task;
 use peftspace_core::design::StrategyCodes;
+use peftspace_core::experiment::Experiment;
 use peftspace_core::registry::registries;
 use peftspace_core::resolve::ModelNeeds;
-use peftspace_core::saved::{SavedBackbone, SavedDesign};
+use peftspace_core::saved::{SavedBackbone, SavedDesign, TaskSource};
 use peftspace_core::spec::{ExperimentSpec, TaskSpec};
 use peftspace_core::train::executor::{TrainingExecutor, Watch};
 use peftspace_core::train::{EpochReport, TrainingReport, TrialExtras};
@@ -21,11 +22,7 @@ pub struct Args {
     /// The experiment file (RON): backbone, tasks, budget, strategies and training settings.
     pub experiment: PathBuf,
     /// A design in the text form `peftspace sample` prints.
-    #[arg(
-        long,
-        conflicts_with_all = ["baseline", "adapter"],
-        required_unless_present_any = ["baseline", "adapter"]
-    )]
+    #[arg(long, conflicts_with_all = ["baseline", "adapter"])]
     pub design: Option<String>,
     /// One strategy in every layer at the experiment's budget (`adapter`, `prefix`, `lora`, `bitfit`, or any
     /// registered strategy), or `full`: full fine-tuning, every backbone weight trainable (at
@@ -60,9 +57,18 @@ pub struct Args {
     /// Save the trained design here (`docs/SAVED_DESIGNS.md`): DIR itself for one task, DIR/<task> for several.
     #[arg(long)]
     pub save: Option<PathBuf>,
+    /// Let --save replace a folder that holds another saved design (or other files).
+    #[arg(long, requires = "save")]
+    pub force: bool,
 }
 
 pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
+    if args.design.is_none() && args.baseline.is_none() && args.adapter.is_none() {
+        return Err(Exit::usage(anyhow!(
+            "say what to train: --design TEXT (a design as `peftspace sample` prints it), --baseline NAME (one \
+             strategy in every layer, or `full`) or --adapter DIR (a saved design or PEFT adapter)"
+        )));
+    }
     let exp = super::validate::load_experiment(&args.experiment, global)?;
     let mut spec = exp.spec.clone();
     if let Some(epochs) = args.epochs {
@@ -112,7 +118,10 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
                 .and_then(|a| a.design.manifest.design.clone())
                 .unwrap_or_else(|| format!("adapter {from}"))
         }
-        (Some(text), _) => text.clone(),
+        (Some(text), _) => {
+            check_design_strategies(text, &exp)?;
+            text.clone()
+        }
         (None, Some(FULL_FINE_TUNING)) => FULL_FINE_TUNING.to_string(),
         (None, Some(name)) => {
             let design = executor.baseline(name).map_err(Exit::usage)?;
@@ -122,10 +131,29 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
         }
         (None, None) => {
             return Err(Exit::usage(anyhow!(
-                "give --design TEXT or --baseline NAME"
+                "say what to train: --design TEXT (a design as `peftspace sample` prints it), --baseline NAME \
+                 (one strategy in every layer, or `full`) or --adapter DIR (a saved design or PEFT adapter)"
             )))
         }
     };
+    if let (Some(dir), Some(backbone)) = (&args.save, &saved_backbone) {
+        // Before any training: a folder holding another design is refused now, not after the work is done.
+        let recorded = match &adapter {
+            Some(a) => a.design.manifest.design.clone(),
+            None => Some(design.clone()),
+        };
+        for task in &tasks {
+            let dir = save_dir(dir, &task.id, tasks.len());
+            SavedDesign::check_overwrite(
+                &dir,
+                recorded.as_deref(),
+                &task.id,
+                &backbone.weights_sha256,
+                args.force,
+            )
+            .map_err(Exit::library)?;
+        }
+    }
     let num_params = executor.info().num_params;
     let full = design == FULL_FINE_TUNING;
     if let Some(a) = &adapter {
@@ -226,11 +254,7 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
             },
         )?;
         if let (Some(dir), Some(backbone)) = (&args.save, &saved_backbone) {
-            let dir = if tasks.len() > 1 {
-                dir.join(&task.id)
-            } else {
-                dir.clone()
-            };
+            let dir = save_dir(dir, &task.id, tasks.len());
             let Some(tensors) = trained.values.clone() else {
                 return Err(Exit::from(anyhow!(
                     "{}: no epoch finished ({}), so there is no trained design to save",
@@ -242,7 +266,7 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
                 Some(a) => a.design.manifest.design.clone(),
                 None => Some(design.clone()),
             };
-            let saved = SavedDesign::from_trained(
+            let mut saved = SavedDesign::from_trained(
                 &trial,
                 &task,
                 &plan,
@@ -252,6 +276,8 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
                 backbone.clone(),
             )
             .map_err(Exit::library)?;
+            let (spec_dir, data_dir) = executor.data_location();
+            saved.manifest.task.source = Some(TaskSource::new(&trial.task, spec_dir, data_dir));
             saved.save(&dir).map_err(Exit::library)?;
             eprintln!("saved the trained design to {}", dir.display());
         }
@@ -344,6 +370,42 @@ fn selected_tasks(spec: &ExperimentSpec, args: &Args) -> anyhow::Result<Vec<Task
 
 /// `task, <metric columns…>, primary, trainable_params, head_params, seconds, status, reference, learned`; metric
 /// columns are the union over tasks; scores are fractions.
+/// `train --design` trains what `sample --design` accepts: only the experiment's strategies, with its options (a
+/// design naming another one would train it with defaults the experiment never chose).
+fn check_design_strategies(text: &str, exp: &Experiment) -> Result<(), Exit> {
+    let codes = StrategyCodes::from_registries(&registries()?);
+    let design = peftspace_core::design::Design::parse(text, &codes).map_err(Exit::usage)?;
+    let listed: Vec<&str> = exp
+        .spec
+        .strategies
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    if let Some(unknown) = design
+        .strategies
+        .iter()
+        .flatten()
+        .find(|name| !listed.contains(&name.as_str()))
+    {
+        return Err(Exit::usage(anyhow!(
+            "--design uses `{unknown}`, which is not one of the experiment's strategies ({}); add it to \
+             `strategies` in {}",
+            listed.join(", "),
+            exp.file.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Where `--save DIR` puts a task's design: DIR itself for one task, DIR/<task> for several.
+fn save_dir(dir: &Path, task: &str, tasks: usize) -> PathBuf {
+    if tasks > 1 {
+        dir.join(task)
+    } else {
+        dir.to_path_buf()
+    }
+}
+
 fn write_csv(path: &Path, rows: &[(String, TrainingReport)]) -> anyhow::Result<()> {
     let metrics: BTreeSet<&String> = rows
         .iter()

@@ -39,7 +39,12 @@ pub fn run(args: Args, _global: &Global) -> Result<(), Exit> {
         println!("written to {}", file.display());
     }
     if args.list {
-        println!("{}: {} trusted librar{}", file.display(), list.entries.len(), if list.entries.len() == 1 { "y" } else { "ies" });
+        println!(
+            "{}: {} trusted librar{}",
+            file.display(),
+            list.entries.len(),
+            if list.entries.len() == 1 { "y" } else { "ies" }
+        );
         for entry in &list.entries {
             let state = match list.verdict(&entry.path) {
                 Ok(Verdict::Trusted) => "ok",

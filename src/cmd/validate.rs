@@ -15,6 +15,7 @@ use super::{Exit, Global};
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// The experiment file (RON).
+    #[arg(value_name = "EXPERIMENT")]
     pub file: PathBuf,
     /// Check the file without loading the plugins it names (none of their code runs); names only they could
     /// provide are listed instead of refused.
@@ -113,6 +114,7 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
     let exp = load_experiment(&args.file, global)?;
     // Everything that needs no model: custom task files are read and checked as training would read them.
     exp.check_data().map_err(Exit::usage)?;
+    check_backbone_folder(&exp, global)?;
     check_backbone_if_here(&exp, global)?;
     let s = &exp.spec;
     println!(
@@ -130,6 +132,29 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
         println!("  warning: {warning}");
     }
     Ok(())
+}
+
+/// A backbone folder given by `--model`, `PEFTSPACE_MODEL` or `backbone.path` must exist with its `config.json`:
+/// `sample`, `train` and `run` would refuse it later (a folder given locally is never replaced by `hub_id`).
+/// Nothing to check when only a hub id names the model (it is resolved, and perhaps downloaded, when used).
+fn check_backbone_folder(exp: &Experiment, global: &Global) -> Result<(), Exit> {
+    let from_env = std::env::var_os(peftspace_core::resolve::MODEL_ENV).is_some();
+    if global.model.is_none() && !from_env && exp.spec.backbone.path.is_none() {
+        return Ok(());
+    }
+    let resolved = Resolver::from_env(true).model(
+        global.model.as_deref(),
+        &exp.spec.backbone,
+        &exp.base_dir(),
+        ModelNeeds::Config,
+    );
+    match resolved {
+        Ok(_) => Ok(()),
+        Err(e) if global.model.is_none() && !from_env => {
+            Err(Exit::usage(exp.error_at("backbone.path", e)))
+        }
+        Err(e) => Err(Exit::library(e)),
+    }
 }
 
 /// Refuses a backbone that cannot do the experiment's generation tasks (an encoder without a decoder), when its

@@ -7,7 +7,7 @@ MODEL_DIR is the backbone (a transformers folder), ADAPTER_DIR the exported adap
 with a header whose `sentence` column is scored. OUT.csv gets one row per example: index, then the logits. The model
 is `AutoModelForSequenceClassification` with as many labels as the adapter's classifier has rows, wrapped by
 `PeftModel.from_pretrained`, in eval mode, one example at a time (no padding), inputs cut to MAX_LEN tokens
-(default 128) as `peftspace predict` cuts them. `tests/saved_real.rs` compares these logits with `predict`'s.
+(default 128) as `peftspace predict` cuts them. `tests/real/saved_real.rs` compares these logits with `predict`'s.
 """
 
 import csv

@@ -8,8 +8,13 @@ For every stage: a design's score is the mean `primary` over its trials (designs
     scipy.stats.mannwhitneyu(w, x, use_continuity=True, alternative='two-sided', method='auto')
     scipy.stats.ttest_ind(w, x, equal_var=False)
 and Holm's correction over the stage's comparisons; `u_p_all_pairs` is mannwhitneyu over every pair of non-empty
-populations with Holm's correction over all those pairs. Exits 1 if any number differs by more than 1e-9 (relative).
-Written for the default `diverged: Drop`.
+populations with Holm's correction over all those pairs. `p`, the primary test, is
+    scipy.stats.permutation_test((w, x), lambda a, b: mean(a) - mean(b), permutation_type='independent',
+                                 alternative='two-sided', n_resamples=100000)
+for every pair with Holm's correction over all pairs: exact (to 1e-9) when the splits number at most 10^5, else
+peftspace's seeded Monte Carlo p must lie within four binomial standard errors of SciPy's (before Holm). `mean_diff`
+is mean(w) − mean(x). Exits 1 if any number differs by more than 1e-9 (relative). Written for the default
+`diverged: Drop`.
 """
 import csv
 import math
@@ -107,6 +112,39 @@ def main(directory):
             if not close(num(r["u_p_all_pairs"]), adjusted[pair]):
                 bad += 1
                 print(f"{stage}/{other} u_p_all_pairs: stages.csv {r['u_p_all_pairs']}, scipy+Holm {adjusted[pair]!r}")
+        if "p" not in stage_rows[0]:
+            continue
+        # The primary test: permutation test of the difference in means, every pair, Holm.
+        perm = {}
+        for a, b in pairs:
+            x, y = population(stage, a), population(stage, b)
+            res = stats.permutation_test((x, y), lambda u, v: sum(u) / len(u) - sum(v) / len(v),
+                                         permutation_type="independent", alternative="two-sided",
+                                         n_resamples=100000, vectorized=False)
+            exact = math.comb(len(x) + len(y), len(x)) <= 100000
+            perm[(a, b)] = (float(res.pvalue), exact)
+        perm_adjusted = dict(zip(pairs, holm([perm[p][0] for p in pairs])))
+        for r in stage_rows:
+            other = r["candidate"]
+            pair = (winner, other) if (winner, other) in perm_adjusted else (other, winner)
+            if other == winner or pair not in perm_adjusted or not r["p"]:
+                continue
+            checked += 1
+            w_pop, x_pop = population(stage, winner), population(stage, other)
+            diff = sum(w_pop) / len(w_pop) - sum(x_pop) / len(x_pop)
+            if not close(num(r["mean_diff"]), diff):
+                bad += 1
+                print(f"{stage}/{other} mean_diff: stages.csv {r['mean_diff']}, {diff!r}")
+            raw, exact = perm[pair]
+            if exact:
+                ok = close(num(r["p"]), perm_adjusted[pair])
+            else:
+                # Holm multiplies by at most the number of pairs; compare on that scale with four standard errors.
+                se = math.sqrt(max(raw * (1 - raw), 1e-4) / 10000) * len(pairs)
+                ok = abs(num(r["p"]) - perm_adjusted[pair]) <= 4 * se + 1e-9
+            if not ok:
+                bad += 1
+                print(f"{stage}/{other} p: stages.csv {r['p']}, scipy permutation+Holm {perm_adjusted[pair]!r}")
     print(f"{checked} numbers checked, {bad} differ")
     return 1 if bad else 0
 

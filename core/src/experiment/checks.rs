@@ -59,6 +59,16 @@ pub(super) fn check(
             ),
         );
     }
+    if let Some(margin) = s.equivalence_margin {
+        if !(margin.is_finite() && margin > 0.0 && margin < 1.0) {
+            return err(
+                "equivalence_margin",
+                format!(
+                    "{margin} is not a margin on the primary score in (0, 1); e.g. 0.01 for one point of accuracy"
+                ),
+            );
+        }
+    }
     if s.groups == 0 || s.groups > MAX_GROUPS {
         return err(
             "groups",

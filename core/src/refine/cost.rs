@@ -160,6 +160,7 @@ pub struct StageCost {
 /// The cost of a whole experiment.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ComputePlan {
+    /// The search tasks as a search trial sees them: training rows less the validation split, scored on that split.
     pub tasks: Vec<TaskSize>,
     pub final_tasks: Vec<TaskSize>,
     pub stages: Vec<StageCost>,
@@ -265,7 +266,7 @@ pub fn compute_plan(
         total_max.add(f.max);
     }
     ComputePlan {
-        tasks,
+        tasks: search_tasks,
         final_tasks,
         stages,
         final_runs,

@@ -24,6 +24,7 @@ use crate::spec::{DecisionRule, DivergedRule};
 use crate::stats::{self, ConfidenceInterval};
 use crate::store::ResultStore;
 
+use super::outcome::{self, MeanComparison, PairTests, StageOutcome};
 use super::plan::{CandidatePlan, PlannedDesign, StagePlan};
 use super::race::{race, DesignScore, RaceCandidate, RaceEntry, RaceState};
 use crate::trial::{child_seed, TrialOutcome, TrialStatus};
@@ -101,6 +102,9 @@ pub struct Comparison {
     pub u_p_all_pairs: f64,
     /// Bootstrap CI of mean(winner) − mean(this).
     pub diff_ci: Option<ConfidenceInterval>,
+    /// The primary test: the permutation test of the difference in means (Holm over all pairs outside races), and
+    /// the TOST p of equivalence within the margin.
+    pub means: MeanComparison,
 }
 
 /// The decision of one stage.
@@ -117,6 +121,9 @@ pub struct StageDecision {
     pub did_not_learn: bool,
     /// The race, for a raced stage.
     pub race: Option<RaceSummary>,
+    /// Significant, equivalent or undecided; `None` when the stage did not decide (skipped, incomplete, or no
+    /// scored design).
+    pub outcome: Option<StageOutcome>,
     /// Pairs of scored candidates in the all-pairs family (m(m−1)/2 for m scored candidates).
     pub pairs_tested: usize,
     pub summary: String,
@@ -375,6 +382,7 @@ pub fn decide_stage(
     store: &ResultStore,
     rule: DecisionRule,
     diverged: DivergedRule,
+    margin: f64,
 ) -> StageDecision {
     if let Some(reason) = &stage.skipped {
         return StageDecision {
@@ -384,6 +392,7 @@ pub fn decide_stage(
             tied: false,
             did_not_learn: false,
             race: None,
+            outcome: None,
             pairs_tested: 0,
             summary: format!("{}: skipped: {reason}", stage.name),
         };
@@ -403,6 +412,26 @@ pub fn decide_stage(
         })
         .collect();
     let race = raced.as_ref().map(|r| race_summary(stage, r));
+    // A stage with planned trials not yet stored (an interrupted run) decides nothing: its populations are whatever
+    // happened to finish first, and a winner read from them would narrow the next stage by accident.
+    let missing: usize = candidates.iter().map(|c| c.trials_missing).sum();
+    if missing > 0 {
+        return StageDecision {
+            stage: stage.name.clone(),
+            candidates,
+            winner: None,
+            tied: false,
+            did_not_learn: false,
+            race,
+            outcome: None,
+            pairs_tested: 0,
+            summary: format!(
+                "{}: incomplete ({missing} planned trial{} not stored yet); no decision until the run finishes it",
+                stage.name,
+                if missing == 1 { "" } else { "s" }
+            ),
+        };
+    }
     let key = |c: &CandidateStats| match rule {
         DecisionRule::HighestMean => c.mean,
         DecisionRule::HighestMedian => c.median,
@@ -425,6 +454,7 @@ pub fn decide_stage(
             tied: false,
             did_not_learn: false,
             race,
+            outcome: None,
             pairs_tested: 0,
             summary: format!(
                 "{}: no candidate has a scored design; the stage cannot decide",
@@ -437,9 +467,16 @@ pub fn decide_stage(
     let others: Vec<usize> = (0..candidates.len())
         .filter(|&i| i != w && candidates[i].n > 0)
         .collect();
-    let populations: Vec<&[f64]> = candidates.iter().map(|c| c.scores.as_slice()).collect();
+    // Owned, so the candidates' rows can be updated while the tests still read the scores.
+    let owned: Vec<Vec<f64>> = candidates.iter().map(|c| c.scores.clone()).collect();
+    let populations: Vec<&[f64]> = owned.iter().map(Vec::as_slice).collect();
     let pairs = stats::all_pairs_mann_whitney(&populations);
-    let better = better_than(&pairs, w, &others);
+    // The primary test: differences in means (the winner is chosen by mean), all pairs, Holm.
+    let mean_tests = PairTests::new(&populations, child_seed(winner_seed, &["means"]));
+    let better: Vec<bool> = others
+        .iter()
+        .map(|&i| outcome::better(&populations, &mean_tests, w, i, ALPHA))
+        .collect();
     let mut comparisons: Vec<Comparison> = Vec::new();
     for &i in &others {
         let other = &candidates[i].scores;
@@ -464,6 +501,7 @@ pub fn decide_stage(
                 CI_LEVEL,
                 child_seed(winner_seed, &["versus", &candidates[i].candidate]),
             ),
+            means: outcome::compare(&populations, &mean_tests, w, i, margin),
         });
     }
     let holm = |pick: fn(&Comparison) -> f64| {
@@ -540,18 +578,21 @@ pub fn decide_stage(
         }
     } else if not_significant.is_empty() {
         summary.push_str(&format!(
-            "; better than every other candidate (Mann–Whitney, Holm over all {} pairs, p < {ALPHA})",
-            pairs.pairs()
+            "; better than every other candidate (permutation test of the difference in means, Holm over all {} \
+             pairs, p < {ALPHA})",
+            mean_tests.count()
         ));
     } else {
         let list = not_significant.join(", ");
         summary.push_str(&format!(
-            "; NOT significant against {list} (Mann–Whitney, Holm over all {} pairs, p ≥ {ALPHA} or the other \
-             ranks higher)",
-            pairs.pairs()
+            "; NOT significant against {list} (permutation test of the difference in means, Holm over all {} \
+             pairs, p ≥ {ALPHA} or the other's mean is higher)",
+            mean_tests.count()
         ));
         winner_row.note = format!("advantage not significant vs {list}");
     }
+    let stage_outcome = outcome::stage_outcome(&populations, winner_row.significant, margin, ALPHA);
+    summary.push_str(&format!("; {}", stage_outcome.describe()));
     if did_not_learn {
         summary.push_str(&format!(
             "; did not learn: no design beats the reference score {:.4} (majority class, mean predictor or source copy)",
@@ -591,13 +632,15 @@ pub fn decide_stage(
         tied,
         did_not_learn,
         race,
+        outcome: Some(stage_outcome),
         pairs_tested: pairs.pairs(),
         summary,
     }
 }
 
-/// For each of `others`, whether the winner `w` is significantly better than it in the all-pairs family: the
-/// selection-aware rule of a stage that did not race.
+/// For each of `others`, whether the winner `w` is significantly better than it in the Mann–Whitney all-pairs
+/// family (the rule before the permutation test of means; its calibration is still simulated).
+#[cfg(test)]
 pub(crate) fn better_than(pairs: &stats::PairwiseTests, w: usize, others: &[usize]) -> Vec<bool> {
     others.iter().map(|&i| pairs.better(w, i, ALPHA)).collect()
 }

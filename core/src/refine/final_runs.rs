@@ -50,6 +50,10 @@ pub(super) fn plan_final(
     let mut training = spec.training.clone();
     // Final runs train to the end: pruning is a search economy, and a final score must be a full run's.
     training.prune = None;
+    // Final runs are scored on the dev set, so they report their last epoch: selecting the best epoch there would
+    // report the score the selection was made on (an optimistic, leaked estimate). `select: Best` stays a choice of
+    // the search, whose trials select on the validation split.
+    training.select = crate::spec::Select::Last;
     if let Some(epochs) = final_spec.epochs {
         training.epochs = epochs;
     }

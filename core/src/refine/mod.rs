@@ -12,6 +12,7 @@ mod coverage;
 mod decision;
 mod experiment_space;
 mod final_runs;
+mod outcome;
 mod plan;
 mod populations;
 mod race;
@@ -34,6 +35,9 @@ pub use decision::{
 };
 pub use experiment_space::ExperimentSpace;
 pub use final_runs::FINAL_DESIGNS_DIR;
+pub use outcome::{
+    pooled_sd, stage_outcome, MeanComparison, Outcome, StageOutcome, DEFAULT_EQUIVALENCE_MARGIN,
+};
 pub use plan::{
     CandidatePlan, FinalMethod, FinalPlan, PlannedDesign, PlannedTrial, SearchPlan, StagePlan,
 };

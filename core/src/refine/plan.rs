@@ -32,6 +32,18 @@ pub struct SearchPlan {
     /// populations, so the stage tables say so).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pruning: Option<String>,
+    /// The experiment's `equivalence_margin` when it set one (plans without it use
+    /// [`super::DEFAULT_EQUIVALENCE_MARGIN`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub equivalence_margin: Option<f64>,
+}
+
+impl SearchPlan {
+    /// The margin of practical equality the stages are judged with.
+    pub fn margin(&self) -> f64 {
+        self.equivalence_margin
+            .unwrap_or(super::DEFAULT_EQUIVALENCE_MARGIN)
+    }
 }
 
 /// One stage: a dimension and its candidates.

@@ -45,7 +45,7 @@ pub fn replay_race(
     plan.stages
         .iter()
         .filter(|s| s.skipped.is_none())
-        .map(|stage| replay_stage(stage, store, race, rule, plan.diverged))
+        .map(|stage| replay_stage(stage, store, race, rule, plan.diverged, plan.margin()))
         .collect()
 }
 
@@ -55,12 +55,13 @@ fn replay_stage(
     race: &RaceSpec,
     rule: DecisionRule,
     diverged: DivergedRule,
+    margin: f64,
 ) -> RaceReplay {
     let stored = StagePlan {
         race: None,
         ..stage.clone()
     };
-    let full = decide_stage(&stored, store, rule, diverged);
+    let full = decide_stage(&stored, store, rule, diverged, margin);
     let cap = stage
         .candidates
         .iter()
@@ -71,7 +72,7 @@ fn replay_stage(
         race: Some(RacePlan::new(race, cap)),
         ..stored
     };
-    let raced = decide_stage(&raced_plan, store, rule, diverged);
+    let raced = decide_stage(&raced_plan, store, rule, diverged, margin);
     let summary = raced.race;
     RaceReplay {
         stage: stage.name.clone(),

@@ -168,6 +168,7 @@ pub fn run_experiment(
         stages: Vec::new(),
         final_runs: None,
         pruning: spec.training.prune.map(|p| p.describe()),
+        equivalence_margin: spec.equivalence_margin,
     };
     let stages: Vec<StageToRun> = if spec.stages.is_empty() {
         vec![StageToRun {
@@ -216,7 +217,13 @@ pub fn run_experiment(
                 .stages
                 .last()
                 .ok_or_else(|| Error::msg("internal: stage plan missing"))?;
-            let decision = decide_stage(stage_plan, store, spec.decision, spec.diverged);
+            let decision = decide_stage(
+                stage_plan,
+                store,
+                spec.decision,
+                spec.diverged,
+                plan.margin(),
+            );
             progress.stage_decided(&decision);
             decisions.push(decision);
             continue;
@@ -256,11 +263,21 @@ pub fn run_experiment(
                 &mut counts,
             )?;
         }
+        // Stopped (Ctrl-C): the stage's populations are partial, so no decision is printed or acted on.
+        if stop.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::Interrupted);
+        }
         let stage_plan = plan
             .stages
             .last()
             .ok_or_else(|| Error::msg("internal: stage plan missing"))?;
-        let decision = decide_stage(stage_plan, store, spec.decision, spec.diverged);
+        let decision = decide_stage(
+            stage_plan,
+            store,
+            spec.decision,
+            spec.diverged,
+            plan.margin(),
+        );
         progress.stage_decided(&decision);
         let winner = decision.winner_name().map(str::to_string);
         decisions.push(decision);

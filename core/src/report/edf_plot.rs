@@ -145,6 +145,7 @@ mod tests {
             tied: true,
             did_not_learn: false,
             race: None,
+            outcome: None,
             pairs_tested: 1,
             summary: String::new(),
         };

@@ -104,7 +104,7 @@ pub fn decisions(plan: &SearchPlan, store: &ResultStore) -> Vec<StageDecision> {
     let rule = decision_rule(plan);
     plan.stages
         .iter()
-        .map(|s| decide_stage(s, store, rule, plan.diverged))
+        .map(|s| decide_stage(s, store, rule, plan.diverged, plan.margin()))
         .collect()
 }
 

@@ -188,6 +188,7 @@ pub fn stages_csv(plan: &SearchPlan, decisions: &[StageDecision]) -> Result<Stri
         "candidate",
         "chosen",
         "significant",
+        "outcome",
         "designs_planned",
         "draws",
         "rejection_rate",
@@ -221,6 +222,12 @@ pub fn stages_csv(plan: &SearchPlan, decisions: &[StageDecision]) -> Result<Stri
         "pairs_tested",
         "diff_ci_low",
         "diff_ci_high",
+        "mean_diff",
+        "p",
+        "p_equivalence",
+        "equivalence_margin",
+        "mde",
+        "designs_needed",
         "reference",
         "designs_learned",
         "dropped_in_round",
@@ -253,6 +260,10 @@ pub fn stages_csv(plan: &SearchPlan, decisions: &[StageDecision]) -> Result<Stri
                 c.candidate.clone(),
                 c.chosen.to_string(),
                 c.significant.to_string(),
+                decision
+                    .outcome
+                    .as_ref()
+                    .map_or("none".to_string(), |o| o.outcome.as_str().to_string()),
                 c.designs_planned.to_string(),
                 c.draws.to_string(),
                 if c.draws == 0 {
@@ -292,6 +303,22 @@ pub fn stages_csv(plan: &SearchPlan, decisions: &[StageDecision]) -> Result<Stri
                     .map_or(String::new(), |ci| num(ci.low)),
                 v.and_then(|v| v.diff_ci)
                     .map_or(String::new(), |ci| num(ci.high)),
+                pick(|v| v.means.mean_diff),
+                pick(|v| v.means.p),
+                pick(|v| v.means.p_equivalence),
+                decision
+                    .outcome
+                    .as_ref()
+                    .map_or(String::new(), |o| num(o.margin)),
+                decision
+                    .outcome
+                    .as_ref()
+                    .map_or(String::new(), |o| num(o.mde)),
+                decision
+                    .outcome
+                    .as_ref()
+                    .and_then(|o| o.designs_needed)
+                    .map_or(String::new(), |n| n.to_string()),
                 num(c.reference),
                 c.designs_learned.map_or(String::new(), |n| n.to_string()),
             ];

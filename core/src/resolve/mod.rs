@@ -35,6 +35,9 @@ pub enum ModelNeeds {
     /// `config.json`, `tokenizer.json` and the weights (`model.safetensors`, or the index and every shard it
     /// lists): running the model.
     Everything,
+    /// `config.json` and the weights, no tokenizer: running the model on token ids given as they are
+    /// (`encode --ids`, `generate --ids`).
+    Weights,
 }
 
 /// Which source a path came from (shown to the user).
@@ -165,8 +168,10 @@ impl Resolver {
             Ok::<_, Error>(path)
         };
         let config = get(CONFIG_FILE)?;
-        if needs == ModelNeeds::Everything {
-            get(TOKENIZER_FILE)?;
+        if needs != ModelNeeds::Config {
+            if needs == ModelNeeds::Everything {
+                get(TOKENIZER_FILE)?;
+            }
             // Single-file weights when the repository has them, else the index and its shards.
             if get(WEIGHTS_FILE).is_err() {
                 let index = get(WEIGHTS_INDEX_FILE).map_err(|e| {
@@ -261,7 +266,17 @@ impl Resolver {
         }
         std::fs::create_dir_all(&glue_dir).map_err(|e| Error::io(&glue_dir, e))?;
         for task in missing {
-            self.glue.download(task, &glue_dir)?;
+            // A failed download is the user's to resolve (exit 2): say which folder would have avoided it.
+            self.glue.download(task, &glue_dir).map_err(|e| {
+                Error::Missing(format!(
+                    "GLUE data for {} is not here and could not be downloaded into {}: {e}. Pass --data-dir DIR \
+                     or set {DATA_ENV} (DIR holds GLUE's task folders, e.g. DIR/{}/train.tsv), or set `data_dir` \
+                     in the experiment file",
+                    task.folder,
+                    glue_dir.display(),
+                    task.folder
+                ))
+            })?;
         }
         Ok(Resolved {
             path: glue_dir,
@@ -338,7 +353,9 @@ fn missing_in_cache(cached: &hf_hub::CacheRepo, needs: ModelNeeds) -> Vec<String
     if needs == ModelNeeds::Config {
         return missing;
     }
-    want(TOKENIZER_FILE);
+    if needs == ModelNeeds::Everything {
+        want(TOKENIZER_FILE);
+    }
     if cached.get(WEIGHTS_FILE).is_some() {
         return missing;
     }
@@ -376,13 +393,13 @@ fn check_model_dir(dir: &Path, origin: Origin, needs: ModelNeeds) -> Result<()> 
     if !dir.join(CONFIG_FILE).is_file() {
         missing.push(CONFIG_FILE.to_string());
     }
-    if needs == ModelNeeds::Everything {
+    if needs != ModelNeeds::Config {
         if weight_files(dir).is_err() {
             missing.push(format!(
                 "{WEIGHTS_FILE} (or {WEIGHTS_INDEX_FILE} and its shards)"
             ));
         }
-        if !dir.join(TOKENIZER_FILE).is_file() {
+        if needs == ModelNeeds::Everything && !dir.join(TOKENIZER_FILE).is_file() {
             missing.push(TOKENIZER_FILE.to_string());
         }
     }

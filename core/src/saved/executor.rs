@@ -8,14 +8,15 @@
 use std::sync::OnceLock;
 
 use super::{
-    Manifest, PlanLayer, SavedBackbone, SavedDesign, SavedMetrics, SavedStrategy, SavedTask, FORMAT,
+    Manifest, PlanLayer, SavedBackbone, SavedDesign, SavedMetrics, SavedStrategy, SavedTask,
+    TaskSource, FORMAT,
 };
 use crate::budget::LayerAssignment;
-use crate::data::TaskData;
+use crate::data::{TaskData, TaskKind};
 use crate::params::Tensors;
 use crate::spec::TaskSpec;
 use crate::train::executor::{device_name, TrainingExecutor, Watch};
-use crate::train::{TrainingReport, TrialExtras};
+use crate::train::{TargetScale, TrainingReport, TrialExtras};
 use crate::trial::{TrialExecutor, TrialOutcome, TrialSpec};
 use crate::{Error, Result};
 
@@ -47,7 +48,10 @@ impl SavedDesign {
                 design,
                 plan: PlanLayer::from_plan(plan),
                 strategies,
-                task: SavedTask::new(&task.id, &task.kind, &task.evaluator),
+                task: SavedTask {
+                    target_scale: trained_scale(task),
+                    ..SavedTask::new(&task.id, &task.kind, &task.evaluator)
+                },
                 backbone,
                 training: Some(trial.training.clone()),
                 seed: Some(trial.seed),
@@ -55,6 +59,18 @@ impl SavedDesign {
             },
             tensors: values,
         })
+    }
+}
+
+/// The target scale a regression head trained on `task` used (the same function of the training targets the trainer
+/// applies), `None` for other kinds.
+fn trained_scale(task: &TaskData) -> Option<TargetScale> {
+    match task.kind {
+        TaskKind::Regression => {
+            let targets: Vec<f32> = task.train.iter().map(|e| e.label).collect();
+            TargetScale::of(&targets)
+        }
+        _ => None,
     }
 }
 
@@ -144,7 +160,7 @@ impl TrialExecutor for SavingExecutor {
         outcome.device = Some(device_name(self.trainer.device()));
         if let (true, Some(values)) = (outcome.status.is_ok(), trained.values) {
             let task = self.trainer.task_on(&trial.task, trial.split)?;
-            let saved = SavedDesign::from_trained(
+            let mut saved = SavedDesign::from_trained(
                 trial,
                 &task,
                 &plan,
@@ -153,6 +169,8 @@ impl TrialExecutor for SavingExecutor {
                 Some(trial.design.clone()),
                 self.backbone()?,
             )?;
+            let (spec_dir, data_dir) = self.trainer.data_location();
+            saved.manifest.task.source = Some(TaskSource::new(&trial.task, spec_dir, data_dir));
             saved.save(dir)?;
         }
         Ok(outcome)

@@ -22,7 +22,8 @@ use crate::data::TaskKind;
 use crate::evaluator::Metrics;
 use crate::model::ModelFolder;
 use crate::params::Tensors;
-use crate::spec::{StrategySpec, TrainingSpec};
+use crate::spec::{StrategySpec, TaskSpec, TrainingSpec};
+use crate::train::TargetScale;
 use crate::trial::{hash_file, hex_digest};
 use crate::{Error, Result};
 
@@ -34,8 +35,14 @@ pub use tensors::{file_error, read_tensors, write_tensors};
 pub const MANIFEST_FILE: &str = "design.json";
 /// The design's and head's variables.
 pub const TENSORS_FILE: &str = "weights.safetensors";
-/// `format` of the manifests this version writes and reads.
-pub const FORMAT: &str = "peftspace-design/1";
+/// `format` of the manifests this version writes.
+///
+/// Version 2 stores each strategy's options with every field written out (no defaults left to the reader) and a
+/// regression head's target scale; version 1 folders (options as the experiment spelled them, raw-target heads)
+/// still load.
+pub const FORMAT: &str = "peftspace-design/2";
+/// Every `format` this version reads.
+pub const READABLE_FORMATS: &[&str] = &["peftspace-design/1", FORMAT];
 
 /// `design.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -89,6 +96,49 @@ pub struct SavedTask {
     /// A generation task's target length limit (no head: the language model predicts tokens); absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_target_tokens: Option<usize>,
+    /// A regression head's target scale (format 2): the head predicts standardised targets and maps them back.
+    /// Absent for classification, and for format-1 heads, which predicted raw targets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_scale: Option<TargetScale>,
+    /// Where the task's data came from (format 2), so `eval DIR` scores the design on its own task with no flags:
+    /// the task's definition from the experiment (custom and generation files as absolute paths) and the GLUE
+    /// folder it was read from. Absent in format 1 and for imported adapters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<TaskSource>,
+}
+
+/// A saved design's task, as the experiment defined it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSource {
+    pub definition: TaskSpec,
+    /// The GLUE folder (GLUE tasks only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl TaskSource {
+    /// `task` with its file paths made absolute against `spec_dir` (the experiment file's folder), and the GLUE
+    /// folder when the task reads one.
+    pub fn new(task: &TaskSpec, spec_dir: &Path, data_dir: Option<&Path>) -> TaskSource {
+        let absolute = |p: &Path| -> PathBuf {
+            let joined = spec_dir.join(p);
+            std::path::absolute(&joined).unwrap_or(joined)
+        };
+        let mut definition = task.clone();
+        if let Some(custom) = definition.custom.as_mut() {
+            custom.train = absolute(&custom.train);
+            custom.eval = absolute(&custom.eval);
+        }
+        if let Some(generation) = definition.generation.as_mut() {
+            generation.train = absolute(&generation.train);
+            generation.eval = absolute(&generation.eval);
+        }
+        TaskSource {
+            data_dir: data_dir.filter(|_| task.is_glue()).map(absolute),
+            definition,
+        }
+    }
 }
 
 /// Which backbone the variables belong to.
@@ -132,13 +182,27 @@ impl PlanLayer {
 }
 
 impl SavedStrategy {
+    /// The strategy as a saved design records it: its options in canonical form ([`canonical_options`]).
     pub fn from_spec(spec: &StrategySpec) -> Result<SavedStrategy> {
         Ok(SavedStrategy {
             name: spec.name.clone(),
-            options: ron::to_string(&spec.options)
-                .map_err(|e| Error::msg(format!("options of `{}`: {e}", spec.name)))?,
+            options: canonical_options(spec)?,
             learning_rate: spec.learning_rate,
         })
+    }
+}
+
+/// A strategy's options as RON text with every field written out, whatever the experiment's spelling (`()`, some
+/// fields, all fields): the strategy, built from the options, writes them back
+/// ([`crate::strategy::TuningStrategy::canonical_options`]). A strategy that does not write its options (a plugin
+/// that predates the method) keeps the experiment's text.
+pub fn canonical_options(spec: &StrategySpec) -> Result<String> {
+    let registries = crate::registry::registries()?;
+    let strategy = registries.strategy(&spec.name, &spec.options)?;
+    match strategy.canonical_options() {
+        Some(text) => Ok(text),
+        None => ron::to_string(&spec.options)
+            .map_err(|e| Error::msg(format!("options of `{}`: {e}", spec.name))),
     }
 }
 
@@ -157,6 +221,8 @@ impl SavedTask {
             regression,
             evaluator: evaluator.to_string(),
             max_target_tokens,
+            target_scale: None,
+            source: None,
         }
     }
 
@@ -262,17 +328,67 @@ impl SavedDesign {
             col: e.column(),
             message: e.to_string(),
         })?;
-        if manifest.format != FORMAT {
+        if !READABLE_FORMATS.contains(&manifest.format.as_str()) {
             return Err(file_error(
                 &path,
                 format!(
-                    "format `{}` is not `{FORMAT}`, the one this version reads",
-                    manifest.format
+                    "format `{}` is not one this version reads ({})",
+                    manifest.format,
+                    READABLE_FORMATS.join(", ")
                 ),
             ));
         }
         let tensors = read_tensors(&dir.join(TENSORS_FILE), device)?;
         Ok(SavedDesign { manifest, tensors })
+    }
+
+    /// Refuses to write over `dir` when it already holds something else: a saved design of another design text,
+    /// task or backbone, or files that are not a saved design. The same design retrained (a rerun of the same
+    /// command) may replace itself. `force` skips the check. Called before training, so nothing is trained in vain.
+    pub fn check_overwrite(
+        dir: &Path,
+        design: Option<&str>,
+        task: &str,
+        weights_sha256: &str,
+        force: bool,
+    ) -> Result<()> {
+        if force || !dir.exists() {
+            return Ok(());
+        }
+        let manifest_path = dir.join(MANIFEST_FILE);
+        let refuse = |what: String| {
+            Err(Error::Refused(format!(
+                "{} {what}; choose another folder, or pass --force to replace it",
+                dir.display()
+            )))
+        };
+        if !manifest_path.is_file() {
+            let empty = std::fs::read_dir(dir)
+                .map_err(|e| Error::io(dir, e))?
+                .next()
+                .is_none();
+            return if empty {
+                Ok(())
+            } else {
+                refuse("holds files that are not a saved design".into())
+            };
+        }
+        let text =
+            std::fs::read_to_string(&manifest_path).map_err(|e| Error::io(&manifest_path, e))?;
+        let stored: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+        let same = stored["design"].as_str() == design
+            && stored["task"]["id"].as_str() == Some(task)
+            && stored["backbone"]["weights_sha256"].as_str() == Some(weights_sha256);
+        if same {
+            Ok(())
+        } else {
+            refuse(format!(
+                "holds another saved design (`{}` on task `{}`)",
+                stored["design"].as_str().unwrap_or("?"),
+                stored["task"]["id"].as_str().unwrap_or("?")
+            ))
+        }
     }
 
     /// Refuses a backbone other than the one the design was trained on (another weights hash or model type).

@@ -38,7 +38,8 @@ impl Predictor {
         )
         .map_err(|e| super::file_error(source, e.to_string()))?;
         let kind = design.manifest.task.kind();
-        let head = TaskHead::new(&mut store, backbone.feature_dim(), &kind)?;
+        let mut head = TaskHead::new(&mut store, backbone.feature_dim(), &kind)?;
+        head.set_scale(design.manifest.task.target_scale);
         store
             .assign(&design.tensors)
             .map_err(|e| super::file_error(source, e.to_string()))?;

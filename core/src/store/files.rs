@@ -17,8 +17,12 @@ pub fn write_atomically(path: &Path, text: &str) -> Result<()> {
     write_bytes_atomically(path, text.as_bytes())
 }
 
-/// [`write_atomically`] for bytes.
+/// [`write_atomically`] for bytes. A missing parent folder is created first (`--out new/x.csv`), so a command does
+/// not fail at its last step, after its work is done.
 pub fn write_bytes_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    }
     let tmp = temp_sibling(path)?;
     let written = (|| -> std::io::Result<()> {
         let mut file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
@@ -91,6 +95,15 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_parent_folder_is_created() {
+        // Before: `predict … --out newdir/x.csv` failed on the temporary file, after the scoring was done.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("new/deeper/x.csv");
+        write_atomically(&path, "a,b\n").expect("writes");
+        assert_eq!(fs::read_to_string(&path).expect("reads"), "a,b\n");
+    }
 
     #[test]
     fn concurrent_writers_each_leave_a_complete_file_and_no_temporaries() {

@@ -57,12 +57,10 @@ impl DirLock {
         if kind == LockKind::Exclusive {
             // Only the exclusive holder rewrites the note; shared holders leave the last writer's note alone.
             let note = format!(
-                "peftspace run, pid {} on host {}, since unix time {}\n",
+                "peftspace run, pid {} on host {}, since {}\n",
                 std::process::id(),
                 hostname(),
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs())
+                utc_timestamp(std::time::SystemTime::now())
             );
             let write = |file: &mut File| -> std::io::Result<()> {
                 file.set_len(0)?;
@@ -146,5 +144,45 @@ mod tests {
         let _also = DirLock::acquire(dir.path(), LockKind::Shared).expect("two readers");
         assert!(DirLock::acquire(dir.path(), LockKind::Exclusive).is_err());
         drop(shared);
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC` for a lock note a person reads (days to a civil date by the proleptic Gregorian
+/// calendar: eras of 400 years, years starting in March so the leap day comes last).
+pub fn utc_timestamp(time: std::time::SystemTime) -> String {
+    let secs = time
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rest / 3_600,
+        rest % 3_600 / 60,
+        rest % 60
+    )
+}
+
+#[cfg(test)]
+mod timestamp_tests {
+    use super::utc_timestamp;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn lock_notes_show_a_calendar_time() {
+        let at = |s: u64| utc_timestamp(UNIX_EPOCH + Duration::from_secs(s));
+        assert_eq!(at(0), "1970-01-01 00:00:00 UTC");
+        // `date -u -d @951782400`: the leap day of 2000, and the day after.
+        assert_eq!(at(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(at(951_868_800 + 3_661), "2000-03-01 01:01:01 UTC");
+        assert_eq!(at(1_796_601_600), "2026-12-07 00:00:00 UTC");
     }
 }

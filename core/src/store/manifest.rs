@@ -101,7 +101,7 @@ fn check_manifest(
     let stored_experiment = Value::Object(stored_map.clone());
 
     if let Some(reason) = earlier_protocol(&stored_experiment, &experiment) {
-        return Err(Error::msg(format!(
+        return Err(Error::Refused(format!(
             "{} holds results of an earlier protocol: {reason}. They cannot be continued or mixed with new ones. \
              Choose a new --out directory, or delete {} to start afresh; `peftspace report {}` still rebuilds its \
              tables.",
@@ -113,7 +113,7 @@ fn check_manifest(
     let mut differences = Vec::new();
     diff_values("", &stored_experiment, &experiment, &mut differences);
     if !differences.is_empty() {
-        return Err(Error::msg(format!(
+        return Err(Error::Refused(format!(
             "{} holds results of a different experiment; these settings changed since:\n  {}\n\
              They change trial ids or the plan, so the stored trials would not be reused. \
              Choose a new --out directory, or delete {} to start afresh.",
@@ -134,7 +134,7 @@ fn check_manifest(
         } else {
             ""
         };
-        return Err(Error::msg(format!(
+        return Err(Error::Refused(format!(
             "{} holds results of different code{unknown}:\n  {}\n\
              Results of different code would be mixed in one analysis. Rerun with the code that made them, choose a \
              new --out directory, or pass --allow-code-change to continue here (the change is recorded in the \

@@ -159,6 +159,11 @@ impl TrainingExecutor {
             .unwrap_or_else(|_| name.to_string())
     }
 
+    /// The experiment file's folder (relative task paths are read from it) and the GLUE folder, if any.
+    pub fn data_location(&self) -> (&std::path::Path, Option<&std::path::Path>) {
+        (&self.spec_dir, self.data_dir.as_deref())
+    }
+
     /// Subsample tasks with `seed` instead of the experiment's root seed (`peftspace train` ties the subsample
     /// to its training seed).
     pub fn with_data_seed(mut self, seed: u64) -> Self {

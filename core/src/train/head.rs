@@ -12,6 +12,46 @@ pub struct TaskHead {
     weight: Var,
     bias: Var,
     regression: bool,
+    /// A regression head's target scale: the linear layer fits standardised targets and its outputs are mapped back
+    /// to the task's units. `None` leaves outputs as they are (classification, or a design saved before targets
+    /// were standardised).
+    scale: Option<TargetScale>,
+}
+
+/// Mean and standard deviation of a regression task's training targets. The head learns `(target − mean) / sd`, so
+/// the loss and the initial outputs are on the same scale for every task (scores 1–5 or 0–100 alike): with raw
+/// targets a short run spends its steps on the offset and the scale, and a loss of order 10–1000 swamps the
+/// gradient of the signal. Outputs are `mean + sd · linear(x)`, in the task's units.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetScale {
+    pub mean: f64,
+    /// Population standard deviation (ddof = 0, as scikit-learn's `StandardScaler`); 1 when the targets are constant.
+    pub sd: f64,
+}
+
+impl TargetScale {
+    /// The scale of `targets`; `None` when there are none or they are not finite.
+    pub fn of(targets: &[f32]) -> Option<TargetScale> {
+        if targets.is_empty() {
+            return None;
+        }
+        let n = targets.len() as f64;
+        let mean = targets.iter().map(|&t| f64::from(t)).sum::<f64>() / n;
+        let var = targets
+            .iter()
+            .map(|&t| (f64::from(t) - mean).powi(2))
+            .sum::<f64>()
+            / n;
+        let sd = var.sqrt();
+        if !(mean.is_finite() && sd.is_finite()) {
+            return None;
+        }
+        Some(TargetScale {
+            mean,
+            sd: if sd > 0.0 { sd } else { 1.0 },
+        })
+    }
 }
 
 impl TaskHead {
@@ -28,23 +68,21 @@ impl TaskHead {
             weight,
             bias,
             regression: matches!(kind, TaskKind::Regression),
+            scale: None,
         })
     }
 
-    /// A regression head starts at the mean of the training targets (its bias; the weight stays small), so the first
-    /// steps fit the signal, not the offset: from 0, targets around 3 (STS-B) or 50 give losses dominated by their
-    /// mean, which a short run spends on moving the bias. No-op for classification and for no targets.
-    pub fn start_at_mean(&self, targets: &[f32]) -> Result<()> {
-        if !self.regression || targets.is_empty() {
-            return Ok(());
+    /// Sets a regression head's target scale (no-op for classification): training passes
+    /// [`TargetScale::of`] its training targets, a saved design the scale it was trained with.
+    pub fn set_scale(&mut self, scale: Option<TargetScale>) {
+        if self.regression {
+            self.scale = scale;
         }
-        let mean = targets.iter().map(|&t| f64::from(t)).sum::<f64>() / targets.len() as f64;
-        if !mean.is_finite() {
-            return Ok(());
-        }
-        let value = Tensor::new(&[mean as f32], self.bias.as_tensor().device())?;
-        self.bias.set(&value)?;
-        Ok(())
+    }
+
+    /// The regression head's target scale, if any.
+    pub fn scale(&self) -> Option<TargetScale> {
+        self.scale
     }
 
     /// The head's variables.
@@ -66,8 +104,13 @@ impl TaskHead {
     /// The linear layer alone, on `[batch, features]` f32 features after dropout (a population draws the dropout of
     /// all its heads at once).
     pub fn project(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.matmul(&self.weight.as_tensor().t()?)?
-            .broadcast_add(self.bias.as_tensor())?)
+        let linear = x
+            .matmul(&self.weight.as_tensor().t()?)?
+            .broadcast_add(self.bias.as_tensor())?;
+        match self.scale {
+            Some(TargetScale { mean, sd }) => Ok(linear.affine(sd, mean)?),
+            None => Ok(linear),
+        }
     }
 
     /// Mean cross-entropy (classification) or mean squared error (regression) against `labels`.
@@ -76,7 +119,10 @@ impl TaskHead {
         if self.regression {
             let target = Tensor::from_slice(labels, (labels.len(),), device)?;
             let diff = (outputs.squeeze(1)? - target)?;
-            return Ok(diff.sqr()?.mean_all()?);
+            // Outputs are in the task's units; dividing by sd makes this the squared error of the standardised
+            // targets, whose gradient the linear layer sees.
+            let sd = self.scale.map_or(1.0, |s| s.sd);
+            return Ok(diff.affine(1.0 / sd, 0.0)?.sqr()?.mean_all()?);
         }
         // log-softmax from elementary ops (all with gradients): x − max − log Σ exp(x − max).
         let max = outputs.max_keepdim(D::Minus1)?.detach();

@@ -7,7 +7,7 @@ use candle_core::backprop::GradStore;
 use candle_core::Var;
 
 use super::design::build_design;
-use super::head::TaskHead;
+use super::head::{TargetScale, TaskHead};
 use super::optim::{clip_factor, global_grad_norm, AdamW, ParamGroup};
 use super::population::SEED_INIT;
 use super::trial::{finish, TrainedTrial, TrialExtras};
@@ -63,9 +63,9 @@ impl<'a> Member<'a> {
         let head = match task.kind {
             TaskKind::Generation { .. } => None,
             _ => {
-                let head = TaskHead::new(&mut store, backbone.feature_dim(), &task.kind)?;
+                let mut head = TaskHead::new(&mut store, backbone.feature_dim(), &task.kind)?;
                 let targets: Vec<f32> = task.train.iter().map(|e| e.label).collect();
-                head.start_at_mean(&targets)?;
+                head.set_scale(TargetScale::of(&targets));
                 Some(head)
             }
         };

@@ -23,7 +23,7 @@ mod trial;
 pub use batches::{eval_batches, training_batches};
 pub use design::{build_design, uniform_plan, BuiltDesign};
 pub use generation::{token_cross_entropy, token_cross_entropy_per_group, TargetLabels};
-pub use head::TaskHead;
+pub use head::{TargetScale, TaskHead};
 pub use population::{run_population, run_population_with};
 pub(crate) use trial::max_input_len;
 pub use trial::{run_trial, run_trial_with, TrainedTrial, TrialExtras};

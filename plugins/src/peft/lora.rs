@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 use peftspace_core::params::Tensors;
 use peftspace_core::saved::{file_error, PlanLayer, SavedDesign, SavedStrategy};
 use peftspace_core::shapes::SiteKind;
+use peftspace_core::strategy::parse_options;
 use peftspace_core::{Error, Result};
 
 use super::{base_config, export_head, import_head, Mapped, Target};
@@ -256,13 +257,13 @@ pub(super) fn export(
     design: &SavedDesign,
     target: &Target<'_>,
 ) -> Result<(Map<String, Value>, Tensors)> {
+    // `parse_options`: a format-1 design may store `()` for the defaults.
     let options: LoraOptions = design
         .strategy_specs()?
         .into_iter()
         .find(|s| s.name == "lora")
-        .map(|s| ron::Value::into_rust(s.options))
-        .transpose()
-        .map_err(|e| Error::msg(format!("options of `lora`: {e}")))?
+        .map(|s| parse_options("lora", &s.options))
+        .transpose()?
         .unwrap_or_default();
     let base = target.base_prefix();
     let mut tensors = Tensors::new();

@@ -129,6 +129,8 @@ pub fn import(dir: &Path, target: &Target<'_>, device: &Device) -> Result<Import
                     regression: false,
                     evaluator: "accuracy".into(),
                     max_target_tokens: None,
+                    target_scale: None,
+                    source: None,
                 },
                 backbone: SavedBackbone {
                     model_type: target.model.model_type().to_string(),

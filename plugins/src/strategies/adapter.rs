@@ -118,6 +118,22 @@ impl TuningStrategy for Adapter {
         "adapter"
     }
 
+    fn canonical_options(&self) -> Option<String> {
+        let o = &self.options;
+        let placement = match o.placement {
+            Placement::Houlsby => "houlsby",
+            Placement::Pfeiffer => "pfeiffer",
+        };
+        let activation = match o.activation {
+            Activation::Gelu => "gelu",
+            Activation::Relu => "relu",
+        };
+        Some(format!(
+            "(placement: {placement:?}, activation: {activation:?}, up_init_std: {:?})",
+            o.up_init_std
+        ))
+    }
+
     fn params(&self, layer: &LayerShape, size: usize) -> usize {
         let h = layer.hidden;
         self.sites(layer).len() * (2 * h * size + size + h)

@@ -40,6 +40,10 @@ impl TuningStrategy for BitFit {
         "bitfit"
     }
 
+    fn canonical_options(&self) -> Option<String> {
+        Some("()".into())
+    }
+
     fn fixed_size(&self) -> bool {
         true
     }

@@ -99,6 +99,19 @@ impl TuningStrategy for Lora {
         "lora"
     }
 
+    fn canonical_options(&self) -> Option<String> {
+        let targets: Vec<String> = self
+            .targets
+            .iter()
+            .map(|k| format!("{:?}", k.short_name()))
+            .collect();
+        Some(format!(
+            "(targets: [{}], alpha: {:?})",
+            targets.join(", "),
+            self.alpha
+        ))
+    }
+
     fn params(&self, layer: &LayerShape, size: usize) -> usize {
         self.sites(layer).map(|s| size * (s.d_in + s.d_out)).sum()
     }

@@ -158,3 +158,52 @@ mod combined_tests {
             .any(|(n, _)| n.starts_with("layer.1.prefix.self.key")));
     }
 }
+
+#[cfg(test)]
+mod canonical_options_tests {
+    use peftspace_core::registry::registries;
+    use peftspace_core::saved::canonical_options;
+    use peftspace_core::spec::StrategySpec;
+
+    fn spec(name: &str, options: &str) -> StrategySpec {
+        StrategySpec {
+            name: name.into(),
+            options: ron::from_str(options).expect("RON"),
+            learning_rate: None,
+        }
+    }
+
+    /// Every built-in strategy writes its options in full, whatever the experiment's spelling: `()` (the
+    /// defaults), some fields, all fields. The text reads back into the same strategy and writes itself again
+    /// unchanged. Before, a saved `(name: "lora")` stored `()` and `export` could not read it back.
+    #[test]
+    fn default_options_of_every_strategy_round_trip_in_canonical_form() {
+        let expected = [
+            ("lora", "(targets: [\"q\", \"v\"], alpha: 8.0)"),
+            (
+                "adapter",
+                "(placement: \"houlsby\", activation: \"gelu\", up_init_std: 0.01)",
+            ),
+            (
+                "prefix",
+                "(cross: true, reparameterize: false, mlp_hidden: 512, init_std: 0.02)",
+            ),
+            ("bitfit", "()"),
+        ];
+        for (name, canonical) in expected {
+            let written = canonical_options(&spec(name, "()")).expect("canonical");
+            assert_eq!(written, canonical, "{name}");
+            let again = canonical_options(&spec(name, &written)).expect("reads back");
+            assert_eq!(again, written, "{name}");
+            assert!(registries()
+                .expect("registries")
+                .strategy(name, &ron::from_str(&written).expect("RON"))
+                .is_ok());
+        }
+        // A partial spelling is completed.
+        assert_eq!(
+            canonical_options(&spec("lora", "(alpha: 16.0)")).expect("canonical"),
+            "(targets: [\"q\", \"v\"], alpha: 16.0)"
+        );
+    }
+}

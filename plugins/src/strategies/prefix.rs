@@ -100,6 +100,14 @@ impl TuningStrategy for PrefixTuning {
         "prefix"
     }
 
+    fn canonical_options(&self) -> Option<String> {
+        let o = &self.options;
+        Some(format!(
+            "(cross: {}, reparameterize: {}, mlp_hidden: {}, init_std: {:?})",
+            o.cross, o.reparameterize, o.mlp_hidden, o.init_std
+        ))
+    }
+
     fn params(&self, layer: &LayerShape, size: usize) -> usize {
         self.blocks(layer)
             .iter()

@@ -49,6 +49,9 @@ pub struct Args {
     /// Results directory. Default: `results/<experiment name>`.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// No progress bars (stage tables and notes are still printed).
+    #[arg(long)]
+    pub quiet: bool,
     /// Worker processes running trials in parallel. Default: 1 (trials run in this process).
     #[arg(long, default_value_t = 1)]
     pub jobs: usize,
@@ -133,8 +136,9 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
     // Opening the store takes the directory's lock: a second run on it stops here (exit 2) naming the holder.
     let mut results = ResultStore::open(&out).map_err(Exit::library)?;
     let code = CodeProvenance::new(code_version(), &plugin_loader::loaded_libraries())?;
-    if let ManifestCheck::CodeChanged(changes) =
-        results.check_manifest(&manifest, &code, args.allow_code_change)?
+    if let ManifestCheck::CodeChanged(changes) = results
+        .check_manifest(&manifest, &code, args.allow_code_change)
+        .map_err(Exit::library)?
     {
         eprintln!(
             "note: continuing with different code (--allow-code-change), recorded in the manifest:\n  {}",
@@ -231,7 +235,7 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
         inner: pool,
         dir: results_folder(&out),
     });
-    let mut progress = progress::Bars::new(gpu_memory);
+    let mut progress = progress::Bars::new(gpu_memory, args.quiet);
     let outcome = refine::run_experiment(
         &spec,
         space.as_ref(),

@@ -11,14 +11,17 @@ pub struct Bars {
     not_ok: usize,
     /// GPU memory per worker (empty unless workers run on CUDA), shown after the candidate.
     gpu_memory: Arc<Mutex<String>>,
+    /// `--quiet`: no bars; stage tables and notes are still printed.
+    quiet: bool,
 }
 
 impl Bars {
-    pub fn new(gpu_memory: Arc<Mutex<String>>) -> Self {
+    pub fn new(gpu_memory: Arc<Mutex<String>>, quiet: bool) -> Self {
         Bars {
             bar: None,
             not_ok: 0,
             gpu_memory,
+            quiet,
         }
     }
 
@@ -40,7 +43,12 @@ impl Progress for Bars {
     fn stage_started(&mut self, stage: &str, total: usize, done: usize) {
         self.clear();
         self.not_ok = 0;
-        let bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
+        let target = if self.quiet {
+            ProgressDrawTarget::hidden()
+        } else {
+            ProgressDrawTarget::stderr()
+        };
+        let bar = ProgressBar::with_draw_target(Some(total as u64), target);
         let style = ProgressStyle::with_template(
             "{prefix:>6} [{elapsed_precise}] {bar:30} {pos}/{len} trials  ETA {eta}  {msg}",
         )

@@ -100,7 +100,10 @@ pub fn task_context(
     data_dir: Option<&Path>,
     global: &Global,
 ) -> Result<TaskContext, Exit> {
-    let absolute = |p: &Path| p.canonicalize().map_err(|e| anyhow!("{}: {e}", p.display()));
+    let absolute = |p: &Path| {
+        p.canonicalize()
+            .map_err(|e| anyhow!("{}: {e}", p.display()))
+    };
     let plugins = plugin_loader::loaded_libraries()
         .into_iter()
         .map(|path| {

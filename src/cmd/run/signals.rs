@@ -77,7 +77,12 @@ pub fn prepare_worker(command: &mut std::process::Command) {
 
 /// Records the workers' process group after the first worker (its leader) started.
 pub fn joined_group(first_worker_pid: u32) {
-    let _ = WORKER_GROUP.compare_exchange(0, first_worker_pid as i32, Ordering::SeqCst, Ordering::SeqCst);
+    let _ = WORKER_GROUP.compare_exchange(
+        0,
+        first_worker_pid as i32,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
 }
 
 /// Forgets the workers' group once they are gone.

@@ -1,0 +1,272 @@
+//! How a stage ends: `significant` (a winner at the stage's α), `equivalent` (every pair of candidates shown to
+//! differ by less than the equivalence margin) or `undecided` (neither; with the minimum detectable effect its
+//! populations had and the designs per candidate that would decide it).
+//!
+//! The winner is the candidate with the highest mean, so the primary test is on differences in means: a
+//! two-sided permutation test ([`stats::permutation_mean_difference`], exact up to 10⁵ splits, seeded Monte Carlo
+//! above) for every pair of scored candidates, Holm-adjusted over all pairs because the winner is the population
+//! that looked best. Equivalence is an intersection–union test: every pair's two one-sided Welch tests
+//! ([`stats::tost_welch`]) reject at α, which needs no multiplicity correction. The minimum detectable effect is
+//! that of a two-sided two-sample t-test at 80 % power ([`stats::mde`]) with the pooled within-candidate standard
+//! deviation, the smallest population and α divided by the number of pairs.
+
+use serde::Serialize;
+
+use crate::stats;
+
+/// The margin of practical equality when the experiment sets none: one point of the primary score.
+pub const DEFAULT_EQUIVALENCE_MARGIN: f64 = 0.01;
+/// Random splits of a permutation test that cannot be exact.
+pub const PERMUTATIONS: usize = 10_000;
+/// Power at which the minimum detectable effect and the designs needed are given.
+pub const POWER: f64 = 0.8;
+
+/// The three ways a stage ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Significant,
+    Equivalent,
+    Undecided,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Significant => "significant",
+            Outcome::Equivalent => "equivalent",
+            Outcome::Undecided => "undecided",
+        }
+    }
+}
+
+/// A stage's outcome with what it rests on.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageOutcome {
+    pub outcome: Outcome,
+    /// The equivalence margin on the primary score.
+    pub margin: f64,
+    pub alpha: f64,
+    /// Pooled within-candidate standard deviation of the design scores (NaN with fewer than two per candidate).
+    pub pooled_sd: f64,
+    /// The smallest difference in means the stage had 80 % power to detect at its α (per pair).
+    pub mde: f64,
+    /// Designs per candidate a stage needs for 80 % power against a difference of `margin` with this sd: with as
+    /// many, the stage ends significant or (most likely) equivalent. `None` when the sd is unknown.
+    pub designs_needed: Option<usize>,
+}
+
+/// The winner against one other candidate on the primary test.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct MeanComparison {
+    /// mean(winner) − mean(other).
+    pub mean_diff: f64,
+    /// Two-sided permutation p of the difference in means, unadjusted.
+    pub p_raw: f64,
+    /// The same, Holm-adjusted over every pair of scored candidates.
+    pub p: f64,
+    /// TOST p that |mean difference| < margin (the larger of the two one-sided Welch p-values).
+    pub p_equivalence: f64,
+}
+
+/// Permutation tests of every pair of populations, Holm-adjusted over the pairs that have two non-empty samples.
+pub struct PairTests {
+    /// (i, j, raw p, adjusted p) with i < j.
+    pairs: Vec<(usize, usize, f64, f64)>,
+}
+
+impl PairTests {
+    pub fn new(populations: &[&[f64]], seed: u64) -> PairTests {
+        let mut pairs = Vec::new();
+        for i in 0..populations.len() {
+            for j in i + 1..populations.len() {
+                let pair_seed = crate::trial::child_seed(
+                    seed,
+                    &["permutation", &i.to_string(), &j.to_string()],
+                );
+                if let Some(r) = stats::permutation_mean_difference(
+                    populations[i],
+                    populations[j],
+                    PERMUTATIONS,
+                    pair_seed,
+                ) {
+                    pairs.push((i, j, r.p_value, f64::NAN));
+                }
+            }
+        }
+        let adjusted = stats::holm_adjust(&pairs.iter().map(|p| p.2).collect::<Vec<_>>());
+        for (pair, p) in pairs.iter_mut().zip(adjusted) {
+            pair.3 = p;
+        }
+        PairTests { pairs }
+    }
+
+    /// Pairs tested.
+    pub fn count(&self) -> usize {
+        self.pairs.len()
+    }
+
+    /// (raw, adjusted) p of the pair `a`, `b` in either order; NaN when not tested.
+    pub fn p(&self, a: usize, b: usize) -> (f64, f64) {
+        let (i, j) = (a.min(b), a.max(b));
+        self.pairs
+            .iter()
+            .find(|p| p.0 == i && p.1 == j)
+            .map_or((f64::NAN, f64::NAN), |p| (p.2, p.3))
+    }
+}
+
+/// The winner `w` against candidate `i`.
+pub fn compare(
+    populations: &[&[f64]],
+    tests: &PairTests,
+    w: usize,
+    i: usize,
+    margin: f64,
+) -> MeanComparison {
+    let (p_raw, p) = tests.p(w, i);
+    MeanComparison {
+        mean_diff: stats::mean(populations[w]) - stats::mean(populations[i]),
+        p_raw,
+        p,
+        p_equivalence: stats::tost_welch(populations[w], populations[i], -margin, margin)
+            .map_or(f64::NAN, |t| t.p_value),
+    }
+}
+
+/// Whether the winner `w` is significantly better than `i` on the primary test at `alpha`.
+pub fn better(populations: &[&[f64]], tests: &PairTests, w: usize, i: usize, alpha: f64) -> bool {
+    let (_, p) = tests.p(w, i);
+    p < alpha && stats::mean(populations[w]) > stats::mean(populations[i])
+}
+
+/// The stage's outcome: `significant` when the winner is significantly better than every other scored candidate
+/// (`winner_significant`, the stage's own rule: all pairs, or a race's eliminations), else `equivalent` when every
+/// pair of scored candidates is inside ±`margin` by TOST at `alpha`, else `undecided`.
+pub fn stage_outcome(
+    populations: &[&[f64]],
+    winner_significant: bool,
+    margin: f64,
+    alpha: f64,
+) -> StageOutcome {
+    let scored: Vec<&[f64]> = populations
+        .iter()
+        .copied()
+        .filter(|p| !p.is_empty())
+        .collect();
+    let pairs = scored.len() * scored.len().saturating_sub(1) / 2;
+    let pair_alpha = alpha / pairs.max(1) as f64;
+    let pooled_sd = pooled_sd(&scored);
+    let smallest = scored.iter().map(|p| p.len()).min().unwrap_or(0);
+    let equivalent = pairs > 0
+        && (0..scored.len()).all(|i| {
+            (i + 1..scored.len()).all(|j| {
+                stats::tost_welch(scored[i], scored[j], -margin, margin)
+                    .is_some_and(|t| t.p_value < alpha)
+            })
+        });
+    let outcome = if winner_significant && pairs > 0 {
+        Outcome::Significant
+    } else if equivalent {
+        Outcome::Equivalent
+    } else {
+        Outcome::Undecided
+    };
+    StageOutcome {
+        outcome,
+        margin,
+        alpha,
+        pooled_sd,
+        mde: stats::mde(pooled_sd, smallest, pair_alpha, POWER),
+        designs_needed: stats::designs_needed(margin, pooled_sd, pair_alpha, POWER),
+    }
+}
+
+/// √(Σ (nᵢ − 1) sᵢ² / Σ (nᵢ − 1)) over the populations with at least two values; NaN when there are none.
+pub fn pooled_sd(populations: &[&[f64]]) -> f64 {
+    let (mut sum, mut df) = (0.0, 0usize);
+    for p in populations.iter().filter(|p| p.len() >= 2) {
+        let s = stats::summary(p).std;
+        sum += (p.len() - 1) as f64 * s * s;
+        df += p.len() - 1;
+    }
+    if df == 0 {
+        f64::NAN
+    } else {
+        (sum / df as f64).sqrt()
+    }
+}
+
+impl StageOutcome {
+    /// One clause for the stage summary: `significant`, `equivalent within ±0.01`, or `undecided: …`.
+    pub fn describe(&self) -> String {
+        match self.outcome {
+            Outcome::Significant => format!("outcome: significant at α = {}", self.alpha),
+            Outcome::Equivalent => format!(
+                "outcome: equivalent within ±{} (every pair, two one-sided Welch tests at α = {})",
+                self.margin, self.alpha
+            ),
+            Outcome::Undecided => {
+                let needed = self
+                    .designs_needed
+                    .map_or("an unknown number of".to_string(), |n| n.to_string());
+                format!(
+                    "outcome: undecided: the populations could detect a difference of {} at 80 % power (sd {}); \
+                     {needed} designs per candidate would decide ±{}",
+                    fmt4(self.mde),
+                    fmt4(self.pooled_sd),
+                    self.margin
+                )
+            }
+        }
+    }
+}
+
+fn fmt4(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v:.4}")
+    } else {
+        "unknown".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn far_apart_populations_are_significant_close_ones_equivalent_noisy_ones_undecided() {
+        let a: Vec<f64> = (0..8).map(|i| 0.80 + 0.001 * i as f64).collect();
+        let b: Vec<f64> = (0..8).map(|i| 0.70 + 0.001 * i as f64).collect();
+        let tests = PairTests::new(&[&a, &b], 1);
+        assert!(better(&[&a, &b], &tests, 0, 1, 0.05));
+        assert_eq!(
+            stage_outcome(&[&a, &b], true, 0.01, 0.05).outcome,
+            Outcome::Significant
+        );
+
+        let c: Vec<f64> = (0..8).map(|i| 0.801 + 0.001 * i as f64).collect();
+        let close = stage_outcome(&[&a, &c], false, 0.01, 0.05);
+        assert_eq!(close.outcome, Outcome::Equivalent);
+
+        let noisy_a = [0.6, 0.9, 0.7, 0.85];
+        let noisy_b = [0.65, 0.8, 0.9, 0.6];
+        let undecided = stage_outcome(&[&noisy_a, &noisy_b], false, 0.01, 0.05);
+        assert_eq!(undecided.outcome, Outcome::Undecided);
+        assert!(undecided.mde > 0.1, "{undecided:?}");
+        assert!(
+            undecided.designs_needed.is_some_and(|n| n > 100),
+            "{undecided:?}"
+        );
+        assert!(undecided.describe().contains("undecided"));
+    }
+
+    #[test]
+    fn the_pooled_sd_weighs_each_population_by_its_degrees_of_freedom() {
+        // Variances 1 (n = 3) and 4 (n = 2): (2·1 + 1·4) / 3 = 2.
+        let x = [0.0, 1.0, 2.0];
+        let y = [0.0, 2.0 * 2f64.sqrt()];
+        assert!((pooled_sd(&[&x, &y]) - 2f64.sqrt()).abs() < 1e-12);
+        assert!(pooled_sd(&[&[1.0]]).is_nan());
+    }
+}
