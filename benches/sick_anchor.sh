@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # SICK relatedness under the calibration protocol, peftspace against PyTorch + PEFT, interleaved per seed.
 #
-#   benches/sick_anchor.sh SHARED_DIR PYTHON [SEEDS]      e.g. benches/sick_anchor.sh ../shared target/ci-python/bin/python
+#   benches/sick_anchor.sh SHARED_DIR PYTHON [SEEDS]      e.g. benches/sick_anchor.sh ../shared ~/.cache/peftspace/ci-python/bin/python
 #
 # The protocol: MiniLM, LoRA rank 12 on query and value (alpha 8), 4,000 seeded training pairs, one epoch, batch 32,
 # lr 5e-4 with 6 % linear warm-up, max length 128, the whole dev set (495 pairs); the regression head learns targets
 # standardised by the training pairs' mean and population sd, and predictions are mapped back. Score: the mean of
 # Pearson and Spearman. peftspace's side is the real-data test `sick_relatedness_on_standardised_targets_reaches_072`
-# (exactly rank 12 in every layer), built in release mode and filtered to one seed with SICK_SEEDS; PyTorch's side is
-# `benches/torch_train_step.py sick`. SEEDS defaults to "0 1 2". At the end, a Markdown table.
+# (exactly rank 12 in every layer; the test profile, as the real-data suite runs it), one seed per process through
+# SICK_SEEDS; PyTorch's side is `benches/torch_train_step.py sick`. SEEDS defaults to "0 1 2". At the end, a Markdown
+# table. Scores only: the two sides are not timed against each other here (benches/train_step_vs_torch.sh is).
 set -euo pipefail
 shared=${1:?usage: sick_anchor.sh SHARED_DIR PYTHON [SEEDS]}
 python=${2:?usage: sick_anchor.sh SHARED_DIR PYTHON [SEEDS]}
@@ -16,11 +17,14 @@ seeds=${3:-0 1 2}
 shared=$(cd "$shared" && pwd)
 here=$(cd "$(dirname "$0")" && pwd)
 export RAYON_NUM_THREADS=${THREADS:-2} OMP_NUM_THREADS=${THREADS:-2}
-cargo test --release --test real --no-run -q 2>/dev/null
+# The test binary itself, run once per seed (cargo is asked only for its path).
+bin=$(cargo test --workspace --test real --no-run --message-format=json 2>/dev/null \
+  | grep -o '"executable":"[^"]*real-[^"]*"' | tail -1 | sed 's/"executable":"//; s/"$//')
+[ -x "$bin" ] || { echo "sick_anchor.sh: could not build the real-data test binary" >&2; exit 1; }
 rows=""
 for seed in $seeds; do
-  ours=$(SICK_SEEDS=$seed PEFTSPACE_SHARED=$shared cargo test --release -q --test real \
-      train_real::sick_relatedness_on_standardised_targets_reaches_072 -- --ignored --nocapture 2>&1 \
+  ours=$(SICK_SEEDS=$seed PEFTSPACE_SHARED=$shared "$bin" \
+      train_real::sick_relatedness_on_standardised_targets_reaches_072 --ignored --nocapture 2>&1 \
       | grep -o 'per seed \[[0-9.e-]*\]' | grep -o '[0-9][0-9.e-]*' || echo "failed")
   theirs=$("$python" "$here/torch_train_step.py" sick --model "$shared/models/all-MiniLM-L6-v2" \
       --data "$shared/data/sick" --train 4000 --lr 5e-4 --rank 12 --seed "$seed" --threads "${THREADS:-2}" \

@@ -191,9 +191,23 @@ fn half_precision_weights_are_converted_to_f32() {
             .into_iter()
             .map(|(k, v)| (k, v.to_dtype(dtype).expect("cast")))
             .collect();
+        // The same rounded values stored as f32: loading the half-precision file must give exactly this model
+        // (a conversion that lost or scaled anything fails here; the loose bound below alone would not see it).
+        let rounded_dir = scratch_copy("tiny-bert");
+        let rounded: HashMap<String, Tensor> = half
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_dtype(DType::F32).expect("cast")))
+            .collect();
+        save(&rounded, &rounded_dir.path().join(WEIGHTS_FILE));
         save(&half, &dir.path().join(WEIGHTS_FILE));
         let (ours, theirs) = reference_output(dir.path());
         assert_eq!(ours.dtype(), DType::F32);
+        let (from_rounded, _) = reference_output(rounded_dir.path());
+        let exact = max_abs_diff(&ours, &from_rounded);
+        assert!(
+            exact <= 1e-6,
+            "{dtype:?}: {exact} from the same values in f32"
+        );
         // Rounding the weights moves the output a little, not a lot.
         let diff = max_abs_diff(&ours, &theirs);
         assert!(diff > 0.0 && diff < 0.25, "{dtype:?}: {diff}");

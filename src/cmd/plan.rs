@@ -20,6 +20,11 @@ pub struct Args {
     /// Count only: no calibration (loads no weights, trains nothing) and no time estimate.
     #[arg(long)]
     pub no_calibrate: bool,
+    /// The within-candidate standard deviation of design scores to plan with (from a pilot or an earlier run's
+    /// stages.csv): prints the difference each stage can detect at 80 % power with its designs per candidate, and
+    /// the designs per candidate that would decide the equivalence margin.
+    #[arg(long, value_name = "SD")]
+    pub sd: Option<f64>,
 }
 
 pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
@@ -67,6 +72,14 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
         Err(_) => return config.map(|_| ()),
     }
     print!("{}", table(&plan));
+    if let Some(sd) = args.sd {
+        if !(sd.is_finite() && sd > 0.0) {
+            return Err(Exit::usage(anyhow::anyhow!(
+                "--sd {sd}: give the standard deviation of design scores, a number > 0 (e.g. 0.03)"
+            )));
+        }
+        print!("{}", detectable(&plan, sd, spec.equivalence_margin));
+    }
 
     if args.no_calibrate {
         return Ok(());
@@ -89,19 +102,52 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
     eprintln!("calibrating on {choice} (a few short trials of the first task)…");
     let calibration = refine::calibrate(spec, &executor).map_err(Exit::library)?;
     let (least, most) = plan.seconds(&calibration);
+    let (low, high) = refine::ESTIMATE_RANGE;
     println!(
-        "estimated wall time on {choice}, one trial at a time: {}{} ({} per training example, {} per evaluation \
-         example)",
+        "estimated wall time on {choice}, one trial at a time: {}{} (range {}–{}; {} per training example, {} per \
+         evaluation example, {} per trial)",
         duration(most),
         if least < most {
             format!(" at most, {} at least (race)", duration(least))
         } else {
             String::new()
         },
+        duration(least * low),
+        duration(most * high),
         per_example(calibration.train_seconds),
-        per_example(calibration.eval_seconds)
+        per_example(calibration.eval_seconds),
+        per_example(calibration.trial_seconds)
+    );
+    println!(
+        "estimated range in seconds: {:.1}–{:.1}",
+        least * low,
+        most * high
     );
     Ok(())
+}
+
+/// Per stage, what its populations can decide with design scores of standard deviation `sd`: the minimum
+/// detectable difference at 80 % power (α = 0.05 over the stage's pairs, the most designs per candidate), and the
+/// designs per candidate that would decide the equivalence margin.
+fn detectable(plan: &ComputePlan, sd: f64, margin: Option<f64>) -> String {
+    let margin = margin.unwrap_or(refine::DEFAULT_EQUIVALENCE_MARGIN);
+    let mut out = format!(
+        "with a design-score sd of {sd} (80 % power, α = 0.05 over each stage's pairs; margin ±{margin}):\n"
+    );
+    for s in &plan.stages {
+        let pairs = (s.candidates * s.candidates.saturating_sub(1) / 2).max(1);
+        let alpha = 0.05 / pairs as f64;
+        let mde = peftspace_core::stats::mde(sd, s.designs.1, alpha, 0.8);
+        let needed = peftspace_core::stats::designs_needed(margin, sd, alpha, 0.8)
+            .map_or("more than a million".to_string(), |n| n.to_string());
+        out.push_str(&format!(
+            "  {}: detects {} with {} designs per candidate; {needed} per candidate would decide ±{margin}\n",
+            s.name,
+            if mde.is_finite() { format!("{mde:.4}") } else { "nothing".into() },
+            s.designs.1
+        ));
+    }
+    out
 }
 
 /// A per-example time with three significant digits in a unit that fits (`1.23 ms`, `456 µs`); a rate the

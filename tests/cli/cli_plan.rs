@@ -127,6 +127,38 @@ fn sizes_come_from_the_files_and_a_race_shows_least_and_most() {
 }
 
 #[test]
+fn plan_sd_gives_each_stage_its_detectable_difference() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let experiment = write_experiment(dir.path());
+    let exp = experiment.to_str().expect("utf-8 path");
+    let out = plan(
+        &[exp, "--no-calibrate", "--offline", "--sd", "0.03"],
+        dir.path(),
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}\n{stdout}", text(&out.stderr));
+    // S1: 3 candidates (3 pairs), 6 designs each; statsmodels' TTestIndPower at α = 0.05/3 gives d = 2.19, 0.066.
+    let line = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("S1: detects "))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    let mde: f64 = line
+        .trim_start()
+        .trim_start_matches("S1: detects ")
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!((0.05..0.09).contains(&mde), "{line}");
+    assert!(line.contains("with 6 designs per candidate"), "{line}");
+    let out = plan(
+        &[exp, "--no-calibrate", "--offline", "--sd", "-1"],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
 fn calibration_prints_an_estimated_wall_time() {
     let dir = tempfile::tempdir().expect("tempdir");
     let experiment = write_experiment(dir.path());

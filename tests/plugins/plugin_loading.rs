@@ -30,14 +30,14 @@ fn libraries() -> &'static Libraries {
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
         let mut cargo = Command::new(env!("CARGO"));
         cargo_support::as_from_a_shell(&mut cargo);
-        // Same profile as the test run, so the workspace's own crates are reused rather than rebuilt.
+        // Same profile and the same package selection as `cargo test --workspace` (which builds every example too),
+        // so the build is a no-op: `-p peftspace-ia3` alone resolved other features and rebuilt half the workspace.
         let out = cargo
             .args([
                 "build",
                 "--profile",
                 "test",
-                "-p",
-                "peftspace-ia3",
+                "--workspace",
                 "--lib",
                 "--examples",
                 "--message-format=json",

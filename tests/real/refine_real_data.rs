@@ -46,6 +46,32 @@ fn reduced_quickstart_on_minilm_runs_s1_to_s4_and_stage_statistics_match_trials(
     )
     .expect("write experiment");
     let out = work.path().join("results");
+    // `plan` first: its calibrated estimate's range must hold the run's measured wall time (the estimate once left
+    // out each trial's fixed cost and said a third of the time this run took).
+    let plan = Command::new(env!("CARGO_BIN_EXE_peftspace"))
+        .env_remove("PEFTSPACE_EXECUTOR")
+        .arg("--model")
+        .arg(&model)
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("plan")
+        .arg(&exp)
+        .output()
+        .expect("run peftspace plan");
+    let plan_out = String::from_utf8_lossy(&plan.stdout).to_string();
+    assert!(
+        plan.status.success(),
+        "{plan_out}\n{}",
+        String::from_utf8_lossy(&plan.stderr)
+    );
+    let range: Vec<f64> = plan_out
+        .lines()
+        .find_map(|l| l.strip_prefix("estimated range in seconds: "))
+        .unwrap_or_else(|| panic!("no range:\n{plan_out}"))
+        .split('–')
+        .map(|v| v.trim().parse().expect("seconds"))
+        .collect();
+    let started = std::time::Instant::now();
     let run = Command::new(env!("CARGO_BIN_EXE_peftspace"))
         .env_remove("PEFTSPACE_EXECUTOR")
         .arg("--model")
@@ -58,11 +84,17 @@ fn reduced_quickstart_on_minilm_runs_s1_to_s4_and_stage_statistics_match_trials(
         .arg(&out)
         .output()
         .expect("run peftspace");
+    let wall = started.elapsed().as_secs_f64();
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(
         run.status.success(),
         "{stdout}\n{}",
         String::from_utf8_lossy(&run.stderr)
+    );
+    println!("plan's range {range:?} s, the run took {wall:.1} s");
+    assert!(
+        range[0] <= wall && wall <= range[1],
+        "the run took {wall:.1} s, outside plan's range {range:?}:\n{plan_out}"
     );
     for f in [
         "trials.csv",

@@ -3,8 +3,8 @@
 //! `PeftModel.from_pretrained` in Python gives `predict`'s logits (within 1e-4).
 //!
 //! Ignored by default; needs `PEFTSPACE_SHARED` (or `../shared`) and `PEFTSPACE_PYTHON`, a Python with torch,
-//! transformers and peft (`.ci/run` installs one in target/ci-python):
-//! `PEFTSPACE_PYTHON=target/ci-python/bin/python cargo test --test real saved_real:: -- --ignored`.
+//! transformers and peft (`.ci/run` installs one in ~/.cache/peftspace/ci-python):
+//! `PEFTSPACE_PYTHON=~/.cache/peftspace/ci-python/bin/python cargo test --test real saved_real:: -- --ignored`.
 
 use crate::common;
 use common::shared;

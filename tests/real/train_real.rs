@@ -147,6 +147,8 @@ fn sst2_lora_at_half_a_percent_reaches_78() {
     );
 }
 
+/// Half the calibration subsample (4,000 examples, one epoch at lr 1e-3): every strategy's hooks together still
+/// learn SST-2, at half the suite's time of the 8,000-example run (which took 843 s on a loaded machine).
 #[test]
 #[ignore = "real-data: needs ../shared (PEFTSPACE_SHARED)"]
 fn sst2_all_four_strategies_in_every_layer_reach_75() {
@@ -173,7 +175,7 @@ fn sst2_all_four_strategies_in_every_layer_reach_75() {
     let out = train(
         backbone.as_ref(),
         &tokenizer,
-        &task("sst2", SST2_TRAIN, None),
+        &task("sst2", 4_000, None),
         &plan,
         &strategies,
         &sst2_training(1e-3),
@@ -405,22 +407,26 @@ fn sick_relatedness_on_standardised_targets_reaches_072() {
     );
 }
 
-/// SICK's 3-way entailment as a custom classification task learns beyond its majority class (NEUTRAL): 2,000 seeded
-/// pairs, one epoch, LoRA r = 12 at lr 1e-3, scored on the whole dev set. A majority-class predictor scores exactly
-/// the reference and fails the margin.
+/// SICK's 3-way entailment as a custom classification task learns beyond its majority class (NEUTRAL, 0.568 of the
+/// dev set): 2,000 seeded pairs, two epochs, LoRA r = 12 at lr 5e-3, scored on the whole dev set. A majority-class
+/// predictor scores exactly the reference and fails the margin (one epoch at lr 1e-3 still predicted only NEUTRAL).
 #[test]
 #[ignore = "real-data: needs ../shared (PEFTSPACE_SHARED)"]
 fn sick_entailment_beats_its_majority_class() {
     let (backbone, tokenizer) = minilm();
     let plan = uniform_plan(backbone.info(), "lora", 12);
     let task = sick_task(false, 2_000, 1);
+    let training = TrainingSpec {
+        epochs: 2,
+        ..sst2_training(5e-3)
+    };
     let out = train(
         backbone.as_ref(),
         &tokenizer,
         &task,
         &plan,
-        &[strategy("lora", 1e-3)],
-        &sst2_training(1e-3),
+        &[strategy("lora", 5e-3)],
+        &training,
     );
     let reference = out.reference.as_ref().expect("reference").primary;
     assert!(

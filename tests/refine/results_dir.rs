@@ -121,14 +121,28 @@ fn kill_9_at_twenty_random_points_then_resume_stores_every_trial_exactly_once() 
     let exp = experiment(work.path());
     let out = work.path().join("results");
     let mut rng = rand::rngs::StdRng::seed_from_u64(17);
+    // Rounds whose kill landed while the run was still going (it had not finished on its own): once a run
+    // completes, later rounds would test nothing, so this count must cover most rounds.
+    let mut killed_mid_run = 0;
+    let mut stored_before = 0;
     for round in 0..20 {
         let jobs = 1 + round % 2;
-        let mut child = start_slow_run(&exp, &out, 2, jobs);
+        // 60 ms a trial: the 146 trials take longer than all twenty rounds together, so every kill lands mid-run.
+        let mut child = start_slow_run(&exp, &out, 60, jobs);
         // From "still starting" to "well into a stage".
         std::thread::sleep(Duration::from_millis(rng.random_range(0..400)));
+        let finished_on_its_own = child.try_wait().expect("poll").is_some();
         let _ = child.kill();
         child.wait().expect("reap");
         let lines = stored_lines(&out);
+        if !finished_on_its_own {
+            killed_mid_run += 1;
+        }
+        assert!(
+            lines.len() >= stored_before,
+            "round {round}: stored trials were lost"
+        );
+        stored_before = lines.len();
         let ids: HashSet<String> = lines
             .iter()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -142,6 +156,11 @@ fn kill_9_at_twenty_random_points_then_resume_stores_every_trial_exactly_once() 
             ids.len()
         );
     }
+    assert!(
+        killed_mid_run >= 15,
+        "only {killed_mid_run} of 20 kills landed while the run was going"
+    );
+    let before_last = stored_lines(&out).len();
     let last = peftspace()
         .arg("run")
         .arg(&exp)
@@ -163,6 +182,11 @@ fn kill_9_at_twenty_random_points_then_resume_stores_every_trial_exactly_once() 
         })
         .collect();
     assert_eq!(ids.len(), lines.len(), "a trial was stored twice");
+    // The kills interrupted a run with work left: the last run had trials to train.
+    assert!(
+        lines.len() > before_last,
+        "the killed runs had already finished everything"
+    );
     let plan: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("plan.json")).expect("plan"))
             .expect("plan parses");

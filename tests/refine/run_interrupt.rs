@@ -203,3 +203,75 @@ fn a_killed_parent_takes_its_workers_with_it() {
     child.wait().unwrap();
     assert_all_gone(&workers);
 }
+
+/// Ctrl-C after some trials are stored: the stored ones are kept and reused, the interrupted stage prints no
+/// decision, and the resumed run finishes every trial exactly once. (The resume check above starts from an empty
+/// store; this one fails if a resume re-ran stored trials, dropped them, or an interrupted stage printed a winner.)
+#[test]
+fn ctrl_c_after_stored_trials_keeps_them_and_the_resume_reuses_them() {
+    let work = tempfile::tempdir().unwrap();
+    let exp = work.path().join("exp.ron");
+    std::fs::write(&exp, refine_support::experiment_ron(4)).unwrap();
+    let out = work.path().join("out");
+    let mut child = peftspace()
+        .arg("run")
+        .arg(&exp)
+        .arg("--out")
+        .arg(&out)
+        .env("PEFTSPACE_SYNTHETIC_SLEEP_MS", "150")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while stored(&out) < 3 {
+        assert!(Instant::now() < deadline, "no trial was stored in time");
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "the run ended early"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    interrupt(&child);
+    let output = child.wait_with_output().expect("wait");
+    assert_eq!(output.status.code(), Some(130));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !stdout.contains("chose `") && !stderr.contains("chose `"),
+        "an interrupted stage printed a decision:\n{stdout}\n{stderr}"
+    );
+    let before = std::fs::read_to_string(out.join("trials.jsonl")).unwrap();
+    let kept = before.lines().count();
+    assert!(kept >= 3, "{kept}");
+    let resumed = peftspace()
+        .arg("run")
+        .arg(&exp)
+        .arg("--out")
+        .arg(&out)
+        .env("PEFTSPACE_SYNTHETIC_SLEEP_MS", "0")
+        .output()
+        .unwrap();
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert!(
+        stderr.contains(&format!("resuming: {kept} trials already stored")),
+        "{stderr}"
+    );
+    let after = std::fs::read_to_string(out.join("trials.jsonl")).unwrap();
+    assert!(
+        after.starts_with(&before),
+        "the stored lines were rewritten"
+    );
+    let ids: Vec<String> = after
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].to_string())
+        .collect();
+    let unique: std::collections::HashSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "a trial was stored twice");
+    assert!(ids.len() > kept, "the resume trained nothing");
+}

@@ -113,6 +113,14 @@ fn assert_same(alone: &Path, together: &Path) {
 fn assert_same_at_least(alone: &Path, together: &Path, least: usize) {
     let (a, b) = (trials(alone), trials(together));
     assert!(a.len() >= least, "too few trials to compare: {}", a.len());
+    // Equal statuses are not enough: two runs that both failed every trial would compare equal. Every trial must
+    // have trained (fails if, say, population training returned an error for each member).
+    let not_ok: Vec<&String> = a
+        .iter()
+        .filter(|(_, (status, score))| status != "ok" || score.is_none())
+        .map(|(id, _)| id)
+        .collect();
+    assert!(not_ok.is_empty(), "trials that did not end ok: {not_ok:?}");
     assert_eq!(
         a.keys().collect::<Vec<_>>(),
         b.keys().collect::<Vec<_>>(),

@@ -1,17 +1,28 @@
 //! `peftspace_core::generate` on the tiny T5 and BART language models equals transformers' `generate` token for
 //! token: greedy and beam search, with n-gram bans, minimum lengths, length penalties, early stopping and BART's
 //! forced EOS (references: `tests/fixtures/lm/*/generate.json`, written by `tests/fixtures/gen_generation.py`).
-
+//!
+//! A reference that repeats one token would pass a decoder that ignores its input or its cache, so every reference
+//! here is checked to be varied (at least three distinct generated tokens, start and EOS left out) and the two
+//! inputs of each batch to give different outputs in every case. The references tell broken decoders apart:
+//! `broken_decoders_miss_the_references` runs two (a zeroed encoder output, a decoder that forgets its earlier
+//! tokens) and requires each to miss many references.
+//! FIXME-BREAK
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use peftspace_core::backbone::lm::LanguageModel;
-use peftspace_core::backbone::Backbone;
+use peftspace_core::backbone::lm::{DecoderCache, KeyValues, LanguageModel, SpecialTokens};
+use peftspace_core::backbone::{Backbone, Batch, Mode};
 use peftspace_core::generate::{generate, GenerationSettings};
-use peftspace_core::hooks::NoHooks;
+use peftspace_core::hooks::{LayerHooks, NoHooks};
+use peftspace_core::Result;
 use serde_json::Value;
 
 const MODELS: [&str; 3] = ["t5-tiny-relu", "t5-tiny-gated", "bart-tiny"];
+
+/// The fewest distinct generated tokens a reference sequence may hold.
+const MIN_DISTINCT: usize = 3;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -145,6 +156,149 @@ fn each_row_alone_generates_what_it_does_in_the_padded_batch() {
                 let ours = generate(lm, &alone, &ones, &NoHooks, &settings(case)).unwrap();
                 assert_eq!(ours[0], expected[i], "{name} {} row {i}", case["name"]);
             }
+        }
+    }
+}
+
+/// The distinct tokens of a reference row after its decoder start token, the start and EOS ids left out.
+fn distinct_generated(row: &[u32], start: u32, eos: u32) -> BTreeSet<u32> {
+    row.iter()
+        .skip(1)
+        .copied()
+        .filter(|&t| t != start && t != eos)
+        .collect()
+}
+
+#[test]
+fn every_reference_is_varied_and_depends_on_the_input() {
+    for name in MODELS {
+        let r = reference(name);
+        let start = r["decoder_start_token_id"].as_u64().unwrap() as u32;
+        let eos = r["eos_token_id"].as_u64().unwrap() as u32;
+        let inputs = ids(&r["input_ids"]);
+        assert!(inputs.len() >= 2, "{name}: a batch of at least two inputs");
+        assert_ne!(inputs[0], inputs[1], "{name}");
+        let cases = r["cases"].as_array().unwrap();
+        assert!(!cases.is_empty(), "{name}: no cases");
+        for case in cases {
+            let rows = ids(&case["sequences"]);
+            assert_eq!(rows.len(), inputs.len(), "{name} {}", case["name"]);
+            for (i, row) in rows.iter().enumerate() {
+                assert_eq!(row[0], start, "{name} {} row {i}", case["name"]);
+                let distinct = distinct_generated(row, start, eos);
+                assert!(
+                    distinct.len() >= MIN_DISTINCT,
+                    "{name} {} row {i}: {} distinct generated tokens {distinct:?} in {row:?}; a reference this \
+                     repetitive cannot tell a decoder that ignores its input or cache from a correct one",
+                    case["name"],
+                    distinct.len()
+                );
+            }
+            assert_ne!(
+                rows[0], rows[1],
+                "{name} {}: both inputs give the same output",
+                case["name"]
+            );
+        }
+    }
+}
+
+/// What to break in a [`LanguageModel`].
+#[derive(Debug, Clone, Copy)]
+enum Break {
+    /// The decoder sees an all-zero encoder output (the input is ignored).
+    ZeroEncoder,
+    /// Each input is decoded against the encoder output of another input of the batch (rows mixed up).
+    SwappedInputs,
+    /// Every step sees zeros for the cached self-attention keys and values of the earlier tokens (the decoder
+    /// forgets what it generated).
+    Forgetful,
+}
+
+/// A language model that decodes as `inner` does, but for one deliberate fault.
+struct Broken<'a> {
+    inner: &'a dyn LanguageModel,
+    fault: Break,
+}
+
+impl LanguageModel for Broken<'_> {
+    fn special_tokens(&self) -> SpecialTokens {
+        self.inner.special_tokens()
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.inner.vocab_size()
+    }
+
+    fn logits(&self, batch: &Batch, hooks: &dyn LayerHooks, mode: Mode<'_>) -> Result<Tensor> {
+        self.inner.logits(batch, hooks, mode)
+    }
+
+    fn start(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+        hooks: &dyn LayerHooks,
+    ) -> Result<DecoderCache> {
+        let mut cache = self.inner.start(input_ids, attention_mask, hooks)?;
+        match self.fault {
+            Break::ZeroEncoder => cache.encoder_hidden = cache.encoder_hidden.zeros_like()?,
+            Break::SwappedInputs => {
+                let reversed: Vec<u32> = (0..cache.batch()? as u32).rev().collect();
+                cache.select_rows(&reversed)?;
+            }
+            Break::Forgetful => {}
+        }
+        Ok(cache)
+    }
+
+    fn step(
+        &self,
+        cache: &mut DecoderCache,
+        ids: &Tensor,
+        hooks: &dyn LayerHooks,
+    ) -> Result<Tensor> {
+        if let Break::Forgetful = self.fault {
+            for layer in &mut cache.layers {
+                if let Some(kv) = &layer.self_attention {
+                    layer.self_attention = Some(KeyValues {
+                        key: kv.key.zeros_like()?,
+                        value: kv.value.zeros_like()?,
+                    });
+                }
+            }
+        }
+        self.inner.step(cache, ids, hooks)
+    }
+}
+
+/// The references' power: a decoder with a deliberate fault must miss at least half of the reference rows of every
+/// model (with one-token references, a zeroed encoder output missed none of BART's).
+#[test]
+fn broken_decoders_miss_the_references() {
+    for fault in [Break::ZeroEncoder, Break::SwappedInputs, Break::Forgetful] {
+        for name in MODELS {
+            let r = reference(name);
+            let backbone = load(name);
+            let broken = Broken {
+                inner: language_model(name, backbone.as_ref()),
+                fault,
+            };
+            let input_ids = tensor(&ids(&r["input_ids"]));
+            let mask = tensor(&ids(&r["attention_mask"]));
+            let (mut missed, mut rows) = (0, 0);
+            for case in r["cases"].as_array().unwrap() {
+                let expected = ids(&case["sequences"]);
+                let ours = generate(&broken, &input_ids, &mask, &NoHooks, &settings(case))
+                    .unwrap_or_else(|e| panic!("{fault:?} {name} {}: {e}", case["name"]));
+                rows += expected.len();
+                missed += ours.iter().zip(&expected).filter(|(o, e)| o != e).count();
+            }
+            eprintln!("{fault:?} {name}: misses {missed} of {rows} reference rows");
+            assert!(
+                2 * missed >= rows,
+                "{fault:?} {name}: misses only {missed} of {rows} reference rows"
+            );
         }
     }
 }

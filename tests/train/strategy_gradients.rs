@@ -1,6 +1,9 @@
 //! Every trainable variable of every built-in strategy, alone and all four combined, receives a non-zero gradient
 //! through real backbones (tiny random BERT, T5 gated-GELU and BART checkpoints): the hook sites are wired and no
-//! operation on the path cuts the graph.
+//! operation on the path cuts the graph. And the gradient is the right one: for every variable its largest element
+//! equals a central finite difference of the probe loss (a non-zero but wrong gradient — a missing scale in a
+//! hand-written backward such as the fused attention's, a transposed product — fails here; to see it fail, scale
+//! any gradient returned by `backbones/src/ops/fused.rs`'s `bwd` by 1.1).
 
 use std::path::{Path, PathBuf};
 
@@ -8,7 +11,7 @@ use candle_core::Device;
 use peftspace_core::backbone::Weights;
 use peftspace_core::model::ModelFolder;
 use peftspace_core::registry::registries;
-use peftspace_core::train::probe::{design_gradients, every_layer};
+use peftspace_core::train::probe::{design_gradients, every_layer, finite_difference_check};
 
 // The built-in strategies and backbones register through `inventory`: name the crates so they are linked.
 use peftspace_backbones as _;
@@ -45,6 +48,16 @@ fn check(model: &str, strategies: &[(&str, usize)]) {
         assert!(
             size > 0.0,
             "{model} {strategies:?}: zero gradient for {name}"
+        );
+    }
+    let checked = finite_difference_check(backbone.as_ref(), &tokenizer, &plan, 11, 1e-2)
+        .unwrap_or_else(|e| panic!("{model} {strategies:?}: {e}"));
+    for (name, analytic, numeric) in checked {
+        // f32 throughout: a step of 1e-2 keeps the rounding of the loss (≈ 1e-7 relative) well below the tolerance.
+        let tolerance = 0.03 * analytic.abs().max(numeric.abs()) + 2e-3;
+        assert!(
+            (analytic - numeric).abs() <= tolerance,
+            "{model} {strategies:?}: {name}: backward {analytic}, finite difference {numeric}"
         );
     }
 }

@@ -24,7 +24,7 @@ mod synthetic;
 
 pub use cost::{
     calibrate, compute_plan, known_glue_size, task_size, Calibration, ComputePlan, SizeSource,
-    StageCost, TaskSize, Work,
+    StageCost, TaskSize, Work, ESTIMATE_RANGE,
 };
 pub use coverage::{
     fixed_size_warnings, grouping_coverage, CandidateCoverage, StageCoverage, COUNT_LIMIT,

@@ -354,6 +354,8 @@ struct FinalRow {
     references: Vec<f64>,
     ok: usize,
     not_ok: usize,
+    /// The method's trials (task × seed, in plan order): a saved final design lives in `final/<trial id>/`.
+    trial_ids: Vec<String>,
 }
 
 fn final_rows(plan: &SearchPlan, store: &ResultStore) -> Result<(Vec<String>, Vec<FinalRow>)> {
@@ -435,6 +437,7 @@ fn final_rows(plan: &SearchPlan, store: &ResultStore) -> Result<(Vec<String>, Ve
             references,
             ok,
             not_ok,
+            trial_ids: method.trials.iter().map(|t| t.id.clone()).collect(),
         });
     }
     let mut names = final_runs.tasks.clone();
@@ -473,7 +476,12 @@ pub fn final_csv(plan: &SearchPlan, store: &ResultStore) -> Result<String> {
     for name in &names {
         header.extend([name.clone(), format!("{name}_std"), format!("{name}_n")]);
     }
-    header.extend(["runs_ok".to_string(), "runs_not_ok".into(), "note".into()]);
+    header.extend([
+        "runs_ok".to_string(),
+        "runs_not_ok".into(),
+        "note".into(),
+        "trial_ids".into(),
+    ]);
     write_row(&mut w, &header)?;
     for row in &rows {
         let mut out = vec![
@@ -499,6 +507,7 @@ pub fn final_csv(plan: &SearchPlan, store: &ResultStore) -> Result<String> {
             } else {
                 format!("did not learn: {}", missed.join(", "))
             },
+            row.trial_ids.join(" "),
         ]);
         write_row(&mut w, &out)?;
     }
@@ -512,7 +521,7 @@ pub fn final_csv(plan: &SearchPlan, store: &ResultStore) -> Result<String> {
         for reference in &first.references {
             out.extend([num(*reference), String::new(), String::new()]);
         }
-        out.extend([String::new(), String::new(), String::new()]);
+        out.extend([String::new(), String::new(), String::new(), String::new()]);
         write_row(&mut w, &out)?;
     }
     finish(w)

@@ -46,8 +46,8 @@ fn close(name: &str, what: &str, got: f64, want: f64, rel: f64) {
 
 // ---- OLS -----------------------------------------------------------------------------------------------------
 // OLS: seed 2024, 72 rows; statsmodels columns ['Intercept', 'C(method)[T.b]', 'C(method)[T.c]', 'C(stage)[T.1]', 'C(stage)[T.2]', 'shares(s_a, s_b)[0]', 'shares(s_a, s_b)[1]', 'count']
-#[rustfmt::skip]
 // OLS(y, X).fit(cov_type='HC3'): (coefficient, HC3 standard error, z, p)
+#[rustfmt::skip]
 const OLS_COLUMNS: &[(f64, f64, f64, f64)] = &[
     (0.5020524325327362, 0.06407850637798666, 7.834958411346645, 4.6899791872076334e-15), // Intercept
     (0.3182415750151657, 0.037560495283110625, 8.472773657973184, 2.396178966726855e-17), // C(method)[T.b]
@@ -59,31 +59,12 @@ const OLS_COLUMNS: &[(f64, f64, f64, f64)] = &[
     (0.05419756151732482, 0.00838973921407696, 6.459981667414396, 1.0471566613430577e-10), // count
 ];
 // anova_lm(ols(formula).fit(), typ=2): (sum_sq, df, F, PR(>F)) per term, then the residual row
+#[rustfmt::skip]
 const OLS_TERMS: &[(f64, f64, f64, f64)] = &[
-    (
-        2.8849003912929696,
-        2.0,
-        107.88046038606088,
-        3.1664571070223886e-21,
-    ), // C(method)
-    (
-        0.6328795373280656,
-        2.0,
-        23.666444797169902,
-        2.0221239422672425e-08,
-    ), // C(stage)
-    (
-        2.524732106895943,
-        2.0,
-        94.41201604930696,
-        8.082986668698845e-20,
-    ), // shares(s_a, s_b)
-    (
-        0.9753360894750679,
-        1.0,
-        72.94512259853289,
-        3.6024594846817105e-12,
-    ), // count
+    (2.8849003912929696, 2.0, 107.88046038606088, 3.1664571070223886e-21), // C(method)
+    (0.6328795373280656, 2.0, 23.666444797169902, 2.0221239422672425e-08), // C(stage)
+    (2.524732106895943, 2.0, 94.41201604930696, 8.082986668698845e-20), // shares(s_a, s_b)
+    (0.9753360894750679, 1.0, 72.94512259853289, 3.6024594846817105e-12), // count
     (0.8557324671308428, 64.0, f64::NAN, f64::NAN), // Residual
 ];
 const OLS_TSS: f64 = 8.557405765425184;
@@ -163,6 +144,7 @@ fn ols_matches_statsmodels_hc3_and_type2() {
 
 // ---- Binomial ------------------------------------------------------------------------------------------------
 // binomtest(k, n, p0, alternative='greater').pvalue: (k, n, p0, p)
+#[rustfmt::skip]
 const BINOMIAL: &[(u64, u64, f64, f64)] = &[
     (0, 10, 0.3, 1.0),
     (3, 10, 0.3, 0.6172172136000003),
@@ -231,6 +213,7 @@ fn differences(c: &Paired) -> Vec<f64> {
         .collect()
 }
 
+/// ties_zeros_16 checks the tie tolerance: without it its p-value would be 0.419189453125.
 #[test]
 fn paired_exact_matches_scipy_permutation_test() {
     for c in PAIRED.iter().filter(|c| c.x.1 <= EXACT_MAX_PAIRS) {

@@ -5,15 +5,15 @@
 //! from `trials.csv` (`tests/stats_reference/check_pvalues.py` does exactly that). The unit tests compare against
 //! numbers SciPy 1.17 produced once (`tests/stats_reference/gen_unit_reference.py`).
 
-mod bootstrap;
 mod binomial;
+mod bootstrap;
 mod holm;
 mod ks;
 mod mann_whitney;
 mod noncentral_t;
 mod ols;
-mod pairwise;
 mod paired;
+mod pairwise;
 mod permutation;
 mod power;
 mod ranks;
@@ -24,22 +24,24 @@ mod welch;
 #[cfg(test)]
 mod decisive_reference_tests;
 #[cfg(test)]
-mod reference_tests;
-#[cfg(test)]
 mod effects_reference_tests;
+#[cfg(test)]
+mod reference_tests;
 
-pub use bootstrap::{bootstrap_mean_ci, bootstrap_mean_difference_ci, ConfidenceInterval};
 pub use binomial::binomial_greater_p;
+pub use bootstrap::{bootstrap_mean_ci, bootstrap_mean_difference_ci, ConfidenceInterval};
 pub use holm::holm_adjust;
 pub use ks::{ks_two_sample, KsMethod, KsResult};
 pub use mann_whitney::{mann_whitney_u, MannWhitneyResult, MwuMethod};
 pub use noncentral_t::{nct_cdf, nct_sf, t_isf};
-pub use ols::{drop_reference, ols_hc3, Coefficient, OlsError, OlsFit, Term, TermEffect, INTERCEPT};
+pub use ols::{
+    drop_reference, ols_hc3, Coefficient, OlsError, OlsFit, Term, TermEffect, INTERCEPT,
+};
 pub use paired::{paired_sign_flip, smallest_paired_p, PairedResult, EXACT_MAX_PAIRS};
 pub use pairwise::{all_pairs_mann_whitney, PairwiseTests};
 pub use permutation::{
-    permutation_mean_difference, smallest_attainable_p, smallest_attainable_p_for, PermutationResult,
-    EXACT_LIMIT, MIN_MONTE_CARLO,
+    permutation_mean_difference, smallest_attainable_p, smallest_attainable_p_for,
+    PermutationResult, EXACT_LIMIT, MIN_MONTE_CARLO,
 };
 pub use power::{designs_needed, mde, two_sample_power, DEFAULT_POWER, MAX_DESIGNS_PER_GROUP};
 pub use ranks::{average_ranks, average_ranks_and_ties};
