@@ -4,45 +4,7 @@
 
 use super::*;
 
-/// (seed, n, scale, shift, round_to): n LCG uniforms scaled and shifted, rounded to 1/round_to when non-zero.
-type SampleArgs = (u64, usize, f64, f64, u32);
-
-/// The generator's LCG, bit for bit.
-fn lcg(seed: u64, n: usize) -> Vec<f64> {
-    let mut state = seed;
-    (0..n)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (state >> 11) as f64 / (1u64 << 53) as f64
-        })
-        .collect()
-}
-
-fn sample((seed, n, scale, shift, round_to): SampleArgs) -> Vec<f64> {
-    lcg(seed, n)
-        .into_iter()
-        .map(|u| {
-            let v = u * scale + shift;
-            if round_to == 0 {
-                v
-            } else {
-                // Python's round() rounds halves to even.
-                (v * round_to as f64).round_ties_even() / round_to as f64
-            }
-        })
-        .collect()
-}
-
-/// |got − want| ≤ rel·|want|, or exact equality when want is 0.
-fn close(name: &str, what: &str, got: f64, want: f64, rel: f64) {
-    let err = (got - want).abs() / want.abs().max(1e-300);
-    assert!(
-        err <= rel || got == want,
-        "{name} {what}: got {got:e}, reference {want:e} (relative error {err:e})"
-    );
-}
+use super::reference_tests::{close, lcg, sample, SampleArgs};
 
 // ---- OLS -----------------------------------------------------------------------------------------------------
 // OLS: seed 2024, 72 rows; statsmodels columns ['Intercept', 'C(method)[T.b]', 'C(method)[T.c]', 'C(stage)[T.1]', 'C(stage)[T.2]', 'shares(s_a, s_b)[0]', 'shares(s_a, s_b)[1]', 'count']

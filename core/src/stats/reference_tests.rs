@@ -6,7 +6,8 @@
 use super::*;
 
 /// (seed, n, scale, shift, round_to): n LCG uniforms scaled and shifted, rounded to 1/round_to when non-zero.
-type SampleArgs = (u64, usize, f64, f64, u32);
+/// Shared with the other reference tests, whose generators use the same LCG.
+pub(super) type SampleArgs = (u64, usize, f64, f64, u32);
 
 struct Case {
     name: &'static str,
@@ -24,15 +25,24 @@ struct Case {
     std_x: f64,
 }
 
-/// The generator's LCG, bit for bit.
-fn sample((seed, n, scale, shift, round_to): SampleArgs) -> Vec<f64> {
+/// The generators' LCG, bit for bit: n uniforms in [0, 1).
+pub(super) fn lcg(seed: u64, n: usize) -> Vec<f64> {
     let mut state = seed;
     (0..n)
         .map(|_| {
             state = state
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
-            let u = (state >> 11) as f64 / (1u64 << 53) as f64;
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        })
+        .collect()
+}
+
+/// [`lcg`] scaled, shifted and rounded as the generators do.
+pub(super) fn sample((seed, n, scale, shift, round_to): SampleArgs) -> Vec<f64> {
+    lcg(seed, n)
+        .into_iter()
+        .map(|u| {
             let v = u * scale + shift;
             if round_to == 0 {
                 v
@@ -44,11 +54,12 @@ fn sample((seed, n, scale, shift, round_to): SampleArgs) -> Vec<f64> {
         .collect()
 }
 
-fn close(name: &str, what: &str, got: f64, want: f64, rel: f64) {
+/// |got − want| ≤ rel·|want|, or exact equality when want is 0.
+pub(super) fn close(name: &str, what: &str, got: f64, want: f64, rel: f64) {
     let err = (got - want).abs() / want.abs().max(1e-300);
     assert!(
-        err <= rel,
-        "{name} {what}: got {got:e}, scipy {want:e} (relative error {err:e})"
+        err <= rel || got == want,
+        "{name} {what}: got {got:e}, reference {want:e} (relative error {err:e})"
     );
 }
 
