@@ -403,7 +403,7 @@ fn sick_relatedness_on_standardised_targets_reaches_055() {
     let mean = scores.iter().sum::<f64>() / scores.len() as f64;
     eprintln!("SICK relatedness per seed {scores:?}, mean {mean:.4}");
     assert!(
-        mean >= 0.72,
+        mean >= 0.55,
         "SICK relatedness mean over seeds 0-2: {mean} ({scores:?})"
     );
 }
