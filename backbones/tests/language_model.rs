@@ -10,9 +10,9 @@ use std::path::Path;
 
 use candle_core::{DType, Device, IndexOp, Tensor};
 use common::{fixture, load_tensors, max_abs_diff};
+use peftspace_core::backbone::lm::{DecoderCache, LanguageModel, SpecialTokens};
 use peftspace_core::backbone::{Backbone, Batch, Dropout, Mode, Weights};
 use peftspace_core::hooks::{LayerHooks, NoHooks, Prefix};
-use peftspace_core::backbone::lm::{DecoderCache, LanguageModel, SpecialTokens};
 use peftspace_core::shapes::{AttentionKind, BackboneInfo, SiteKind};
 use peftspace_core::Result;
 

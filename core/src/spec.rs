@@ -410,7 +410,8 @@ pub struct RaceSpec {
     pub min_samples: usize,
     /// Designs added to every candidate still in the race between two looks. Default: 5.
     pub batch: usize,
-    /// Family-wise error rate of the stage's eliminations, spread evenly over the planned looks. Default: 0.05.
+    /// Family-wise error rate of the stage's eliminations, and of its equivalence stop, each spent over the looks by
+    /// O'Brien–Fleming-type alpha spending (`core::refine::race`). Default: 0.05.
     pub alpha: f64,
 }
 

@@ -4,9 +4,9 @@
 //! cache only decides where keys and values come from.
 
 use candle_core::{DType, Device, Tensor, D};
+use peftspace_core::backbone::lm::KeyValues;
 use peftspace_core::backbone::Mode;
 use peftspace_core::hooks::{LayerHooks, Prefix};
-use peftspace_core::backbone::lm::KeyValues;
 use peftspace_core::shapes::{AttentionKind, SiteKind};
 use peftspace_core::{Error, Result};
 

@@ -8,9 +8,9 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarBuilder;
+use peftspace_core::backbone::lm::{DecoderCache, LanguageModel, LayerCache, SpecialTokens};
 use peftspace_core::backbone::{Backbone, Batch, Encoded, Mode, Weights};
 use peftspace_core::hooks::LayerHooks;
-use peftspace_core::backbone::lm::{DecoderCache, LanguageModel, LayerCache, SpecialTokens};
 use peftspace_core::shapes::{BackboneInfo, Stack};
 use peftspace_core::{Error, Result};
 

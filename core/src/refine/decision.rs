@@ -26,7 +26,7 @@ use crate::store::ResultStore;
 
 use super::outcome::{self, MeanComparison, PairTests, StageOutcome};
 use super::plan::{CandidatePlan, PlannedDesign, StagePlan};
-use super::race::{race, DesignScore, RaceCandidate, RaceEntry, RaceState};
+use super::race::{race, DesignScore, RaceCandidate, RaceEntry, RaceRule, RaceState};
 use crate::trial::{child_seed, TrialOutcome, TrialStatus};
 
 /// Significance level of the stage decisions.
@@ -137,7 +137,10 @@ pub struct RaceSummary {
     /// One candidate left or the last look made; false while a run is under way or was interrupted.
     pub finished: bool,
     pub alpha: f64,
-    pub alpha_per_look: f64,
+    /// Alpha the tested looks of the difference test spent (O'Brien–Fleming-type spending; at most `alpha`).
+    pub alpha_spent: f64,
+    /// The look that found every pair of survivors equivalent and ended the race.
+    pub equivalent_in: Option<usize>,
     /// Trials of the designs the race used.
     pub trials_used: usize,
     /// Trials of `max_samples` designs for every candidate: what the full protocol trains.
@@ -152,10 +155,12 @@ impl RaceSummary {
         } else {
             100.0 * saved as f64 / self.trials_full as f64
         };
-        let progress = if self.finished {
-            String::new()
-        } else {
-            " (race not finished)".to_string()
+        let progress = match (self.finished, self.equivalent_in) {
+            (false, _) => " (race not finished)".to_string(),
+            (true, Some(look)) => {
+                format!(" (stopped in round {look}: the survivors are equivalent)")
+            }
+            (true, None) => String::new(),
         };
         format!(
             "race: {} of {} rounds{progress}, {} trials of the full protocol's {} (saved {saved}, {share:.0} %)",
@@ -206,6 +211,7 @@ pub(crate) fn race_state(
     store: &ResultStore,
     rule: DecisionRule,
     diverged: DivergedRule,
+    margin: f64,
 ) -> Option<RaceState> {
     let plan = stage.race?;
     let entries: Vec<RaceEntry> = stage
@@ -220,7 +226,12 @@ pub(crate) fn race_state(
             exhausted: c.error.is_some(),
         })
         .collect();
-    Some(race(&plan, rule, &entries))
+    let rule = RaceRule {
+        decision: rule,
+        margin,
+        seed: child_seed(stage.candidates.first().map_or(0, |c| c.seed), &["race"]),
+    };
+    Some(race(&plan, &rule, &entries))
 }
 
 impl StageDecision {
@@ -397,7 +408,7 @@ pub fn decide_stage(
             summary: format!("{}: skipped: {reason}", stage.name),
         };
     }
-    let raced = race_state(stage, store, rule, diverged);
+    let raced = race_state(stage, store, rule, diverged, margin);
     let mut candidates: Vec<CandidateStats> = stage
         .candidates
         .iter()
@@ -591,7 +602,15 @@ pub fn decide_stage(
         ));
         winner_row.note = format!("advantage not significant vs {list}");
     }
-    let stage_outcome = outcome::stage_outcome(&populations, winner_row.significant, margin, ALPHA);
+    // A race's equivalence is its own sequential test; outside races the final populations are tested once.
+    let race_equivalent = raced.as_ref().map(|r| r.equivalent_in.is_some());
+    let stage_outcome = outcome::stage_outcome(
+        &populations,
+        winner_row.significant,
+        race_equivalent,
+        margin,
+        ALPHA,
+    );
     summary.push_str(&format!("; {}", stage_outcome.describe()));
     if did_not_learn {
         summary.push_str(&format!(
@@ -660,7 +679,8 @@ fn race_summary(stage: &StagePlan, state: &RaceState) -> RaceSummary {
         looks_planned: state.looks.len(),
         finished: state.finished(),
         alpha: state.plan.alpha,
-        alpha_per_look: state.plan.alpha / state.looks.len() as f64,
+        alpha_spent: state.alpha_spent(),
+        equivalent_in: state.equivalent_in,
         trials_used: designs_used * per_design,
         trials_full: stage.candidates.len() * state.plan.max_samples * per_design,
     }

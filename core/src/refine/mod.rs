@@ -42,11 +42,14 @@ pub use plan::{
     CandidatePlan, FinalMethod, FinalPlan, PlannedDesign, PlannedTrial, SearchPlan, StagePlan,
 };
 pub use populations::{population_span, populations};
-pub use race::{race, DesignScore, NextLook, RaceCandidate, RaceEntry, RacePlan, RaceState};
+pub use race::{
+    race, DesignScore, LookThresholds, NextLook, RaceCandidate, RaceEntry, RacePlan, RaceRule,
+    RaceState,
+};
 pub use replay::{replay_race, replay_table, RaceReplay};
 pub use runner::{manifest, run_experiment, trial_span, RunOutcome};
 pub use search_space::{DesignRecord, SearchSpace};
-pub use synthetic::{SyntheticExecutor, SyntheticSpace};
+pub use synthetic::{standard_normal, SyntheticExecutor, SyntheticScores, SyntheticSpace};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

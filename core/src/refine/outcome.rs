@@ -142,10 +142,12 @@ pub fn better(populations: &[&[f64]], tests: &PairTests, w: usize, i: usize, alp
 
 /// The stage's outcome: `significant` when the winner is significantly better than every other scored candidate
 /// (`winner_significant`, the stage's own rule: all pairs, or a race's eliminations), else `equivalent` when every
-/// pair of scored candidates is inside ±`margin` by TOST at `alpha`, else `undecided`.
+/// pair of scored candidates is inside ±`margin` by TOST at `alpha` (or, for a race, `race_equivalent`: its
+/// sequential equivalence test stopped it), else `undecided`.
 pub fn stage_outcome(
     populations: &[&[f64]],
     winner_significant: bool,
+    race_equivalent: Option<bool>,
     margin: f64,
     alpha: f64,
 ) -> StageOutcome {
@@ -159,10 +161,12 @@ pub fn stage_outcome(
     let pooled_sd = pooled_sd(&scored);
     let smallest = scored.iter().map(|p| p.len()).min().unwrap_or(0);
     let equivalent = pairs > 0
-        && (0..scored.len()).all(|i| {
-            (i + 1..scored.len()).all(|j| {
-                stats::tost_welch(scored[i], scored[j], -margin, margin)
-                    .is_some_and(|t| t.p_value < alpha)
+        && race_equivalent.unwrap_or_else(|| {
+            (0..scored.len()).all(|i| {
+                (i + 1..scored.len()).all(|j| {
+                    stats::tost_welch(scored[i], scored[j], -margin, margin)
+                        .is_some_and(|t| t.p_value < alpha)
+                })
             })
         });
     let outcome = if winner_significant && pairs > 0 {
@@ -241,17 +245,17 @@ mod tests {
         let tests = PairTests::new(&[&a, &b], 1);
         assert!(better(&[&a, &b], &tests, 0, 1, 0.05));
         assert_eq!(
-            stage_outcome(&[&a, &b], true, 0.01, 0.05).outcome,
+            stage_outcome(&[&a, &b], true, None, 0.01, 0.05).outcome,
             Outcome::Significant
         );
 
         let c: Vec<f64> = (0..8).map(|i| 0.801 + 0.001 * i as f64).collect();
-        let close = stage_outcome(&[&a, &c], false, 0.01, 0.05);
+        let close = stage_outcome(&[&a, &c], false, None, 0.01, 0.05);
         assert_eq!(close.outcome, Outcome::Equivalent);
 
         let noisy_a = [0.6, 0.9, 0.7, 0.85];
         let noisy_b = [0.65, 0.8, 0.9, 0.6];
-        let undecided = stage_outcome(&[&noisy_a, &noisy_b], false, 0.01, 0.05);
+        let undecided = stage_outcome(&[&noisy_a, &noisy_b], false, None, 0.01, 0.05);
         assert_eq!(undecided.outcome, Outcome::Undecided);
         assert!(undecided.mde > 0.1, "{undecided:?}");
         assert!(

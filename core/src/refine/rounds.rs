@@ -36,12 +36,13 @@ pub(super) fn run_race(
 ) -> Result<()> {
     let mut asked: Option<NextLook> = None;
     let mut reported = 0;
+    let margin = plan.margin();
     loop {
         let stage_plan = plan
             .stages
             .last_mut()
             .ok_or_else(|| Error::msg("internal: stage plan missing"))?;
-        let state = race_state(stage_plan, store, spec.decision, spec.diverged)
+        let state = race_state(stage_plan, store, spec.decision, spec.diverged, margin)
             .ok_or_else(|| Error::msg("internal: a raced stage has no race"))?;
         for look in reported + 1..=state.looks_done {
             rounds.progress.note(&round_note(stage_plan, &state, look));
@@ -92,6 +93,17 @@ fn round_note(stage: &StagePlan, state: &RaceState, look: usize) -> String {
         .map(|(r, c)| format!("{} (p = {:.2e})", c.name, r.drop_p.unwrap_or(f64::NAN)))
         .collect();
     let n = state.looks.get(look - 1).copied().unwrap_or(0);
+    if state.equivalent_in == Some(look) {
+        let dropped = if dropped.is_empty() {
+            String::new()
+        } else {
+            format!("dropped {}; ", dropped.join(", "))
+        };
+        return format!(
+            "{} round {look} ({n} designs each): {dropped}the rest are equivalent within the margin; the race stops",
+            stage.name
+        );
+    }
     if dropped.is_empty() {
         format!(
             "{} round {look} ({n} designs each): nobody dropped",

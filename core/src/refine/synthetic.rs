@@ -243,17 +243,85 @@ pub struct SyntheticExecutor {
     /// A marker file: the first trial to find it missing creates it and ends the whole process with exit code 3,
     /// as a crashing trial would (to test how schedulers' failed tasks are recorded and retried).
     pub crash_once: Option<std::path::PathBuf>,
+    /// Scores with a known truth (true candidate means and a within-candidate sd), for simulating how stages decide;
+    /// designs it does not match keep the default model.
+    pub scores: Option<SyntheticScores>,
+}
+
+/// Known true means and a within-candidate sd: a design whose text contains one of `means`' patterns (the first
+/// that matches) scores that mean plus normal noise of sd `sd`, drawn from the trial's seed and text. Read from
+/// `PEFTSPACE_SYNTHETIC_MEANS` (`PATTERN:MEAN,…`, e.g. `grouping=spindle:0.72,grouping=uniform:0.70`) and
+/// `PEFTSPACE_SYNTHETIC_SD` (default 0.01).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyntheticScores {
+    pub means: Vec<(String, f64)>,
+    pub sd: f64,
+}
+
+impl SyntheticScores {
+    /// Parses `PATTERN:MEAN,…` and an sd.
+    pub fn parse(means: &str, sd: f64) -> Result<Self> {
+        let mut parsed = Vec::new();
+        for item in means.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (pattern, mean) = item.rsplit_once(':').ok_or_else(|| {
+                Error::msg(format!(
+                    "PEFTSPACE_SYNTHETIC_MEANS: `{item}` is not PATTERN:MEAN (e.g. grouping=spindle:0.72)"
+                ))
+            })?;
+            let mean: f64 = mean.trim().parse().map_err(|_| {
+                Error::msg(format!(
+                    "PEFTSPACE_SYNTHETIC_MEANS: `{mean}` in `{item}` is not a number"
+                ))
+            })?;
+            parsed.push((pattern.trim().to_string(), mean));
+        }
+        if !(sd.is_finite() && sd >= 0.0) {
+            return Err(Error::msg(format!(
+                "PEFTSPACE_SYNTHETIC_SD: {sd} is not a standard deviation (a number ≥ 0, e.g. 0.01)"
+            )));
+        }
+        Ok(SyntheticScores { means: parsed, sd })
+    }
+
+    /// The score of the design `text` under noise key `key`, or `None` when no pattern matches it.
+    pub fn score(&self, text: &str, key: &str) -> Option<f64> {
+        let (_, mean) = self.means.iter().find(|(p, _)| text.contains(p.as_str()))?;
+        Some(mean + self.sd * standard_normal(key))
+    }
+}
+
+/// A standard normal draw fixed by `key` (Box–Muller on two uniforms in (0, 1)).
+pub fn standard_normal(key: &str) -> f64 {
+    let open =
+        |part: &str| ((child_seed(0, &[key, part]) >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+    let (u1, u2) = (open("u1"), open("u2"));
+    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }
 
 impl SyntheticExecutor {
     /// Reads `PEFTSPACE_SYNTHETIC_SLEEP_MS`, `PEFTSPACE_SYNTHETIC_DIVERGE` and `PEFTSPACE_SYNTHETIC_FAIL` (substrings
-    /// of design texts), `PEFTSPACE_SYNTHETIC_LOG` and `PEFTSPACE_SYNTHETIC_CRASH_ONCE` (file paths).
-    pub fn from_env() -> Self {
+    /// of design texts), `PEFTSPACE_SYNTHETIC_LOG` and `PEFTSPACE_SYNTHETIC_CRASH_ONCE` (file paths),
+    /// `PEFTSPACE_SYNTHETIC_MEANS` and `PEFTSPACE_SYNTHETIC_SD` ([`SyntheticScores`]).
+    pub fn from_env() -> Result<Self> {
         let sleep_ms = std::env::var("PEFTSPACE_SYNTHETIC_SLEEP_MS")
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        SyntheticExecutor {
+        let scores = match std::env::var("PEFTSPACE_SYNTHETIC_MEANS") {
+            Ok(means) if !means.trim().is_empty() => {
+                let sd = match std::env::var("PEFTSPACE_SYNTHETIC_SD") {
+                    Ok(v) => v.trim().parse().map_err(|_| {
+                        Error::msg(format!(
+                            "PEFTSPACE_SYNTHETIC_SD: `{v}` is not a number (e.g. 0.01)"
+                        ))
+                    })?,
+                    Err(_) => 0.01,
+                };
+                Some(SyntheticScores::parse(&means, sd)?)
+            }
+            _ => None,
+        };
+        Ok(SyntheticExecutor {
             sleep: Duration::from_millis(sleep_ms),
             diverge_when_contains: std::env::var("PEFTSPACE_SYNTHETIC_DIVERGE")
                 .ok()
@@ -265,7 +333,8 @@ impl SyntheticExecutor {
             device: None,
             crash_once: std::env::var_os("PEFTSPACE_SYNTHETIC_CRASH_ONCE")
                 .map(std::path::PathBuf::from),
-        }
+            scores,
+        })
     }
 }
 
@@ -398,13 +467,19 @@ impl TrialExecutor for SyntheticExecutor {
                 device: self.device.clone(),
             });
         }
-        let primary = (0.7
-            + grouping_bonus
-            + allocation_bonus
-            + tuned_bonus
-            + mix_bonus
-            + baseline_bonus
-            + noise)
+        let known = self
+            .scores
+            .as_ref()
+            .and_then(|s| s.score(text, &format!("{key}|score")));
+        let primary = known
+            .unwrap_or(
+                0.7 + grouping_bonus
+                    + allocation_bonus
+                    + tuned_bonus
+                    + mix_bonus
+                    + baseline_bonus
+                    + noise,
+            )
             .clamp(0.0, 1.0);
         // Round like a dev-set accuracy over 1,000 examples, so ties occur as they do with real scores.
         let primary = (primary * 1000.0).round() / 1000.0;

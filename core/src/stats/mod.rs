@@ -40,8 +40,8 @@ pub use ols::{
 pub use paired::{paired_sign_flip, smallest_paired_p, PairedResult, EXACT_MAX_PAIRS};
 pub use pairwise::{all_pairs_mann_whitney, PairwiseTests};
 pub use permutation::{
-    permutation_mean_difference, smallest_attainable_p, smallest_attainable_p_for,
-    PermutationResult, EXACT_LIMIT, MIN_MONTE_CARLO,
+    permutation_mean_difference, permutation_p_below, smallest_attainable_p,
+    smallest_attainable_p_for, PermutationResult, EXACT_LIMIT, MIN_MONTE_CARLO,
 };
 pub use power::{designs_needed, mde, two_sample_power, DEFAULT_POWER, MAX_DESIGNS_PER_GROUP};
 pub use ranks::{average_ranks, average_ranks_and_ties};

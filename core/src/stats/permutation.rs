@@ -84,6 +84,34 @@ pub fn permutation_mean_difference(
     monte_carlo: usize,
     seed: u64,
 ) -> Option<PermutationResult> {
+    test(x, y, monte_carlo, seed, None)
+}
+
+/// The p-value of [`permutation_mean_difference`] when it is below `threshold`, else `None` (also for empty or
+/// non-finite samples). The same splits in the same order; it stops as soon as both one-sided counts show that
+/// p cannot fall below `threshold` (counts only grow), which under the null is after a few hundred splits. A
+/// race asks only this question, many times.
+pub fn permutation_p_below(
+    x: &[f64],
+    y: &[f64],
+    monte_carlo: usize,
+    seed: u64,
+    threshold: f64,
+) -> Option<f64> {
+    test(x, y, monte_carlo, seed, Some(threshold))
+        .map(|r| r.p_value)
+        .filter(|&p| p < threshold)
+}
+
+/// The test; with `stop_at`, it may end early once p ≥ `stop_at` is certain (the result then has p ≥ `stop_at`
+/// but not its exact value).
+fn test(
+    x: &[f64],
+    y: &[f64],
+    monte_carlo: usize,
+    seed: u64,
+    stop_at: Option<f64>,
+) -> Option<PermutationResult> {
     let (nx, ny) = (x.len(), y.len());
     if nx == 0 || ny == 0 || x.iter().chain(y).any(|v| !v.is_finite()) {
         return None;
@@ -96,12 +124,20 @@ pub fn permutation_mean_difference(
         ny,
     );
     let gamma = (RELATIVE_TOLERANCE * observed).abs();
+    let plan = plan(nx, ny, monte_carlo);
+    // p = 2·min(count + offset)/total, so p ≥ stop_at once both counts reach stop_at·total/2 − offset.
+    let (total, offset) = match plan {
+        Plan::Exact(count) => (count as f64, 0.0),
+        Plan::MonteCarlo(resamples) => (resamples as f64 + 1.0, 1.0),
+    };
+    let enough = stop_at.map_or(f64::INFINITY, |t| t * total / 2.0 - offset);
     let mut counts = Counts::default();
     let mut tally = |s: f64| {
         counts.less += usize::from(s <= observed + gamma);
         counts.greater += usize::from(s >= observed - gamma);
+        (counts.less.min(counts.greater) as f64) < enough
     };
-    let (p_less, p_greater, exact, permutations) = match plan(nx, ny, monte_carlo) {
+    let (p_less, p_greater, exact, permutations) = match plan {
         Plan::Exact(count) => {
             for_each_split(&pooled, nx, &mut tally);
             let n = count as f64;
@@ -193,12 +229,14 @@ fn split_statistic(pooled: &[f64], in_a: &[usize]) -> f64 {
 }
 
 /// Calls `f` with the statistic of every split of `pooled` into `na` and the rest, in lexicographic order of
-/// the first group's positions.
-fn for_each_split(pooled: &[f64], na: usize, f: &mut impl FnMut(f64)) {
+/// the first group's positions, until `f` returns false.
+fn for_each_split(pooled: &[f64], na: usize, f: &mut impl FnMut(f64) -> bool) {
     let n = pooled.len();
     let mut chosen: Vec<usize> = (0..na).collect();
     loop {
-        f(split_statistic(pooled, &chosen));
+        if !f(split_statistic(pooled, &chosen)) {
+            return;
+        }
         // Advance to the next combination: bump the rightmost position that still has room.
         let Some(i) = (0..na).rev().find(|&i| chosen[i] < n - na + i) else {
             return;
@@ -210,8 +248,14 @@ fn for_each_split(pooled: &[f64], na: usize, f: &mut impl FnMut(f64)) {
     }
 }
 
-/// Calls `f` with the statistics of `resamples` uniformly random splits.
-fn random_splits(pooled: &[f64], na: usize, resamples: usize, seed: u64, f: &mut impl FnMut(f64)) {
+/// Calls `f` with the statistics of `resamples` uniformly random splits, until `f` returns false.
+fn random_splits(
+    pooled: &[f64],
+    na: usize,
+    resamples: usize,
+    seed: u64,
+    f: &mut impl FnMut(f64) -> bool,
+) {
     let n = pooled.len();
     let mut rng = SplitMix64(seed);
     let mut order: Vec<usize> = (0..n).collect();
@@ -226,7 +270,9 @@ fn random_splits(pooled: &[f64], na: usize, resamples: usize, seed: u64, f: &mut
         chosen.clear();
         chosen.extend_from_slice(&order[..na]);
         chosen.sort_unstable();
-        f(split_statistic(pooled, &chosen));
+        if !f(split_statistic(pooled, &chosen)) {
+            return;
+        }
     }
 }
 
@@ -312,5 +358,31 @@ mod tests {
         assert!(permutation_mean_difference(&[], &[1.0], 10_000, 1).is_none());
         assert!(permutation_mean_difference(&[f64::NAN, 1.0], &[1.0], 10_000, 1).is_none());
         assert!(permutation_mean_difference(&[f64::INFINITY], &[1.0], 10_000, 1).is_none());
+    }
+
+    #[test]
+    fn the_early_stopping_query_agrees_with_the_full_test() {
+        // Exact (6 vs 7) and Monte Carlo (12 vs 12) sizes, separated and overlapping samples, thresholds around p.
+        let sample = |n: usize, shift: f64, k: u64| -> Vec<f64> {
+            (0..n)
+                .map(|i| shift + ((i as u64 * 7919 + k * 104_729) % 97) as f64 / 97.0)
+                .collect()
+        };
+        for (nx, ny) in [(6, 7), (12, 12)] {
+            for (shift, k) in [(0.0, 1), (0.2, 2), (0.5, 3), (1.0, 4)] {
+                let (x, y) = (sample(nx, shift, k), sample(ny, 0.0, k + 10));
+                let full = permutation_mean_difference(&x, &y, 10_000, 9)
+                    .expect("test")
+                    .p_value;
+                for threshold in [1e-4, 0.01, 0.05, full, full * 1.0001, 0.5] {
+                    let below = permutation_p_below(&x, &y, 10_000, 9, threshold);
+                    assert_eq!(
+                        below,
+                        (full < threshold).then_some(full),
+                        "{nx}/{ny} {shift} {threshold}"
+                    );
+                }
+            }
+        }
     }
 }

@@ -350,7 +350,7 @@ fn make_executor(
         ))),
         _ => Ok(Box::new(SyntheticExecutor {
             device: global.device.clone(),
-            ..SyntheticExecutor::from_env()
+            ..SyntheticExecutor::from_env().map_err(Exit::library)?
         })),
     }
 }
