@@ -110,6 +110,11 @@ pub struct ExperimentSpec {
     // Left out of the serialised form when absent, so manifests written before the option existed stay valid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub equivalence_margin: Option<f64>,
+    /// What a stage that ends `undecided` (or `equivalent`) hands to the next stage; a stage may override it.
+    /// Default: `KeepAll`.
+    // Left out of the serialised form when `KeepAll`, so manifests written before the option existed stay valid.
+    #[serde(default, skip_serializing_if = "OnUndecided::is_keep_all")]
+    pub on_undecided: OnUndecided,
     /// What a design with a diverged trial counts as in a stage's population. Default: `Drop`.
     // Left out of the serialised form when `Drop`, so manifests written before the option existed stay valid.
     #[serde(default, skip_serializing_if = "DivergedRule::is_drop")]
@@ -362,6 +367,28 @@ pub struct StageSpec {
     /// Designs per candidate for this stage. Default: the experiment's `samples`.
     #[serde(default)]
     pub samples: Option<usize>,
+    /// This stage's `on_undecided`. Default: the experiment's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_undecided: Option<OnUndecided>,
+}
+
+/// What a stage hands to the next when it did not find a winner. A `significant` stage always hands on its winner.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OnUndecided {
+    /// The union of the candidates still in the race (a dropped candidate is out, and so is one with no scored
+    /// design): the next stage samples each of them equally often, instead of a constraint chosen by noise.
+    #[default]
+    KeepAll,
+    /// This candidate (e.g. the simpler one), when it is still in the race; otherwise the union, as `KeepAll`.
+    Keep(String),
+    /// The candidate with the best mean, significant or not (what every stage did before stages had outcomes).
+    Best,
+}
+
+impl OnUndecided {
+    pub fn is_keep_all(&self) -> bool {
+        *self == OnUndecided::KeepAll
+    }
 }
 
 /// The design dimension a stage constrains.

@@ -122,6 +122,28 @@ fn validate_reports_line_and_column_with_exit_code_2() {
         e.contains(":6:") && e.contains("equivalence_margin") && e.contains("(0, 1)"),
         "{e}"
     );
+    // `on_undecided: Keep(…)` names a candidate of each stage it applies to, at the experiment or at the stage.
+    let e = validate_error(&BASE.replace(
+        "budget: 0.005,",
+        "budget: 0.005,\n    on_undecided: Keep(\"bottleneck\"),",
+    ));
+    assert!(
+        e.starts_with("error: FILE:6:5: on_undecided: Keep(\"bottleneck\") is not a candidate of stage `S1` (spindle, uniform)"),
+        "{e}"
+    );
+    let e = validate_error(&BASE.replace(
+        "\"uniform\"])",
+        "\"uniform\"], on_undecided: Keep(\"spindel\"))",
+    ));
+    assert!(
+        e.contains("stages[0].on_undecided: Keep(\"spindel\")"),
+        "{e}"
+    );
+    let e = validate_error(&BASE.replace(
+        "budget: 0.005,",
+        "budget: 0.005,\n    on_undecided: KeepSome,",
+    ));
+    assert!(e.contains(":6:") && e.contains("KeepSome"), "{e}");
 }
 
 #[test]

@@ -11,6 +11,7 @@ mod refine_support;
 
 mod refine_cli;
 mod refine_final;
+mod refine_narrowing;
 mod refine_prune;
 mod refine_race;
 mod refine_runner;

@@ -206,6 +206,23 @@ pub(super) fn check(
                 "needs at least one candidate".into(),
             );
         }
+        // A `Keep` names a candidate of the stage it applies to: its own, or the experiment's when it has none.
+        let (keep_path, policy) = match &stage.on_undecided {
+            Some(policy) => (format!("{path}.on_undecided"), policy),
+            None => ("on_undecided".to_string(), &s.on_undecided),
+        };
+        if let crate::spec::OnUndecided::Keep(name) = policy {
+            if !stage.candidates.contains(name) {
+                return err(
+                    &keep_path,
+                    format!(
+                        "Keep(\"{name}\") is not a candidate of stage `{}` ({}); name one of them, or set                          `on_undecided` on the stage",
+                        stage.name,
+                        stage.candidates.join(", ")
+                    ),
+                );
+            }
+        }
         if let Dimension::Strategies(g) = stage.dimension {
             if g >= s.groups {
                 return err(

@@ -12,6 +12,7 @@ mod coverage;
 mod decision;
 mod experiment_space;
 mod final_runs;
+mod narrowing;
 mod outcome;
 mod plan;
 mod populations;
@@ -48,7 +49,7 @@ pub use race::{
 };
 pub use replay::{replay_race, replay_table, RaceReplay};
 pub use runner::{manifest, run_experiment, trial_span, RunOutcome};
-pub use search_space::{DesignRecord, SearchSpace};
+pub use search_space::{DesignRecord, SearchSpace, UnionSpace};
 pub use synthetic::{standard_normal, SyntheticExecutor, SyntheticScores, SyntheticSpace};
 
 use std::sync::atomic::{AtomicBool, Ordering};

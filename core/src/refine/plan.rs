@@ -36,6 +36,10 @@ pub struct SearchPlan {
     /// [`super::DEFAULT_EQUIVALENCE_MARGIN`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub equivalence_margin: Option<f64>,
+    /// The experiment's `on_undecided` (`KeepAll`, `Keep("…")`, `Best`); absent in plans written before the
+    /// option existed, whose runs resume with `Best`, the rule their later stages were sampled under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_undecided: Option<String>,
 }
 
 impl SearchPlan {

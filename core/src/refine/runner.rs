@@ -5,7 +5,7 @@ use std::sync::atomic::AtomicBool;
 
 use serde_json::Value;
 
-use crate::spec::{Dimension, ExperimentSpec, TaskSpec, TrainingSpec};
+use crate::spec::{Dimension, ExperimentSpec, OnUndecided, TaskSpec, TrainingSpec};
 use crate::store::{self, ResultStore};
 use crate::{Error, Result};
 
@@ -123,6 +123,8 @@ pub(super) struct StageToRun {
     pub(super) samples: usize,
     /// The experiment's root seed.
     root_seed: u64,
+    /// What the stage hands on when it is not significant.
+    on_undecided: OnUndecided,
 }
 
 impl StageToRun {
@@ -158,6 +160,8 @@ pub fn run_experiment(
         fingerprints: BTreeMap::new(),
         executor,
     };
+    // A run planned before `on_undecided` existed keeps the rule its later stages were sampled under.
+    let legacy_narrowing = super::narrowing::plan_predates_on_undecided(store.dir());
     let mut plan = SearchPlan {
         experiment: spec.name.clone(),
         root_seed: spec.seed,
@@ -169,6 +173,7 @@ pub fn run_experiment(
         final_runs: None,
         pruning: spec.training.prune.map(|p| p.describe()),
         equivalence_margin: spec.equivalence_margin,
+        on_undecided: (!legacy_narrowing).then(|| format!("{:?}", spec.on_undecided)),
     };
     let stages: Vec<StageToRun> = if spec.stages.is_empty() {
         vec![StageToRun {
@@ -177,6 +182,7 @@ pub fn run_experiment(
             candidates: vec!["any".into()],
             samples: spec.samples,
             root_seed: spec.seed,
+            on_undecided: OnUndecided::Best,
         }]
     } else {
         spec.stages
@@ -187,6 +193,13 @@ pub fn run_experiment(
                 candidates: s.candidates.clone(),
                 samples: s.samples.unwrap_or(spec.samples),
                 root_seed: spec.seed,
+                on_undecided: if legacy_narrowing {
+                    OnUndecided::Best
+                } else {
+                    s.on_undecided
+                        .clone()
+                        .unwrap_or_else(|| spec.on_undecided.clone())
+                },
             })
             .collect()
     };
@@ -279,17 +292,19 @@ pub fn run_experiment(
             plan.margin(),
         );
         progress.stage_decided(&decision);
-        let winner = decision.winner_name().map(str::to_string);
-        decisions.push(decision);
-        let Some(winner) = winner else {
+        if decision.winner.is_none() {
             return Err(Error::msg(format!(
                 "stage {} cannot decide: no candidate has a design whose trials all succeeded (see stages.csv)",
                 stage.name
             )));
-        };
-        if let Some(dimension) = stage.dimension {
-            narrowed = Some(current.constrain(dimension, &winner)?);
         }
+        if let Some(dimension) = stage.dimension {
+            let (space, note) =
+                super::narrowing::narrow(current, dimension, &decision, &stage.on_undecided)?;
+            progress.note(&note);
+            narrowed = Some(space);
+        }
+        decisions.push(decision);
     }
     if let Some(final_spec) = &spec.final_runs {
         let current = narrowed.as_deref().unwrap_or(space);

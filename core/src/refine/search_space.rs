@@ -59,3 +59,77 @@ pub struct DesignRecord {
     #[serde(default)]
     pub rejected: u64,
 }
+
+/// The union of spaces, each a previous stage's candidate: what an undecided stage hands on
+/// ([`crate::spec::OnUndecided::KeepAll`]). A design is drawn from one member picked by the seed, each member
+/// equally often, so every candidate still in the race stays as represented as it was in the stage.
+pub struct UnionSpace {
+    /// (candidate, the space constrained to it), in the stage's candidate order.
+    members: Vec<(String, Box<dyn SearchSpace>)>,
+}
+
+impl UnionSpace {
+    /// The union of `members`; one member is that member's space itself.
+    pub fn of(mut members: Vec<(String, Box<dyn SearchSpace>)>) -> Result<Box<dyn SearchSpace>> {
+        match members.len() {
+            0 => Err(crate::Error::msg(
+                "internal: a union of no candidates has no design",
+            )),
+            1 => Ok(members.remove(0).1),
+            _ => Ok(Box::new(UnionSpace { members })),
+        }
+    }
+}
+
+impl SearchSpace for UnionSpace {
+    /// Each member constrained; members where the stage does not apply (a strategy stage for a group the member
+    /// leaves untuned) or the candidate is impossible leave the union. An error only when it is impossible in all.
+    fn constrain(&self, dimension: Dimension, candidate: &str) -> Result<Box<dyn SearchSpace>> {
+        let mut kept = Vec::new();
+        let mut first_error = None;
+        for (name, space) in &self.members {
+            if let Some(reason) = space.inapplicable(dimension) {
+                first_error.get_or_insert(crate::Error::msg(reason));
+                continue;
+            }
+            match space.constrain(dimension, candidate) {
+                Ok(narrowed) => kept.push((name.clone(), narrowed)),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match (kept.is_empty(), first_error) {
+            (true, Some(e)) => Err(e),
+            _ => UnionSpace::of(kept),
+        }
+    }
+
+    fn sample(&self, seed: u64) -> Result<DesignRecord> {
+        let pick = crate::trial::child_seed(seed, &["union member"]) % self.members.len() as u64;
+        self.members[pick as usize].1.sample(seed)
+    }
+
+    fn baseline(&self, name: &str) -> Result<DesignRecord> {
+        self.members[0].1.baseline(name)
+    }
+
+    fn describe(&self) -> String {
+        let parts: Vec<String> = self
+            .members
+            .iter()
+            .map(|(name, space)| format!("[{name}: {}]", space.describe()))
+            .collect();
+        format!("any of {}", parts.join(" | "))
+    }
+
+    /// Inapplicable only when it is in every member (elsewhere [`Self::constrain`] leaves those members out).
+    fn inapplicable(&self, dimension: Dimension) -> Option<String> {
+        let reasons: Vec<String> = self
+            .members
+            .iter()
+            .map(|(_, space)| space.inapplicable(dimension))
+            .collect::<Option<Vec<_>>>()?;
+        reasons.into_iter().next()
+    }
+}
