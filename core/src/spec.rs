@@ -489,7 +489,8 @@ pub struct FinalRunsSpec {
     #[serde(default = "defaults::one")]
     pub top: usize,
     /// Training seeds of the final runs, none of them one of the search's `seeds` (the designs were chosen with
-    /// those). Default: the three seeds after the largest search seed (`[2, 3, 4]` for `seeds: [1]`).
+    /// those). Default: the eight seeds after the largest search seed (`[2, …, 9]` for `seeds: [1]`), so the final
+    /// comparison can be a test (`core::report::final_comparison`).
     #[serde(default)]
     pub seeds: Option<Vec<u64>>,
     /// Epochs of the final runs. Default: the training epochs.
@@ -510,14 +511,21 @@ pub struct FinalRunsSpec {
     pub save: bool,
 }
 
+/// Final seeds when the experiment names none: eight, so that the paired comparison of the discovered design with
+/// a baseline (2/2ⁿ is the smallest two-sided p over n pairs) can reach 0.05 even on one task after Holm.
+pub const DEFAULT_FINAL_SEEDS: usize = 8;
+
 impl FinalRunsSpec {
-    /// The final runs' training seeds: the ones given, or the three after the largest of `search_seeds`.
+    /// The final runs' training seeds: the ones given, or the [`DEFAULT_FINAL_SEEDS`] after the largest of
+    /// `search_seeds`.
     pub fn seeds_after(&self, search_seeds: &[u64]) -> Vec<u64> {
         match &self.seeds {
             Some(seeds) => seeds.clone(),
             None => {
                 let last = search_seeds.iter().copied().max().unwrap_or(0);
-                (1..=3).map(|i| last.saturating_add(i)).collect()
+                (1..=DEFAULT_FINAL_SEEDS as u64)
+                    .map(|i| last.saturating_add(i))
+                    .collect()
             }
         }
     }
@@ -626,11 +634,14 @@ mod tests {
     }
 
     #[test]
-    fn final_seeds_default_to_three_after_the_search_seeds() {
+    fn final_seeds_default_to_eight_after_the_search_seeds() {
         let text = r#"(top: 1)"#;
         let final_runs: FinalRunsSpec = ron::from_str(text).expect("parses");
-        assert_eq!(final_runs.seeds_after(&[1]), vec![2, 3, 4]);
-        assert_eq!(final_runs.seeds_after(&[5, 2]), vec![6, 7, 8]);
+        assert_eq!(final_runs.seeds_after(&[1]), (2..=9).collect::<Vec<u64>>());
+        assert_eq!(
+            final_runs.seeds_after(&[5, 2]),
+            (6..=13).collect::<Vec<u64>>()
+        );
         let given: FinalRunsSpec = ron::from_str("(seeds: Some([9]))").expect("parses");
         assert_eq!(given.seeds_after(&[1]), vec![9]);
     }

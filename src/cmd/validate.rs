@@ -131,6 +131,9 @@ pub fn run(args: Args, global: &Global) -> Result<(), Exit> {
     for warning in refine::fixed_size_warnings(&exp, &registries()?).map_err(Exit::usage)? {
         println!("  warning: {warning}");
     }
+    if let Some(warning) = peftspace_core::report::final_comparison::too_few_pairs(s) {
+        println!("  warning: {warning}");
+    }
     Ok(())
 }
 

@@ -158,6 +158,83 @@ fn search_trials_score_on_the_validation_split_and_final_runs_on_dev_with_fresh_
         .any(|r| r["method"] == "design1" && r["design"] == PUBLISHED));
 }
 
+/// final.csv compares best1 with every other method, paired by (seed, task): the mean difference recomputed from
+/// trials.csv, the sign-flip p (exact over 2⁶ sign patterns) Holm-adjusted over the three methods; with six pairs
+/// and three comparisons no p can reach 0.05, and the final table says the comparison is descriptive.
+#[test]
+fn the_final_comparison_is_paired_by_seed_and_task_and_says_when_it_is_only_descriptive() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = spec_with_design_baseline();
+    let executor = Recording {
+        inner: SyntheticExecutor::default(),
+        seen: Mutex::new(Vec::new()),
+    };
+    run(dir.path(), &spec, &executor).expect("run");
+    report::write_reports(dir.path()).expect("reports");
+    let trials = refine_support::read_csv(&dir.path().join("trials.csv"));
+    let final_csv = refine_support::read_csv(&dir.path().join("final.csv"));
+    let plan = report::read_plan(dir.path()).expect("plan");
+    let final_plan = plan.final_runs.as_ref().expect("final runs");
+    let score = |method: &str, task: &str, seed: u64| -> Option<f64> {
+        let m = final_plan
+            .methods
+            .iter()
+            .find(|m| m.name == method)
+            .expect("method");
+        let id = &m
+            .trials
+            .iter()
+            .find(|t| t.task == task && t.seed == seed)
+            .expect("trial")
+            .id;
+        // A diverged run has no score, and its (seed, task) pair drops out of that comparison.
+        trials.iter().find(|r| &r["trial_id"] == id).expect("row")["primary"]
+            .parse()
+            .ok()
+    };
+    let best_row = final_csv
+        .iter()
+        .find(|r| r["method"] == "best1")
+        .expect("best1");
+    assert_eq!(best_row["diff"], "");
+    for method in ["lora", "full", "design1"] {
+        let mut d = Vec::new();
+        for &seed in &final_plan.seeds {
+            for task in &final_plan.tasks {
+                if let (Some(a), Some(b)) = (score("best1", task, seed), score(method, task, seed))
+                {
+                    d.push(a - b);
+                }
+            }
+        }
+        let row = final_csv
+            .iter()
+            .find(|r| r["method"] == method)
+            .expect("row");
+        let diff: f64 = row["diff"].parse().expect("diff");
+        let mean = d.iter().sum::<f64>() / d.len() as f64;
+        assert!((diff - mean).abs() < 1e-9, "{method}: {diff} vs {mean}");
+        let p: f64 = row["p"].parse().expect("p");
+        // Exact over 2ⁿ sign patterns (n ≤ 6); Holm over 3 comparisons multiplies the smallest by 3.
+        assert!(p >= 3.0 * 2.0 / 64.0 - 1e-12 && p <= 1.0, "{method}: p {p}");
+        assert!(d.len() >= 4, "{method}: {} pairs", d.len());
+        let (low, high): (f64, f64) = (
+            row["diff_ci_low"].parse().expect("low"),
+            row["diff_ci_high"].parse().expect("high"),
+        );
+        assert!(
+            low <= diff && diff <= high,
+            "{method}: [{low}, {high}] around {diff}"
+        );
+    }
+    let table =
+        report::final_table(&plan, &ResultStore::read(dir.path()).expect("store")).expect("table");
+    assert!(
+        table.contains("vs lora") && table.contains("descriptive only: with "),
+        "{table}"
+    );
+}
+
 #[test]
 fn the_validation_fraction_is_part_of_every_search_trial_id() {
     let spec = spec_with_design_baseline();
@@ -240,7 +317,7 @@ fn final_run_settings_are_refused_at_their_place_in_the_file() {
             && err.contains("final_runs.seeds[1]: seed 2 is also a search seed"),
         "{err}"
     );
-    assert!(err.contains("e.g. [3, 4, 5]"), "{err}");
+    assert!(err.contains("e.g. [3, 4, 5, 6, 7, 8, 9, 10]"), "{err}");
     let err = validation_error(&tiny(
         r#"baselines: ["lora", "g=1,1 a=0.5,0.5 t=11 s=L|Q"]"#,
     ));

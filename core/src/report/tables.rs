@@ -463,7 +463,8 @@ fn not_learned(row: &FinalRow, names: &[String]) -> Vec<String> {
 /// seeds (a fraction, as in every CSV), its standard deviation (ddof = 1) and the number of seeds; the average is
 /// taken over tasks within each seed first. Trainable % is relative to the backbone's parameters. A last row,
 /// `reference`, holds the tasks' reference scores (majority class or mean predictor); `note` names the tasks on
-/// which a method did not beat them.
+/// which a method did not beat them. `diff`, `diff_ci_low`, `diff_ci_high` and `p` compare `best1` with the row's
+/// method, paired by (seed, task) (`super::final_comparison`; p Holm-adjusted over the methods compared).
 pub fn final_csv(plan: &SearchPlan, store: &ResultStore) -> Result<String> {
     let (names, rows) = final_rows(plan, store)?;
     let mut w = csv::Writer::from_writer(Vec::new());
@@ -477,12 +478,17 @@ pub fn final_csv(plan: &SearchPlan, store: &ResultStore) -> Result<String> {
         header.extend([name.clone(), format!("{name}_std"), format!("{name}_n")]);
     }
     header.extend([
-        "runs_ok".to_string(),
+        "diff".to_string(),
+        "diff_ci_low".into(),
+        "diff_ci_high".into(),
+        "p".into(),
+        "runs_ok".into(),
         "runs_not_ok".into(),
         "note".into(),
         "trial_ids".into(),
     ]);
     write_row(&mut w, &header)?;
+    let comparisons = super::final_comparison::compare_final(plan, store);
     for row in &rows {
         let mut out = vec![
             row.method.clone(),
@@ -497,6 +503,17 @@ pub fn final_csv(plan: &SearchPlan, store: &ResultStore) -> Result<String> {
                 if s.n < 2 { String::new() } else { num(s.std) },
                 s.n.to_string(),
             ]);
+        }
+        // best1 − this method over (seed, task) pairs; empty on best1's own row.
+        match comparisons.iter().find(|c| c.method == row.method) {
+            Some(c) => out.extend([c.diff, c.ci_low, c.ci_high, c.p].map(|v| {
+                if v.is_finite() {
+                    num(v)
+                } else {
+                    String::new()
+                }
+            })),
+            None => out.extend([String::new(), String::new(), String::new(), String::new()]),
         }
         let missed = not_learned(row, &names);
         out.extend([
@@ -521,7 +538,7 @@ pub fn final_csv(plan: &SearchPlan, store: &ResultStore) -> Result<String> {
         for reference in &first.references {
             out.extend([num(*reference), String::new(), String::new()]);
         }
-        out.extend([String::new(), String::new(), String::new(), String::new()]);
+        out.extend(std::iter::repeat_n(String::new(), 8));
         write_row(&mut w, &out)?;
     }
     finish(w)
@@ -562,6 +579,9 @@ pub fn final_table(plan: &SearchPlan, store: &ResultStore) -> Result<String> {
         }
         out.push('\n');
     }
+    out.push_str(&super::final_comparison::describe(
+        &super::final_comparison::compare_final(plan, store),
+    ));
     Ok(out)
 }
 
