@@ -14,6 +14,11 @@ pub struct Args {
     /// stage, whether racing reaches the same decision and with how many trials. Trains nothing, writes nothing.
     #[arg(long, value_name = "MIN,BATCH[,ALPHA]")]
     pub replay_race: Option<String>,
+    /// Print the effects of the design features across all search trials instead: an OLS of the design score and
+    /// of each task's score on grouping shape, allocation shares, tuned groups and strategy shares, with stage
+    /// fixed effects and HC3 standard errors (exploratory). Writes nothing.
+    #[arg(long, conflicts_with = "replay_race")]
+    pub effects: bool,
 }
 
 /// `MIN,BATCH[,ALPHA]` as a race; alpha defaults as in experiment files.
@@ -54,6 +59,15 @@ pub fn run(args: Args, _global: &Global) -> Result<(), Exit> {
         let race = parse_race(text).map_err(Exit::usage)?;
         let table = peftspace_core::report::race_replay(&args.dir, &race).map_err(Exit::library)?;
         print!("{table}");
+        return Ok(());
+    }
+    if args.effects {
+        let plan = peftspace_core::report::read_plan(&args.dir).map_err(Exit::library)?;
+        let store = peftspace_core::store::ResultStore::read(&args.dir).map_err(Exit::library)?;
+        print!(
+            "{}",
+            peftspace_core::report::effects::effects(&plan, &store).describe()
+        );
         return Ok(());
     }
     // While a run holds the directory this is refused (exit 2): the run rewrites the reports when it ends.

@@ -95,6 +95,78 @@ fn run_then_report_regenerates_identical_outputs() {
     refine_support::check_stages_against_trials(&out);
 }
 
+/// `report --effects` on a synthetic run recovers the synthetic model's known effects: spindle grouping scores 0.01
+/// above uniform and bottleneck 0.02 below it, each tuned group adds 0.008 (uniform noise of sd 0.017 on top).
+#[test]
+fn report_effects_recovers_the_synthetic_models_known_effects() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let exp = work.path().join("exp.ron");
+    std::fs::write(&exp, refine_support::experiment_ron(10)).expect("write");
+    let out = work.path().join("results");
+    let run = peftspace()
+        .arg("run")
+        .arg(&exp)
+        .arg("--out")
+        .arg(&out)
+        .arg("--quiet")
+        .output()
+        .expect("run");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report = peftspace()
+        .arg("report")
+        .arg(&out)
+        .arg("--effects")
+        .output()
+        .expect("report");
+    let text = String::from_utf8_lossy(&report.stdout);
+    assert!(
+        report.status.success(),
+        "{}",
+        String::from_utf8_lossy(&report.stderr)
+    );
+    assert!(
+        text.contains("EXPLORATORY") && text.contains("stage: fixed effects"),
+        "{text}"
+    );
+    // The design-score fit's coefficient table: after its `coefficient` header, up to the next blank line.
+    let design_fit = text
+        .split("design score:")
+        .nth(1)
+        .expect("design score fit");
+    let design_fit = design_fit.split("\n\n").next().expect("fit");
+    let first_fit = design_fit
+        .split("coefficient")
+        .nth(1)
+        .expect("coefficients");
+    let estimate = |column: &str| -> (f64, f64) {
+        let line = first_fit
+            .lines()
+            .find(|l| l.trim_start().starts_with(column))
+            .unwrap_or_else(|| panic!("no {column} in {first_fit}"));
+        let fields: Vec<f64> = line
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        (fields[0], fields[1])
+    };
+    for (column, truth) in [
+        ("grouping[spindle]", 0.01),
+        ("grouping[bottleneck]", -0.02),
+        ("tuned_groups", 0.008),
+    ] {
+        let (est, se) = estimate(column);
+        assert!(
+            (est - truth).abs() < 4.0 * se.max(1e-4),
+            "{column}: {est} ± {se}, truth {truth}\n{text}"
+        );
+    }
+}
+
 #[test]
 fn bad_experiment_file_is_a_usage_error_with_location() {
     let work = tempfile::tempdir().expect("tempdir");

@@ -4,6 +4,7 @@
 //! Every file is written through a temporary file and a rename, so a kill never leaves a torn CSV row.
 
 mod edf_plot;
+pub mod effects;
 pub mod final_comparison;
 mod tables;
 
