@@ -98,12 +98,15 @@ pub fn describe(comparisons: &[FinalComparison]) -> String {
         comparisons.len()
     );
     for c in comparisons {
+        let ci = if c.ci_low.is_finite() && c.ci_high.is_finite() {
+            format!("[{:+.2}, {:+.2}]", 100.0 * c.ci_low, 100.0 * c.ci_high)
+        } else {
+            "[-]".to_string()
+        };
         out.push_str(&format!(
-            "  vs {:<10} {:+.2} [{:+.2}, {:+.2}] over {} pairs, p = {}\n",
+            "  vs {:<10} {:+.2} {ci} over {} pairs, p = {}\n",
             c.method,
             100.0 * c.diff,
-            100.0 * c.ci_low,
-            100.0 * c.ci_high,
             c.pairs,
             if c.p.is_nan() {
                 "-".to_string()
