@@ -24,7 +24,7 @@ use crate::spec::{DecisionRule, DivergedRule};
 use crate::stats::{self, ConfidenceInterval};
 use crate::store::ResultStore;
 
-use super::outcome::{self, MeanComparison, PairTests, StageOutcome};
+use super::outcome::{self, MeanComparison, StageOutcome};
 use super::plan::{CandidatePlan, PlannedDesign, StagePlan};
 use super::race::{race, DesignScore, RaceCandidate, RaceEntry, RaceRule, RaceState};
 use crate::trial::{child_seed, TrialOutcome, TrialStatus};
@@ -483,7 +483,7 @@ pub fn decide_stage(
     let populations: Vec<&[f64]> = owned.iter().map(Vec::as_slice).collect();
     let pairs = stats::all_pairs_mann_whitney(&populations);
     // The primary test: differences in means (the winner is chosen by mean), all pairs, Holm.
-    let mean_tests = PairTests::new(&populations, child_seed(winner_seed, &["means"]));
+    let mean_tests = outcome::permutation_pairs(&populations, child_seed(winner_seed, &["means"]));
     let better: Vec<bool> = others
         .iter()
         .map(|&i| outcome::better(&populations, &mean_tests, w, i, ALPHA))
@@ -591,14 +591,14 @@ pub fn decide_stage(
         summary.push_str(&format!(
             "; better than every other candidate (permutation test of the difference in means, Holm over all {} \
              pairs, p < {ALPHA})",
-            mean_tests.count()
+            mean_tests.pairs()
         ));
     } else {
         let list = not_significant.join(", ");
         summary.push_str(&format!(
             "; NOT significant against {list} (permutation test of the difference in means, Holm over all {} \
              pairs, p ≥ {ALPHA} or the other's mean is higher)",
-            mean_tests.count()
+            mean_tests.pairs()
         ));
         winner_row.note = format!("advantage not significant vs {list}");
     }

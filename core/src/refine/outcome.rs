@@ -69,62 +69,27 @@ pub struct MeanComparison {
     pub p_equivalence: f64,
 }
 
-/// Permutation tests of every pair of populations, Holm-adjusted over the pairs that have two non-empty samples.
-pub struct PairTests {
-    /// (i, j, raw p, adjusted p) with i < j.
-    pairs: Vec<(usize, usize, f64, f64)>,
-}
-
-impl PairTests {
-    pub fn new(populations: &[&[f64]], seed: u64) -> PairTests {
-        let mut pairs = Vec::new();
-        for i in 0..populations.len() {
-            for j in i + 1..populations.len() {
-                let pair_seed = crate::trial::child_seed(
-                    seed,
-                    &["permutation", &i.to_string(), &j.to_string()],
-                );
-                if let Some(r) = stats::permutation_mean_difference(
-                    populations[i],
-                    populations[j],
-                    PERMUTATIONS,
-                    pair_seed,
-                ) {
-                    pairs.push((i, j, r.p_value, f64::NAN));
-                }
-            }
-        }
-        let adjusted = stats::holm_adjust(&pairs.iter().map(|p| p.2).collect::<Vec<_>>());
-        for (pair, p) in pairs.iter_mut().zip(adjusted) {
-            pair.3 = p;
-        }
-        PairTests { pairs }
-    }
-
-    /// Pairs tested.
-    pub fn count(&self) -> usize {
-        self.pairs.len()
-    }
-
-    /// (raw, adjusted) p of the pair `a`, `b` in either order; NaN when not tested.
-    pub fn p(&self, a: usize, b: usize) -> (f64, f64) {
-        let (i, j) = (a.min(b), a.max(b));
-        self.pairs
-            .iter()
-            .find(|p| p.0 == i && p.1 == j)
-            .map_or((f64::NAN, f64::NAN), |p| (p.2, p.3))
-    }
+/// Permutation tests of the difference in means of every pair of populations with two non-empty samples,
+/// Holm-adjusted over those pairs; each pair's Monte Carlo splits (when it cannot be exact) are seeded from `seed`
+/// and the pair.
+pub fn permutation_pairs(populations: &[&[f64]], seed: u64) -> stats::AllPairs {
+    stats::AllPairs::new(populations.len(), |i, j| {
+        let pair_seed =
+            crate::trial::child_seed(seed, &["permutation", &i.to_string(), &j.to_string()]);
+        stats::permutation_mean_difference(populations[i], populations[j], PERMUTATIONS, pair_seed)
+            .map(|r| r.p_value)
+    })
 }
 
 /// The winner `w` against candidate `i`.
 pub fn compare(
     populations: &[&[f64]],
-    tests: &PairTests,
+    tests: &stats::AllPairs,
     w: usize,
     i: usize,
     margin: f64,
 ) -> MeanComparison {
-    let (p_raw, p) = tests.p(w, i);
+    let (p_raw, p) = (tests.p_raw(w, i), tests.p_holm(w, i));
     MeanComparison {
         mean_diff: stats::mean(populations[w]) - stats::mean(populations[i]),
         p_raw,
@@ -135,8 +100,14 @@ pub fn compare(
 }
 
 /// Whether the winner `w` is significantly better than `i` on the primary test at `alpha`.
-pub fn better(populations: &[&[f64]], tests: &PairTests, w: usize, i: usize, alpha: f64) -> bool {
-    let (_, p) = tests.p(w, i);
+pub fn better(
+    populations: &[&[f64]],
+    tests: &stats::AllPairs,
+    w: usize,
+    i: usize,
+    alpha: f64,
+) -> bool {
+    let p = tests.p_holm(w, i);
     p < alpha && stats::mean(populations[w]) > stats::mean(populations[i])
 }
 
@@ -242,7 +213,7 @@ mod tests {
     fn far_apart_populations_are_significant_close_ones_equivalent_noisy_ones_undecided() {
         let a: Vec<f64> = (0..8).map(|i| 0.80 + 0.001 * i as f64).collect();
         let b: Vec<f64> = (0..8).map(|i| 0.70 + 0.001 * i as f64).collect();
-        let tests = PairTests::new(&[&a, &b], 1);
+        let tests = permutation_pairs(&[&a, &b], 1);
         assert!(better(&[&a, &b], &tests, 0, 1, 0.05));
         assert_eq!(
             stage_outcome(&[&a, &b], true, None, 0.01, 0.05).outcome,
@@ -293,7 +264,7 @@ mod tests {
                 let w = (0..m)
                     .max_by(|&a, &b| stats::mean(slices[a]).total_cmp(&stats::mean(slices[b])))
                     .unwrap_or(0);
-                let tests = PairTests::new(&slices, stage as u64);
+                let tests = permutation_pairs(&slices, stage as u64);
                 let all = (0..m)
                     .filter(|&i| i != w)
                     .all(|i| better(&slices, &tests, w, i, 0.05));

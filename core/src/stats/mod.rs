@@ -38,7 +38,7 @@ pub use ols::{
     drop_reference, ols_hc3, Coefficient, OlsError, OlsFit, Term, TermEffect, INTERCEPT,
 };
 pub use paired::{paired_sign_flip, smallest_paired_p, PairedResult, EXACT_MAX_PAIRS};
-pub use pairwise::{all_pairs_mann_whitney, PairwiseTests};
+pub use pairwise::{all_pairs_mann_whitney, AllPairs, PairwiseTests};
 pub use permutation::{
     permutation_mean_difference, permutation_p_below, smallest_attainable_p,
     smallest_attainable_p_for, PermutationResult, EXACT_LIMIT, MIN_MONTE_CARLO,

@@ -12,16 +12,77 @@
 
 use super::{holm_adjust, mann_whitney_u};
 
-/// The Mann–Whitney tests of every pair of non-empty populations, Holm-adjusted over all those pairs.
+/// Any two-sided test run on every pair of populations, Holm-adjusted over the pairs it could test.
 #[derive(Debug, Clone, PartialEq)]
-pub struct PairwiseTests {
+pub struct AllPairs {
     m: usize,
-    /// Pairs tested (both populations non-empty).
+    /// Pairs tested (the test gave a p-value that is not NaN).
     pairs: usize,
     /// Raw two-sided p-values, row-major m × m, symmetric; NaN on the diagonal and for untested pairs.
     raw: Vec<f64>,
     /// Holm-adjusted p-values over all tested pairs, laid out like `raw`.
     adjusted: Vec<f64>,
+}
+
+impl AllPairs {
+    /// Runs `test(i, j)` for every pair i < j of `m` populations (`None`: the pair cannot be tested) and adjusts
+    /// the p-values with Holm's procedure over all pairs tested.
+    pub fn new(m: usize, mut test: impl FnMut(usize, usize) -> Option<f64>) -> AllPairs {
+        let mut raw = vec![f64::NAN; m * m];
+        let mut index = Vec::new();
+        let mut p_values = Vec::new();
+        for i in 0..m {
+            for j in (i + 1)..m {
+                if let Some(p) = test(i, j) {
+                    raw[i * m + j] = p;
+                    raw[j * m + i] = p;
+                    index.push((i, j));
+                    p_values.push(p);
+                }
+            }
+        }
+        let mut adjusted = vec![f64::NAN; m * m];
+        let mut pairs = 0;
+        for (&(i, j), p) in index.iter().zip(holm_adjust(&p_values)) {
+            adjusted[i * m + j] = p;
+            adjusted[j * m + i] = p;
+            // A NaN p-value is not a test: Holm left it out of the family, so it is not counted either.
+            if !p.is_nan() {
+                pairs += 1;
+            }
+        }
+        AllPairs {
+            m,
+            pairs,
+            raw,
+            adjusted,
+        }
+    }
+
+    /// How many pairs the correction counted.
+    pub fn pairs(&self) -> usize {
+        self.pairs
+    }
+
+    /// The raw two-sided p-value of the pair (NaN when it was not tested or `a == b`).
+    pub fn p_raw(&self, a: usize, b: usize) -> f64 {
+        self.raw.get(a * self.m + b).copied().unwrap_or(f64::NAN)
+    }
+
+    /// The Holm-adjusted p-value of the pair over all tested pairs (NaN when it was not tested or `a == b`).
+    pub fn p_holm(&self, a: usize, b: usize) -> f64 {
+        self.adjusted
+            .get(a * self.m + b)
+            .copied()
+            .unwrap_or(f64::NAN)
+    }
+}
+
+/// The Mann–Whitney tests of every pair of non-empty populations, Holm-adjusted over all those pairs, with each
+/// pair's direction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PairwiseTests {
+    tests: AllPairs,
     /// U of the row population against the column population (SciPy's statistic with the row first); NaN untested.
     u: Vec<f64>,
     sizes: Vec<usize>,
@@ -31,39 +92,16 @@ pub struct PairwiseTests {
 /// the p-values with Holm's procedure over all of those pairs.
 pub fn all_pairs_mann_whitney(populations: &[&[f64]]) -> PairwiseTests {
     let m = populations.len();
-    let mut raw = vec![f64::NAN; m * m];
     let mut u = vec![f64::NAN; m * m];
-    let mut index = Vec::new();
-    let mut p_values = Vec::new();
-    for i in 0..m {
-        for j in (i + 1)..m {
-            if let Some(r) = mann_whitney_u(populations[i], populations[j]) {
-                let n = (populations[i].len() * populations[j].len()) as f64;
-                raw[i * m + j] = r.p_value;
-                raw[j * m + i] = r.p_value;
-                u[i * m + j] = r.u;
-                u[j * m + i] = n - r.u;
-                index.push((i, j));
-                p_values.push(r.p_value);
-            }
-        }
-    }
-    let holm = holm_adjust(&p_values);
-    let mut adjusted = vec![f64::NAN; m * m];
-    let mut pairs = 0;
-    for (&(i, j), p) in index.iter().zip(holm) {
-        adjusted[i * m + j] = p;
-        adjusted[j * m + i] = p;
-        // A NaN p-value is not a test: Holm left it out of the family, so it is not counted either.
-        if !p.is_nan() {
-            pairs += 1;
-        }
-    }
+    let tests = AllPairs::new(m, |i, j| {
+        let r = mann_whitney_u(populations[i], populations[j])?;
+        let n = (populations[i].len() * populations[j].len()) as f64;
+        u[i * m + j] = r.u;
+        u[j * m + i] = n - r.u;
+        Some(r.p_value)
+    });
     PairwiseTests {
-        m,
-        pairs,
-        raw,
-        adjusted,
+        tests,
         u,
         sizes: populations.iter().map(|p| p.len()).collect(),
     }
@@ -72,22 +110,22 @@ pub fn all_pairs_mann_whitney(populations: &[&[f64]]) -> PairwiseTests {
 impl PairwiseTests {
     /// How many pairs the correction counted.
     pub fn pairs(&self) -> usize {
-        self.pairs
+        self.tests.pairs()
     }
 
     /// The raw two-sided p-value of the pair (NaN when it was not tested or `a == b`).
     pub fn p_raw(&self, a: usize, b: usize) -> f64 {
-        self.raw[a * self.m + b]
+        self.tests.p_raw(a, b)
     }
 
     /// The Holm-adjusted p-value of the pair over all tested pairs (NaN when it was not tested or `a == b`).
     pub fn p_holm(&self, a: usize, b: usize) -> f64 {
-        self.adjusted[a * self.m + b]
+        self.tests.p_holm(a, b)
     }
 
     /// Whether population `a` ranks above `b`: its U exceeds its null mean n_a·n_b/2.
     pub fn ranks_higher(&self, a: usize, b: usize) -> bool {
-        let u = self.u[a * self.m + b];
+        let u = self.u[a * self.tests.m + b];
         u > (self.sizes[a] * self.sizes[b]) as f64 / 2.0
     }
 
