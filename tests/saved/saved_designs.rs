@@ -386,3 +386,66 @@ fn default_option_designs_export_eval_without_flags_and_are_not_overwritten_sile
         &[&saved, &experiment],
     ));
 }
+
+/// rsLoRA (`scaling: "rank"`, alpha / √r) exports as PEFT's `use_rslora`, and the imported adapter predicts the
+/// saved design's logits.
+#[test]
+fn an_rslora_design_exports_with_use_rslora_and_predicts_the_same_after_import() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let experiment = write_experiment(d);
+    let text = std::fs::read_to_string(&experiment)
+        .unwrap()
+        .replace(r#"alpha: 4.0))]"#, r#"alpha: 4.0, scaling: "rank"))]"#);
+    assert!(text.contains("scaling"), "{text}");
+    std::fs::write(&experiment, text).unwrap();
+    let saved = d.join("saved");
+    ok(&run(
+        &["train", "--baseline", "lora", "--quiet", "--save"],
+        &[&saved, &experiment],
+    ));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(saved.join("design.json")).unwrap()).unwrap();
+    assert_eq!(
+        manifest["strategies"][0]["options"],
+        "(targets: [\"q\", \"v\", \"ffn_out\"], alpha: 4.0, scaling: \"rank\")"
+    );
+    let preds = d.join("preds.csv");
+    ok(&run(
+        &["predict"],
+        &[
+            &saved,
+            Path::new("--input"),
+            &d.join("eval.tsv"),
+            Path::new("--out"),
+            &preds,
+        ],
+    ));
+    let exported = d.join("peft");
+    ok(&run(&["export"], &[&saved, Path::new("--out"), &exported]));
+    let config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(exported.join("adapter_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(config["use_rslora"], true);
+    let again = d.join("preds-peft.csv");
+    ok(&run(
+        &["--model"],
+        &[
+            &fixture("tiny-bert"),
+            Path::new("predict"),
+            &exported,
+            Path::new("--input"),
+            &d.join("eval.tsv"),
+            Path::new("--out"),
+            &again,
+        ],
+    ));
+    let (a, b) = (read_predictions(&preds), read_predictions(&again));
+    let worst = a
+        .iter()
+        .zip(&b)
+        .flat_map(|((_, x), (_, y))| x.iter().zip(y).map(|(p, q)| (p - q).abs()))
+        .fold(0.0, f64::max);
+    assert!(worst < 1e-5, "round trip moved a logit by {worst}");
+}

@@ -20,7 +20,7 @@ use peftspace_core::strategy::parse_options;
 use peftspace_core::{Error, Result};
 
 use super::{base_config, export_head, import_head, Mapped, Target};
-use crate::strategies::lora::{var_name, LoraOptions};
+use crate::strategies::lora::{var_name, LoraOptions, LoraScaling};
 
 /// Prefix of every LoRA key in a PEFT adapter file.
 const KEY_PREFIX: &str = "base_model.model.";
@@ -327,7 +327,11 @@ pub(super) fn export(
     c.insert("lora_dropout".into(), 0.0.into());
     c.insert("bias".into(), "none".into());
     c.insert("fan_in_fan_out".into(), false.into());
-    c.insert("use_rslora".into(), false.into());
+    // rsLoRA's alpha / √r per module is exactly our `scaling: Rank` at each layer's rank.
+    c.insert(
+        "use_rslora".into(),
+        (options.scaling()? == LoraScaling::Rank).into(),
+    );
     c.insert("use_dora".into(), false.into());
     c.insert("init_lora_weights".into(), true.into());
     c.insert(

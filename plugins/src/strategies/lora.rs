@@ -3,6 +3,10 @@
 //!
 //! `W + scale·B·A` is never materialised: that would bring back the full-size weight gradient.
 //! Size = rank `r`. Parameters: `Σ r·(d_in + d_out)` over the targeted projections present in the layer.
+//!
+//! `scaling: "rank"` is rsLoRA (Kalajdzievski, 2023; PEFT's `use_rslora`): `scale = alpha / √r`, which keeps the
+//! update's magnitude comparable across ranks. Under an allocation the ranks differ from layer to layer, so the two
+//! scalings train differently, and the choice is a search option.
 
 use candle_core::{Tensor, Var};
 use serde::Deserialize;
@@ -23,9 +27,22 @@ pub struct LoraOptions {
     /// `ffn_gate`, `ffn_out`); names a layer does not have (cross-attention in an encoder) are skipped there.
     /// Default: `["q", "v"]` (Hu et al.'s main setting).
     pub targets: Vec<String>,
-    /// Scaling numerator: the update is multiplied by `alpha / rank`. Default: `8.0` (Hugging Face PEFT's
-    /// `LoraConfig` default), so rank 8 has scale 1.
+    /// Scaling numerator: the update is multiplied by `alpha / rank` (`alpha / √rank` with `scaling: Rank`).
+    /// Default: `8.0` (Hugging Face PEFT's `LoraConfig` default), so rank 8 has scale 1.
     pub alpha: f64,
+    /// `"standard"` (`alpha / r`, the default) or `"rank"` (rsLoRA, `alpha / √r`). A string: option values pass
+    /// through RON's untyped values, which keep no enum variant names.
+    pub scaling: String,
+}
+
+/// How the update is scaled with the rank.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LoraScaling {
+    /// `alpha / r` (Hu et al.).
+    #[default]
+    Standard,
+    /// `alpha / √r` (rsLoRA; PEFT's `use_rslora`).
+    Rank,
 }
 
 impl Default for LoraOptions {
@@ -33,6 +50,21 @@ impl Default for LoraOptions {
         LoraOptions {
             targets: vec!["q".into(), "v".into()],
             alpha: 8.0,
+            scaling: "standard".into(),
+        }
+    }
+}
+
+impl LoraOptions {
+    /// The scaling the options name.
+    pub fn scaling(&self) -> Result<LoraScaling> {
+        match self.scaling.as_str() {
+            "standard" => Ok(LoraScaling::Standard),
+            "rank" => Ok(LoraScaling::Rank),
+            other => Err(Error::msg(format!(
+                "options of strategy `lora`: scaling `{other}` is unknown; \"standard\" (alpha / r) or \"rank\" \
+                 (rsLoRA, alpha / √r)"
+            ))),
         }
     }
 }
@@ -42,6 +74,7 @@ impl Default for LoraOptions {
 pub struct Lora {
     alpha: f64,
     targets: Vec<SiteKind>,
+    scaling: LoraScaling,
 }
 
 impl Default for Lora {
@@ -50,6 +83,7 @@ impl Default for Lora {
         Lora {
             alpha: 8.0,
             targets: vec![SiteKind::Query, SiteKind::Value],
+            scaling: LoraScaling::Standard,
         }
     }
 }
@@ -80,8 +114,17 @@ impl Lora {
         }
         Ok(Lora {
             alpha: options.alpha,
+            scaling: options.scaling()?,
             targets,
         })
+    }
+
+    /// The update's multiplier at `rank`.
+    pub fn scale(&self, rank: usize) -> f64 {
+        match self.scaling {
+            LoraScaling::Standard => self.alpha / rank as f64,
+            LoraScaling::Rank => self.alpha / (rank as f64).sqrt(),
+        }
     }
 
     /// The targeted projections present in `layer`, in the layer's order.
@@ -105,8 +148,14 @@ impl TuningStrategy for Lora {
             .iter()
             .map(|k| format!("{:?}", k.short_name()))
             .collect();
+        // `scaling` is written only when it is not the default, so designs saved before it existed keep their text
+        // (and their trials their ids).
+        let scaling = match self.scaling {
+            LoraScaling::Standard => "",
+            LoraScaling::Rank => ", scaling: \"rank\"",
+        };
         Some(format!(
-            "(targets: [{}], alpha: {:?})",
+            "(targets: [{}], alpha: {:?}{scaling})",
             targets.join(", "),
             self.alpha
         ))
@@ -143,7 +192,7 @@ impl TuningStrategy for Lora {
                 .collect::<Result<Vec<_>>>()
         })?;
         Ok(Box::new(LoraLayer {
-            scale: self.alpha / size as f64,
+            scale: self.scale(size),
             updates,
         }))
     }
@@ -163,7 +212,8 @@ peftspace_core::inventory::submit! {
     StrategyEntry {
         name: "lora",
         code: "L",
-        summary: "low-rank updates y + (alpha/r)·(x·Aᵀ)·Bᵀ on chosen projections (default q, v); size = rank",
+        summary: "low-rank updates y + (alpha/r)·(x·Aᵀ)·Bᵀ on chosen projections (default q, v; `scaling: \"rank\"` for \
+                  rsLoRA's alpha/√r); size = rank",
         create,
     }
 }
@@ -311,6 +361,52 @@ mod tests {
         let w = (b.as_tensor().matmul(&a).unwrap() * 2.0).unwrap(); // scale = 6 / 3
         let want = (y + x.broadcast_matmul(&w.t().unwrap()).unwrap()).unwrap();
         assert!(max_abs_diff(&got, &want) < 1e-5);
+    }
+
+    /// rsLoRA: the same A and B give an update √r times larger at rank r than the standard scaling's (alpha / √r
+    /// against alpha / r); `scaling` appears in the canonical options only when it is not the default.
+    #[test]
+    fn rank_scaling_is_alpha_over_the_square_root_of_the_rank() {
+        let layer = bert_layer(0, 16, 4, 40);
+        let x = input(&[2, 4, 16], 0.9);
+        let y = input(&[2, 4, 16], 0.4);
+        let update = |scaling: &str, rank: usize| -> Tensor {
+            let lora = Lora::new(LoraOptions {
+                alpha: 6.0,
+                scaling: scaling.into(),
+                ..Default::default()
+            })
+            .unwrap();
+            let mut store = store();
+            let m = lora.build(&layer, rank, &mut store).unwrap();
+            store.named_vars()[1]
+                .1
+                .set(&input(&[16, rank], 0.5))
+                .unwrap();
+            (m.linear(SiteKind::Query, &x, y.clone()).unwrap() - &y).unwrap()
+        };
+        for rank in [1, 4, 9] {
+            let standard = update("standard", rank);
+            let rs = update("rank", rank);
+            let want = (standard * (rank as f64).sqrt()).unwrap();
+            assert!(max_abs_diff(&rs, &want) < 1e-5, "rank {rank}");
+        }
+        let rs: ron::Value = ron::from_str(r#"(scaling: "rank")"#).unwrap();
+        let rs = Lora::new(parse_options("lora", &rs).unwrap()).unwrap();
+        assert_eq!(rs.scale(4), 4.0);
+        let bad: ron::Value = ron::from_str(r#"(scaling: "sqrt")"#).unwrap();
+        let e = Lora::new(parse_options("lora", &bad).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sqrt") && e.contains("\"rank\""), "{e}");
+        assert_eq!(
+            rs.canonical_options().unwrap(),
+            r#"(targets: ["q", "v"], alpha: 8.0, scaling: "rank")"#
+        );
+        assert_eq!(
+            Lora::default().canonical_options().unwrap(),
+            r#"(targets: ["q", "v"], alpha: 8.0)"#
+        );
     }
 
     #[test]
