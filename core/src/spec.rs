@@ -98,6 +98,13 @@ pub struct ExperimentSpec {
     /// dev set, which only the final runs report on. In (0, 1). Default: 0.1.
     #[serde(default = "defaults::validation_fraction")]
     pub validation_fraction: f64,
+    /// Score search trials on this many training rows that no trial trains on instead: rows outside each task's
+    /// `max_train` subset, drawn with the root `seed`. Search trials then train on the whole subset, and the split
+    /// can be large (less noise per score) without taking training data. Needs `max_train` below each search
+    /// task's training set. Default: none (`validation_fraction`).
+    // Left out of the serialised form when absent, so manifests and trial ids written before it stay valid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<ValidationSpec>,
     /// Refinement stages in order. Default: none (only S0 is sampled).
     #[serde(default)]
     pub stages: Vec<StageSpec>,
@@ -370,6 +377,14 @@ pub struct StageSpec {
     /// This stage's `on_undecided`. Default: the experiment's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_undecided: Option<OnUndecided>,
+}
+
+/// A validation split of spare training rows (`ExperimentSpec::validation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidationSpec {
+    /// Rows per search task, at least 1.
+    pub rows: usize,
 }
 
 /// What a stage hands to the next when it did not find a winner. A `significant` stage always hands on its winner.

@@ -77,6 +77,10 @@ pub enum Split {
     /// `fraction` of the training set held out, drawn with `seed` ([`crate::data::TaskData::hold_out`]); trained
     /// on the rest, scored on the held-out part. Search trials, so that choosing designs never sees the dev set.
     Validation { fraction: f64, seed: u64 },
+    /// `rows` training rows outside the task's `max_train` subset, drawn with `seed`
+    /// ([`crate::data::TaskData::spare_validation`]); trained on the whole subset, scored on those rows. Search
+    /// trials of an experiment with `validation: (rows: N)`.
+    SpareRows { rows: usize, seed: u64 },
 }
 
 impl Split {
@@ -88,7 +92,7 @@ impl Split {
     pub fn label(&self) -> &'static str {
         match self {
             Split::Dev => "dev",
-            Split::Validation { .. } => "validation",
+            Split::Validation { .. } | Split::SpareRows { .. } => "validation",
         }
     }
 }

@@ -144,6 +144,23 @@ fn validate_reports_line_and_column_with_exit_code_2() {
         "budget: 0.005,\n    on_undecided: KeepSome,",
     ));
     assert!(e.contains(":6:") && e.contains("KeepSome"), "{e}");
+    // `validation: (rows: N)`: at least one row, and spare rows need a `max_train` on every task.
+    let e = validate_error(&BASE.replace(
+        "budget: 0.005,",
+        "budget: 0.005,\n    validation: (rows: 0),",
+    ));
+    assert!(
+        e.contains(":6:") && e.contains("validation.rows: must be at least 1"),
+        "{e}"
+    );
+    let e = validate_error(&BASE.replace(", max_train: 64", "").replace(
+        "budget: 0.005,",
+        "budget: 0.005,\n    validation: (rows: 500),",
+    ));
+    assert!(
+        e.contains("tasks[0]") && e.contains("needs a `max_train`"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -216,3 +216,65 @@ fn saved_final_designs_reproduce_their_dev_scores_and_are_not_trained_again() {
     };
     assert_eq!(metrics(&before), metrics(&after));
 }
+
+/// `validation: (rows: N)` on the tiny BERT: search trials train on the whole `max_train` subset and are scored on
+/// N training rows outside it — a split the trainer reads as it would any other — so the run completes, its search
+/// trials say `validation`, and their ids differ from the `validation_fraction` run's.
+#[test]
+fn search_trials_score_on_spare_rows_outside_max_train() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let experiment = write_experiment(d);
+    let base = std::fs::read_to_string(&experiment).expect("read");
+    let spare = base
+        .replace(
+            r#"labels: ["neg", "pos"]))],"#,
+            r#"labels: ["neg", "pos"]), max_train: 24)],"#,
+        )
+        .replace(
+            "    budget: 0.05,",
+            "    budget: 0.05,\n    validation: (rows: 10),",
+        )
+        .replace(", save: true)", ")")
+        .replace("tiny-final-saved", "tiny-spare-rows");
+    assert!(
+        spare.contains("rows: 10") && spare.contains("max_train: 24"),
+        "{spare}"
+    );
+    let spare_file = d.join("spare.ron");
+    std::fs::write(&spare_file, &spare).expect("write");
+    let out = d.join("spare-results");
+    ok(&peftspace(&[
+        "run".as_ref(),
+        spare_file.as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+        "--quiet".as_ref(),
+    ]));
+    let trials = refine_support::read_csv(&out.join("trials.csv"));
+    let search: Vec<_> = trials.iter().filter(|r| r["stage"] != "final").collect();
+    assert!(!search.is_empty());
+    assert!(search
+        .iter()
+        .all(|r| r["scored_on"] == "validation" && r["status"] == "ok"));
+    // Without `validation` the same experiment's search trials are other trials (another split).
+    let fraction = spare.replace("\n    validation: (rows: 10),", "");
+    let fraction_file = d.join("fraction.ron");
+    std::fs::write(&fraction_file, fraction).expect("write");
+    let out2 = d.join("fraction-results");
+    ok(&peftspace(&[
+        "run".as_ref(),
+        fraction_file.as_os_str(),
+        "--out".as_ref(),
+        out2.as_os_str(),
+        "--quiet".as_ref(),
+    ]));
+    let other = refine_support::read_csv(&out2.join("trials.csv"));
+    let ids = |rows: &[std::collections::BTreeMap<String, String>]| -> std::collections::BTreeSet<String> {
+        rows.iter()
+            .filter(|r| r["stage"] != "final")
+            .map(|r| r["trial_id"].clone())
+            .collect()
+    };
+    assert!(ids(&trials).is_disjoint(&ids(&other)));
+}

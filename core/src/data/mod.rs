@@ -207,8 +207,13 @@ impl TaskData {
 
 /// At most `n` items chosen uniformly with a seeded RNG, in their original order.
 pub fn seeded_subset<T>(items: Vec<T>, n: usize, seed: u64) -> Vec<T> {
+    seeded_split(items, n, seed).0
+}
+
+/// [`seeded_subset`] and the items it leaves out, both in the input's order.
+pub fn seeded_split<T>(items: Vec<T>, n: usize, seed: u64) -> (Vec<T>, Vec<T>) {
     if items.len() <= n {
-        return items;
+        return (items, Vec::new());
     }
     let mut rng = StdRng::seed_from_u64(seed);
     let mut indices: Vec<usize> = (0..items.len()).collect();
@@ -217,11 +222,45 @@ pub fn seeded_subset<T>(items: Vec<T>, n: usize, seed: u64) -> Vec<T> {
     for &i in &indices[..n] {
         keep[i] = true;
     }
-    items
-        .into_iter()
-        .zip(keep)
-        .filter_map(|(item, k)| k.then_some(item))
-        .collect()
+    let (kept, rest): (Vec<_>, Vec<_>) = items.into_iter().zip(keep).partition(|(_, k)| *k);
+    (
+        kept.into_iter().map(|(item, _)| item).collect(),
+        rest.into_iter().map(|(item, _)| item).collect(),
+    )
+}
+
+impl TaskData {
+    /// The split of search trials with `validation: (rows: N)`: trained on the `max_train` subset of `whole`'s
+    /// training set (drawn with `data_seed`, exactly the subset [`load_task`] keeps), scored on `rows` of the
+    /// training rows outside it (drawn with `seed`; all of them when fewer are left). An error when nothing is
+    /// left outside the subset.
+    pub fn spare_validation(
+        whole: &TaskData,
+        max_train: Option<usize>,
+        data_seed: u64,
+        rows: usize,
+        seed: u64,
+    ) -> Result<TaskData> {
+        let n = max_train.unwrap_or(whole.train.len());
+        let (train, spare) = seeded_split(whole.train.clone(), n, data_seed);
+        if spare.is_empty() || rows == 0 {
+            return Err(Error::msg(format!(
+                "task `{}`: `validation: (rows: {rows})` needs training rows outside `max_train`, but all {} are used \
+                 for training; set `max_train` below {} or use `validation_fraction`",
+                whole.id,
+                whole.train.len(),
+                whole.train.len()
+            )));
+        }
+        Ok(TaskData {
+            id: whole.id.clone(),
+            kind: whole.kind.clone(),
+            evaluator: whole.evaluator.clone(),
+            train,
+            eval: seeded_subset(spare, rows, seed ^ HOLD_OUT_STREAM),
+            sources: whole.sources.clone(),
+        })
+    }
 }
 
 /// Loads the task an experiment names: a custom or generation task from its files (relative paths from
@@ -328,6 +367,46 @@ mod tests {
         assert!(task(1).hold_out(0.1, 1).is_err());
         assert!(task(10).hold_out(0.0, 1).is_err());
         assert!(task(10).hold_out(1.0, 1).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn spare_rows_validate_outside_the_training_subset() -> Result<()> {
+        let whole = task(300);
+        let split = TaskData::spare_validation(&whole, Some(100), 5, 50, 7)?;
+        // Trained on exactly the subset `max_train: 100` keeps with the data seed, scored on 50 rows outside it.
+        let subset = whole.clone().subsample(Some(100), None, 5);
+        assert_eq!(split.train, subset.train);
+        assert_eq!(split.eval.len(), 50);
+        let trained: std::collections::BTreeSet<&str> =
+            split.train.iter().map(|e| e.text.as_str()).collect();
+        assert!(split
+            .eval
+            .iter()
+            .all(|e| !trained.contains(e.text.as_str())));
+        assert!(split.eval.iter().all(|e| e.text != "official dev"));
+        // Fixed by its seed; fewer spare rows than asked: all of them; none: a clear error.
+        assert_eq!(
+            TaskData::spare_validation(&whole, Some(100), 5, 50, 7)?,
+            split
+        );
+        assert_ne!(
+            TaskData::spare_validation(&whole, Some(100), 5, 50, 8)?.eval,
+            split.eval
+        );
+        assert_eq!(
+            TaskData::spare_validation(&whole, Some(280), 5, 50, 7)?
+                .eval
+                .len(),
+            20
+        );
+        let e = TaskData::spare_validation(&whole, None, 5, 50, 7)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("max_train") && e.contains("validation_fraction"),
+            "{e}"
+        );
         Ok(())
     }
 }

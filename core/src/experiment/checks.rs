@@ -153,6 +153,26 @@ pub(super) fn check(
             ),
         );
     }
+    if let Some(v) = s.validation {
+        if v.rows == 0 {
+            return err(
+                "validation.rows",
+                "must be at least 1 row (e.g. 1000)".into(),
+            );
+        }
+        // Spare rows exist only outside a `max_train` subset.
+        if let Some(i) = s.tasks.iter().position(|t| t.max_train.is_none()) {
+            return err(
+                &format!("tasks[{i}]"),
+                format!(
+                    "`validation: (rows: {})` scores search trials on training rows outside `max_train`: task `{}` \
+                     needs a `max_train` below its training set size (or leave `validation` out to use \
+                     `validation_fraction`)",
+                    v.rows, s.tasks[i].id
+                ),
+            );
+        }
+    }
 
     if let Some(race) = &s.race {
         if let Some((field, reason)) = race.problem() {

@@ -189,14 +189,21 @@ pub fn compute_plan(
     let seeds = spec.seeds.len() as u64;
     let epochs = spec.training.epochs as u64;
     // Search trials train on the training set less its validation split and are scored on that split.
+    // With `validation: (rows: N)` they train on the whole subset and are scored on N spare rows outside it.
     let search_tasks: Vec<TaskSize> = tasks
         .iter()
-        .map(|t| {
-            let held = data::validation_rows(t.train, spec.validation_fraction);
-            TaskSize {
-                train: t.train.saturating_sub(held),
-                eval: held,
+        .map(|t| match spec.validation {
+            Some(v) => TaskSize {
+                eval: v.rows,
                 ..t.clone()
+            },
+            None => {
+                let held = data::validation_rows(t.train, spec.validation_fraction);
+                TaskSize {
+                    train: t.train.saturating_sub(held),
+                    eval: held,
+                    ..t.clone()
+                }
             }
         })
         .collect();

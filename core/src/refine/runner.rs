@@ -105,12 +105,18 @@ impl TrialFactory<'_> {
         )
     }
 
-    /// The split search trials are scored on: `validation_fraction` of each training set, drawn with the root seed,
-    /// the same for every search trial so their scores compare.
+    /// The split search trials are scored on: `validation_fraction` of each training set, or `validation.rows`
+    /// spare rows outside it, drawn with the root seed, the same for every search trial so their scores compare.
     fn search_split(&self) -> Split {
-        Split::Validation {
-            fraction: self.spec.validation_fraction,
-            seed: self.spec.seed,
+        match self.spec.validation {
+            Some(v) => Split::SpareRows {
+                rows: v.rows,
+                seed: self.spec.seed,
+            },
+            None => Split::Validation {
+                fraction: self.spec.validation_fraction,
+                seed: self.spec.seed,
+            },
         }
     }
 }

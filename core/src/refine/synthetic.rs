@@ -422,6 +422,10 @@ impl TrialExecutor for SyntheticExecutor {
                 "{}|{}|{}|validation {fraction} {seed}",
                 text, trial.task.id, trial.seed
             ),
+            Split::SpareRows { rows, seed } => format!(
+                "{}|{}|{}|spare rows {rows} {seed}",
+                text, trial.task.id, trial.seed
+            ),
         };
         let noise = 0.06 * (uniform(0, &[&key, "noise"]) - 0.5);
         let diverged = self

@@ -226,6 +226,20 @@ impl TrainingExecutor {
         match split {
             Split::Dev => Ok(data),
             Split::Validation { fraction, seed } => Ok(Arc::new(data.hold_out(fraction, seed)?)),
+            Split::SpareRows { rows, seed } => {
+                // The whole training set (the subset `data` is, and the rows outside it), read once.
+                let whole = self.task(&TaskSpec {
+                    max_train: None,
+                    ..task.clone()
+                })?;
+                Ok(Arc::new(data::TaskData::spare_validation(
+                    &whole,
+                    task.max_train,
+                    self.data_seed,
+                    rows,
+                    seed,
+                )?))
+            }
         }
     }
 
