@@ -339,28 +339,43 @@ pub fn calibrate(spec: &ExperimentSpec, executor: &TrainingExecutor) -> Result<C
             max_eval: Some(eval),
             ..task.clone()
         };
-        let trial = TrialSpec::new(
-            design,
-            &subset,
-            spec.seeds.first().copied().unwrap_or(1),
-            &training,
-            spec.budget,
-            &spec.strategies,
-            "calibration",
-            "calibration",
-            // Timed on the evaluation set: the calibration separates the cost of a training example from that of
-            // an evaluation example, wherever the evaluation examples come from.
+        // Evaluation is timed on training rows outside the subset, like the validation rows most trials (the
+        // search's) are scored on: a task's dev examples may be much longer than its training rows (SST-2's are
+        // whole sentences, its training rows mostly phrases). A task with no rows to spare is timed on its dev set.
+        let mut elapsed = None;
+        for split in [
+            crate::trial::Split::SpareRows {
+                rows: eval,
+                seed: 1,
+            },
             crate::trial::Split::Dev,
-        )?;
-        let started = Instant::now();
-        executor.train(
-            &trial,
-            Watch {
+        ] {
+            let trial = TrialSpec::new(
+                design,
+                &subset,
+                spec.seeds.first().copied().unwrap_or(1),
+                &training,
+                spec.budget,
+                &spec.strategies,
+                "calibration",
+                "calibration",
+                split,
+            )?;
+            let started = Instant::now();
+            let watch = Watch {
                 progress: false,
                 on_epoch: None,
-            },
-        )?;
-        Ok(started.elapsed().as_secs_f64())
+            };
+            match executor.train(&trial, watch) {
+                Ok(_) => {
+                    elapsed = Some(started.elapsed().as_secs_f64());
+                    break;
+                }
+                Err(e) if split.is_dev() => return Err(e),
+                Err(_) => {}
+            }
+        }
+        elapsed.ok_or_else(|| Error::msg("internal: calibration timed nothing"))
     };
     // The first strategy whose one-group baseline fits the budget (a small model may not fit every strategy).
     let mut found: Option<String> = None;
