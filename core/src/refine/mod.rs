@@ -50,7 +50,7 @@ pub use race::{
 pub use replay::{replay_race, replay_table, RaceReplay};
 pub use runner::{manifest, run_experiment, trial_span, RunOutcome};
 pub use search_space::{DesignRecord, SearchSpace, UnionSpace};
-pub use synthetic::{standard_normal, SyntheticExecutor, SyntheticScores, SyntheticSpace};
+pub use synthetic::{SyntheticExecutor, SyntheticScores, SyntheticSpace};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

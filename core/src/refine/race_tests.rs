@@ -33,9 +33,9 @@ fn rule(seed: u64) -> RaceRule {
     }
 }
 
-/// One simulated stage: `means[c]` is candidate c's true mean; design i of candidate c is scored by the synthetic
-/// executor's known-truth model from the stage's seed.
-fn simulate(case: &str, stage: usize, means: &[f64]) -> RaceState {
+/// Every candidate's `MAX_DESIGNS` design scores in one simulated stage: `means[c]` is candidate c's true mean, and
+/// design i of candidate c is scored by the synthetic executor's known-truth model from the stage's seed.
+fn design_scores(case: &str, stage: usize, means: &[f64]) -> Vec<Vec<f64>> {
     let scores = SyntheticScores {
         means: means
             .iter()
@@ -44,17 +44,26 @@ fn simulate(case: &str, stage: usize, means: &[f64]) -> RaceState {
             .collect(),
         sd: SD,
     };
-    let entries: Vec<RaceEntry> = (0..means.len())
-        .map(|c| RaceEntry {
-            designs: (0..MAX_DESIGNS)
+    (0..means.len())
+        .map(|c| {
+            (0..MAX_DESIGNS)
                 .map(|i| {
                     let text = format!("candidate={c}; design={i}");
-                    let score = scores
+                    scores
                         .score(&text, &format!("{case}|{stage}|{c}|{i}"))
-                        .expect("every candidate has a mean");
-                    DesignScore::Scored(score)
+                        .expect("every candidate has a mean")
                 })
-                .collect(),
+                .collect()
+        })
+        .collect()
+}
+
+/// One simulated stage, its designs drawn up front and raced in order.
+fn simulate(case: &str, stage: usize, means: &[f64]) -> RaceState {
+    let entries: Vec<RaceEntry> = design_scores(case, stage, means)
+        .into_iter()
+        .map(|scores| RaceEntry {
+            designs: scores.into_iter().map(DesignScore::Scored).collect(),
             exhausted: false,
         })
         .collect();
@@ -122,32 +131,14 @@ fn under_the_null_false_eliminations_stay_within_alpha_with_two_and_four_candida
 
 /// Whether testing every look's best against each other candidate at the full α would drop someone.
 fn naive_drops(case: &str, stage: usize, candidates: usize) -> bool {
-    let scores = SyntheticScores {
-        means: (0..candidates)
-            .map(|c| (format!("candidate={c};"), 0.7))
-            .collect(),
-        sd: SD,
-    };
-    let population = |c: usize, n: usize| -> Vec<f64> {
-        (0..n)
-            .map(|i| {
-                scores
-                    .score(
-                        &format!("candidate={c}; design={i}"),
-                        &format!("{case}|{stage}|{c}|{i}"),
-                    )
-                    .expect("mean")
-            })
-            .collect()
-    };
+    let scores = design_scores(case, stage, &vec![0.7; candidates]);
     plan().looks().into_iter().any(|n| {
-        let pops: Vec<Vec<f64>> = (0..candidates).map(|c| population(c, n)).collect();
+        let pops: Vec<&[f64]> = scores.iter().map(|s| &s[..n]).collect();
         let best = (0..candidates)
-            .max_by(|&a, &b| stats::mean(&pops[a]).total_cmp(&stats::mean(&pops[b])))
+            .max_by(|&a, &b| stats::mean(pops[a]).total_cmp(&stats::mean(pops[b])))
             .expect("candidates");
         (0..candidates).filter(|&c| c != best).any(|c| {
-            stats::permutation_p_below(&pops[best], &pops[c], PERMUTATIONS, c as u64, ALPHA)
-                .is_some()
+            stats::permutation_p_below(pops[best], pops[c], PERMUTATIONS, c as u64, ALPHA).is_some()
         })
     })
 }

@@ -291,7 +291,7 @@ impl SyntheticScores {
 }
 
 /// A standard normal draw fixed by `key` (Box–Muller on two uniforms in (0, 1)).
-pub fn standard_normal(key: &str) -> f64 {
+fn standard_normal(key: &str) -> f64 {
     let open =
         |part: &str| ((child_seed(0, &[key, part]) >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
     let (u1, u2) = (open("u1"), open("u2"));

@@ -183,22 +183,18 @@ fn terms(rows: &[Row<'_>], notes: &mut Vec<String>) -> Vec<Term> {
     notes.push(format!("grouping: reference level `{reference}`"));
     add(Term::categorical("grouping", &shapes, reference), notes);
     // Allocation shares, group 1 dropped.
-    let groups = rows
+    let shares: Vec<Vec<f64>> = rows
         .iter()
-        .map(|r| allocation_shares(&r.design.allocation).len())
-        .max()
-        .unwrap_or(0);
+        .map(|r| allocation_shares(&r.design.allocation))
+        .collect();
+    let groups = shares.iter().map(Vec::len).max().unwrap_or(0);
     let parts: Vec<(String, Vec<f64>)> = (0..groups)
         .map(|g| {
             (
                 format!("allocation[group {}]", g + 1),
-                rows.iter()
-                    .map(|r| {
-                        allocation_shares(&r.design.allocation)
-                            .get(g)
-                            .copied()
-                            .unwrap_or(0.0)
-                    })
+                shares
+                    .iter()
+                    .map(|s| s.get(g).copied().unwrap_or(0.0))
                     .collect(),
             )
         })
